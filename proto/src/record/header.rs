@@ -88,6 +88,50 @@ pub enum BatchError {
     /// Compression or decompression failed.
     #[error("compression error: {0}")]
     Compression(String),
+    /// Decompressed records would exceed the caller's bound.
+    #[error("decompressed records exceed {limit} bytes")]
+    DecompressedTooLarge {
+        /// The caller's bound in bytes.
+        limit: usize,
+    },
+    /// Plain record iteration was asked of a compressed batch; decompress it first.
+    #[error("batch is compressed ({0}); use the decompressing reader")]
+    Compressed(&'static str),
+    /// This build has no codecs (the `compression` feature is off).
+    #[error("compression support is not compiled in (feature `compression`)")]
+    CompressionUnavailable,
+    /// A record is malformed: bad varint, length past its end, bytes left over, or a header
+    /// key that is not UTF-8.
+    #[error("corrupt record {index}: {reason}")]
+    CorruptRecord {
+        /// Position of the record in its batch, from 0.
+        index: i32,
+        /// What was wrong.
+        reason: &'static str,
+    },
+    /// The builder cannot take this record: the batch would pass a format limit (record count
+    /// or a length over i32, or a timestamp delta that overflows).
+    #[error("record does not fit the batch: {0}")]
+    RecordDoesNotFit(&'static str),
+}
+
+impl BatchError {
+    /// True when the bytes themselves are bad (truncated, corrupt, CRC mismatch): the batch
+    /// must not be stored or served. Retrying with the *same bytes* never helps; re-fetching
+    /// bytes that a network corrupted may. False for limits and missing codecs.
+    pub fn is_corruption(&self) -> bool {
+        matches!(
+            self,
+            BatchError::Truncated { .. }
+                | BatchError::InvalidLength { .. }
+                | BatchError::UnsupportedMagic(_)
+                | BatchError::CrcMismatch { .. }
+                | BatchError::Corrupt(_)
+                | BatchError::CorruptRecord { .. }
+                | BatchError::UnknownCompression(_)
+                | BatchError::Compression(_)
+        )
+    }
 }
 
 #[inline]
@@ -105,6 +149,47 @@ fn be_i32(bytes: &[u8], at: usize) -> i32 {
 #[inline]
 fn be_i16(bytes: &[u8], at: usize) -> i16 {
     i16::from_be_bytes([bytes[at], bytes[at + 1]])
+}
+
+/// Attribute bit 3: set when record timestamps are the broker's append time.
+pub const ATTRIBUTE_LOG_APPEND_TIME: i16 = 0x08;
+/// Attribute bit 4: the batch belongs to a transaction.
+pub const ATTRIBUTE_TRANSACTIONAL: i16 = 0x10;
+/// Attribute bit 5: the batch holds control records (transaction markers).
+pub const ATTRIBUTE_CONTROL: i16 = 0x20;
+/// Producer id, epoch and base sequence of a batch written without idempotence.
+pub const NO_PRODUCER_ID: i64 = -1;
+/// Timestamp Kafka writes in the header of a batch without records.
+pub const NO_TIMESTAMP: i64 = -1;
+
+/// What a batch's record timestamps mean (attribute bit 3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum TimestampType {
+    /// Set by the producer when it created each record.
+    #[default]
+    CreateTime,
+    /// Set by the broker when it appended the batch; every record's timestamp is then the
+    /// batch's max timestamp.
+    LogAppendTime,
+}
+
+impl TimestampType {
+    /// The type named by a batch's attributes.
+    pub const fn from_attributes(attributes: i16) -> TimestampType {
+        if attributes & ATTRIBUTE_LOG_APPEND_TIME != 0 {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        }
+    }
+
+    /// The attribute bits of this type.
+    pub const fn attribute_bits(self) -> i16 {
+        match self {
+            TimestampType::CreateTime => 0,
+            TimestampType::LogAppendTime => ATTRIBUTE_LOG_APPEND_TIME,
+        }
+    }
 }
 
 /// A decoded copy of a batch header. Cheap (`Copy`); the batch bytes stay where they are.
@@ -172,16 +257,69 @@ impl BatchHeader {
         BATCH_LENGTH_PREFIX + self.batch_length.max(0) as usize
     }
 
-    /// Offset of the last record in the batch.
+    /// Offset of the last record in the batch. Saturates instead of overflowing on a header
+    /// [`validate_batch`] would reject (it checks that the next offset fits an i64).
     #[inline]
     pub fn last_offset(&self) -> Offset {
-        Offset(self.base_offset.0 + i64::from(self.last_offset_delta))
+        Offset(self.base_offset.0.saturating_add(i64::from(self.last_offset_delta)))
     }
 
-    /// Offset after the last record: where the next batch starts.
+    /// What the record timestamps mean.
+    #[inline]
+    pub fn timestamp_type(&self) -> TimestampType {
+        TimestampType::from_attributes(self.attributes)
+    }
+
+    /// Whether the batch belongs to a transaction.
+    #[inline]
+    pub fn is_transactional(&self) -> bool {
+        self.attributes & ATTRIBUTE_TRANSACTIONAL != 0
+    }
+
+    /// Whether the batch holds control records.
+    #[inline]
+    pub fn is_control(&self) -> bool {
+        self.attributes & ATTRIBUTE_CONTROL != 0
+    }
+
+    /// Writes this header into the first [`BATCH_HEADER_LEN`] bytes of `out`, CRC included as
+    /// stored in `self.crc` (see [`write_crc`] to compute it once the records follow).
+    ///
+    /// # Panics
+    /// If `out` is shorter than [`BATCH_HEADER_LEN`] (a caller bug, not an input error).
+    pub fn write_to(&self, out: &mut [u8]) {
+        let out = &mut out[..BATCH_HEADER_LEN];
+        out[OFFSET_BASE_OFFSET..OFFSET_BATCH_LENGTH]
+            .copy_from_slice(&self.base_offset.0.to_be_bytes());
+        out[OFFSET_BATCH_LENGTH..OFFSET_LEADER_EPOCH]
+            .copy_from_slice(&self.batch_length.to_be_bytes());
+        out[OFFSET_LEADER_EPOCH..OFFSET_MAGIC]
+            .copy_from_slice(&self.partition_leader_epoch.0.to_be_bytes());
+        out[OFFSET_MAGIC] = self.magic as u8;
+        out[OFFSET_CRC..OFFSET_ATTRIBUTES].copy_from_slice(&self.crc.to_be_bytes());
+        out[OFFSET_ATTRIBUTES..OFFSET_LAST_OFFSET_DELTA]
+            .copy_from_slice(&self.attributes.to_be_bytes());
+        out[OFFSET_LAST_OFFSET_DELTA..OFFSET_FIRST_TIMESTAMP]
+            .copy_from_slice(&self.last_offset_delta.to_be_bytes());
+        out[OFFSET_FIRST_TIMESTAMP..OFFSET_MAX_TIMESTAMP]
+            .copy_from_slice(&self.first_timestamp.0.to_be_bytes());
+        out[OFFSET_MAX_TIMESTAMP..OFFSET_PRODUCER_ID]
+            .copy_from_slice(&self.max_timestamp.0.to_be_bytes());
+        out[OFFSET_PRODUCER_ID..OFFSET_PRODUCER_EPOCH]
+            .copy_from_slice(&self.producer_id.0.to_be_bytes());
+        out[OFFSET_PRODUCER_EPOCH..OFFSET_BASE_SEQUENCE]
+            .copy_from_slice(&self.producer_epoch.to_be_bytes());
+        out[OFFSET_BASE_SEQUENCE..OFFSET_RECORD_COUNT]
+            .copy_from_slice(&self.base_sequence.to_be_bytes());
+        out[OFFSET_RECORD_COUNT..BATCH_HEADER_LEN]
+            .copy_from_slice(&self.record_count.to_be_bytes());
+    }
+
+    /// Offset after the last record: where the next batch starts (saturating, as
+    /// [`BatchHeader::last_offset`]).
     #[inline]
     pub fn next_offset(&self) -> Offset {
-        self.last_offset().next()
+        Offset(self.last_offset().0.saturating_add(1))
     }
 }
 
@@ -193,7 +331,8 @@ pub fn batch_total_len(bytes: &[u8], batch_bytes_max: usize) -> Result<usize, Ba
         return Err(BatchError::Truncated { needed: BATCH_LENGTH_PREFIX, available: bytes.len() });
     }
     let length = be_i32(bytes, OFFSET_BATCH_LENGTH);
-    let max = batch_bytes_max.saturating_sub(BATCH_LENGTH_PREFIX) as i64;
+    let max =
+        i64::try_from(batch_bytes_max.saturating_sub(BATCH_LENGTH_PREFIX)).unwrap_or(i64::MAX);
     if length < BATCH_LENGTH_MIN || i64::from(length) > max {
         return Err(BatchError::InvalidLength {
             length: i64::from(length),
@@ -204,17 +343,28 @@ pub fn batch_total_len(bytes: &[u8], batch_bytes_max: usize) -> Result<usize, Ba
     Ok(BATCH_LENGTH_PREFIX + length as usize)
 }
 
-/// CRC-32C of a batch's covered range (attributes to the end). `batch` must be exactly one batch.
+/// CRC-32C of a batch's covered range (attributes to the end). `batch` must be exactly one batch;
+/// a slice shorter than the header yields the CRC of nothing rather than a panic.
 #[inline]
 pub fn compute_crc(batch: &[u8]) -> u32 {
-    crc32c::crc32c(&batch[OFFSET_ATTRIBUTES..])
+    crc32c::crc32c(batch.get(OFFSET_ATTRIBUTES..).unwrap_or_default())
+}
+
+/// Computes the CRC-32C of `batch` (exactly one batch, header included) and stores it in the
+/// header. Used after any change inside the CRC range (attributes onwards).
+///
+/// # Panics
+/// If `batch` is shorter than [`BATCH_HEADER_LEN`] (a caller bug, not an input error).
+pub fn write_crc(batch: &mut [u8]) {
+    let crc = compute_crc(batch);
+    batch[OFFSET_CRC..OFFSET_ATTRIBUTES].copy_from_slice(&crc.to_be_bytes());
 }
 
 /// Fully validates the single batch at the start of `bytes`: length within
-/// `[header, batch_bytes_max]` and present, magic 2, CRC-32C, and header consistency (record count
-/// >= 0, last offset delta >= record count - 1 when records exist, max timestamp >= first for
-/// non-empty batches is *not* required, as Kafka allows any order). Returns the header; the batch
-/// is `&bytes[..header.total_len()]`.
+/// `[header, batch_bytes_max]` and present, magic 2, CRC-32C, and header consistency (a record
+/// count of at least 0, and a last offset delta of at least record count - 1 when records
+/// exist; timestamps may come in any order, as in Kafka). Returns the header; the batch is
+/// `&bytes[..header.total_len()]`. Records are checked when read ([`crate::record::Records`]).
 pub fn validate_batch(bytes: &[u8], batch_bytes_max: usize) -> Result<BatchHeader, BatchError> {
     let total = batch_total_len(bytes, batch_bytes_max)?;
     if bytes.len() < total {
@@ -235,16 +385,29 @@ pub fn validate_batch(bytes: &[u8], batch_bytes_max: usize) -> Result<BatchHeade
     if header.record_count > 0 && header.last_offset_delta < header.record_count - 1 {
         return Err(BatchError::Corrupt("last offset delta below record count"));
     }
+    // Producers send base offset 0 and leaders assign offsets >= 0; the offset after the batch
+    // must fit an i64 so that offset arithmetic on a valid batch never overflows.
+    let next_offset = header.base_offset.0.checked_add(i64::from(header.last_offset_delta) + 1);
+    if header.base_offset.0 < 0 || next_offset.is_none() {
+        return Err(BatchError::Corrupt("base offset out of range"));
+    }
     Ok(header)
 }
 
-/// Rewrites the base offset in place (not covered by the CRC).
+/// Rewrites the base offset in place (not covered by the CRC, so the CRC stays valid).
+///
+/// # Panics
+/// If `batch` is shorter than 8 bytes; call it on a batch [`validate_batch`] accepted.
 #[inline]
 pub fn set_base_offset(batch: &mut [u8], base_offset: Offset) {
     batch[OFFSET_BASE_OFFSET..OFFSET_BASE_OFFSET + 8].copy_from_slice(&base_offset.0.to_be_bytes());
 }
 
-/// Rewrites the partition leader epoch in place (not covered by the CRC).
+/// Rewrites the partition leader epoch in place (not covered by the CRC, so the CRC stays
+/// valid).
+///
+/// # Panics
+/// If `batch` is shorter than 16 bytes; call it on a batch [`validate_batch`] accepted.
 #[inline]
 pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: LeaderEpoch) {
     batch[OFFSET_LEADER_EPOCH..OFFSET_LEADER_EPOCH + 4].copy_from_slice(&epoch.0.to_be_bytes());
