@@ -76,6 +76,10 @@ id_newtype!(
     /// Producer id for idempotent produce.
     ProducerId(i64)
 );
+id_newtype!(
+    /// Version of one API's message layout, carried in every frame header.
+    ApiVersion(u16)
+);
 
 impl Offset {
     /// The offset after this one.

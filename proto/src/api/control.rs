@@ -1,0 +1,157 @@
+//! SC <-> SPU control protocol (postcard). The SPU opens the connection to the SC (the SC never
+//! dials out) and sends [`SpuRegisterRequest`] first.
+//!
+//! After an accepted registration:
+//! - the SC pushes [`SpuUpdate`] and [`ReplicaUpdate`] (one-way), each stamped with an
+//!   [`UpdateEpoch`]: first a full snapshot, then deltas naming the epoch they apply on top of.
+//!   An SPU that sees a delta whose base is not its current epoch ignores it and sends
+//!   [`RequestSnapshot`]; the SC answers with full updates.
+//! - either side sends [`HeartbeatRequest`] and answers [`HeartbeatResponse`].
+//! - the SPU sends [`LiveReplicaStatus`] (one-way) for the replicas it leads whenever HW, LEO
+//!   or the in-sync set change, and periodically as a backstop.
+
+use serde::{Deserialize, Serialize};
+
+use crate::api::metadata::Changes;
+use crate::api::{postcard_v0, requests, NoResponse};
+use crate::error_code::ErrorCode;
+use crate::ids::{LeaderEpoch, SpuId, TimestampMs, UpdateEpoch};
+use crate::object::{Endpoint, PartitionKey, PartitionSpec, ReplicaStatus, SpuSpec};
+
+/// An SPU introduces itself.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpuRegisterRequest {
+    /// Its id (must be registered with the SC).
+    pub id: SpuId,
+    /// Cores (shards) it runs.
+    pub cores: u16,
+    /// Public port per core, index = core; empty when only the shared port exists.
+    pub core_public_ports: Vec<u16>,
+    /// Where clients reach it.
+    pub public_endpoint: Endpoint,
+    /// Where other SPUs reach it.
+    pub private_endpoint: Endpoint,
+    /// Its software version.
+    pub version: String,
+}
+
+/// The SC's answer to a registration.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SpuRegisterResponse {
+    /// Registered; updates follow.
+    Accepted,
+    /// Refused (e.g. `UnknownSpu`, `NotController`); the SPU retries later or elsewhere.
+    Refused {
+        /// Why.
+        error_code: ErrorCode,
+        /// Details for the operator.
+        reason: String,
+    },
+}
+
+/// Liveness probe, either direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatRequest {
+    /// The sender's clock when sending.
+    pub sent_at: TimestampMs,
+}
+
+/// Liveness answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatResponse {
+    /// The request's `sent_at`, echoed (round-trip time without clock agreement).
+    pub request_sent_at: TimestampMs,
+    /// The responder's clock.
+    pub responder_time: TimestampMs,
+}
+
+/// SPU specs the receiving SPU needs (its peers' private endpoints).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpuUpdate {
+    /// Epoch after applying this update.
+    pub epoch: UpdateEpoch,
+    /// Full or delta.
+    pub changes: Changes<SpuSpec, SpuId>,
+}
+
+/// A replica the receiving SPU must host.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaAssignment {
+    /// Topic and partition.
+    pub key: PartitionKey,
+    /// Replicas, leader, epoch and storage settings.
+    pub spec: PartitionSpec,
+}
+
+/// Replicas the receiving SPU hosts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaUpdate {
+    /// Epoch after applying this update.
+    pub epoch: UpdateEpoch,
+    /// Full or delta; a removal stops the replica but keeps its files.
+    pub changes: Changes<ReplicaAssignment, PartitionKey>,
+}
+
+/// Which snapshot an SPU needs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SnapshotKind {
+    /// SPU specs.
+    Spus,
+    /// Replica assignments.
+    Replicas,
+    /// Both.
+    All,
+}
+
+/// An SPU saw an epoch gap and asks for full snapshots.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestSnapshot {
+    /// What to resend.
+    pub kind: SnapshotKind,
+    /// The epoch the SPU last applied, for the SC's log.
+    pub last_applied: Option<UpdateEpoch>,
+}
+
+/// Status of one replica the SPU leads.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveReplica {
+    /// Topic and partition.
+    pub key: PartitionKey,
+    /// The epoch the leader leads in.
+    pub leader_epoch: LeaderEpoch,
+    /// The leader's own HW and LEO.
+    pub leader: ReplicaStatus,
+    /// Each follower's LEO and lag, as the leader sees it.
+    pub followers: Vec<ReplicaStatus>,
+    /// In-sync replicas, leader included.
+    pub in_sync_replicas: Vec<SpuId>,
+}
+
+/// Live replica status (LRS) for replicas the SPU leads.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LiveReplicaStatus {
+    /// The reporting SPU.
+    pub spu: SpuId,
+    /// One entry per replica it leads (or only those that changed).
+    pub replicas: Vec<LiveReplica>,
+}
+
+postcard_v0!(
+    SpuRegisterRequest,
+    SpuRegisterResponse,
+    HeartbeatRequest,
+    HeartbeatResponse,
+    SpuUpdate,
+    ReplicaUpdate,
+    RequestSnapshot,
+    LiveReplicaStatus,
+);
+
+requests! {
+    SpuRegisterRequest => SpuRegisterResponse, SpuRegister;
+    HeartbeatRequest => HeartbeatResponse, Heartbeat;
+    SpuUpdate => NoResponse, SpuUpdate;
+    ReplicaUpdate => NoResponse, ReplicaUpdate;
+    RequestSnapshot => NoResponse, RequestSnapshot;
+    LiveReplicaStatus => NoResponse, LiveReplicaStatus;
+}
