@@ -1,0 +1,6 @@
+//! Sluice Streaming Processing Unit: thread-per-core storage and serving of partition replicas.
+//!
+//! The library holds the pieces the `sluice-spu` binary is assembled from; [`storage`] is the
+//! per-replica log engine.
+
+pub mod storage;

@@ -1,0 +1,75 @@
+//! Tunables of one replica log. Every bound is named here with the reason for its default.
+
+use crate::storage::error::{StorageError, StorageResult};
+
+/// Alignment of every direct write: a page, which also satisfies any logical block size.
+pub const IO_ALIGNMENT_BYTES: u64 = 4096;
+
+/// Configuration of a [`crate::storage::ReplicaLog`].
+#[derive(Debug, Clone, PartialEq)]
+pub struct LogConfig {
+    /// Roll the active segment once it holds this many bytes (default 1 GiB, as in Kafka).
+    pub segment_bytes_max: u64,
+    /// Roll the active segment once its first batch is older than this (default 7 days).
+    pub segment_age_ms_max: u64,
+    /// One offset-index and at most one time-index entry per this many log bytes (4 KiB keeps
+    /// a lookup within one page of scanning).
+    pub index_interval_bytes: u64,
+    /// Largest batch accepted by append (default 8 MiB; also bounds recovery reads).
+    pub batch_bytes_max: usize,
+    /// Delete sealed segments whose newest record is older than this; `None` keeps forever.
+    pub retention_ms: Option<u64>,
+    /// Delete oldest sealed segments while the log is larger than this; `None`: no limit.
+    pub retention_bytes: Option<u64>,
+    /// Refuse appends while the data volume has less free space than this fraction ...
+    pub free_space_ratio_min: f64,
+    /// ... or than this many bytes, whichever is larger (defaults 5% / 2 GiB).
+    pub free_bytes_min: u64,
+    /// Size of each in-memory staging buffer for direct writes (default 1 MiB); larger batches
+    /// get a buffer of their own size.
+    pub write_buffer_bytes: usize,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes_max: 1 << 30,
+            segment_age_ms_max: 7 * 24 * 3600 * 1000,
+            index_interval_bytes: 4096,
+            batch_bytes_max: 8 << 20,
+            retention_ms: None,
+            retention_bytes: None,
+            free_space_ratio_min: 0.05,
+            free_bytes_min: 2 << 30,
+            write_buffer_bytes: 1 << 20,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Checks the limits the on-disk formats rely on (32-bit positions in the index).
+    pub fn validate(&self) -> StorageResult<()> {
+        let position_max = u64::from(u32::MAX) - self.batch_bytes_max as u64;
+        if self.segment_bytes_max == 0 || self.segment_bytes_max > position_max {
+            return Err(StorageError::InvalidRequest(format!(
+                "segment_bytes_max {} must be in 1..={position_max}",
+                self.segment_bytes_max
+            )));
+        }
+        if self.index_interval_bytes == 0 {
+            return Err(StorageError::InvalidRequest("index_interval_bytes must be > 0".into()));
+        }
+        if self.batch_bytes_max < sluice_proto::record::BATCH_HEADER_LEN {
+            return Err(StorageError::InvalidRequest("batch_bytes_max below a header".into()));
+        }
+        if !(0.0..1.0).contains(&self.free_space_ratio_min) {
+            return Err(StorageError::InvalidRequest("free_space_ratio_min not in [0, 1)".into()));
+        }
+        Ok(())
+    }
+
+    /// Index entries a segment can need: one per interval, plus the first and the final one.
+    pub(crate) fn index_entries_max(&self) -> u64 {
+        self.segment_bytes_max / self.index_interval_bytes + 2
+    }
+}

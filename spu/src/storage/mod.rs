@@ -1,0 +1,68 @@
+//! The SPU storage engine: one segmented, replicated log per partition replica.
+//!
+//! # Layout
+//!
+//! A replica directory `<data-dir>/spu-<id>/<topic>-<partition>/` holds segments named by their
+//! base offset (20 digits, zero-padded): `<base>.log` (record batches exactly as on the wire),
+//! `<base>.index` (sparse offset -> position) and `<base>.timeindex` (max timestamp -> offset),
+//! plus `leader-epoch.checkpoint`, `high-watermark.checkpoint` and `log-start-offset.checkpoint`
+//! (each replaced atomically: temp file, fsync, rename, directory fsync).
+//!
+//! # Contract
+//!
+//! * **Ownership.** A [`ReplicaLog`] belongs to one single-threaded executor. Handles are `Rc`;
+//!   state is in `RefCell`s that are never borrowed across an `.await`.
+//! * **Appended.** [`ReplicaLog::append`] validates the batch (length, CRC-32C, record count),
+//!   assigns offsets by rewriting the base offset and leader epoch in the header (outside the
+//!   CRC), and copies it into an aligned staging buffer. It is not yet visible to readers.
+//! * **Written.** A write round writes every staged byte with O_DIRECT (glommio DMA file) from
+//!   the page holding the previous end: positions and lengths are multiples of 4096
+//!   ([`config::IO_ALIGNMENT_BYTES`]); the partial last page stays in memory and is written again,
+//!   with the new bytes after it, by the next round, zero-padded on the file. Once a round
+//!   returns, its batches are *written*: readers see them ([`ReplicaLog::wait_written`]).
+//! * **Durable.** After an fdatasync returns, everything written before it is *durable*
+//!   ([`ReplicaLog::wait_durable`]). Concurrent waiters share one write round and one
+//!   fdatasync (group commit). Indexes only get entries for durable batches, so an index on
+//!   disk never points past durable data.
+//! * **Concurrency.** Appends, reads and waits may run concurrently from many tasks of the
+//!   owning executor. Write rounds, fdatasync, roll, truncation and close run one at a time
+//!   under the log's I/O gate. Reads never block on the gate and return only written bytes.
+//! * **Failure of a write.** Every staged batch not yet written is dropped (its waiters get
+//!   [`StorageError::AppendDiscarded`], safe to retry) and the file is cut back to the written
+//!   end. ENOSPC anywhere becomes [`StorageError::StorageFull`]; the disk guard refuses appends
+//!   earlier, while the volume's free space is under the configured floor.
+//! * **Torn tail recovery.** On open the active segment is rescanned from its last index entry
+//!   (checked against the log first; a lying index is rebuilt from the first batch); the scan
+//!   checks length, CRC and offset continuity of every batch and cuts the file at the first bad
+//!   one. After a crash the log is therefore a prefix of what was written, and it holds at least
+//!   everything that was durable.
+//! * **Sealed segments** are immutable: exact-sized files, final indexes. Their bytes are
+//!   checked on read: the splice path ([`ReplicaLog::read`]) checks every batch header (length
+//!   inside the segment, magic, offset continuity); the copying path
+//!   ([`ReplicaLog::read_into`]) also checks every CRC. Bad bytes are an error, never served.
+//! * **Deletion.** Retention deletes whole sealed segments; a reader below the new log start
+//!   gets [`StorageError::OffsetOutOfRange`]; a reader already holding a [`FileSlice`] of a
+//!   deleted segment keeps reading it (the handle is refcounted; unlink-after-open).
+//! * **Blocking calls.** Reads use positioned reads of the page cache (`pread`), checkpoints and
+//!   unlinks use std calls; all are short. Only appends' data path goes through io_uring.
+
+pub mod checkpoint;
+pub mod config;
+pub mod disk_guard;
+pub mod error;
+pub mod file_cache;
+pub mod index;
+pub mod log;
+pub mod read;
+pub mod runtime;
+pub mod scan;
+pub mod segment;
+pub(crate) mod signal;
+#[doc(hidden)]
+pub mod test_support;
+
+pub use config::LogConfig;
+pub use error::{StorageError, StorageResult};
+pub use file_cache::SegmentFileCache;
+pub use log::{Appended, Clock, LogStats, ReplicaLog, RetentionReport, SystemClock};
+pub use read::{CopiedRead, FileSlice, ReadSlices};

@@ -1,0 +1,158 @@
+//! The only module that names glommio. Everything else in `storage` sees plain types:
+//! [`DirectFile`] (an O_DIRECT file written through io_uring), [`WriteBuffer`] (an aligned
+//! buffer such a file accepts) and [`run_local`] (start a single-threaded executor).
+//!
+//! Ownership: a `DirectFile` belongs to the executor that opened it and must not leave it.
+//! Failure modes: every call returns `io::Error`; callers attach the path.
+
+use std::future::Future;
+use std::io;
+use std::os::fd::{AsRawFd, RawFd};
+use std::path::Path;
+
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+use glommio::{GlommioError, LocalExecutorBuilder, Placement};
+
+use crate::storage::error::{StorageError, StorageResult};
+
+/// Unwraps glommio's error into the OS error it carries, keeping the errno (ENOSPC must stay
+/// recognisable).
+fn os_error<T>(error: GlommioError<T>) -> io::Error {
+    match error {
+        GlommioError::IoError(source) | GlommioError::EnhancedIoError { source, .. } => source,
+        other => io::Error::other(other.to_string()),
+    }
+}
+
+/// Locked memory glommio insists on before it starts a reactor.
+pub const LOCKED_MEMORY_BYTES_MIN: u64 = 512 * 1024;
+
+/// An aligned buffer for one direct write. Its length is fixed at allocation and may only be
+/// shortened ([`WriteBuffer::truncate`]), which is how a partly filled buffer is written.
+pub struct WriteBuffer {
+    buffer: DmaBuffer,
+}
+
+impl WriteBuffer {
+    /// The whole buffer.
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        self.buffer.as_bytes_mut()
+    }
+
+    /// The whole buffer, read-only.
+    pub fn as_slice(&self) -> &[u8] {
+        self.buffer.as_bytes()
+    }
+
+    /// Current length.
+    pub fn len(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Whether the buffer has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.buffer.is_empty()
+    }
+
+    /// Shortens the buffer to `len` bytes (must be aligned for the write to succeed).
+    pub fn truncate(&mut self, len: usize) {
+        self.buffer.trim_to_size(len.min(self.buffer.len()));
+    }
+}
+
+/// A file opened with O_DIRECT whose writes go through the executor's io_uring.
+pub struct DirectFile {
+    file: DmaFile,
+}
+
+impl DirectFile {
+    /// Opens (creating when absent) `path` for direct reads and writes.
+    pub async fn open_or_create(path: &Path) -> io::Result<DirectFile> {
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .dma_open(path)
+            .await
+            .map_err(os_error)?;
+        Ok(DirectFile { file })
+    }
+
+    /// Allocates an aligned buffer of `len` bytes (from the executor's registered pool when it
+    /// has room, so buffers are reused instead of touched fresh).
+    pub fn alloc_buffer(&self, len: usize) -> WriteBuffer {
+        WriteBuffer { buffer: self.file.alloc_dma_buffer(len) }
+    }
+
+    /// Writes the whole buffer at `position` (both aligned). Returns the bytes written.
+    pub async fn write_at(&self, buffer: WriteBuffer, position: u64) -> io::Result<usize> {
+        self.file.write_at(buffer.buffer, position).await.map_err(os_error)
+    }
+
+    /// fdatasync(2).
+    pub async fn sync_data(&self) -> io::Result<()> {
+        self.file.fdatasync().await.map_err(os_error)
+    }
+
+    /// fallocate(2) to `len` bytes, setting the file size to at least `len`: later writes find
+    /// their blocks allocated and never extend the file (on ext4 a size-extending direct write
+    /// takes the slow, journalled path and makes every fdatasync commit the inode).
+    pub async fn preallocate(&self, len: u64) -> io::Result<()> {
+        self.file.pre_allocate(len, false).await.map_err(os_error)
+    }
+
+    /// ftruncate(2).
+    pub async fn truncate(&self, len: u64) -> io::Result<()> {
+        self.file.truncate(len).await.map_err(os_error)
+    }
+
+    /// Closes the file, reporting a close error.
+    pub async fn close(self) -> io::Result<()> {
+        self.file.close().await.map_err(os_error)
+    }
+}
+
+impl AsRawFd for DirectFile {
+    fn as_raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+}
+
+/// The soft locked-memory limit of this process, in bytes.
+pub fn locked_memory_limit_bytes() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit writes into the struct we own.
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut limit) };
+    if rc != 0 {
+        return 0;
+    }
+    limit.rlim_cur
+}
+
+/// Runs `future_factory()` to completion on a new single-threaded executor on the calling
+/// thread, with `io_memory_bytes` of registered I/O buffer memory, and returns its output (a
+/// panic inside propagates). Fails with [`StorageError::Runtime`] when locked memory is too low
+/// for glommio or the executor cannot start.
+pub fn run_local<G, F, T>(name: &str, io_memory_bytes: usize, future_factory: G) -> StorageResult<T>
+where
+    G: FnOnce() -> F,
+    F: Future<Output = T>,
+{
+    let limit = locked_memory_limit_bytes();
+    if limit < LOCKED_MEMORY_BYTES_MIN {
+        return Err(StorageError::Runtime(format!(
+            "locked-memory limit is {limit} bytes, glommio needs at least {LOCKED_MEMORY_BYTES_MIN}"
+        )));
+    }
+    let executor = LocalExecutorBuilder::new(Placement::Unbound)
+        .name(name)
+        .io_memory(io_memory_bytes)
+        .make()
+        .map_err(|error| StorageError::Runtime(error.to_string()))?;
+    Ok(executor.run(future_factory()))
+}
+
+/// Yields to other tasks of the executor once.
+pub async fn yield_now() {
+    glommio::executor().yield_now().await
+}
