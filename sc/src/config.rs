@@ -1,0 +1,331 @@
+//! Configuration of the `sluice-sc` process: command-line flags, environment variables
+//! (`SLUICE_SC_*`) and an optional TOML file (`--config`).
+//!
+//! Precedence, highest first: flag, environment variable, TOML file, built-in default. Every
+//! flag is optional in [`ScArgs`] so that a value from the file is only used where neither a flag
+//! nor a variable gave one; [`ScArgs::resolve`] merges the three into an [`ScConfig`] and
+//! validates it (the defaults for new topics must form a valid [`TopicSpec`]).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::{Parser, ValueEnum};
+use serde::Deserialize;
+use sluice_proto::object::topic::SEGMENT_BYTES_DEFAULT;
+use sluice_proto::object::TopicSpec;
+
+/// Default public (admin and metadata) address.
+pub const PUBLIC_ADDRESS_DEFAULT: &str = "0.0.0.0:9003";
+/// Default private (SPU control) address.
+pub const PRIVATE_ADDRESS_DEFAULT: &str = "0.0.0.0:9004";
+/// Default time without a heartbeat after which an SPU is marked offline.
+pub const HEARTBEAT_TIMEOUT_MS_DEFAULT: u64 = 2_000;
+
+/// Which metadata store backs the SC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreBackend {
+    /// JSON files in `--data-dir` (one machine).
+    Embedded,
+    /// A Consul agent (`--consul-address`).
+    Consul,
+}
+
+/// Command-line flags of `sluice-sc`. Each also reads `SLUICE_SC_<NAME>` and the TOML file key
+/// of the same name with `_` instead of `-`.
+#[derive(Clone, Debug, Default, Parser)]
+#[command(name = "sluice-sc", version, about = "Sluice Streaming Controller")]
+pub struct ScArgs {
+    /// TOML file with any of the settings below (keys use `_`, e.g. `public_address`).
+    #[arg(long, env = "SLUICE_SC_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Address of the public API (admin and client metadata) [default: 0.0.0.0:9003]. Port 0
+    /// picks a free port; the bound address is printed and written to `--ready-file`.
+    #[arg(long, env = "SLUICE_SC_PUBLIC_ADDRESS")]
+    pub public_address: Option<SocketAddr>,
+    /// Address SPUs connect to (control protocol) [default: 0.0.0.0:9004].
+    #[arg(long, env = "SLUICE_SC_PRIVATE_ADDRESS")]
+    pub private_address: Option<SocketAddr>,
+    /// Metadata store backend [default: embedded].
+    #[arg(long, env = "SLUICE_SC_STORE", value_enum)]
+    pub store: Option<StoreBackend>,
+    /// Directory of the embedded store [default: ./sluice-sc-data].
+    #[arg(long, env = "SLUICE_SC_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Consul agent address, `host:port` or `http(s)://host:port` [default: 127.0.0.1:8500].
+    #[arg(long, env = "SLUICE_SC_CONSUL_ADDRESS")]
+    pub consul_address: Option<String>,
+    /// Consul ACL token.
+    #[arg(long, env = "SLUICE_SC_CONSUL_TOKEN", hide_env_values = true)]
+    pub consul_token: Option<String>,
+    /// First segment(s) of every Consul key [default: sluice].
+    #[arg(long, env = "SLUICE_SC_CONSUL_KEY_PREFIX")]
+    pub consul_key_prefix: Option<String>,
+    /// Cluster name: several clusters may share one Consul [default: default].
+    #[arg(long, env = "SLUICE_SC_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Partitions of a topic created without a count [default: 1].
+    #[arg(long, env = "SLUICE_SC_TOPIC_PARTITIONS")]
+    pub topic_partitions: Option<u32>,
+    /// Replication factor of a topic created without one [default: 1].
+    #[arg(long, env = "SLUICE_SC_TOPIC_REPLICATION_FACTOR")]
+    pub topic_replication_factor: Option<u16>,
+    /// Retention time of new topics in milliseconds [default: unlimited].
+    #[arg(long, env = "SLUICE_SC_TOPIC_RETENTION_MS")]
+    pub topic_retention_ms: Option<u64>,
+    /// Segment size of new topics in bytes [default: 1 GiB].
+    #[arg(long, env = "SLUICE_SC_TOPIC_SEGMENT_BYTES")]
+    pub topic_segment_bytes: Option<u64>,
+    /// Milliseconds without a heartbeat before an SPU is marked offline [default: 2000].
+    #[arg(long, env = "SLUICE_SC_HEARTBEAT_TIMEOUT_MS")]
+    pub heartbeat_timeout_ms: Option<u64>,
+    /// Once listening, write `public=<addr>` and `private=<addr>` lines to this file
+    /// (written to a temporary name, then renamed: readers never see half a file).
+    #[arg(long, env = "SLUICE_SC_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// The TOML file: the same settings as the flags, all optional.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    public_address: Option<SocketAddr>,
+    private_address: Option<SocketAddr>,
+    store: Option<StoreBackend>,
+    data_dir: Option<PathBuf>,
+    consul_address: Option<String>,
+    consul_token: Option<String>,
+    consul_key_prefix: Option<String>,
+    cluster: Option<String>,
+    topic_partitions: Option<u32>,
+    topic_replication_factor: Option<u16>,
+    topic_retention_ms: Option<u64>,
+    topic_segment_bytes: Option<u64>,
+    heartbeat_timeout_ms: Option<u64>,
+    ready_file: Option<PathBuf>,
+}
+
+/// Consul backend settings.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsulSettings {
+    /// Agent address.
+    pub address: String,
+    /// ACL token.
+    pub token: Option<String>,
+    /// Key prefix.
+    pub key_prefix: String,
+    /// Cluster name.
+    pub cluster: String,
+}
+
+/// Where the metadata lives.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum StoreSettings {
+    /// Embedded store in this directory.
+    Embedded {
+        /// The directory.
+        data_dir: PathBuf,
+    },
+    /// Consul.
+    Consul(ConsulSettings),
+}
+
+/// The resolved, validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ScConfig {
+    /// Public API address.
+    pub public_address: SocketAddr,
+    /// SPU control address.
+    pub private_address: SocketAddr,
+    /// Metadata store.
+    pub store: StoreSettings,
+    /// Settings applied to topics created without explicit values.
+    pub topic_defaults: TopicDefaults,
+    /// Time without a heartbeat before an SPU is offline.
+    pub heartbeat_timeout: Duration,
+    /// Readiness file.
+    pub ready_file: Option<PathBuf>,
+}
+
+/// Defaults for new topics.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicDefaults {
+    /// Partitions.
+    pub partitions: u32,
+    /// Replication factor.
+    pub replication_factor: u16,
+    /// Retention time, `None` for unlimited.
+    pub retention_ms: Option<u64>,
+    /// Segment size.
+    pub segment_bytes: u64,
+}
+
+impl Default for TopicDefaults {
+    fn default() -> Self {
+        Self {
+            partitions: 1,
+            replication_factor: 1,
+            retention_ms: None,
+            segment_bytes: SEGMENT_BYTES_DEFAULT,
+        }
+    }
+}
+
+impl TopicDefaults {
+    /// A topic spec with these defaults.
+    pub fn spec(&self) -> TopicSpec {
+        TopicSpec {
+            retention_time_ms: self.retention_ms,
+            segment_bytes: self.segment_bytes,
+            ..TopicSpec::computed(self.partitions, self.replication_factor)
+        }
+    }
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TOML file does not parse.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error.
+        source: Box<toml::de::Error>,
+    },
+    /// A setting is out of range.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+impl ScArgs {
+    /// Merges flags/environment with the TOML file (if any) and the defaults.
+    pub fn resolve(self) -> Result<ScConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let parse_default = |text: &str| text.parse::<SocketAddr>().expect("valid default address");
+        let store = match self.store.or(file.store).unwrap_or(StoreBackend::Embedded) {
+            StoreBackend::Embedded => StoreSettings::Embedded {
+                data_dir: self
+                    .data_dir
+                    .or(file.data_dir)
+                    .unwrap_or_else(|| PathBuf::from("sluice-sc-data")),
+            },
+            StoreBackend::Consul => StoreSettings::Consul(ConsulSettings {
+                address: self
+                    .consul_address
+                    .or(file.consul_address)
+                    .unwrap_or_else(|| "127.0.0.1:8500".into()),
+                token: self.consul_token.or(file.consul_token),
+                key_prefix: self
+                    .consul_key_prefix
+                    .or(file.consul_key_prefix)
+                    .unwrap_or_else(|| "sluice".into()),
+                cluster: self.cluster.or(file.cluster).unwrap_or_else(|| "default".into()),
+            }),
+        };
+        let base = TopicDefaults::default();
+        let topic_defaults = TopicDefaults {
+            partitions: self.topic_partitions.or(file.topic_partitions).unwrap_or(base.partitions),
+            replication_factor: self
+                .topic_replication_factor
+                .or(file.topic_replication_factor)
+                .unwrap_or(base.replication_factor),
+            retention_ms: self.topic_retention_ms.or(file.topic_retention_ms),
+            segment_bytes: self
+                .topic_segment_bytes
+                .or(file.topic_segment_bytes)
+                .unwrap_or(base.segment_bytes),
+        };
+        topic_defaults
+            .spec()
+            .validate()
+            .map_err(|error| ConfigError::Invalid(format!("topic defaults: {error}")))?;
+        let heartbeat_timeout_ms = self
+            .heartbeat_timeout_ms
+            .or(file.heartbeat_timeout_ms)
+            .unwrap_or(HEARTBEAT_TIMEOUT_MS_DEFAULT);
+        if heartbeat_timeout_ms == 0 {
+            return Err(ConfigError::Invalid("heartbeat_timeout_ms must be at least 1".into()));
+        }
+        Ok(ScConfig {
+            public_address: self
+                .public_address
+                .or(file.public_address)
+                .unwrap_or_else(|| parse_default(PUBLIC_ADDRESS_DEFAULT)),
+            private_address: self
+                .private_address
+                .or(file.private_address)
+                .unwrap_or_else(|| parse_default(PRIVATE_ADDRESS_DEFAULT)),
+            store,
+            topic_defaults,
+            heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms),
+            ready_file: self.ready_file.or(file.ready_file),
+        })
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    toml::from_str(&text)
+        .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults() {
+        let config = ScArgs::default().resolve().unwrap();
+        assert_eq!(config.public_address.port(), 9003);
+        assert_eq!(config.private_address.port(), 9004);
+        assert_eq!(config.heartbeat_timeout, Duration::from_secs(2));
+        assert!(matches!(config.store, StoreSettings::Embedded { .. }));
+    }
+
+    #[test]
+    fn flags_override_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sc.toml");
+        std::fs::write(
+            &path,
+            "public_address = \"127.0.0.1:7000\"\ntopic_partitions = 5\nstore = \"consul\"\n",
+        )
+        .unwrap();
+        let args = ScArgs {
+            config: Some(path),
+            topic_partitions: Some(3),
+            cluster: Some("east".into()),
+            ..ScArgs::default()
+        };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.public_address.port(), 7000);
+        assert_eq!(config.topic_defaults.partitions, 3);
+        let StoreSettings::Consul(consul) = config.store else { panic!("consul expected") };
+        assert_eq!(consul.cluster, "east");
+    }
+
+    #[test]
+    fn invalid_settings_are_refused() {
+        let args = ScArgs { topic_segment_bytes: Some(10), ..ScArgs::default() };
+        assert!(args.resolve().unwrap_err().to_string().contains("segment_bytes"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "no_such_key = 1\n").unwrap();
+        let args = ScArgs { config: Some(path), ..ScArgs::default() };
+        assert!(matches!(args.resolve(), Err(ConfigError::Parse { .. })));
+    }
+}

@@ -1,0 +1,292 @@
+//! One public-API connection: read frames, dispatch, answer; push metadata watch updates.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::sync::atomic::Ordering;
+
+use crossbeam_channel::Receiver;
+use sluice_proto::api::admin::{
+    AdminResponse, CreateSpuGroupRequest, CreateTopicRequest, DeleteSpuGroupRequest,
+    DeleteTopicRequest, DescribeTopicRequest, DescribeTopicResponse, ListPartitionsRequest,
+    ListPartitionsResponse, ListSpuGroupsRequest, ListSpuGroupsResponse, ListSpusRequest,
+    ListSpusResponse, ListTopicsRequest, ListTopicsResponse, RegisterSpuRequest,
+    UnregisterSpuRequest,
+};
+use sluice_proto::api::metadata::{MetadataRequest, MetadataWatchRequest, MetadataWatchUpdate};
+use sluice_proto::api::{ApiKey, Decode, Encode};
+use sluice_proto::error_code::ErrorCode;
+use sluice_proto::frame::{encode_frame, Frame, FrameError, FrameHeader};
+use sluice_proto::object::{SpuGroupName, TopicName};
+
+use super::{decoder, metadata, ServerContext, SHUTDOWN_POLL};
+
+/// Bytes read from the socket at a time.
+const READ_CHUNK_BYTES: usize = 16 * 1024;
+
+/// A metadata subscription held by the connection.
+struct Watch {
+    header: FrameHeader,
+    topics: Option<Vec<TopicName>>,
+    changes: Receiver<()>,
+    last_sent: Option<MetadataWatchUpdate>,
+}
+
+/// Serves one connection until the peer closes, a fatal frame error, or shutdown.
+pub(super) fn serve(mut stream: TcpStream, peer: SocketAddr, context: &ServerContext) {
+    if let Err(error) = stream.set_read_timeout(Some(SHUTDOWN_POLL)) {
+        tracing::warn!(%peer, %error, "cannot set a read timeout; closing");
+        return;
+    }
+    let _ignored = stream.set_nodelay(true);
+    tracing::debug!(%peer, "admin connection opened");
+    let mut decoder = decoder();
+    let mut watch: Option<Watch> = None;
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    while !context.shutdown.load(Ordering::Relaxed) {
+        if let Some(watch) = &mut watch {
+            if watch.changes.try_recv().is_ok() && push_watch(&mut stream, context, watch).is_err()
+            {
+                return;
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => break,
+            Ok(read) => decoder.feed(&chunk[..read]),
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                continue
+            }
+            Err(error) if error.kind() == ErrorKind::Interrupted => continue,
+            Err(error) => {
+                tracing::debug!(%peer, %error, "admin connection read failed");
+                break;
+            }
+        }
+        loop {
+            let frame = match decoder.next_frame() {
+                Ok(Some(frame)) => frame,
+                Ok(None) => break,
+                Err(error) => {
+                    tracing::debug!(%peer, %error, "bad frame");
+                    let answered = stream.write_all(&frame_error_response(&error));
+                    if error.is_fatal() || answered.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            let response = dispatch(&frame, context, &mut watch);
+            if stream.write_all(&response).is_err() {
+                return;
+            }
+            if let Some(watch) = &mut watch {
+                if watch.last_sent.is_none() && push_watch(&mut stream, context, watch).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    tracing::debug!(%peer, "admin connection closed");
+}
+
+/// Sends the current metadata to a watcher if it changed since the last push.
+fn push_watch(
+    stream: &mut TcpStream,
+    context: &ServerContext,
+    watch: &mut Watch,
+) -> std::io::Result<()> {
+    let snapshot = context.cache.snapshot();
+    let update = metadata::watch_update(&snapshot, watch.topics.as_deref());
+    if let Some(last) = &watch.last_sent {
+        if last.spus == update.spus && last.topics == update.topics {
+            return Ok(());
+        }
+    }
+    let bytes = encode(&watch.header, &update);
+    watch.last_sent = Some(update);
+    stream.write_all(&bytes)
+}
+
+/// Encodes a response frame; an encoding failure (a bug) becomes an `UnknownServerError` body.
+fn encode<M: Encode>(header: &FrameHeader, message: &M) -> Vec<u8> {
+    let mut out = Vec::new();
+    if let Err(error) = encode_frame(&mut out, header, message) {
+        tracing::error!(%error, api_key = %header.api_key, "cannot encode a response");
+        out.clear();
+        let fallback = AdminResponse::error(ErrorCode::UnknownServerError, error.to_string());
+        let _ignored = encode_frame(&mut out, header, &fallback);
+    }
+    out
+}
+
+/// An error response written byte by byte, so that an unknown key or version can be echoed.
+fn raw_error_frame(
+    api_key: u16,
+    api_version: u16,
+    correlation_id: i32,
+    body: &AdminResponse,
+) -> Vec<u8> {
+    let mut encoded = Vec::new();
+    let _ignored = body.encode(sluice_proto::api::ApiVersion(0), &mut encoded);
+    let declared = u32::try_from(8 + encoded.len()).unwrap_or(u32::MAX);
+    let mut out = Vec::with_capacity(12 + encoded.len());
+    out.extend_from_slice(&declared.to_be_bytes());
+    out.extend_from_slice(&api_key.to_be_bytes());
+    out.extend_from_slice(&api_version.to_be_bytes());
+    out.extend_from_slice(&correlation_id.to_be_bytes());
+    out.extend_from_slice(&encoded);
+    out
+}
+
+fn frame_error_response(error: &FrameError) -> Vec<u8> {
+    let body = AdminResponse::error(error.error_code(), error.to_string());
+    match error {
+        FrameError::UnknownApiKey { api_key, correlation_id, .. } => {
+            raw_error_frame(*api_key, 0, correlation_id.get(), &body)
+        }
+        FrameError::UnsupportedVersion { api_key, api_version, correlation_id, .. } => {
+            raw_error_frame(api_key.number(), api_version.get(), correlation_id.get(), &body)
+        }
+        FrameError::TooLarge { .. } | FrameError::TooShort { .. } => {
+            raw_error_frame(0, 0, 0, &body)
+        }
+    }
+}
+
+/// The error code for a body that does not decode: a bad name gets its own code.
+fn decode_failure_code(api_key: ApiKey, body: &[u8]) -> (ErrorCode, String) {
+    let leading_name = postcard::take_from_bytes::<String>(body).ok().map(|(name, _)| name);
+    let named = |code: ErrorCode, problem: Option<String>| problem.map(|reason| (code, reason));
+    let problem = match api_key {
+        ApiKey::CreateTopic | ApiKey::DeleteTopic | ApiKey::DescribeTopic => named(
+            ErrorCode::InvalidTopicName,
+            leading_name.and_then(|name| TopicName::new(name).err().map(|error| error.to_string())),
+        ),
+        ApiKey::CreateSpuGroup | ApiKey::DeleteSpuGroup => named(
+            ErrorCode::InvalidSpuGroupName,
+            leading_name
+                .and_then(|name| SpuGroupName::new(name).err().map(|error| error.to_string())),
+        ),
+        _ => None,
+    };
+    problem.unwrap_or((ErrorCode::InvalidRequest, format!("{api_key} body does not decode")))
+}
+
+/// Decodes a request body and runs `handle`, or answers `failed(code, message)`.
+fn with_request<'a, T: Decode<'a>, R: Encode>(
+    frame: &'a Frame,
+    handle: impl FnOnce(T) -> R,
+    failed: impl FnOnce(ErrorCode, String) -> R,
+) -> Vec<u8> {
+    let response = match T::decode(frame.header.api_version, &frame.body) {
+        Ok(request) => handle(request),
+        Err(error) => {
+            let (code, reason) = decode_failure_code(frame.header.api_key, &frame.body);
+            tracing::debug!(%error, %code, "malformed request body");
+            failed(code, reason)
+        }
+    };
+    encode(&frame.header, &response)
+}
+
+fn admin_failed(code: ErrorCode, message: String) -> AdminResponse {
+    AdminResponse::error(code, message)
+}
+
+fn dispatch(frame: &Frame, context: &ServerContext, watch: &mut Option<Watch>) -> Vec<u8> {
+    let header = &frame.header;
+    match header.api_key {
+        ApiKey::CreateTopic => with_request(
+            frame,
+            |request: CreateTopicRequest| context.create_topic(request),
+            admin_failed,
+        ),
+        ApiKey::DeleteTopic => with_request(
+            frame,
+            |request: DeleteTopicRequest| context.delete_topic(&request),
+            admin_failed,
+        ),
+        ApiKey::ListTopics => with_request(
+            frame,
+            |request: ListTopicsRequest| context.list_topics(&request),
+            |error_code, _| ListTopicsResponse { error_code, ..Default::default() },
+        ),
+        ApiKey::DescribeTopic => with_request(
+            frame,
+            |request: DescribeTopicRequest| context.describe_topic(&request),
+            |error_code, _| DescribeTopicResponse { error_code, ..Default::default() },
+        ),
+        ApiKey::RegisterSpu => with_request(
+            frame,
+            |request: RegisterSpuRequest| context.register_spu(request),
+            admin_failed,
+        ),
+        ApiKey::UnregisterSpu => with_request(
+            frame,
+            |request: UnregisterSpuRequest| context.unregister_spu(request),
+            admin_failed,
+        ),
+        ApiKey::ListSpus => with_request(
+            frame,
+            |_: ListSpusRequest| context.list_spus(),
+            |error_code, _| ListSpusResponse { error_code, ..Default::default() },
+        ),
+        ApiKey::CreateSpuGroup => with_request(
+            frame,
+            |request: CreateSpuGroupRequest| context.create_spu_group(request),
+            admin_failed,
+        ),
+        ApiKey::DeleteSpuGroup => with_request(
+            frame,
+            |request: DeleteSpuGroupRequest| context.delete_spu_group(&request),
+            admin_failed,
+        ),
+        ApiKey::ListSpuGroups => with_request(
+            frame,
+            |_: ListSpuGroupsRequest| context.list_spu_groups(),
+            |error_code, _| ListSpuGroupsResponse { error_code, ..Default::default() },
+        ),
+        ApiKey::ListPartitions => with_request(
+            frame,
+            |request: ListPartitionsRequest| context.list_partitions(&request),
+            |error_code, _| ListPartitionsResponse { error_code, ..Default::default() },
+        ),
+        ApiKey::Metadata | ApiKey::MetadataWatch => dispatch_metadata(frame, context, watch),
+        other => {
+            let message = format!("{other} is not served on the SC's public address");
+            encode(header, &AdminResponse::error(ErrorCode::InvalidRequest, message))
+        }
+    }
+}
+
+fn dispatch_metadata(frame: &Frame, context: &ServerContext, watch: &mut Option<Watch>) -> Vec<u8> {
+    let header = &frame.header;
+    match header.api_key {
+        ApiKey::Metadata => match MetadataRequest::decode(header.api_version, &frame.body) {
+            Ok(request) => {
+                let snapshot = context.cache.snapshot();
+                encode(header, &metadata::metadata(&snapshot, request.topics.as_deref()))
+            }
+            Err(error) => {
+                encode(header, &AdminResponse::error(ErrorCode::InvalidRequest, error.to_string()))
+            }
+        },
+        ApiKey::MetadataWatch => {
+            match MetadataWatchRequest::decode(header.api_version, &frame.body) {
+                Ok(request) => {
+                    *watch = Some(Watch {
+                        header: *header,
+                        topics: request.topics,
+                        changes: context.cache.subscribe(),
+                        last_sent: None,
+                    });
+                    Vec::new()
+                }
+                Err(error) => encode(
+                    header,
+                    &AdminResponse::error(ErrorCode::InvalidRequest, error.to_string()),
+                ),
+            }
+        }
+        _ => Vec::new(),
+    }
+}

@@ -1,0 +1,99 @@
+//! The SPU connection manager on the private address: SPUs dial the SC (the SC never dials
+//! out).
+//!
+//! ## Protocol, per connection ([`sluice_proto::api::control`])
+//!
+//! 1. The SPU sends `SpuRegister` (id, cores, endpoints, version) within [`REGISTER_TIMEOUT`].
+//!    An id that is not registered (no custom SPU, not in an SPU group) is refused with
+//!    `UnknownSpu` and a message saying how to register it; the connection is closed.
+//! 2. Accepted: the SC records the SPU online with its cores, ports and version (a managed SPU
+//!    also gets the endpoints it reports), answers `Accepted`, then sends a full `SpuUpdate`
+//!    (every SPU spec) and a full `ReplicaUpdate` (every partition with a replica on this SPU),
+//!    each stamped with epoch 1 of its own stream.
+//! 3. On every cache change the session diffs what it last sent against the cache and sends
+//!    deltas (`base_epoch` = the last epoch sent, `epoch` = base + 1). `RequestSnapshot`
+//!    answers with full updates (next epoch).
+//! 4. Heartbeats both ways: the SC sends one every quarter of the heartbeat timeout and answers
+//!    the SPU's. Any frame from the SPU counts as a sign of life: the session writes
+//!    `online` and refreshes the stored `last_heartbeat` at most every quarter timeout; the SPU
+//!    controller marks an SPU offline once its stored heartbeat is older than the timeout (so
+//!    an SPU that stops talking goes offline within timeout + one controller pass, and one
+//!    whose SC crashed is marked offline by the next SC too).
+//! 5. `LiveReplicaStatus` from a partition's current leader (matching leader epoch) is written
+//!    into the partition's status.
+//!
+//! ## Threads and bounds
+//!
+//! One accept thread and one thread per SPU connection, at most [`SPU_CONNECTIONS_MAX`].
+//! Frames above [`FRAME_BYTES_MAX`], malformed bodies and unexpected keys close the connection
+//! (the SPU reconnects and registers again).
+
+mod session;
+pub mod status;
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cache::Cache;
+use crate::store::MetadataStore;
+
+/// Most simultaneous SPU connections.
+pub const SPU_CONNECTIONS_MAX: usize = 4096;
+/// Largest control frame accepted from an SPU: a live replica status of thousands of replicas.
+pub const FRAME_BYTES_MAX: u32 = 8 * 1024 * 1024;
+/// How long a new connection may take to send its registration.
+pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// What every SPU connection thread shares.
+pub struct SpuLinkContext {
+    /// The metadata store (SPU and partition status writes).
+    pub store: Arc<dyn MetadataStore>,
+    /// The cache (specs sent to SPUs).
+    pub cache: Arc<Cache>,
+    /// Time without a heartbeat before an SPU is offline.
+    pub heartbeat_timeout: Duration,
+    /// Set to stop.
+    pub shutdown: Arc<AtomicBool>,
+}
+
+/// Accepts SPU connections until shutdown; one thread per connection (bounded).
+pub fn run_accept(listener: TcpListener, context: Arc<SpuLinkContext>) {
+    if let Err(error) = listener.set_nonblocking(true) {
+        tracing::error!(%error, "cannot make the private listener non-blocking");
+        return;
+    }
+    let active = Arc::new(AtomicUsize::new(0));
+    while !context.shutdown.load(Ordering::Relaxed) {
+        let (stream, peer) = match listener.accept() {
+            Ok(accepted) => accepted,
+            Err(error) => {
+                if error.kind() != std::io::ErrorKind::WouldBlock {
+                    tracing::warn!(%error, "accept failed on the private address");
+                }
+                std::thread::sleep(Duration::from_millis(20));
+                continue;
+            }
+        };
+        if active.load(Ordering::Relaxed) >= SPU_CONNECTIONS_MAX {
+            tracing::warn!(%peer, limit = SPU_CONNECTIONS_MAX, "too many SPU connections; closing");
+            continue;
+        }
+        if let Err(error) = stream.set_nonblocking(false) {
+            tracing::warn!(%peer, %error, "cannot configure an SPU connection");
+            continue;
+        }
+        active.fetch_add(1, Ordering::Relaxed);
+        let context = Arc::clone(&context);
+        let active_count = Arc::clone(&active);
+        let spawned = std::thread::Builder::new().name(format!("sc-spu-{peer}")).spawn(move || {
+            session::serve(stream, peer, &context);
+            active_count.fetch_sub(1, Ordering::Relaxed);
+        });
+        if let Err(error) = spawned {
+            active.fetch_sub(1, Ordering::Relaxed);
+            tracing::error!(%error, "cannot spawn an SPU connection thread");
+        }
+    }
+}

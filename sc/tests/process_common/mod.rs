@@ -1,0 +1,115 @@
+//! Test harness: the real `sluice-sc` binary on OS-chosen ports with a temporary data dir,
+//! killed by its `Child` handle when the guard drops.
+
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use sluice_sc::admin_client::AdminClient;
+
+/// Longest wait for the SC to report its addresses.
+pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
+/// Longest wait for an eventually true condition.
+pub const CONDITION_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// A running `sluice-sc`; killed on drop.
+pub struct ScProcess {
+    child: Child,
+    pub public_address: SocketAddr,
+    pub private_address: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl ScProcess {
+    /// Starts an SC on `data_dir` with extra flags and waits until it is listening.
+    pub fn start(data_dir: &Path, extra: &[&str]) -> ScProcess {
+        let ready_file = data_dir.with_extension(format!("ready-{}", std::process::id()));
+        let _ = std::fs::remove_file(&ready_file);
+        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-sc"))
+            .arg("--public-address=127.0.0.1:0")
+            .arg("--private-address=127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--ready-file")
+            .arg(&ready_file)
+            .args(extra)
+            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn sluice-sc");
+        let deadline = Instant::now() + READY_TIMEOUT;
+        let text = loop {
+            if let Ok(text) = std::fs::read_to_string(&ready_file) {
+                break text;
+            }
+            if let Some(status) = child.try_wait().expect("poll sluice-sc") {
+                panic!("sluice-sc exited before it was ready: {status}");
+            }
+            assert!(Instant::now() < deadline, "sluice-sc not ready within {READY_TIMEOUT:?}");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        let _ = std::fs::remove_file(&ready_file);
+        let address = |name: &str| -> SocketAddr {
+            text.lines()
+                .find_map(|line| line.strip_prefix(&format!("{name}=")))
+                .unwrap_or_else(|| panic!("no {name} address in {text:?}"))
+                .parse()
+                .expect("address")
+        };
+        ScProcess {
+            public_address: address("public"),
+            private_address: address("private"),
+            child,
+            data_dir: data_dir.to_owned(),
+        }
+    }
+
+    /// An admin client connected to this SC.
+    pub fn client(&self) -> AdminClient {
+        AdminClient::connect(self.public_address).expect("connect to the SC")
+    }
+
+    /// `kill -9`, then wait for the process to be gone.
+    pub fn kill(mut self) {
+        self.child.kill().expect("kill sluice-sc");
+        self.child.wait().expect("reap sluice-sc");
+    }
+
+    /// SIGTERM, then wait for a clean exit; returns whether it exited successfully.
+    pub fn terminate(mut self) -> bool {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
+        assert!(sent.success());
+        let deadline = Instant::now() + READY_TIMEOUT;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("poll sluice-sc") {
+                return status.success();
+            }
+            assert!(Instant::now() < deadline, "sluice-sc did not stop after SIGTERM");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for ScProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Polls `condition` until it returns `Some`, or panics with `what` after the deadline.
+pub fn wait_for<T>(what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + CONDITION_TIMEOUT;
+    loop {
+        if let Some(value) = condition() {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

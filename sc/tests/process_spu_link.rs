@@ -1,0 +1,219 @@
+//! The SPU connection manager of a real `sluice-sc`, driven by a small test SPU speaking the
+//! control protocol over TCP.
+
+mod process_common;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::{Duration, Instant};
+
+use process_common::{wait_for, ScProcess, CONDITION_TIMEOUT};
+use sluice_proto::api::control::{
+    HeartbeatRequest, LiveReplica, LiveReplicaStatus, ReplicaUpdate, RequestSnapshot, SnapshotKind,
+    SpuRegisterRequest, SpuRegisterResponse, SpuUpdate,
+};
+use sluice_proto::api::metadata::{Change, Changes};
+use sluice_proto::api::{ApiKey, ApiVersion, Decode, Request};
+use sluice_proto::error_code::ErrorCode;
+use sluice_proto::frame::{encode_request, Frame, FrameDecoder};
+use sluice_proto::ids::{CorrelationId, LeaderEpoch, Offset, PartitionId, SpuId, TimestampMs};
+use sluice_proto::object::{
+    Endpoint, PartitionKey, ReplicaStatus, SpuResolution, SpuSpec, SpuType, TopicName, TopicSpec,
+};
+
+/// A minimal SPU: registers, reads updates, heartbeats when told to.
+struct TestSpu {
+    stream: TcpStream,
+    decoder: FrameDecoder,
+    next_correlation_id: i32,
+}
+
+impl TestSpu {
+    fn connect(address: SocketAddr) -> TestSpu {
+        let stream = TcpStream::connect(address).unwrap();
+        stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
+        TestSpu { stream, decoder: FrameDecoder::new(64 << 20), next_correlation_id: 1 }
+    }
+
+    fn send<R: Request>(&mut self, request: &R) {
+        let mut out = Vec::new();
+        let correlation_id = CorrelationId(self.next_correlation_id);
+        self.next_correlation_id += 1;
+        encode_request(&mut out, ApiVersion(0), correlation_id, request).unwrap();
+        self.stream.write_all(&out).unwrap();
+    }
+
+    /// The next frame whose key is not `Heartbeat` (heartbeats are skipped, not answered).
+    fn next(&mut self) -> Frame {
+        let deadline = Instant::now() + CONDITION_TIMEOUT;
+        let mut chunk = [0u8; 8192];
+        loop {
+            while let Some(frame) = self.decoder.next_frame().unwrap() {
+                if frame.header.api_key != ApiKey::Heartbeat {
+                    return frame;
+                }
+            }
+            assert!(Instant::now() < deadline, "no frame from the SC in time");
+            match self.stream.read(&mut chunk) {
+                Ok(0) => panic!("the SC closed the connection"),
+                Ok(read) => self.decoder.feed(&chunk[..read]),
+                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(error) => panic!("read: {error}"),
+            }
+        }
+    }
+
+    fn next_as<T: for<'a> Decode<'a>>(&mut self, key: ApiKey) -> T {
+        let frame = self.next();
+        assert_eq!(frame.header.api_key, key);
+        T::decode(frame.header.api_version, &frame.body).unwrap()
+    }
+
+    fn register(&mut self, id: i32) -> SpuRegisterResponse {
+        self.send(&SpuRegisterRequest {
+            id: SpuId(id),
+            cores: 4,
+            core_public_ports: vec![],
+            public_endpoint: Endpoint::new("127.0.0.1", 19005),
+            private_endpoint: Endpoint::new("127.0.0.1", 19006),
+            version: "test-0.1".into(),
+        });
+        self.next_as(ApiKey::SpuRegister)
+    }
+}
+
+fn custom_spu(id: i32) -> SpuSpec {
+    SpuSpec { id: SpuId(id), spu_type: SpuType::Custom, ..SpuSpec::default() }
+}
+
+fn spu_resolution(sc: &ScProcess, id: i32) -> Option<SpuResolution> {
+    let spus = sc.client().list_spus().unwrap().spus;
+    spus.into_iter().find(|spu| spu.spec.id == SpuId(id)).map(|spu| spu.status.resolution)
+}
+
+#[test]
+fn spu_registers_gets_replicas_goes_offline_and_returns() {
+    let dir = tempfile::tempdir().unwrap();
+    let sc = ScProcess::start(&dir.path().join("data"), &["--heartbeat-timeout-ms=1000"]);
+    let mut admin = sc.client();
+    assert!(admin.register_spu(custom_spu(1)).unwrap().error_code.is_ok());
+    let first = TopicName::new("first").unwrap();
+    assert!(admin
+        .create_topic(first.clone(), TopicSpec::computed(2, 1))
+        .unwrap()
+        .error_code
+        .is_ok());
+    wait_for("partitions of the first topic", || {
+        (admin.list_partitions(Some(first.clone())).unwrap().partitions.len() == 2).then_some(())
+    });
+
+    // An unknown SPU is refused with a clear error.
+    let mut stranger = TestSpu::connect(sc.private_address);
+    match stranger.register(77) {
+        SpuRegisterResponse::Refused { error_code, reason } => {
+            assert_eq!(error_code, ErrorCode::UnknownSpu);
+            assert!(reason.contains("77"), "{reason}");
+        }
+        other => panic!("unknown SPU accepted: {other:?}"),
+    }
+
+    let mut spu = TestSpu::connect(sc.private_address);
+    assert_eq!(spu.register(1), SpuRegisterResponse::Accepted);
+    let spus: SpuUpdate = spu.next_as(ApiKey::SpuUpdate);
+    let Changes::Full(specs) = &spus.changes else { panic!("first SPU update must be full") };
+    assert_eq!(specs.iter().map(|spec| spec.id).collect::<Vec<_>>(), [SpuId(1)]);
+    let replicas: ReplicaUpdate = spu.next_as(ApiKey::ReplicaUpdate);
+    let Changes::Full(assignments) = &replicas.changes else { panic!("first update must be full") };
+    assert_eq!(assignments.len(), 2);
+    wait_for("SPU online with its cores", || {
+        let spus = admin.list_spus().unwrap().spus;
+        let status = &spus[0].status;
+        (status.resolution == SpuResolution::Online && status.cores == 4).then_some(())
+    });
+
+    // A new topic arrives as a delta on top of the full update, using the SPU's cores.
+    let second = TopicName::new("second").unwrap();
+    assert!(admin
+        .create_topic(second.clone(), TopicSpec::computed(4, 1))
+        .unwrap()
+        .error_code
+        .is_ok());
+    let mut epoch = replicas.epoch;
+    let mut added = Vec::new();
+    while added.len() < 4 {
+        let update: ReplicaUpdate = spu.next_as(ApiKey::ReplicaUpdate);
+        let Changes::Delta { base_epoch, changes } = update.changes else {
+            panic!("delta expected")
+        };
+        assert_eq!(base_epoch, epoch, "deltas chain by epoch");
+        epoch = update.epoch;
+        for change in changes {
+            if let Change::Upsert(assignment) = change {
+                assert_eq!(assignment.key.topic, second);
+                added.push(assignment.spec.replicas[0].core.get());
+            }
+        }
+    }
+    // The first topic's partitions sit on core 0 (placed before the SPU reported 4 cores).
+    added.sort_unstable();
+    assert_eq!(added, [1, 1, 2, 3], "the reported cores are used, least loaded first");
+
+    // Live replica status from the leader lands in the partition status.
+    let key = PartitionKey::new(first.clone(), PartitionId(0));
+    let leader = ReplicaStatus {
+        spu: SpuId(1),
+        high_watermark: Offset(42),
+        log_end_offset: Offset(43),
+        lag_records: 0,
+    };
+    spu.send(&LiveReplicaStatus {
+        spu: SpuId(1),
+        replicas: vec![LiveReplica {
+            key: key.clone(),
+            leader_epoch: LeaderEpoch(0),
+            leader,
+            followers: vec![],
+            in_sync_replicas: vec![SpuId(1)],
+        }],
+    });
+    wait_for("live replica status recorded", || {
+        let partitions = admin.list_partitions(Some(first.clone())).unwrap().partitions;
+        let entry = partitions.into_iter().find(|entry| entry.key == key)?;
+        (entry.status.leader.high_watermark == Offset(42)).then_some(())
+    });
+
+    // Silence: offline within the timeout (plus a controller pass).
+    wait_for("silent SPU marked offline", || {
+        (spu_resolution(&sc, 1) == Some(SpuResolution::Offline)).then_some(())
+    });
+    // Speaking again: back online.
+    spu.send(&HeartbeatRequest { sent_at: TimestampMs(1) });
+    wait_for("SPU back online", || {
+        (spu_resolution(&sc, 1) == Some(SpuResolution::Online)).then_some(())
+    });
+
+    // Deleting a topic removes its replicas from the SPU with a delta.
+    assert!(admin.delete_topic(second.clone()).unwrap().error_code.is_ok());
+    let mut removed = 0;
+    while removed < 4 {
+        let update: ReplicaUpdate = spu.next_as(ApiKey::ReplicaUpdate);
+        let Changes::Delta { base_epoch, changes } = update.changes else {
+            panic!("delta expected")
+        };
+        assert_eq!(base_epoch, epoch);
+        epoch = update.epoch;
+        for change in changes {
+            let Change::Remove(key) = change else { panic!("only removals expected") };
+            assert_eq!(key.topic, second);
+            removed += 1;
+        }
+    }
+    // After an epoch gap the SPU asks for, and gets, full snapshots.
+    spu.send(&RequestSnapshot { kind: SnapshotKind::All, last_applied: None });
+    let spus: SpuUpdate = spu.next_as(ApiKey::SpuUpdate);
+    assert!(matches!(spus.changes, Changes::Full(_)));
+    let replicas: ReplicaUpdate = spu.next_as(ApiKey::ReplicaUpdate);
+    assert!(replicas.epoch > epoch);
+    let Changes::Full(assignments) = replicas.changes else { panic!("full update expected") };
+    assert_eq!(assignments.len(), 2, "only the first topic's partitions remain");
+}
