@@ -414,3 +414,40 @@ fn disk_guard_threshold_refuses_and_resumes() {
         assert_eq!(appended.base_offset, Offset(10));
     });
 }
+
+/// Durable appends zero-fill the preallocated space ahead of the log end: the zeros never
+/// extend the file past the segment size, never overwrite data, and a log dropped without
+/// closing (a crash after the last fdatasync) reopens with exactly the durable batches.
+#[test]
+fn zero_fill_ahead_keeps_the_file_size_and_the_data() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("topic-0");
+    run(move || async move {
+        let config = LogConfig {
+            segment_bytes_max: 12 << 20, // more than one zero-fill chunk, not a multiple of it
+            ..small_config()
+        };
+        let log = open(&path, config.clone()).await;
+        let mut expected = Vec::new();
+        for round in 0..24 {
+            // 50 records of 100 bytes, ~6 KiB a batch: rounds end inside pages.
+            for batch in append_many(&log, 64, 50, round * 64).await {
+                expected.extend_from_slice(&batch);
+            }
+        }
+        assert_eq!(log.segment_count(), 1, "the test needs one segment");
+        let segment = path.join(format!("{:020}.log", 0));
+        let file_bytes = std::fs::metadata(&segment).unwrap().len();
+        assert_eq!(file_bytes, config.segment_bytes_max, "zero-filling extended the file");
+        assert_eq!(read_all(&log, Offset(0)), expected);
+        drop(log);
+        let log = open(&path, config).await;
+        assert_eq!(read_all(&log, Offset(0)), expected, "reopened log differs");
+        let mut batch = make_batch(3, 100, TimestampMs(1), 7);
+        let appended = log.append(&mut batch, EPOCH).await.unwrap();
+        log.wait_durable(&appended).await.unwrap();
+        expected.extend_from_slice(&batch);
+        assert_eq!(read_all(&log, Offset(0)), expected);
+        log.close().await.unwrap();
+    });
+}

@@ -28,6 +28,21 @@ pub struct LogConfig {
     /// Size of each in-memory staging buffer for direct writes (default 1 MiB); larger batches
     /// get a buffer of their own size.
     pub write_buffer_bytes: usize,
+    /// Zeros written at a time over the preallocated space ahead of the log end, before a
+    /// write round that would end within half of this of the zeroed end (default 8 MiB; 0
+    /// turns it off).
+    ///
+    /// Why: the segment is preallocated with fallocate, so its blocks start as *unwritten*
+    /// extents. A direct write into them makes ext4 convert the extent when the write
+    /// completes, and the next fdatasync then has to commit the journal; the partial last
+    /// page, written again by the next round, makes every round a mixed written/unwritten
+    /// write. Appends landing on blocks already written with zeros are pure overwrites: their
+    /// fdatasync needs no journal commit. Measured (storage_append bench, vs fio on the same
+    /// file system): durable appends from ~0.5 to ~1.0 of fio, written ones from ~0.55 to
+    /// ~0.75. The cost: the device writes the log's space twice (zeros, then data), which
+    /// matters where write bandwidth or flash wear is the limit. Zeros past the log end are
+    /// what recovery already expects there, and zero-filling never extends the file.
+    pub zero_fill_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -42,6 +57,7 @@ impl Default for LogConfig {
             free_space_ratio_min: 0.05,
             free_bytes_min: 2 << 30,
             write_buffer_bytes: 1 << 20,
+            zero_fill_bytes: 8 << 20,
         }
     }
 }

@@ -70,9 +70,24 @@ impl DiskGuard {
             }
         };
         if stale {
-            self.last = Some((Instant::now(), volume_space(&self.directory)?));
-            self.bytes_since_check = 0;
+            self.refresh()?;
         }
+        let Err(error) = self.admit(config, incoming_bytes) else { return Ok(()) };
+        if stale {
+            return Err(error);
+        }
+        // Never refuse on a cached figure: space may have been freed since it was read.
+        self.refresh()?;
+        self.admit(config, incoming_bytes)
+    }
+
+    fn refresh(&mut self) -> StorageResult<()> {
+        self.last = Some((Instant::now(), volume_space(&self.directory)?));
+        self.bytes_since_check = 0;
+        Ok(())
+    }
+
+    fn admit(&mut self, config: &LogConfig, incoming_bytes: u64) -> StorageResult<()> {
         let Some((_, space)) = self.last else { return Ok(()) };
         let required_bytes = required_free_bytes(config, space.total_bytes);
         let free_after = space.free_bytes.saturating_sub(self.bytes_since_check + incoming_bytes);

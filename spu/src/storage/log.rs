@@ -23,9 +23,10 @@ use crate::storage::disk_guard::DiskGuard;
 use crate::storage::error::{IoContext, StorageError, StorageResult};
 use crate::storage::file_cache::SegmentFileCache;
 use crate::storage::read::{self, CopiedRead, ReadSlices};
+use crate::storage::runtime::DirectFile;
 use crate::storage::scan::{BatchMeta, HeaderWalk};
 use crate::storage::segment::{
-    ActiveSegment, LogPoint, SealedSegment, SegmentPaths, LOG_EXTENSION,
+    self, ActiveSegment, LogPoint, SealedSegment, SegmentPaths, LOG_EXTENSION,
 };
 use crate::storage::signal::{IoGate, Signal};
 
@@ -463,12 +464,14 @@ impl ReplicaLog {
 
     /// One write round (caller holds the gate). On failure every unwritten append is dropped
     /// and the file is cut back to the written end, so nothing half-written can resurface.
+    /// Zero-fills ahead first when due (see [`LogConfig::zero_fill_bytes`]).
     async fn write_round(&self) -> StorageResult<()> {
         let (file, round, path) = {
             let mut state = self.shared.state.borrow_mut();
             let Some(round) = state.active.take_round() else { return Ok(()) };
             (Rc::clone(&state.active.direct), round, state.active.paths.log.clone())
         };
+        self.zero_fill_ahead(&file, round.end.position, &path).await;
         let mut outcome = Ok(());
         for (buffer, position) in round.writes {
             let expected = buffer.len();
@@ -492,6 +495,7 @@ impl ReplicaLog {
                 let mut state = self.shared.state.borrow_mut();
                 state.active.abort_round();
                 let end = state.active.written;
+                state.active.limit_zero_fill(end.position);
                 state.record_discard(end.next_offset);
                 end
             };
@@ -505,6 +509,20 @@ impl ReplicaLog {
         stats.write_rounds += 1;
         self.shared.stats.set(stats);
         Ok(())
+    }
+
+    /// Writes zeros ahead of a round ending at `round_end` when due (caller holds the gate).
+    /// Not fatal: zeros only make later writes and fdatasyncs cheaper.
+    async fn zero_fill_ahead(&self, file: &DirectFile, round_end: u64, path: &Path) {
+        let range = self.shared.state.borrow().active.zero_fill_range(round_end);
+        let Some((from, to)) = range else { return };
+        match segment::write_zeros(file, from, to).await {
+            Ok(()) => self.shared.state.borrow_mut().active.zero_filled(to),
+            Err(error) => {
+                tracing::debug!(%error, ?path, "zero-filling ahead failed; stopped");
+                self.shared.state.borrow_mut().active.limit_zero_fill(from);
+            }
+        }
     }
 
     /// fdatasync of the active segment (caller holds the gate, after a write round).

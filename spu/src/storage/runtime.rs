@@ -10,7 +10,7 @@ use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
 
-use glommio::io::{DmaBuffer, DmaFile, OpenOptions};
+use glommio::io::{DmaBuffer, DmaFile, OpenOptions, OwnedDmaFile};
 use glommio::{GlommioError, LocalExecutorBuilder, Placement};
 
 use crate::storage::error::{StorageError, StorageResult};
@@ -61,8 +61,22 @@ impl WriteBuffer {
 }
 
 /// A file opened with O_DIRECT whose writes go through the executor's io_uring.
+///
+/// Dropping it closes the descriptor synchronously (glommio's own drop only queues an
+/// asynchronous close on the reactor, which is lost when the executor stops first: the
+/// descriptor then leaks and keeps the volume busy).
 pub struct DirectFile {
-    file: DmaFile,
+    file: Option<DmaFile>,
+}
+
+impl Drop for DirectFile {
+    fn drop(&mut self) {
+        if let Some(file) = self.file.take() {
+            // OwnedDmaFile closes with close(2) when dropped; in-flight io_uring operations
+            // hold their own reference to the file, so this is safe at any time.
+            drop(OwnedDmaFile::from(file));
+        }
+    }
 }
 
 impl DirectFile {
@@ -75,46 +89,53 @@ impl DirectFile {
             .dma_open(path)
             .await
             .map_err(os_error)?;
-        Ok(DirectFile { file })
+        Ok(DirectFile { file: Some(file) })
+    }
+
+    fn dma(&self) -> &DmaFile {
+        self.file.as_ref().expect("a DirectFile holds its file until dropped or closed")
     }
 
     /// Allocates an aligned buffer of `len` bytes (from the executor's registered pool when it
     /// has room, so buffers are reused instead of touched fresh).
     pub fn alloc_buffer(&self, len: usize) -> WriteBuffer {
-        WriteBuffer { buffer: self.file.alloc_dma_buffer(len) }
+        WriteBuffer { buffer: self.dma().alloc_dma_buffer(len) }
     }
 
     /// Writes the whole buffer at `position` (both aligned). Returns the bytes written.
     pub async fn write_at(&self, buffer: WriteBuffer, position: u64) -> io::Result<usize> {
-        self.file.write_at(buffer.buffer, position).await.map_err(os_error)
+        self.dma().write_at(buffer.buffer, position).await.map_err(os_error)
     }
 
     /// fdatasync(2).
     pub async fn sync_data(&self) -> io::Result<()> {
-        self.file.fdatasync().await.map_err(os_error)
+        self.dma().fdatasync().await.map_err(os_error)
     }
 
     /// fallocate(2) to `len` bytes, setting the file size to at least `len`: later writes find
     /// their blocks allocated and never extend the file (on ext4 a size-extending direct write
     /// takes the slow, journalled path and makes every fdatasync commit the inode).
     pub async fn preallocate(&self, len: u64) -> io::Result<()> {
-        self.file.pre_allocate(len, false).await.map_err(os_error)
+        self.dma().pre_allocate(len, false).await.map_err(os_error)
     }
 
     /// ftruncate(2).
     pub async fn truncate(&self, len: u64) -> io::Result<()> {
-        self.file.truncate(len).await.map_err(os_error)
+        self.dma().truncate(len).await.map_err(os_error)
     }
 
     /// Closes the file, reporting a close error.
-    pub async fn close(self) -> io::Result<()> {
-        self.file.close().await.map_err(os_error)
+    pub async fn close(mut self) -> io::Result<()> {
+        match self.file.take() {
+            Some(file) => file.close().await.map_err(os_error),
+            None => Ok(()),
+        }
     }
 }
 
 impl AsRawFd for DirectFile {
     fn as_raw_fd(&self) -> RawFd {
-        self.file.as_raw_fd()
+        self.dma().as_raw_fd()
     }
 }
 

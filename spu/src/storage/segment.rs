@@ -246,6 +246,32 @@ pub(crate) struct ActiveSegment {
     /// Appended or written batches not yet durable, hence not yet indexed.
     unindexed: VecDeque<BatchMeta>,
     write_buffer_bytes: usize,
+    /// The file holds written blocks (data or zeros) up to here; see
+    /// [`LogConfig::zero_fill_bytes`].
+    zeroed_end: u64,
+    /// [`LogConfig::zero_fill_bytes`] when the segment was opened.
+    zero_fill_bytes: u64,
+    /// Zero-filling stops here: the file's length (zero-filling must never extend the file).
+    zero_fill_limit: u64,
+}
+
+/// Size of each zero write.
+const ZERO_WRITE_BYTES: u64 = 1 << 20;
+
+/// Writes zeros over `[from, to)` (both aligned) with direct writes.
+pub(crate) async fn write_zeros(file: &DirectFile, from: u64, to: u64) -> std::io::Result<()> {
+    let mut position = from;
+    while position < to {
+        let length = ZERO_WRITE_BYTES.min(to - position);
+        let mut buffer = file.alloc_buffer(length as usize);
+        buffer.as_mut_slice().fill(0);
+        let written = file.write_at(buffer, position).await?;
+        if written as u64 != length {
+            return Err(std::io::Error::other(format!("short zero write {written}/{length}")));
+        }
+        position += length;
+    }
+    Ok(())
 }
 
 impl ActiveSegment {
@@ -297,6 +323,7 @@ impl ActiveSegment {
             use std::os::unix::fs::FileExt;
             read_file.read_exact_at(&mut tail_page, align_down(end.position)).at(&paths.log)?;
         }
+        let zero_fill_limit = read_file.metadata().at(&paths.log)?.len();
         let segment = ActiveSegment {
             base_offset: base,
             paths,
@@ -313,6 +340,9 @@ impl ActiveSegment {
             tail_page,
             unindexed: VecDeque::new(),
             write_buffer_bytes: config.write_buffer_bytes,
+            zeroed_end: align_up(end.position),
+            zero_fill_bytes: config.zero_fill_bytes,
+            zero_fill_limit,
         };
         Ok((segment, RecoveryReport { end, truncated_bytes, torn_tail: scan.stopped_early }))
     }
@@ -407,6 +437,33 @@ impl ActiveSegment {
         self.written_tail_page = std::mem::take(&mut self.round_tail_page);
     }
 
+    /// The range to zero-fill before a round writing up to `round_end` (see
+    /// [`LogConfig::zero_fill_bytes`]), if any: when the round would end within half a chunk
+    /// of the zeroed end. It starts past the written end: it never covers data.
+    pub(crate) fn zero_fill_range(&self, round_end: u64) -> Option<(u64, u64)> {
+        if self.zero_fill_bytes == 0 {
+            return None;
+        }
+        let from = self.zeroed_end.max(align_up(self.written.position));
+        if round_end + self.zero_fill_bytes / 2 <= from {
+            return None;
+        }
+        let wanted = from.max(align_up(round_end)) + align_up(self.zero_fill_bytes);
+        let to = align_down(wanted.min(self.zero_fill_limit));
+        (from < to).then_some((from, to))
+    }
+
+    /// Zeros were written up to `end`.
+    pub(crate) fn zero_filled(&mut self, end: u64) {
+        self.zeroed_end = self.zeroed_end.max(end);
+    }
+
+    /// Stops zero-filling (after a failure, or once the file was cut to `length` bytes).
+    pub(crate) fn limit_zero_fill(&mut self, length: u64) {
+        self.zero_fill_limit = self.zero_fill_limit.min(length);
+        self.zeroed_end = self.zeroed_end.min(align_up(length));
+    }
+
     /// A round failed: everything not yet written is dropped (its appenders get an error).
     pub(crate) fn abort_round(&mut self) {
         self.chunks.clear();
@@ -436,6 +493,9 @@ impl ActiveSegment {
     /// Resets the segment to end at `end` after the file was cut there (no staged data).
     pub(crate) fn reset_after_truncate(&mut self, end: LogPoint) -> StorageResult<()> {
         self.indexes.truncate(end)?;
+        // The cut freed the blocks past it; whatever is there now is unwritten again.
+        self.zeroed_end = align_up(end.position);
+        self.zero_fill_limit = self.read_file.metadata().at(&self.paths.log)?.len();
         let (start, _) = self.indexes.rescan_start();
         let mut walk =
             HeaderWalk::new(&self.read_file, &self.paths.log, start, end.position, usize::MAX);
