@@ -4,7 +4,8 @@
 
 use std::time::Duration;
 
-use sluice_sc::store::embedded::{EmbeddedOptions, EmbeddedStore, VALUE_BYTES_MAX};
+use sluice_sc::store::embedded::{EmbeddedOptions, EmbeddedStore};
+use sluice_sc::store::VALUE_BYTES_MAX;
 use sluice_sc::store::{
     ExpectedVersion, MetadataStore, ObjectKey, ObjectKind, StoreError, Version, WatchEvent,
 };

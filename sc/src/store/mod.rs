@@ -65,6 +65,26 @@ pub use types::{
     WatchEvent, KEY_BYTES_MAX,
 };
 
+/// Largest value any backend accepts, in bytes: Consul's default KV value limit, so every value
+/// one backend accepts is storable in the other.
+pub const VALUE_BYTES_MAX: usize = 512 * 1024;
+
+/// The value contract every backend enforces before writing: a JSON document of at most
+/// [`VALUE_BYTES_MAX`] bytes.
+pub(crate) fn check_value(
+    kind: ObjectKind,
+    key: &ObjectKey,
+    value: &[u8],
+) -> Result<(), StoreError> {
+    let invalid = |reason: String| StoreError::InvalidValue { kind, key: key.to_string(), reason };
+    if value.len() > VALUE_BYTES_MAX {
+        return Err(invalid(format!("{} bytes, more than {VALUE_BYTES_MAX}", value.len())));
+    }
+    serde_json::from_slice::<serde::de::IgnoredAny>(value)
+        .map_err(|error| invalid(format!("not a JSON document: {error}")))?;
+    Ok(())
+}
+
 /// Capacity of each watch's event channel. A watcher this many events behind stops receiving
 /// and, once the backend's history moves past it, gets [`WatchEvent::Resync`].
 pub const WATCH_CHANNEL_EVENTS_MAX: usize = 1024;

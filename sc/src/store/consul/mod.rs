@@ -80,13 +80,12 @@ use std::time::Duration;
 use crossbeam_channel::Receiver;
 use sluice_kvstore_consul::{
     ConsulClient, ConsulConfig, ConsulError, ConsulIndex, KvEntry, SessionId, TxnOp,
-    VALUE_BYTES_MAX,
 };
 
 use self::journal::{Journal, JournalEntry};
 use super::{
-    ExpectedVersion, FencingToken, Listing, MetadataStore, ObjectKey, ObjectKind, StoreError,
-    StoredObject, Version, WatchEvent,
+    check_value, ExpectedVersion, FencingToken, Listing, MetadataStore, ObjectKey, ObjectKind,
+    StoreError, StoredObject, Version, WatchEvent,
 };
 
 /// Default longest wait of one watch query: short enough that a watch thread notices a closed
@@ -400,19 +399,6 @@ pub(crate) fn map_error(
         }
         (error, _) => StoreError::Backend { reason: error.to_string() },
     }
-}
-
-fn check_value(kind: ObjectKind, key: &ObjectKey, value: &[u8]) -> Result<(), StoreError> {
-    let invalid = |reason: String| StoreError::InvalidValue { kind, key: key.to_string(), reason };
-    if value.len() > VALUE_BYTES_MAX {
-        return Err(invalid(format!(
-            "{} bytes, over Consul's limit of {VALUE_BYTES_MAX} bytes",
-            value.len()
-        )));
-    }
-    serde_json::from_slice::<serde::de::IgnoredAny>(value)
-        .map_err(|error| invalid(format!("not a JSON document: {error}")))?;
-    Ok(())
 }
 
 fn stored_object(key: ObjectKey, entry: KvEntry) -> StoredObject {

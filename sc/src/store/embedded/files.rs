@@ -20,11 +20,7 @@ use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
-use crate::store::{ObjectKey, ObjectKind, StoreError, Version};
-
-/// Largest value accepted, in bytes: Consul's default KV value limit, so that every value the
-/// embedded store accepts is also storable in Consul.
-pub const VALUE_BYTES_MAX: usize = 512 * 1024;
+use crate::store::{check_value, ObjectKey, ObjectKind, StoreError, Version, VALUE_BYTES_MAX};
 
 /// Largest object file read on open: the value plus room for the envelope and indentation.
 const OBJECT_FILE_BYTES_MAX: u64 = (VALUE_BYTES_MAX as u64) + 64 * 1024;
@@ -84,10 +80,8 @@ pub fn validate_value(
     key: &ObjectKey,
     value: &[u8],
 ) -> Result<Box<RawValue>, StoreError> {
+    check_value(kind, key, value)?;
     let invalid = |reason: String| StoreError::InvalidValue { kind, key: key.to_string(), reason };
-    if value.len() > VALUE_BYTES_MAX {
-        return Err(invalid(format!("{} bytes, more than {VALUE_BYTES_MAX}", value.len())));
-    }
     let text =
         std::str::from_utf8(value).map_err(|error| invalid(format!("not UTF-8: {error}")))?;
     RawValue::from_string(text.to_owned())

@@ -37,7 +37,7 @@
 //!   the store reads back what the disk holds.
 //! - A damaged object file (not the store's JSON, wrong kind/key, too large) fails
 //!   [`EmbeddedStore::open`] with [`StoreError::Corrupt`] naming the file, for an operator.
-//! - Values must be JSON documents of at most [`VALUE_BYTES_MAX`] bytes; leading and
+//! - Values must be JSON documents of at most [`VALUE_BYTES_MAX`](crate::store::VALUE_BYTES_MAX) bytes; leading and
 //!   trailing whitespace of a value is not preserved.
 //!
 //! Watches are in-process only: the last [`HISTORY_EVENTS_MAX`] changes
@@ -47,7 +47,6 @@
 mod files;
 mod history;
 
-pub use self::files::VALUE_BYTES_MAX;
 pub use self::history::{HISTORY_BYTES_MAX, HISTORY_EVENTS_MAX};
 
 use std::collections::BTreeMap;
