@@ -1,10 +1,75 @@
-//! `sluice`, the command-line tool. Its commands (cluster, topic, spu, produce, consume) land with
-//! the SPU data path and the client SDK.
+//! `sluice`, the command-line tool: a local cluster (`cluster start --local | status | stop`),
+//! administration (`topic`, `partition`, `spu`, `spu-group`) and data (`produce`, `consume`).
+//!
+//! Module map: [`args`] is the command line (clap), [`local`] the local-cluster launcher,
+//! [`admin`] the administration commands, [`produce`] and [`consume`] the data commands,
+//! [`sc_api`] the one place that calls the SDK's admin API, [`output`] tables/JSON/YAML and
+//! [`units`] durations, sizes and times.
+//!
+//! Errors end the process with status 1 and one message on stderr that says what went wrong
+//! and what to do; usage errors end it with status 2 (clap).
+
+mod admin;
+mod args;
+mod consume;
+mod local;
+mod output;
+mod produce;
+mod sc_api;
+mod units;
+
+use clap::Parser;
+
+use args::{Cli, ClusterCommand, Command};
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    let sc = cli.sc.as_str();
+    match &cli.command {
+        Command::Cluster(ClusterCommand::Start(args)) => local::start(args),
+        Command::Cluster(ClusterCommand::Status(args)) => local::status(args),
+        Command::Cluster(ClusterCommand::Stop(args)) => local::stop(args),
+        Command::Topic(command) => admin::topic(sc, command),
+        Command::Partition(command) => admin::partition(sc, command),
+        Command::Spu(command) => admin::spu(sc, command),
+        Command::SpuGroup(command) => admin::spu_group(sc, command),
+        Command::Produce(args) => produce::run(sc, args),
+        Command::Consume(args) => consume::run(sc, args),
+    }
+}
+
+/// When no SC answered at `sc`, but the default local cluster runs with its SC elsewhere, a
+/// line saying which `--sc` to pass.
+fn local_cluster_hint(error: &anyhow::Error, sc: &str) -> Option<String> {
+    let unreachable = error.chain().any(|cause| {
+        matches!(
+            cause.downcast_ref::<sluice_client::ClientError>(),
+            Some(sluice_client::ClientError::ScUnreachable { .. })
+        )
+    });
+    if !unreachable {
+        return None;
+    }
+    let data_dir = local::resolve_data_dir(None).ok()?;
+    let existing = local::state::load(&data_dir).ok()??;
+    let running = existing.processes.iter().any(local::state::ProcessRecord::is_running);
+    (running && existing.sc_public_address != sc).then(|| {
+        let address = &existing.sc_public_address;
+        format!(
+            "hint: the local cluster in {} has its SC at {address}: pass `--sc {address}` or set \
+             SLUICE_SC",
+            data_dir.display()
+        )
+    })
+}
 
 fn main() {
-    eprintln!(
-        "sluice {}: the command-line tool is not built yet; see README.md for what works today",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+    let cli = Cli::parse();
+    let sc = cli.sc.clone();
+    if let Err(error) = run(cli) {
+        eprintln!("error: {error:#}");
+        if let Some(hint) = local_cluster_hint(&error, &sc) {
+            eprintln!("{hint}");
+        }
+        std::process::exit(1);
+    }
 }

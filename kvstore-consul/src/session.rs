@@ -64,6 +64,10 @@ pub struct SessionConfig {
     pub lock_delay: Duration,
     /// What happens to held locks on invalidation.
     pub behavior: SessionBehavior,
+    /// Health checks the session depends on (ids on the agent's node): the session is
+    /// invalidated as soon as one turns critical. Empty: Consul's default, the node's
+    /// `serfHealth`. Non-empty replaces the default, so list `serfHealth` too if wanted.
+    pub checks: Vec<String>,
 }
 
 impl SessionConfig {
@@ -74,6 +78,7 @@ impl SessionConfig {
             ttl,
             lock_delay: Duration::from_secs(1),
             behavior: SessionBehavior::Release,
+            checks: Vec::new(),
         }
     }
 
@@ -106,6 +111,8 @@ struct WireSessionCreate<'a> {
     ttl: String,
     lock_delay: String,
     behavior: &'static str,
+    #[serde(skip_serializing_if = "<[String]>::is_empty")]
+    checks: &'a [String],
 }
 
 #[derive(Deserialize)]
@@ -173,6 +180,7 @@ impl ConsulClient {
             ttl: duration_text(config.ttl),
             lock_delay: duration_text(config.lock_delay),
             behavior: config.behavior.as_str(),
+            checks: &config.checks,
         };
         let body = serde_json::to_vec(&wire).map_err(|error| ConsulError::Config {
             reason: format!("cannot encode the session: {error}"),

@@ -1,9 +1,77 @@
-//! `sluice-perf`, the load generator. Its workloads land with the client SDK.
+//! `sluice-perf`: produce, consume and end-to-end load against a Sluice cluster, with HDR
+//! latency percentiles, live progress and a versioned JSON report; `suite` measures the
+//! machine's limits and Sluice's standard runs side by side.
 
-fn main() {
-    eprintln!(
-        "sluice-perf {}: the load generator is not built yet; see README.md for what works today",
-        env!("CARGO_PKG_VERSION")
-    );
-    std::process::exit(2);
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use sluice_perf::args::{SuiteArgs, WorkloadArgs};
+use sluice_perf::report::{write_json, WorkloadKind};
+use sluice_perf::suite::run_suite;
+use sluice_perf::table;
+use sluice_perf::workload::run::run;
+
+#[derive(Parser)]
+#[command(name = "sluice-perf", version, about = "Sluice's load generator")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Producers only: throughput and produce latency (to acknowledgement).
+    Produce(WorkloadArgs),
+    /// Catch-up consumers from the beginning: throughput.
+    Consume(WorkloadArgs),
+    /// Producers and consumers at once: end-to-end latency (consume time minus send time).
+    E2e(WorkloadArgs),
+    /// The machine's limits (fio, iperf3) and the standard Sluice runs on a local cluster,
+    /// side by side; the JSON report goes under --results-dir.
+    Suite(SuiteArgs),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let outcome = match cli.command {
+        Command::Produce(args) => workload(WorkloadKind::Produce, &args),
+        Command::Consume(args) => workload(WorkloadKind::Consume, &args),
+        Command::E2e(args) => workload(WorkloadKind::E2e, &args),
+        Command::Suite(args) => suite(&args),
+    };
+    match outcome {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("sluice-perf: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workload(kind: WorkloadKind, args: &WorkloadArgs) -> anyhow::Result<ExitCode> {
+    let report = run(kind, args)?;
+    print!("{}", table::run_table(&report));
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+        eprintln!("report written to {}", path.display());
+    }
+    if report.results.errors > 0 {
+        eprintln!("sluice-perf: {} records failed", report.results.errors);
+        return Ok(ExitCode::FAILURE);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn suite(args: &SuiteArgs) -> anyhow::Result<ExitCode> {
+    let (report, path) = run_suite(args)?;
+    println!("{}", table::limits_table(&report.limits));
+    println!("{}", table::comparison_table(&report.comparisons));
+    for run in &report.runs {
+        if let sluice_perf::report::Measured::Failed(why) = &run.report {
+            println!("{}: FAILED: {why}", run.name);
+        }
+    }
+    eprintln!("report written to {}", path.display());
+    let failed = report.runs.iter().any(|run| run.report.value().is_none());
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }

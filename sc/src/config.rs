@@ -12,8 +12,11 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 use serde::Deserialize;
+use sluice_kvstore_consul::{LOCK_DELAY_MAX, SESSION_TTL_MAX, SESSION_TTL_MIN};
 use sluice_proto::object::topic::SEGMENT_BYTES_DEFAULT;
 use sluice_proto::object::TopicSpec;
+
+use crate::ha::LeaderSettings;
 
 /// Default public (admin and metadata) address.
 pub const PUBLIC_ADDRESS_DEFAULT: &str = "0.0.0.0:9003";
@@ -21,6 +24,15 @@ pub const PUBLIC_ADDRESS_DEFAULT: &str = "0.0.0.0:9003";
 pub const PRIVATE_ADDRESS_DEFAULT: &str = "0.0.0.0:9004";
 /// Default time without a heartbeat after which an SPU is marked offline.
 pub const HEARTBEAT_TIMEOUT_MS_DEFAULT: u64 = 2_000;
+/// Default TTL of the leadership session: Consul's minimum, for the fastest takeover.
+pub const LEADER_TTL_MS_DEFAULT: u64 = 10_000;
+/// Default lock delay: short, because every write is fenced anyway; it only spaces out terms.
+pub const LEADER_LOCK_DELAY_MS_DEFAULT: u64 = 1_000;
+/// Default TTL of the SC's alive check: three missed passes (one per second) mean dead.
+pub const LEADER_CHECK_TTL_MS_DEFAULT: u64 = 3_000;
+/// Shortest alive check TTL accepted: passes every third of it must fit between scheduling
+/// hiccups of a loaded machine.
+pub const LEADER_CHECK_TTL_MS_MIN: u64 = 1_000;
 
 /// Which metadata store backs the SC.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Deserialize)]
@@ -80,8 +92,23 @@ pub struct ScArgs {
     /// Milliseconds without a heartbeat before an SPU is marked offline [default: 2000].
     #[arg(long, env = "SLUICE_SC_HEARTBEAT_TIMEOUT_MS")]
     pub heartbeat_timeout_ms: Option<u64>,
-    /// Once listening, write `public=<addr>` and `private=<addr>` lines to this file
-    /// (written to a temporary name, then renamed: readers never see half a file).
+    /// Consul store: TTL of the leadership session in milliseconds, 10000 to 86400000. After a
+    /// crash of the active SC a standby takes over within one to two TTLs plus the lock delay
+    /// [default: 10000].
+    #[arg(long, env = "SLUICE_SC_LEADER_TTL_MS")]
+    pub leader_ttl_ms: Option<u64>,
+    /// Consul store: TTL in milliseconds of the SC's alive check on its Consul agent (passed
+    /// every third of it); a crashed active SC is replaced about this long plus the lock delay
+    /// after its last pass, at least 1000 [default: 3000].
+    #[arg(long, env = "SLUICE_SC_LEADER_CHECK_TTL_MS")]
+    pub leader_check_ttl_ms: Option<u64>,
+    /// Consul store: milliseconds the lock stays unavailable after the active SC's session is
+    /// invalidated, at most 60000 [default: 1000].
+    #[arg(long, env = "SLUICE_SC_LEADER_LOCK_DELAY_MS")]
+    pub leader_lock_delay_ms: Option<u64>,
+    /// Once listening, write `public=<addr>`, `private=<addr>` and `role=active|standby` lines
+    /// to this file (written to a temporary name, then renamed: readers never see half a file;
+    /// a standby rewrites it with `role=active` when it takes over).
     #[arg(long, env = "SLUICE_SC_READY_FILE")]
     pub ready_file: Option<PathBuf>,
 }
@@ -103,6 +130,9 @@ pub struct FileConfig {
     topic_retention_ms: Option<u64>,
     topic_segment_bytes: Option<u64>,
     heartbeat_timeout_ms: Option<u64>,
+    leader_ttl_ms: Option<u64>,
+    leader_lock_delay_ms: Option<u64>,
+    leader_check_ttl_ms: Option<u64>,
     ready_file: Option<PathBuf>,
 }
 
@@ -144,6 +174,8 @@ pub struct ScConfig {
     pub topic_defaults: TopicDefaults,
     /// Time without a heartbeat before an SPU is offline.
     pub heartbeat_timeout: Duration,
+    /// Leadership session settings (Consul store).
+    pub leader: LeaderSettings,
     /// Readiness file.
     pub ready_file: Option<PathBuf>,
 }
@@ -259,6 +291,36 @@ impl ScArgs {
         if heartbeat_timeout_ms == 0 {
             return Err(ConfigError::Invalid("heartbeat_timeout_ms must be at least 1".into()));
         }
+        let leader = LeaderSettings {
+            ttl: Duration::from_millis(
+                self.leader_ttl_ms.or(file.leader_ttl_ms).unwrap_or(LEADER_TTL_MS_DEFAULT),
+            ),
+            check_ttl: Duration::from_millis(
+                self.leader_check_ttl_ms
+                    .or(file.leader_check_ttl_ms)
+                    .unwrap_or(LEADER_CHECK_TTL_MS_DEFAULT),
+            ),
+            lock_delay: Duration::from_millis(
+                self.leader_lock_delay_ms
+                    .or(file.leader_lock_delay_ms)
+                    .unwrap_or(LEADER_LOCK_DELAY_MS_DEFAULT),
+            ),
+        };
+        if !(SESSION_TTL_MIN..=SESSION_TTL_MAX).contains(&leader.ttl) {
+            return Err(ConfigError::Invalid(format!(
+                "leader_ttl_ms must be within Consul's range {SESSION_TTL_MIN:?}..={SESSION_TTL_MAX:?}"
+            )));
+        }
+        if leader.check_ttl < Duration::from_millis(LEADER_CHECK_TTL_MS_MIN) {
+            return Err(ConfigError::Invalid(format!(
+                "leader_check_ttl_ms must be at least {LEADER_CHECK_TTL_MS_MIN}"
+            )));
+        }
+        if leader.lock_delay > LOCK_DELAY_MAX {
+            return Err(ConfigError::Invalid(format!(
+                "leader_lock_delay_ms must be at most Consul's {LOCK_DELAY_MAX:?}"
+            )));
+        }
         Ok(ScConfig {
             public_address: self
                 .public_address
@@ -271,6 +333,7 @@ impl ScArgs {
             store,
             topic_defaults,
             heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms),
+            leader,
             ready_file: self.ready_file.or(file.ready_file),
         })
     }
@@ -316,6 +379,20 @@ mod tests {
         assert_eq!(config.topic_defaults.partitions, 3);
         let StoreSettings::Consul(consul) = config.store else { panic!("consul expected") };
         assert_eq!(consul.cluster, "east");
+    }
+
+    #[test]
+    fn leader_settings_default_and_stay_in_consul_ranges() {
+        let config = ScArgs::default().resolve().unwrap();
+        assert_eq!(config.leader.ttl, Duration::from_secs(10));
+        assert_eq!(config.leader.check_ttl, Duration::from_secs(3));
+        assert_eq!(config.leader.lock_delay, Duration::from_secs(1));
+        let short_ttl = ScArgs { leader_ttl_ms: Some(5_000), ..ScArgs::default() };
+        assert!(short_ttl.resolve().unwrap_err().to_string().contains("leader_ttl_ms"));
+        let short_check = ScArgs { leader_check_ttl_ms: Some(100), ..ScArgs::default() };
+        assert!(short_check.resolve().unwrap_err().to_string().contains("leader_check_ttl_ms"));
+        let long_delay = ScArgs { leader_lock_delay_ms: Some(61_000), ..ScArgs::default() };
+        assert!(long_delay.resolve().unwrap_err().to_string().contains("leader_lock_delay_ms"));
     }
 
     #[test]

@@ -32,13 +32,25 @@
 //!   for SPU groups, SPUs, topics and partitions.
 //! - [`server`]: the public admin and metadata API; [`admin_client`] is its blocking client.
 //! - [`spu_link`]: the SPU connection manager (registration, updates, heartbeats, live status).
+//! - [`ha`]: which SC is active (a Consul session lock), standbys, takeover, fencing of every
+//!   write with the term's token ([`store::FencedStore`]), fail-stop on loss.
 //! - [`config`] and [`process`]: the `sluice-sc` binary's flags and thread start-up.
 //!
 //! ## Thread map (who owns what, which channels connect them)
 //!
 //! ```text
 //!  main thread: parse config, Sc::start, wait for SIGTERM/SIGINT (signal-hook sets the shared
-//!  |            shutdown flag), Sc::shutdown joins the threads below
+//!  |            shutdown flag), Sc::shutdown joins the threads below; exits 1 after a lost
+//!  |            leadership
+//!  |
+//!  +-- sc-alive             (Consul only) passes this SC's Consul TTL check every third of its
+//!  |                        TTL; the leadership session depends on that check.
+//!  |
+//!  +-- sc-leadership        (Consul only) campaigns for the lock; on winning starts the term
+//!  |                        (the two threads below, over a FencedStore, then opens the gates);
+//!  |                        on a loss sets the shutdown flag; at shutdown joins the term's
+//!  |                        threads, releases the lock, deregisters the check. With the
+//!  |                        embedded store Sc::start starts the term itself.
 //!  |
 //!  +-- sc-cache-sync        OWNS the cache contents. store.list(every kind) -> store.watch()
 //!  |                        crossbeam Receiver<WatchEvent> (bounded, WATCH_CHANNEL_EVENTS_MAX)
@@ -50,22 +62,20 @@
 //!  |                        Never writes the cache: its writes come back through the watch.
 //!  |
 //!  +-- sc-public-accept --> sc-admin-<peer> (one per connection, <= server::CONNECTIONS_MAX):
-//!  |                        reads snapshots, writes admin changes to the store, waits for the
+//!  |                        a standby (gate closed) answers NotController; active: reads snapshots, writes admin changes to the store, waits for the
 //!  |                        cache to show them; a metadata watch holds a "changed" receiver
 //!  |                        and pushes updates from the same thread.
 //!  |
 //!  +-- sc-private-accept -> sc-spu-<peer> (one per SPU, <= spu_link::SPU_CONNECTIONS_MAX):
-//!                           registration, full then delta updates on "changed", heartbeats,
+//!                           a standby refuses with NotController; active: registration, full then delta updates on "changed", heartbeats,
 //!                           SPU liveness and live replica status written to the store.
 //! ```
 //!
-//! Shared state is exactly: the `Arc<dyn MetadataStore>` (internally synchronized), the
-//! `Arc<Cache>` (one writer), and one `AtomicBool` shutdown flag. Socket and channel waits
+//! Shared state is exactly: the `Arc<dyn MetadataStore>` (internally synchronized; the term's
+//! threads get it wrapped in a `FencedStore`), the `Arc<Cache>` (one writer), the two gates
+//! (`OnceLock`s opened once per process) and one `AtomicBool` shutdown flag. Socket and channel waits
 //! time out every 100 ms (the controller every 500 ms) to check that flag, so shutdown is
 //! prompt; connection threads are detached and exit on their next check.
-//!
-//! Not yet: leader election among several SCs (writes carry no fencing token today; run one SC
-//! per store).
 //!
 //! ## Invariants every later module relies on
 //!
@@ -82,6 +92,7 @@ pub mod assignment;
 pub mod cache;
 pub mod config;
 pub mod controllers;
+pub mod ha;
 pub mod objects;
 pub mod process;
 pub mod server;

@@ -24,17 +24,19 @@ fn main() -> anyhow::Result<()> {
     for signal in [signal_hook::consts::SIGTERM, signal_hook::consts::SIGINT] {
         signal_hook::flag::register(signal, shutdown.clone())?;
     }
-    tracing::info!(public = %sc.public_address, private = %sc.private_address, "listening");
+    let role = if sc.is_active() { "active" } else { "standby" };
+    tracing::info!(public = %sc.public_address, private = %sc.private_address, role, "listening");
     println!("public address: {}", sc.public_address);
     println!("private address: {}", sc.private_address);
-    if let Some(path) = &config.ready_file {
-        sc.write_ready_file(path)?;
-    }
     while !shutdown.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
     }
     tracing::info!("shutting down");
+    let lost = sc.lost_leadership();
     sc.shutdown();
+    if lost {
+        anyhow::bail!("stopped after losing the SC leadership to another SC");
+    }
     tracing::info!("stopped");
     Ok(())
 }

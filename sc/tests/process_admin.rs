@@ -63,6 +63,8 @@ fn topic_lifecycle_and_errors() {
     assert_ok(&client.create_topic(topic("orders"), TopicSpec::computed(3, 2)).unwrap());
     let duplicate = client.create_topic(topic("orders"), TopicSpec::computed(1, 1)).unwrap();
     assert_error(&duplicate, ErrorCode::TopicAlreadyExists);
+    let message = duplicate.message.unwrap_or_default();
+    assert!(message.contains("already exists"), "a duplicate is not a deletion: {message}");
     let too_wide = client.create_topic(topic("wide"), TopicSpec::computed(1, 4)).unwrap();
     assert_error(&too_wide, ErrorCode::ReplicationFactorAboveSpuCount);
     let bad_segment = TopicSpec { segment_bytes: 10, ..TopicSpec::computed(1, 1) };

@@ -3,4 +3,8 @@
 //! The library holds the pieces the `sluice-spu` binary is assembled from; [`storage`] is the
 //! per-replica log engine.
 
+pub mod config;
+pub mod metrics;
+pub mod sc_link;
+pub mod server;
 pub mod storage;

@@ -451,3 +451,35 @@ fn zero_fill_ahead_keeps_the_file_size_and_the_data() {
         log.close().await.unwrap();
     });
 }
+
+#[test]
+fn segment_files_grow_in_allocation_steps_not_to_the_segment_size() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let step = 64 * 1024;
+        let config = LogConfig {
+            segment_bytes_max: 1 << 30,
+            preallocate_bytes: step,
+            zero_fill_bytes: 16 * 1024,
+            ..small_config()
+        };
+        let log = open(dir.path(), config.clone()).await;
+        let path = dir.path().join(format!("{:020}.log", 0));
+        let allocated = || std::fs::metadata(&path).unwrap().len();
+        assert_eq!(allocated(), step, "an empty segment holds one step, not 1 GiB");
+        // Each batch is a few KiB: the file must stay a step ahead of the data as it grows.
+        let batches = append_many(&log, 200, 20, 0).await;
+        let written: u64 = batches.iter().map(|batch| batch.len() as u64).sum();
+        assert!(written > 3 * step, "the test must cross several steps ({written} bytes)");
+        assert!(allocated() >= written, "data lies inside the file");
+        assert!(allocated() <= written + 2 * step, "at most a step or so ahead: {}", allocated());
+        assert_eq!(read_all(&log, Offset(0)), batches.concat());
+        log.close().await.unwrap();
+        drop(log);
+        // Reopening keeps every byte and allocates from the end of the data.
+        let log = open(dir.path(), config).await;
+        assert_eq!(read_all(&log, Offset(0)), batches.concat());
+        assert!(allocated() <= written + 2 * step);
+        log.close().await.unwrap();
+    })
+}

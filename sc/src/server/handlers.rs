@@ -89,6 +89,10 @@ impl ServerContext {
         if let Some(refusal) = check_placement(&snapshot, &spec) {
             return refusal;
         }
+        if snapshot.topics.contains_key(&request.name) {
+            let message = format!("topic {} already exists", request.name);
+            return AdminResponse::error(ErrorCode::TopicAlreadyExists, message);
+        }
         if snapshot.topic_partitions(&request.name).next().is_some() {
             let message = format!("topic {} is still being deleted; retry later", request.name);
             return AdminResponse::error(ErrorCode::TopicAlreadyExists, message);

@@ -23,6 +23,9 @@
 mod connection;
 pub mod handlers;
 pub mod metadata;
+mod standby;
+
+pub use standby::STANDBY_MESSAGE;
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
@@ -33,6 +36,7 @@ use sluice_proto::frame::FrameDecoder;
 
 use crate::cache::Cache;
 use crate::config::TopicDefaults;
+use crate::ha::Gate;
 use crate::store::MetadataStore;
 
 pub use sluice_proto::api::admin::AdminResponse;
@@ -56,14 +60,19 @@ pub struct ServerContext {
     pub shutdown: Arc<AtomicBool>,
 }
 
-/// Accepts connections until shutdown; spawns one thread per connection (bounded).
-pub fn run_accept(listener: TcpListener, context: Arc<ServerContext>) {
+/// Accepts connections until shutdown; spawns one thread per connection (bounded). A
+/// connection is served normally once `gate` is open (this SC is active), as a standby before.
+pub fn run_accept(
+    listener: TcpListener,
+    gate: Arc<Gate<ServerContext>>,
+    shutdown: Arc<AtomicBool>,
+) {
     if let Err(error) = listener.set_nonblocking(true) {
         tracing::error!(%error, "cannot make the public listener non-blocking");
         return;
     }
     let active = Arc::new(AtomicUsize::new(0));
-    while !context.shutdown.load(Ordering::Relaxed) {
+    while !shutdown.load(Ordering::Relaxed) {
         let (stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
@@ -81,12 +90,15 @@ pub fn run_accept(listener: TcpListener, context: Arc<ServerContext>) {
             continue;
         }
         active.fetch_add(1, Ordering::Relaxed);
-        let context = Arc::clone(&context);
+        let (gate, shutdown) = (Arc::clone(&gate), Arc::clone(&shutdown));
         let guard = ActiveGuard(Arc::clone(&active));
         let spawned =
             std::thread::Builder::new().name(format!("sc-admin-{peer}")).spawn(move || {
                 let _guard = guard;
-                connection::serve(stream, peer, &context);
+                match gate.get() {
+                    Some(context) => connection::serve(stream, peer, context),
+                    None => standby::serve(stream, peer, &gate, &shutdown),
+                }
             });
         if let Err(error) = spawned {
             tracing::error!(%error, "cannot spawn a connection thread");

@@ -37,6 +37,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::cache::Cache;
+use crate::ha::Gate;
 use crate::store::MetadataStore;
 
 /// Most simultaneous SPU connections.
@@ -58,14 +59,19 @@ pub struct SpuLinkContext {
     pub shutdown: Arc<AtomicBool>,
 }
 
-/// Accepts SPU connections until shutdown; one thread per connection (bounded).
-pub fn run_accept(listener: TcpListener, context: Arc<SpuLinkContext>) {
+/// Accepts SPU connections until shutdown; one thread per connection (bounded). Until `gate`
+/// opens (this SC is a standby) every registration is refused with `NotController`.
+pub fn run_accept(
+    listener: TcpListener,
+    gate: Arc<Gate<SpuLinkContext>>,
+    shutdown: Arc<AtomicBool>,
+) {
     if let Err(error) = listener.set_nonblocking(true) {
         tracing::error!(%error, "cannot make the private listener non-blocking");
         return;
     }
     let active = Arc::new(AtomicUsize::new(0));
-    while !context.shutdown.load(Ordering::Relaxed) {
+    while !shutdown.load(Ordering::Relaxed) {
         let (stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
             Err(error) => {
@@ -85,10 +91,13 @@ pub fn run_accept(listener: TcpListener, context: Arc<SpuLinkContext>) {
             continue;
         }
         active.fetch_add(1, Ordering::Relaxed);
-        let context = Arc::clone(&context);
+        let gate = Arc::clone(&gate);
         let active_count = Arc::clone(&active);
         let spawned = std::thread::Builder::new().name(format!("sc-spu-{peer}")).spawn(move || {
-            session::serve(stream, peer, &context);
+            match gate.get() {
+                Some(context) => session::serve(stream, peer, context),
+                None => session::refuse_as_standby(stream, peer),
+            }
             active_count.fetch_sub(1, Ordering::Relaxed);
         });
         if let Err(error) = spawned {

@@ -82,6 +82,23 @@ pub(super) fn serve(stream: TcpStream, peer: SocketAddr, context: &SpuLinkContex
     }
 }
 
+/// Answers the registration of an SPU that reached a standby SC with `NotController`.
+pub(super) fn refuse_as_standby(mut stream: TcpStream, peer: SocketAddr) {
+    let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
+    let deadline = Instant::now() + REGISTER_TIMEOUT;
+    let frame = stream
+        .set_read_timeout(Some(crate::server::SHUTDOWN_POLL))
+        .map_err(End::from)
+        .and_then(|()| read_frame(&mut stream, &mut decoder, Some(deadline)));
+    let Ok(Some(frame)) = frame else { return };
+    let response = SpuRegisterResponse::Refused {
+        error_code: ErrorCode::NotController,
+        reason: crate::server::STANDBY_MESSAGE.into(),
+    };
+    let _ignored = write_message(&mut stream, frame.header, &response);
+    tracing::debug!(%peer, "SPU registration refused: this SC is a standby");
+}
+
 fn write_message<M: Encode>(
     stream: &mut TcpStream,
     header: FrameHeader,

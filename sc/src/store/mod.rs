@@ -55,10 +55,12 @@
 pub mod consul;
 pub mod embedded;
 mod error;
+mod fenced;
 pub mod typed;
 mod types;
 
 pub use error::StoreError;
+pub use fenced::FencedStore;
 pub use typed::{TypedListing, TypedStore, Versioned};
 pub use types::{
     ExpectedVersion, FencingToken, Listing, ObjectKey, ObjectKind, StoredObject, Version,

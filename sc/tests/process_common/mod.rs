@@ -14,6 +14,9 @@ use sluice_sc::admin_client::AdminClient;
 pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
 /// Longest wait for an eventually true condition.
 pub const CONDITION_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest wait for an SC to become active: a crashed predecessor's Consul session expires one
+/// to two TTLs (10 s) after its last renewal, then the lock delay (1 s) passes.
+pub const TAKEOVER_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// A running `sluice-sc`; killed on drop.
 pub struct ScProcess {
@@ -21,12 +24,28 @@ pub struct ScProcess {
     pub public_address: SocketAddr,
     pub private_address: SocketAddr,
     pub data_dir: PathBuf,
+    ready_file: PathBuf,
+}
+
+/// The `role=` line of a ready file.
+fn role_of(text: &str) -> Option<&str> {
+    text.lines().find_map(|line| line.strip_prefix("role="))
 }
 
 impl ScProcess {
-    /// Starts an SC on `data_dir` with extra flags and waits until it is listening.
+    /// Starts an SC on `data_dir` with extra flags and waits until it is listening and active.
     pub fn start(data_dir: &Path, extra: &[&str]) -> ScProcess {
-        let ready_file = data_dir.with_extension(format!("ready-{}", std::process::id()));
+        let sc = Self::start_any(data_dir, extra);
+        sc.wait_active();
+        sc
+    }
+
+    /// Starts an SC and waits until it is listening, active or standby (see [`Self::is_active`]).
+    pub fn start_any(data_dir: &Path, extra: &[&str]) -> ScProcess {
+        static STARTED: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let sequence = STARTED.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let ready_file =
+            data_dir.with_extension(format!("ready-{}-{sequence}", std::process::id()));
         let _ = std::fs::remove_file(&ready_file);
         let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-sc"))
             .arg("--public-address=127.0.0.1:0")
@@ -52,7 +71,6 @@ impl ScProcess {
             assert!(Instant::now() < deadline, "sluice-sc not ready within {READY_TIMEOUT:?}");
             std::thread::sleep(Duration::from_millis(20));
         };
-        let _ = std::fs::remove_file(&ready_file);
         let address = |name: &str| -> SocketAddr {
             text.lines()
                 .find_map(|line| line.strip_prefix(&format!("{name}=")))
@@ -65,7 +83,37 @@ impl ScProcess {
             private_address: address("private"),
             child,
             data_dir: data_dir.to_owned(),
+            ready_file,
         }
+    }
+
+    /// Whether the ready file says `role=active` now.
+    pub fn is_active(&self) -> bool {
+        let text = std::fs::read_to_string(&self.ready_file).unwrap_or_default();
+        role_of(&text) == Some("active")
+    }
+
+    /// Waits until the ready file says `role=active` (a standby rewrites it on takeover).
+    pub fn wait_active(&self) {
+        wait_for_within("the SC to be active", TAKEOVER_TIMEOUT, || self.is_active().then_some(()));
+    }
+
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Sends a signal (e.g. `STOP`, `CONT`) to the process.
+    pub fn signal(&self, name: &str) {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args([&format!("-{name}"), &pid]).status().expect("kill");
+        assert!(sent.success(), "kill -{name} {pid}");
+    }
+
+    /// Waits for the process to exit by itself; returns whether it exited successfully.
+    pub fn wait_exit(&mut self) -> bool {
+        let status = wait_for("the SC to exit", || self.child.try_wait().expect("poll sluice-sc"));
+        status.success()
     }
 
     /// An admin client connected to this SC.
@@ -103,8 +151,17 @@ impl Drop for ScProcess {
 }
 
 /// Polls `condition` until it returns `Some`, or panics with `what` after the deadline.
-pub fn wait_for<T>(what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + CONDITION_TIMEOUT;
+pub fn wait_for<T>(what: &str, condition: impl FnMut() -> Option<T>) -> T {
+    wait_for_within(what, CONDITION_TIMEOUT, condition)
+}
+
+/// [`wait_for`] with another deadline.
+pub fn wait_for_within<T>(
+    what: &str,
+    timeout: Duration,
+    mut condition: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + timeout;
     loop {
         if let Some(value) = condition() {
             return value;

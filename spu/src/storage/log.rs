@@ -471,6 +471,7 @@ impl ReplicaLog {
             let Some(round) = state.active.take_round() else { return Ok(()) };
             (Rc::clone(&state.active.direct), round, state.active.paths.log.clone())
         };
+        self.preallocate_ahead(&file, round.end.position, &path).await;
         self.zero_fill_ahead(&file, round.end.position, &path).await;
         let mut outcome = Ok(());
         for (buffer, position) in round.writes {
@@ -509,6 +510,18 @@ impl ReplicaLog {
         stats.write_rounds += 1;
         self.shared.stats.set(stats);
         Ok(())
+    }
+
+    /// Extends the file ahead of a round ending at `round_end` when due (caller holds the
+    /// gate; see [`LogConfig::preallocate_bytes`]). Not fatal: on a full volume the write
+    /// itself reports ENOSPC, and the disk guard refuses appends well before that.
+    async fn preallocate_ahead(&self, file: &DirectFile, round_end: u64, path: &Path) {
+        let due = self.shared.state.borrow().active.preallocation_due(round_end);
+        let Some(length) = due else { return };
+        match file.preallocate(length).await {
+            Ok(()) => self.shared.state.borrow_mut().active.preallocated(length),
+            Err(error) => tracing::debug!(%error, ?path, length, "extending the segment failed"),
+        }
     }
 
     /// Writes zeros ahead of a round ending at `round_end` when due (caller holds the gate).
@@ -674,7 +687,7 @@ impl ReplicaLog {
         };
         file.truncate(cut.position).await.at(&path)?;
         file.sync_data().await.at(&path)?;
-        file.preallocate(config.segment_bytes_max).await.at(&path)?;
+        file.preallocate(config.allocation_for(cut.position)).await.at(&path)?;
         self.shared.state.borrow_mut().active.reset_after_truncate(cut)
     }
 

@@ -253,6 +253,10 @@ pub(crate) struct ActiveSegment {
     zero_fill_bytes: u64,
     /// Zero-filling stops here: the file's length (zero-filling must never extend the file).
     zero_fill_limit: u64,
+    /// The file is extended this much at a time ([`LogConfig::preallocate_bytes`]) ...
+    preallocate_bytes: u64,
+    /// ... up to here ([`LogConfig::segment_bytes_max`]).
+    segment_bytes_max: u64,
 }
 
 /// Size of each zero write.
@@ -311,7 +315,7 @@ impl ActiveSegment {
             direct.truncate(end.position).await.at(&paths.log)?;
         }
         direct.sync_data().await.at(&paths.log)?;
-        match direct.preallocate(config.segment_bytes_max).await {
+        match direct.preallocate(config.allocation_for(end.position)).await {
             // An existing segment must reopen on a full volume (appends are refused later).
             Err(error) if file_bytes > 0 && error.raw_os_error() == Some(libc::ENOSPC) => {
                 tracing::warn!(path = ?paths.log, "no space to preallocate the active segment");
@@ -343,6 +347,8 @@ impl ActiveSegment {
             zeroed_end: align_up(end.position),
             zero_fill_bytes: config.zero_fill_bytes,
             zero_fill_limit,
+            preallocate_bytes: config.preallocate_bytes,
+            segment_bytes_max: config.segment_bytes_max,
         };
         Ok((segment, RecoveryReport { end, truncated_bytes, torn_tail: scan.stopped_early }))
     }
@@ -451,6 +457,27 @@ impl ActiveSegment {
         let wanted = from.max(align_up(round_end)) + align_up(self.zero_fill_bytes);
         let to = align_down(wanted.min(self.zero_fill_limit));
         (from < to).then_some((from, to))
+    }
+
+    /// The length to extend the file to before a round writing up to `round_end`, if due: when
+    /// the round would end within half an allocation step of the file's end, one more step
+    /// (never past the segment's maximum size).
+    pub(crate) fn preallocation_due(&self, round_end: u64) -> Option<u64> {
+        let allocated = self.zero_fill_limit;
+        if self.preallocate_bytes == 0 || allocated >= self.segment_bytes_max {
+            return None;
+        }
+        if round_end + self.preallocate_bytes / 2 <= allocated {
+            return None;
+        }
+        let target = (allocated.max(align_up(round_end)) + self.preallocate_bytes)
+            .min(self.segment_bytes_max);
+        (target > allocated).then_some(target)
+    }
+
+    /// The file was extended to `length` bytes.
+    pub(crate) fn preallocated(&mut self, length: u64) {
+        self.zero_fill_limit = self.zero_fill_limit.max(length);
     }
 
     /// Zeros were written up to `end`.

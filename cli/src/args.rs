@@ -1,0 +1,586 @@
+//! The command line: every command, flag and help text of `sluice` (clap derive).
+//!
+//! Parsing only; nothing here talks to a cluster. Values that need more than clap's built-in
+//! parsers (durations like `7d`, sizes like `1GiB`, times like `2024-05-01T10:00:00Z`) are
+//! parsed by [`crate::units`] so that a bad value is refused with a message before any
+//! connection is made.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::units;
+
+/// Default SC public address when neither `--sc` nor `SLUICE_SC` is given.
+pub const SC_ADDRESS_DEFAULT: &str = "127.0.0.1:9003";
+
+const ABOUT: &str = "Sluice: a persistent, replicated streaming platform";
+
+const LONG_ABOUT: &str = "\
+Sluice: a persistent, replicated streaming platform.
+
+`sluice` starts a local cluster, manages topics, SPUs and SPU groups, and produces and
+consumes records. Every command that talks to a cluster goes to the Streaming Controller (SC)
+named by --sc (or SLUICE_SC, default 127.0.0.1:9003).";
+
+const AFTER_HELP: &str = "\
+Quick start:
+  sluice cluster start --local              # an SC and one SPU on this machine
+  sluice topic create greetings --partitions 2
+  echo hello | sluice produce greetings
+  sluice consume greetings -B -d            # prints: hello
+  sluice cluster stop
+
+Run `sluice <command> --help` for the flags and examples of each command.";
+
+/// `sluice`, the command-line tool.
+#[derive(Debug, Parser)]
+#[command(name = "sluice", version, about = ABOUT, long_about = LONG_ABOUT,
+    after_help = AFTER_HELP, propagate_version = true)]
+pub struct Cli {
+    /// SC public address(es), `host:port[,host:port...]`, tried in order.
+    #[arg(long, global = true, env = "SLUICE_SC", default_value = SC_ADDRESS_DEFAULT,
+        value_name = "HOST:PORT[,..]")]
+    pub sc: String,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Every top-level command.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Start, inspect and stop a local cluster (an SC and SPUs as background processes).
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+    /// Create, list, describe and delete topics.
+    #[command(subcommand)]
+    Topic(TopicCommand),
+    /// List partitions with their leader, replicas and offsets.
+    #[command(subcommand)]
+    Partition(PartitionCommand),
+    /// List, register and unregister SPUs (Streaming Processing Units).
+    #[command(subcommand)]
+    Spu(SpuCommand),
+    /// Create, list and delete SPU groups (templates for managed SPUs).
+    #[command(subcommand, name = "spu-group")]
+    SpuGroup(SpuGroupCommand),
+    /// Append records to a topic, one record per input line.
+    #[command(after_help = PRODUCE_EXAMPLES)]
+    Produce(ProduceArgs),
+    /// Read records from a topic and print them, one per line.
+    #[command(after_help = CONSUME_EXAMPLES)]
+    Consume(ConsumeArgs),
+}
+
+/// How list and describe commands print.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// Aligned columns for people.
+    #[default]
+    Table,
+    /// JSON, for scripts (`jq`).
+    Json,
+    /// YAML.
+    Yaml,
+}
+
+/// The `-O` flag shared by list and describe commands.
+#[derive(Clone, Copy, Debug, Args)]
+pub struct OutputArgs {
+    /// Output format.
+    #[arg(short = 'O', long = "output", value_enum, default_value_t = OutputFormat::Table)]
+    pub format: OutputFormat,
+}
+
+// ---------------------------------------------------------------------------------------------
+// cluster
+
+const CLUSTER_START_EXAMPLES: &str = "\
+Examples:
+  sluice cluster start --local
+  sluice cluster start --local --spus 2 --cores 1 --data-dir /tmp/sluice
+  sluice cluster start --local --metadata consul --consul-addr http://127.0.0.1:8500
+
+Processes: `sluice-sc` and `sluice-spu` are taken from the directory of `sluice` itself, then
+from PATH (override with SLUICE_SC_BIN and SLUICE_SPU_BIN). Their logs go to DIR/logs/ and their
+PIDs and addresses to DIR/cluster.json. Starting again on the same data directory after `stop`
+reattaches the topics and records kept there.";
+
+/// `sluice cluster ...`
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// Start an SC and SPUs on this machine and wait until every SPU is online.
+    #[command(after_help = CLUSTER_START_EXAMPLES)]
+    Start(ClusterStartArgs),
+    /// Show the local cluster's processes and SPUs.
+    #[command(after_help = "Example:\n  sluice cluster status --data-dir /tmp/sluice -O json")]
+    Status(ClusterStatusArgs),
+    /// Stop the local cluster's processes (by their recorded PIDs); data is kept.
+    #[command(after_help = "Example:\n  sluice cluster stop --data-dir /tmp/sluice")]
+    Stop(ClusterStopArgs),
+}
+
+/// Which metadata store the local SC uses.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum MetadataStore {
+    /// JSON files in the data directory (nothing else needed).
+    #[default]
+    Embedded,
+    /// A Consul agent (`--consul-addr`).
+    Consul,
+}
+
+/// The data directory flag shared by the cluster commands.
+#[derive(Clone, Debug, Args)]
+pub struct DataDirArgs {
+    /// Data directory of the local cluster [default: ~/.sluice/local].
+    #[arg(long, env = "SLUICE_DATA_DIR", value_name = "DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+/// `sluice cluster start`
+#[derive(Clone, Debug, Args)]
+pub struct ClusterStartArgs {
+    /// Start the cluster on this machine (the only mode so far; multi-host clusters are started
+    /// with the units in deploy/).
+    #[arg(long)]
+    pub local: bool,
+    /// Number of SPUs [default: 1, or as many as the data directory already has].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub spus: Option<u16>,
+    /// CPU cores per SPU [default: the machine's CPUs divided by --spus, at least 1].
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub cores: Option<u16>,
+    /// Data directory.
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
+    /// Metadata store of the SC.
+    #[arg(long, value_enum, default_value_t = MetadataStore::Embedded)]
+    pub metadata: MetadataStore,
+    /// Consul agent address for `--metadata consul`.
+    #[arg(long, value_name = "URL", default_value = "http://127.0.0.1:8500")]
+    pub consul_addr: String,
+    /// Address of the SC's public API (clients, admin); port 0 picks a free port.
+    #[arg(long, value_name = "HOST:PORT", default_value = SC_ADDRESS_DEFAULT)]
+    pub sc_public_address: String,
+    /// Address SPUs connect to at the SC; port 0 picks a free port.
+    #[arg(long, value_name = "HOST:PORT", default_value = "127.0.0.1:9004")]
+    pub sc_private_address: String,
+    /// Id of the first SPU (the SPU group's first id); the others follow.
+    #[arg(long, default_value_t = 5001)]
+    pub first_spu_id: i32,
+    /// Longest wait for the SC and every SPU to come up, e.g. `60s`, `2m`.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = units::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+/// `sluice cluster status`
+#[derive(Clone, Debug, Args)]
+pub struct ClusterStatusArgs {
+    /// Data directory.
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `sluice cluster stop`
+#[derive(Clone, Debug, Args)]
+pub struct ClusterStopArgs {
+    /// Data directory.
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
+    /// Longest wait for a clean exit after SIGTERM before SIGKILL, e.g. `30s`.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+// ---------------------------------------------------------------------------------------------
+// topic
+
+const TOPIC_CREATE_EXAMPLES: &str = "\
+Examples:
+  sluice topic create orders
+  sluice topic create orders --partitions 6 --replication 2
+  sluice topic create logs --retention-time 7d --retention-bytes 10GiB --segment-bytes 256MiB
+  sluice topic create orders --partitions 3 --dry-run
+
+Unset values take the SC's defaults (sluice-sc --topic-partitions and friends). The command
+returns once every partition has an online leader (see --no-wait).";
+
+/// `sluice topic ...`
+#[derive(Debug, Subcommand)]
+pub enum TopicCommand {
+    /// Create a topic.
+    #[command(after_help = TOPIC_CREATE_EXAMPLES)]
+    Create(TopicCreateArgs),
+    /// List topics.
+    #[command(after_help = "Examples:\n  sluice topic list\n  sluice topic list -O json")]
+    List(ListArgs),
+    /// Show a topic's settings and its partitions.
+    #[command(after_help = "Examples:\n  sluice topic describe orders\n  \
+        sluice topic describe orders -O yaml")]
+    Describe(TopicDescribeArgs),
+    /// Delete a topic (its replicas stop; the SPUs keep the files).
+    #[command(after_help = "Example:\n  sluice topic delete orders")]
+    Delete(TopicNameArgs),
+}
+
+/// `sluice topic create`
+#[derive(Clone, Debug, Args)]
+pub struct TopicCreateArgs {
+    /// Topic name: 1 to 249 characters of [a-zA-Z0-9._-].
+    pub name: String,
+    /// Number of partitions [default: the SC's, 1 unless configured].
+    #[arg(short, long)]
+    pub partitions: Option<u32>,
+    /// Copies of each partition, on different SPUs [default: the SC's, 1 unless configured].
+    #[arg(short, long, visible_alias = "replication-factor")]
+    pub replication: Option<u16>,
+    /// Acks `all` needs this many in-sync replicas [default: 1].
+    #[arg(long)]
+    pub min_in_sync: Option<u16>,
+    /// Remove sealed segments older than this, e.g. `7d`, `12h`, `30m` [default: keep].
+    #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
+    pub retention_time: Option<std::time::Duration>,
+    /// Remove the oldest sealed segments while a partition is larger, e.g. `10GiB`.
+    #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes)]
+    pub retention_bytes: Option<u64>,
+    /// Roll to a new segment past this size, e.g. `256MiB` [default: the SC's, 1 GiB].
+    #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes)]
+    pub segment_bytes: Option<u64>,
+    /// Place replicas without regard to racks.
+    #[arg(long)]
+    pub ignore_rack: bool,
+    /// Validate only; create nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Return once the SC accepted the topic, without waiting for its partitions to be online.
+    #[arg(long)]
+    pub no_wait: bool,
+    /// Longest wait for every partition to be online, e.g. `30s`.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::parse_duration)]
+    pub wait_timeout: std::time::Duration,
+}
+
+/// A command taking only a topic name.
+#[derive(Clone, Debug, Args)]
+pub struct TopicNameArgs {
+    /// Topic name.
+    pub name: String,
+}
+
+/// `sluice topic describe`
+#[derive(Clone, Debug, Args)]
+pub struct TopicDescribeArgs {
+    /// Topic name.
+    pub name: String,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// A list command: only the output format.
+#[derive(Clone, Copy, Debug, Args)]
+pub struct ListArgs {
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+// ---------------------------------------------------------------------------------------------
+// partition
+
+/// `sluice partition ...`
+#[derive(Debug, Subcommand)]
+pub enum PartitionCommand {
+    /// List partitions: leader, replicas, in-sync replicas, high watermark, log end offset.
+    #[command(after_help = "Examples:\n  sluice partition list\n  \
+        sluice partition list --topic orders -O json")]
+    List(PartitionListArgs),
+}
+
+/// `sluice partition list`
+#[derive(Clone, Debug, Args)]
+pub struct PartitionListArgs {
+    /// Only this topic's partitions.
+    #[arg(long, short)]
+    pub topic: Option<String>,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+// ---------------------------------------------------------------------------------------------
+// spu
+
+const SPU_REGISTER_EXAMPLES: &str = "\
+Example:
+  sluice spu register --id 7 --public-address 10.0.0.7:9005 --private-address 10.0.0.7:9006
+  sluice-spu --id 7 --sc 10.0.0.1:9004        # then start it on that host
+
+A custom SPU must be registered before it can connect; managed SPUs come from SPU groups.";
+
+/// `sluice spu ...`
+#[derive(Debug, Subcommand)]
+pub enum SpuCommand {
+    /// List SPUs with their endpoints, status and cores.
+    #[command(after_help = "Examples:\n  sluice spu list\n  sluice spu list -O json")]
+    List(ListArgs),
+    /// Register a custom SPU (one you start yourself with `sluice-spu --id N`).
+    #[command(after_help = SPU_REGISTER_EXAMPLES)]
+    Register(SpuRegisterArgs),
+    /// Unregister a custom SPU.
+    #[command(after_help = "Example:\n  sluice spu unregister --id 7")]
+    Unregister(SpuUnregisterArgs),
+}
+
+/// `sluice spu register`
+#[derive(Clone, Debug, Args)]
+pub struct SpuRegisterArgs {
+    /// Globally unique SPU id.
+    #[arg(long)]
+    pub id: i32,
+    /// Where clients reach it, `host:port`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub public_address: String,
+    /// Where other SPUs reach it, `host:port`.
+    #[arg(long, value_name = "HOST:PORT")]
+    pub private_address: String,
+    /// Rack (failure domain) for rack-aware replica placement.
+    #[arg(long)]
+    pub rack: Option<String>,
+}
+
+/// `sluice spu unregister`
+#[derive(Clone, Copy, Debug, Args)]
+pub struct SpuUnregisterArgs {
+    /// The SPU's id.
+    #[arg(long)]
+    pub id: i32,
+}
+
+// ---------------------------------------------------------------------------------------------
+// spu-group
+
+const SPU_GROUP_CREATE_EXAMPLES: &str = "\
+Examples:
+  sluice spu-group create main --replicas 3
+  sluice spu-group create rack-b --replicas 2 --first-id 6001 --rack b
+
+The SC generates managed SPUs with ids FIRST-ID .. FIRST-ID+REPLICAS-1; start each with
+`sluice-spu --id N`.";
+
+/// `sluice spu-group ...`
+#[derive(Debug, Subcommand)]
+pub enum SpuGroupCommand {
+    /// Create an SPU group.
+    #[command(after_help = SPU_GROUP_CREATE_EXAMPLES)]
+    Create(SpuGroupCreateArgs),
+    /// List SPU groups.
+    #[command(after_help = "Examples:\n  sluice spu-group list\n  sluice spu-group list -O yaml")]
+    List(ListArgs),
+    /// Delete an SPU group (and its managed SPUs).
+    #[command(after_help = "Example:\n  sluice spu-group delete main")]
+    Delete(SpuGroupDeleteArgs),
+}
+
+/// `sluice spu-group create`
+#[derive(Clone, Debug, Args)]
+pub struct SpuGroupCreateArgs {
+    /// Group name.
+    pub name: String,
+    /// Number of SPUs.
+    #[arg(long, default_value_t = 1)]
+    pub replicas: u16,
+    /// Id of the first SPU.
+    #[arg(long, default_value_t = 5001)]
+    pub first_id: i32,
+    /// Rack of every SPU of the group.
+    #[arg(long)]
+    pub rack: Option<String>,
+    /// Data directory of the group's SPUs.
+    #[arg(long, value_name = "DIR")]
+    pub log_dir: Option<String>,
+    /// Disk space reserved per SPU, e.g. `100GiB`.
+    #[arg(long, value_name = "BYTES", value_parser = units::parse_bytes)]
+    pub size: Option<u64>,
+}
+
+/// `sluice spu-group delete`
+#[derive(Clone, Debug, Args)]
+pub struct SpuGroupDeleteArgs {
+    /// Group name.
+    pub name: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// produce / consume
+
+const PRODUCE_EXAMPLES: &str = "\
+Examples:
+  echo 'hello' | sluice produce greetings
+  sluice produce orders --file orders.txt --acks leader
+  printf 'user-1=login\\nuser-2=logout\\n' | sluice produce events --key-separator '='
+  sluice produce orders --partition 2 --compression zstd < lines.txt
+
+Each line (without its line ending) is one record's value. With --key-separator, the text
+before the first separator is the key (records with one key land in one partition) and the rest
+the value. The command returns once every record is acknowledged per --acks.";
+
+/// Acknowledgement level of `produce`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum AcksArg {
+    /// Do not wait for the leader.
+    None,
+    /// Durable on the leader.
+    Leader,
+    /// Durable on every in-sync replica.
+    #[default]
+    All,
+}
+
+/// Batch compression of `produce`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum CompressionArg {
+    /// Uncompressed.
+    #[default]
+    None,
+    /// gzip.
+    Gzip,
+    /// Snappy.
+    Snappy,
+    /// LZ4.
+    Lz4,
+    /// Zstandard.
+    Zstd,
+}
+
+/// `sluice produce`
+#[derive(Clone, Debug, Args)]
+pub struct ProduceArgs {
+    /// Topic to append to.
+    pub topic: String,
+    /// Send every record to this partition [default: by key, else spread evenly].
+    #[arg(short, long)]
+    pub partition: Option<u32>,
+    /// Split each line at the first SEP into key and value.
+    #[arg(long, value_name = "SEP")]
+    pub key_separator: Option<String>,
+    /// When a record counts as written.
+    #[arg(long, value_enum, default_value_t = AcksArg::All)]
+    pub acks: AcksArg,
+    /// Read lines from this file instead of standard input.
+    #[arg(short, long, value_name = "FILE")]
+    pub file: Option<PathBuf>,
+    /// Compress batches with this codec (the topic stores them as sent).
+    #[arg(long, value_enum, default_value_t = CompressionArg::None)]
+    pub compression: CompressionArg,
+    /// Print each record's partition and offset to standard error.
+    #[arg(short, long)]
+    pub verbose: bool,
+}
+
+const CONSUME_EXAMPLES: &str = "\
+Examples:
+  sluice consume greetings -B -d              # everything so far, then exit
+  sluice consume orders                       # new records as they arrive (Ctrl-C to stop)
+  sluice consume orders -p 1 --offset 100 -n 10
+  sluice consume orders --from-time 1h        # records of the last hour
+  sluice consume orders --from-time 2024-05-01T10:00:00Z -d
+  sluice consume orders -B -d --format '{partition}:{offset} {key}={value}'
+
+--format placeholders: {key} {value} {offset} {partition} {timestamp} (ms since the Unix
+epoch); \\t and \\n are a tab and a new line. Without --partition every partition is read
+(in order within each partition).";
+
+/// Which records a consumer sees.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, ValueEnum)]
+pub enum IsolationArg {
+    /// Only records held by every in-sync replica (up to the high watermark).
+    #[default]
+    Committed,
+    /// Everything the leader has (up to its log end offset).
+    Uncommitted,
+}
+
+/// `sluice consume`
+#[derive(Clone, Debug, Args)]
+pub struct ConsumeArgs {
+    /// Topic to read.
+    pub topic: String,
+    /// Read only this partition [default: every partition].
+    #[arg(short, long)]
+    pub partition: Option<u32>,
+    /// Start at the beginning of the log [default: new records only].
+    #[arg(short = 'B', long = "from-beginning", conflicts_with_all = ["offset", "from_time"])]
+    pub from_beginning: bool,
+    /// Start at this offset (needs one partition: --partition, or a one-partition topic).
+    #[arg(long, conflicts_with = "from_time")]
+    pub offset: Option<i64>,
+    /// Start at the first record at or after this time: RFC 3339 (`2024-05-01T10:00:00Z`),
+    /// milliseconds since the Unix epoch, or an age like `15m` (that long ago).
+    #[arg(long, value_name = "TIME", value_parser = units::parse_time_ms)]
+    pub from_time: Option<i64>,
+    /// Stop after this many records.
+    #[arg(short = 'n', long = "count")]
+    pub count: Option<u64>,
+    /// Stop at the end of the log instead of waiting for new records.
+    #[arg(short = 'd', long = "disable-continuous")]
+    pub stop_at_end: bool,
+    /// Which records to see.
+    #[arg(long, value_enum, default_value_t = IsolationArg::Committed)]
+    pub isolation: IsolationArg,
+    /// Print each record with this template [default: `{value}`].
+    #[arg(long, value_name = "TEMPLATE")]
+    pub format: Option<String>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_a_consume_line() {
+        let cli = Cli::try_parse_from([
+            "sluice", "--sc", "h:1", "consume", "t", "-B", "-d", "-n", "5", "-p", "2",
+        ])
+        .unwrap();
+        assert_eq!(cli.sc, "h:1");
+        let Command::Consume(args) = cli.command else { panic!("not consume") };
+        assert!(args.from_beginning && args.stop_at_end);
+        assert_eq!((args.count, args.partition), (Some(5), Some(2)));
+    }
+
+    #[test]
+    fn beginning_and_offset_conflict() {
+        let result = Cli::try_parse_from(["sluice", "consume", "t", "-B", "--offset", "3"]);
+        assert!(result.is_err());
+    }
+
+    #[test]
+    fn topic_create_units() {
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "topic",
+            "create",
+            "t",
+            "--retention-time",
+            "7d",
+            "--segment-bytes",
+            "1MiB",
+        ])
+        .unwrap();
+        let Command::Topic(TopicCommand::Create(args)) = cli.command else { panic!() };
+        assert_eq!(args.retention_time, Some(std::time::Duration::from_secs(7 * 86_400)));
+        assert_eq!(args.segment_bytes, Some(1 << 20));
+    }
+}

@@ -1,0 +1,186 @@
+//! [`Admin`]: topics, partitions, SPUs and SPU groups, through the SC's public API.
+//!
+//! Every call is one blocking request to the active SC (with fail-over, see [`crate::sc`]).
+//! A refusal by the SC is [`ClientError::Server`] with its code and message (for example
+//! `TopicAlreadyExists`, or the configuration error text saying what is allowed). Reads are
+//! retried at the next SC when a connection drops; mutations are not (their outcome is then
+//! unknown: list before retrying).
+
+use std::sync::Arc;
+
+use sluice_proto::api::admin::{
+    AdminResponse, CreateSpuGroupRequest, CreateTopicRequest, DeleteSpuGroupRequest,
+    DeleteTopicRequest, DescribeTopicRequest, DescribeTopicResponse, ListPartitionsRequest,
+    ListPartitionsResponse, ListSpuGroupsRequest, ListSpuGroupsResponse, ListSpusRequest,
+    ListSpusResponse, ListTopicsRequest, ListTopicsResponse, PartitionEntry, RegisterSpuRequest,
+    SpuEntry, SpuGroupEntry, TopicEntry, UnregisterSpuRequest,
+};
+use sluice_proto::api::{Decode, Request};
+use sluice_proto::error_code::ErrorCode;
+use sluice_proto::ids::SpuId;
+use sluice_proto::object::{SpuGroupName, SpuGroupSpec, SpuSpec, TopicName, TopicSpec};
+
+use crate::error::ClientError;
+use crate::sc::{Retry, ScClient, Shape};
+
+/// Administration of the cluster. Cheap to clone; `Send + Sync`.
+///
+/// ```no_run
+/// use sluice_client::{ClientConfig, Cluster, TopicSpec};
+/// let cluster = Cluster::connect(ClientConfig::new("127.0.0.1:9003"))?;
+/// let admin = cluster.admin();
+/// admin.create_topic("orders", TopicSpec::computed(3, 1))?;
+/// for topic in admin.list_topics()? {
+///     println!("{} {:?}", topic.name, topic.status.resolution);
+/// }
+/// # Ok::<(), sluice_client::ClientError>(())
+/// ```
+#[derive(Clone)]
+pub struct Admin {
+    sc: Arc<ScClient>,
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Admin").field("sc", &self.sc.config().sc_addresses).finish()
+    }
+}
+
+/// The error code every admin response carries.
+trait HasErrorCode {
+    fn error_code(&self) -> ErrorCode;
+}
+
+macro_rules! has_error_code {
+    ($($ty:ty),*) => {$(
+        impl HasErrorCode for $ty {
+            fn error_code(&self) -> ErrorCode {
+                self.error_code
+            }
+        }
+    )*};
+}
+has_error_code!(
+    ListTopicsResponse,
+    DescribeTopicResponse,
+    ListSpusResponse,
+    ListSpuGroupsResponse,
+    ListPartitionsResponse
+);
+
+fn topic_name(name: &str) -> Result<TopicName, ClientError> {
+    TopicName::new(name).map_err(|error| ClientError::InvalidInput {
+        what: "topic name",
+        reason: error.to_string(),
+    })
+}
+
+fn group_name(name: &str) -> Result<SpuGroupName, ClientError> {
+    SpuGroupName::new(name).map_err(|error| ClientError::InvalidInput {
+        what: "SPU group name",
+        reason: error.to_string(),
+    })
+}
+
+impl Admin {
+    pub(crate) fn new(sc: Arc<ScClient>) -> Admin {
+        Admin { sc }
+    }
+
+    /// Sends a mutation; `Ok` when the SC applied it.
+    fn mutate<R: Request>(&self, request: &R) -> Result<(), ClientError> {
+        let response: AdminResponse =
+            self.sc.call(request, Shape::ErrorCodeFirst, Retry::Mutation)?;
+        if response.error_code.is_ok() {
+            Ok(())
+        } else {
+            Err(ClientError::server_message(response.error_code, response.message))
+        }
+    }
+
+    /// Sends a read; `Ok` when the response carries no error code.
+    fn read<R: Request, T: for<'a> Decode<'a> + HasErrorCode>(
+        &self,
+        request: &R,
+    ) -> Result<T, ClientError> {
+        let response: T = self.sc.call(request, Shape::ErrorCodeFirst, Retry::ReadOnly)?;
+        match response.error_code() {
+            ErrorCode::None => Ok(response),
+            code => Err(ClientError::server(code)),
+        }
+    }
+
+    /// Creates a topic. `TopicAlreadyExists`, `InvalidConfig`, `InvalidReplicationFactor`, ...
+    /// come back as [`ClientError::Server`].
+    pub fn create_topic(&self, name: &str, spec: TopicSpec) -> Result<(), ClientError> {
+        self.mutate(&CreateTopicRequest { name: topic_name(name)?, spec, dry_run: false })
+    }
+
+    /// Checks a topic's name and spec without creating it.
+    pub fn validate_topic(&self, name: &str, spec: TopicSpec) -> Result<(), ClientError> {
+        self.mutate(&CreateTopicRequest { name: topic_name(name)?, spec, dry_run: true })
+    }
+
+    /// Deletes a topic (SPUs stop serving it; they keep its files).
+    pub fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        self.mutate(&DeleteTopicRequest { name: topic_name(name)? })
+    }
+
+    /// Every topic with its spec and status.
+    pub fn list_topics(&self) -> Result<Vec<TopicEntry>, ClientError> {
+        let response: ListTopicsResponse = self.read(&ListTopicsRequest { names: None })?;
+        Ok(response.topics)
+    }
+
+    /// One topic and its partitions (`TopicNotFound` when it does not exist).
+    pub fn describe_topic(
+        &self,
+        name: &str,
+    ) -> Result<(TopicEntry, Vec<PartitionEntry>), ClientError> {
+        let response: DescribeTopicResponse =
+            self.read(&DescribeTopicRequest { name: topic_name(name)? })?;
+        match response.topic {
+            Some(topic) => Ok((topic, response.partitions)),
+            None => Err(ClientError::server(ErrorCode::TopicNotFound)),
+        }
+    }
+
+    /// Partitions with their status: of one topic, or of all when `topic` is `None`.
+    pub fn list_partitions(&self, topic: Option<&str>) -> Result<Vec<PartitionEntry>, ClientError> {
+        let topic = topic.map(topic_name).transpose()?;
+        let response: ListPartitionsResponse = self.read(&ListPartitionsRequest { topic })?;
+        Ok(response.partitions)
+    }
+
+    /// Every SPU with its spec and status.
+    pub fn list_spus(&self) -> Result<Vec<SpuEntry>, ClientError> {
+        let response: ListSpusResponse = self.read(&ListSpusRequest)?;
+        Ok(response.spus)
+    }
+
+    /// Registers a custom SPU (`SpuAlreadyExists` if its id is taken).
+    pub fn register_spu(&self, spec: SpuSpec) -> Result<(), ClientError> {
+        self.mutate(&RegisterSpuRequest { spec })
+    }
+
+    /// Unregisters a custom SPU (`SpuNotFound` if there is none with that id).
+    pub fn unregister_spu(&self, id: SpuId) -> Result<(), ClientError> {
+        self.mutate(&UnregisterSpuRequest { id })
+    }
+
+    /// Creates an SPU group: managed SPUs with ids from `spec.first_id`.
+    pub fn create_spu_group(&self, name: &str, spec: SpuGroupSpec) -> Result<(), ClientError> {
+        self.mutate(&CreateSpuGroupRequest { name: group_name(name)?, spec })
+    }
+
+    /// Every SPU group with its spec and status.
+    pub fn list_spu_groups(&self) -> Result<Vec<SpuGroupEntry>, ClientError> {
+        let response: ListSpuGroupsResponse = self.read(&ListSpuGroupsRequest)?;
+        Ok(response.groups)
+    }
+
+    /// Deletes an SPU group.
+    pub fn delete_spu_group(&self, name: &str) -> Result<(), ClientError> {
+        self.mutate(&DeleteSpuGroupRequest { name: group_name(name)? })
+    }
+}

@@ -1,0 +1,217 @@
+//! Configuration of the cluster handle, producers and consumers, with their defaults.
+//!
+//! Every limit is a named field or constant with the reason for its default next to it.
+
+use std::time::Duration;
+
+use sluice_proto::api::fetch::Isolation;
+use sluice_proto::api::produce::Acks;
+use sluice_proto::record::Compression;
+
+use crate::error::ClientError;
+
+/// Default bound on opening a TCP connection: local and datacenter networks connect in
+/// milliseconds; a few seconds tolerate a loaded host without hanging a CLI for long.
+pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
+/// Default bound on waiting for one response; produce with `acks all` waits for fsync on every
+/// in-sync replica, so this is generous.
+pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
+
+/// How to reach the cluster.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientConfig {
+    /// SC public addresses (`host:port`), tried in order; the client moves to the next one on
+    /// connection refused, a standby's `NotController`, or a dropped connection.
+    pub sc_addresses: Vec<String>,
+    /// Bound on opening one TCP connection.
+    pub connect_timeout: Duration,
+    /// Bound on waiting for one response (admin calls, produce, list offsets, fetch).
+    pub request_timeout: Duration,
+}
+
+impl ClientConfig {
+    /// A configuration for `sc`: one `host:port` or several separated by commas, with default
+    /// timeouts. Empty entries are skipped.
+    ///
+    /// ```
+    /// let config = sluice_client::ClientConfig::new("10.0.0.1:9003, 10.0.0.2:9003");
+    /// assert_eq!(config.sc_addresses, ["10.0.0.1:9003", "10.0.0.2:9003"]);
+    /// ```
+    pub fn new(sc: &str) -> ClientConfig {
+        ClientConfig {
+            sc_addresses: sc
+                .split(',')
+                .map(str::trim)
+                .filter(|address| !address.is_empty())
+                .map(str::to_owned)
+                .collect(),
+            connect_timeout: CONNECT_TIMEOUT_DEFAULT,
+            request_timeout: REQUEST_TIMEOUT_DEFAULT,
+        }
+    }
+
+    pub(crate) fn validate(&self) -> Result<(), ClientError> {
+        if self.sc_addresses.is_empty() {
+            return Err(ClientError::InvalidInput {
+                what: "SC address",
+                reason: "no address given; pass host:port[,host:port...]".into(),
+            });
+        }
+        if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
+            return Err(ClientError::InvalidInput {
+                what: "timeout",
+                reason: "connect_timeout and request_timeout must be above zero".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Default for ClientConfig {
+    /// The local development cluster: `127.0.0.1:9003`.
+    fn default() -> Self {
+        ClientConfig::new("127.0.0.1:9003")
+    }
+}
+
+/// How a producer picks the partition of a record that names none.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum Partitioner {
+    /// Every record goes to the current "sticky" partition, which moves round robin to the next
+    /// partition each time a batch fills up; keys are ignored.
+    Sticky,
+    /// Records with a key go to `toPositive(murmur2(key)) % partitions`, exactly as Kafka's
+    /// Java client places them; records without a key are sticky as above. Kafka's default.
+    #[default]
+    Murmur2Key,
+}
+
+/// Producer settings. Defaults: acks all, 64 KiB batches, 5 ms linger, no compression, 32 MiB
+/// buffer, 120 s delivery timeout, 100 ms retry backoff, key partitioner.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ProducerConfig {
+    /// Durability required before a record counts as delivered.
+    pub acks: Acks,
+    /// A batch is sent once it holds this many bytes (a single larger record makes a batch of
+    /// its own).
+    pub batch_bytes: usize,
+    /// A batch that is not full is sent this long after its first record.
+    pub linger: Duration,
+    /// Codec for batches (the server stores them as sent).
+    pub compression: Compression,
+    /// Partition choice for records that name none.
+    pub partitioner: Partitioner,
+    /// Bytes of records buffered and in flight at most; `send` blocks while it is used up.
+    pub buffer_bytes_max: usize,
+    /// A record not acknowledged this long after `send` fails with a timeout; retries of
+    /// retriable errors happen within it. `send` also blocks at most this long for buffer
+    /// space.
+    pub delivery_timeout: Duration,
+    /// Pause before retrying a partition after a retriable error.
+    pub retry_backoff: Duration,
+}
+
+impl Default for ProducerConfig {
+    fn default() -> Self {
+        ProducerConfig {
+            acks: Acks::All,
+            batch_bytes: 64 * 1024,
+            linger: Duration::from_millis(5),
+            compression: Compression::None,
+            partitioner: Partitioner::Murmur2Key,
+            buffer_bytes_max: 32 * 1024 * 1024,
+            delivery_timeout: Duration::from_secs(120),
+            retry_backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+impl ProducerConfig {
+    pub(crate) fn validate(&self) -> Result<(), ClientError> {
+        let invalid = |reason: &str| ClientError::InvalidInput {
+            what: "producer config",
+            reason: reason.to_owned(),
+        };
+        if self.batch_bytes == 0 || self.batch_bytes > BATCH_BYTES_LIMIT {
+            return Err(invalid("batch_bytes must be between 1 and 256 MiB"));
+        }
+        if self.buffer_bytes_max < self.batch_bytes {
+            return Err(invalid("buffer_bytes_max must be at least batch_bytes"));
+        }
+        if self.delivery_timeout.is_zero() {
+            return Err(invalid("delivery_timeout must be above zero"));
+        }
+        Ok(())
+    }
+}
+
+/// Largest `batch_bytes` accepted: far above any useful batch, below the frame limit.
+const BATCH_BYTES_LIMIT: usize = 256 * 1024 * 1024;
+
+/// Where a consumer starts reading.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub enum StartFrom {
+    /// The partition's first offset still stored.
+    Beginning,
+    /// The offset the next record will get (only new records are read).
+    #[default]
+    End,
+    /// This offset.
+    Offset(i64),
+    /// The first record whose timestamp (ms since the Unix epoch) is at or after this one; the
+    /// end when there is none.
+    Timestamp(i64),
+}
+
+/// Consumer settings. Defaults: from the end, committed reads, continuous, 8 MiB per fetch.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsumerConfig {
+    /// Where to start.
+    pub start: StartFrom,
+    /// Committed (up to the high watermark) or uncommitted (up to the leader's log end).
+    pub isolation: Isolation,
+    /// Stop with [`crate::Poll::End`] once caught up with the end offset seen at start, instead
+    /// of waiting for new records.
+    pub stop_at_end: bool,
+    /// Record bytes per fetch response at most (a batch larger than this still arrives whole).
+    pub max_bytes: u32,
+}
+
+impl Default for ConsumerConfig {
+    fn default() -> Self {
+        ConsumerConfig {
+            start: StartFrom::End,
+            isolation: Isolation::ReadCommitted,
+            stop_at_end: false,
+            max_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses_are_split_and_trimmed() {
+        let config = ClientConfig::new(" a:1,,b:2 ");
+        assert_eq!(config.sc_addresses, ["a:1", "b:2"]);
+        assert!(config.validate().is_ok());
+        assert!(ClientConfig::new(" , ").validate().is_err());
+    }
+
+    #[test]
+    fn producer_defaults_match_the_contract() {
+        let config = ProducerConfig::default();
+        assert_eq!(config.acks, Acks::All);
+        assert_eq!(config.batch_bytes, 65_536);
+        assert_eq!(config.linger, Duration::from_millis(5));
+        assert_eq!(config.compression, Compression::None);
+        assert_eq!(config.buffer_bytes_max, 32 << 20);
+        assert_eq!(config.delivery_timeout, Duration::from_secs(120));
+        assert_eq!(config.retry_backoff, Duration::from_millis(100));
+        assert!(config.validate().is_ok());
+        let tiny_buffer = ProducerConfig { buffer_bytes_max: 10, ..ProducerConfig::default() };
+        assert!(tiny_buffer.validate().is_err());
+    }
+}

@@ -1,0 +1,407 @@
+//! Pipelined connections to SPU cores, demultiplexed by correlation id, and their pool.
+//!
+//! Ownership: the [`ConnectionPool`] of a cluster handle holds one [`Connection`] per SPU core
+//! address (`host:core_port`). Each connection has one reader thread that owns the read half
+//! and the frame decoder; writers share the write half behind a mutex and write whole frames,
+//! so requests from producers and consumers interleave frame by frame.
+//!
+//! Invariants:
+//! - Every request registered with a completion gets exactly one call of it: the response,
+//!   a timeout (swept by the reader thread at least every [`SWEEP_INTERVAL`]), or the
+//!   connection's failure. Completions run on the reader thread and must only hand the result
+//!   on (send on a channel); they never block.
+//! - The completion is registered before the frame is written, so a fast response cannot miss
+//!   it. A response whose correlation id is not pending (timed out already, or `acks none`) is
+//!   dropped.
+//! - A connection that failed is never reused: the pool opens a new one on the next request.
+//!
+//! Bounds: frames above [`RESPONSE_FRAME_BYTES_MAX`] close the connection; in-flight requests
+//! per connection are bounded by their callers (one produce request per partition, one fetch
+//! per consumer).
+
+use std::collections::HashMap;
+use std::io::{ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sluice_proto::api::{ApiVersion, Request};
+use sluice_proto::frame::{encode_request, Frame, FrameDecoder, FRAME_BYTES_MAX_DEFAULT};
+use sluice_proto::ids::CorrelationId;
+
+use crate::error::ClientError;
+
+/// Largest response frame accepted: the SPU's own frame maximum.
+pub(crate) const RESPONSE_FRAME_BYTES_MAX: u32 = FRAME_BYTES_MAX_DEFAULT;
+/// How often the reader thread looks for timed-out requests and shutdown.
+pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
+/// Bytes read from the socket at a time.
+const READ_CHUNK_BYTES: usize = 256 * 1024;
+
+/// What the reader thread calls with a request's outcome.
+pub(crate) type Completion = Box<dyn FnOnce(Result<Frame, ClientError>) + Send>;
+
+struct Pending {
+    deadline: Instant,
+    timeout: Duration,
+    operation: &'static str,
+    completion: Completion,
+}
+
+struct Shared {
+    address: String,
+    pending: Mutex<HashMap<i32, Pending>>,
+    closed: AtomicBool,
+}
+
+impl Shared {
+    fn lock_pending(&self) -> std::sync::MutexGuard<'_, HashMap<i32, Pending>> {
+        self.pending.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+
+    /// Marks the connection failed and fails every pending request with `error`.
+    fn fail_all(&self, error: &ClientError) {
+        self.closed.store(true, Ordering::Release);
+        let drained: Vec<Pending> =
+            self.lock_pending().drain().map(|(_, pending)| pending).collect();
+        for pending in drained {
+            (pending.completion)(Err(error.clone()));
+        }
+    }
+
+    fn complete(&self, correlation_id: i32, result: Result<Frame, ClientError>) {
+        let pending = self.lock_pending().remove(&correlation_id);
+        match pending {
+            Some(pending) => (pending.completion)(result),
+            None => tracing::trace!(address = %self.address, correlation_id, "unawaited response"),
+        }
+    }
+
+    fn sweep_timeouts(&self, now: Instant) {
+        let expired: Vec<Pending> = {
+            let mut pending = self.lock_pending();
+            let ids: Vec<i32> = pending
+                .iter()
+                .filter(|(_, entry)| entry.deadline <= now)
+                .map(|(id, _)| *id)
+                .collect();
+            ids.into_iter().filter_map(|id| pending.remove(&id)).collect()
+        };
+        for entry in expired {
+            let error = ClientError::Timeout { operation: entry.operation, after: entry.timeout };
+            (entry.completion)(Err(error));
+        }
+    }
+}
+
+/// One TCP connection to one SPU core.
+pub(crate) struct Connection {
+    shared: Arc<Shared>,
+    writer: Mutex<TcpStream>,
+    next_correlation_id: AtomicI32,
+}
+
+impl Connection {
+    /// Connects and starts the reader thread.
+    pub(crate) fn open(
+        address: &str,
+        connect_timeout: Duration,
+    ) -> Result<Connection, ClientError> {
+        let stream = crate::sc::connect(address, connect_timeout)
+            .map_err(|error| ClientError::connection(address, error))?;
+        let reader = stream.try_clone().map_err(|error| ClientError::connection(address, error))?;
+        reader
+            .set_read_timeout(Some(SWEEP_INTERVAL))
+            .map_err(|error| ClientError::connection(address, error))?;
+        let shared = Arc::new(Shared {
+            address: address.to_owned(),
+            pending: Mutex::new(HashMap::new()),
+            closed: AtomicBool::new(false),
+        });
+        let thread_shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name(format!("sluice-conn-{address}"))
+            .spawn(move || read_loop(&thread_shared, reader))
+            .map_err(|error| ClientError::connection(address, error))?;
+        Ok(Connection {
+            shared,
+            writer: Mutex::new(stream),
+            next_correlation_id: AtomicI32::new(1),
+        })
+    }
+
+    pub(crate) fn address(&self) -> &str {
+        &self.shared.address
+    }
+
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// A fresh correlation id for a request on this connection (positive, wrapping).
+    pub(crate) fn next_correlation_id(&self) -> CorrelationId {
+        let id = self.next_correlation_id.fetch_add(1, Ordering::Relaxed) & i32::MAX;
+        CorrelationId(id)
+    }
+
+    /// Writes an encoded request frame. With a completion, it is called exactly once with the
+    /// response, a timeout after `timeout`, or the connection's failure; without one (a one-way
+    /// message, `acks none`) a write failure is returned.
+    pub(crate) fn send(
+        &self,
+        correlation_id: CorrelationId,
+        frame: &[u8],
+        awaited: Option<(Completion, &'static str, Duration)>,
+    ) -> Result<(), ClientError> {
+        let awaited_response = awaited.is_some();
+        if let Some((completion, operation, timeout)) = awaited {
+            let pending =
+                Pending { deadline: Instant::now() + timeout, timeout, operation, completion };
+            if self.is_closed() {
+                (pending.completion)(Err(self.closed_error()));
+                return Ok(());
+            }
+            self.shared.lock_pending().insert(correlation_id.get(), pending);
+        }
+        let written = {
+            let mut writer = self.writer.lock().unwrap_or_else(|poison| poison.into_inner());
+            writer.write_all(frame)
+        };
+        if let Err(error) = written {
+            let failure = ClientError::connection(self.address(), error);
+            let _ignored = self.writer_shutdown();
+            self.shared.fail_all(&failure);
+            if !awaited_response {
+                return Err(failure);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `request` and waits for its response frame.
+    pub(crate) fn call<R: Request>(
+        &self,
+        request: &R,
+        operation: &'static str,
+        timeout: Duration,
+    ) -> Result<Frame, ClientError> {
+        let correlation_id = self.next_correlation_id();
+        let mut frame = Vec::new();
+        encode_request(&mut frame, ApiVersion(0), correlation_id, request)?;
+        let (sender, receiver) = crossbeam_channel::bounded(1);
+        let completion: Completion = Box::new(move |result| {
+            let _ignored = sender.send(result);
+        });
+        self.send(correlation_id, &frame, Some((completion, operation, timeout)))?;
+        // The reader thread sweeps the timeout; the margin covers its sweep interval.
+        match receiver.recv_timeout(timeout + SWEEP_INTERVAL * 3) {
+            Ok(result) => result,
+            Err(_) => Err(ClientError::Timeout { operation, after: timeout }),
+        }
+    }
+
+    fn writer_shutdown(&self) -> std::io::Result<()> {
+        let writer = self.writer.lock().unwrap_or_else(|poison| poison.into_inner());
+        writer.shutdown(Shutdown::Both)
+    }
+
+    fn closed_error(&self) -> ClientError {
+        let error = std::io::Error::new(ErrorKind::NotConnected, "connection already closed");
+        ClientError::connection(self.address(), error)
+    }
+}
+
+impl Drop for Connection {
+    fn drop(&mut self) {
+        self.shared.closed.store(true, Ordering::Release);
+        // Wakes the reader thread, which fails what is pending and exits.
+        let _ignored = self.writer_shutdown();
+    }
+}
+
+fn read_loop(shared: &Shared, mut stream: TcpStream) {
+    let mut decoder = FrameDecoder::new(RESPONSE_FRAME_BYTES_MAX);
+    let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
+    let failure = loop {
+        if shared.closed.load(Ordering::Acquire) {
+            break std::io::Error::new(ErrorKind::NotConnected, "connection closed by the client");
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) => break std::io::Error::new(ErrorKind::UnexpectedEof, "closed by the SPU"),
+            Ok(read) => decoder.feed(&chunk[..read]),
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(error) if error.kind() == ErrorKind::Interrupted => {}
+            Err(error) => break error,
+        }
+        if let Err(error) = dispatch_frames(shared, &mut decoder) {
+            break error;
+        }
+        let now = Instant::now();
+        if now >= next_sweep {
+            shared.sweep_timeouts(now);
+            next_sweep = now + SWEEP_INTERVAL;
+        }
+    };
+    tracing::debug!(address = %shared.address, error = %failure, "SPU connection ended");
+    let _ignored = stream.shutdown(Shutdown::Both);
+    shared.fail_all(&ClientError::connection(&shared.address, failure));
+}
+
+/// Hands every whole frame to its completion; a fatal framing error ends the connection.
+fn dispatch_frames(shared: &Shared, decoder: &mut FrameDecoder) -> Result<(), std::io::Error> {
+    loop {
+        match decoder.next_frame() {
+            Ok(Some(frame)) => shared.complete(frame.header.correlation_id.get(), Ok(frame)),
+            Ok(None) => return Ok(()),
+            Err(error) if error.is_fatal() => {
+                return Err(std::io::Error::new(ErrorKind::InvalidData, error.to_string()))
+            }
+            Err(error) => {
+                if let Some(correlation_id) = error.correlation_id() {
+                    let failure = ClientError::Protocol {
+                        peer: shared.address.clone(),
+                        reason: error.to_string(),
+                    };
+                    shared.complete(correlation_id.get(), Err(failure));
+                }
+            }
+        }
+    }
+}
+
+/// One connection per SPU core address, opened on first use and replaced once failed.
+pub(crate) struct ConnectionPool {
+    connections: Mutex<HashMap<String, Arc<Connection>>>,
+    connect_timeout: Duration,
+}
+
+impl ConnectionPool {
+    pub(crate) fn new(connect_timeout: Duration) -> ConnectionPool {
+        ConnectionPool { connections: Mutex::new(HashMap::new()), connect_timeout }
+    }
+
+    /// The live connection to `address`, connecting when there is none. Connecting happens
+    /// outside the pool's lock so that one slow SPU does not hold up the others.
+    pub(crate) fn get(&self, address: &str) -> Result<Arc<Connection>, ClientError> {
+        {
+            let connections = self.connections.lock().unwrap_or_else(|poison| poison.into_inner());
+            if let Some(connection) = connections.get(address) {
+                if !connection.is_closed() {
+                    return Ok(Arc::clone(connection));
+                }
+            }
+        }
+        let fresh = Arc::new(Connection::open(address, self.connect_timeout)?);
+        let mut connections = self.connections.lock().unwrap_or_else(|poison| poison.into_inner());
+        match connections.get(address) {
+            Some(existing) if !existing.is_closed() => Ok(Arc::clone(existing)),
+            _ => {
+                connections.insert(address.to_owned(), Arc::clone(&fresh));
+                Ok(fresh)
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_proto::api::api_versions::ApiVersionsRequest;
+    use sluice_proto::frame::encode_frame;
+    use std::net::TcpListener;
+
+    /// A server that answers every request frame with `reply(frame)`, or nothing.
+    fn serve(reply: fn(&Frame) -> Option<Vec<u8>>) -> String {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut decoder = FrameDecoder::new(1 << 20);
+            let mut chunk = [0u8; 4096];
+            loop {
+                let read = match stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => return,
+                    Ok(read) => read,
+                };
+                decoder.feed(&chunk[..read]);
+                while let Ok(Some(frame)) = decoder.next_frame() {
+                    if let Some(bytes) = reply(&frame) {
+                        if stream.write_all(&bytes).is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+        });
+        address
+    }
+
+    fn echo(frame: &Frame) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        encode_frame(&mut out, &frame.header, &sluice_proto::api::NoResponse).unwrap();
+        Some(out)
+    }
+
+    #[test]
+    fn pipelined_requests_complete_by_correlation_id() {
+        let connection = Connection::open(&serve(echo), Duration::from_secs(5)).unwrap();
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        let mut ids = Vec::new();
+        for _ in 0..50 {
+            let id = connection.next_correlation_id();
+            ids.push(id.get());
+            let mut frame = Vec::new();
+            encode_request(&mut frame, ApiVersion(0), id, &ApiVersionsRequest).unwrap();
+            let sender = sender.clone();
+            let completion: Completion = Box::new(move |result: Result<Frame, ClientError>| {
+                let _ignored = sender.send(result.map(|frame| frame.header.correlation_id.get()));
+            });
+            connection
+                .send(id, &frame, Some((completion, "test", Duration::from_secs(5))))
+                .unwrap();
+        }
+        let mut seen: Vec<i32> = (0..50)
+            .map(|_| receiver.recv_timeout(Duration::from_secs(10)).unwrap().unwrap())
+            .collect();
+        seen.sort_unstable();
+        ids.sort_unstable();
+        assert_eq!(seen, ids);
+    }
+
+    #[test]
+    fn unanswered_request_times_out_and_dead_connection_fails_fast() {
+        let connection = Connection::open(&serve(|_| None), Duration::from_secs(5)).unwrap();
+        let error = connection
+            .call(&ApiVersionsRequest, "api versions", Duration::from_millis(150))
+            .unwrap_err();
+        assert!(matches!(error, ClientError::Timeout { .. }), "{error:?}");
+
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let closer = std::thread::spawn(move || drop(listener.accept().unwrap()));
+        let connection = Connection::open(&address, Duration::from_secs(5)).unwrap();
+        closer.join().unwrap();
+        let error = connection
+            .call(&ApiVersionsRequest, "api versions", Duration::from_secs(30))
+            .unwrap_err();
+        assert!(matches!(error, ClientError::Connection { .. }), "{error:?}");
+        assert!(connection.is_closed());
+    }
+
+    #[test]
+    fn pool_replaces_a_closed_connection() {
+        let address = serve(echo);
+        let pool = ConnectionPool::new(Duration::from_secs(5));
+        let first = pool.get(&address).unwrap();
+        assert!(Arc::ptr_eq(&first, &pool.get(&address).unwrap()));
+        first.shared.closed.store(true, Ordering::Release);
+        // The echo server accepts one connection only: the replacement cannot connect, or
+        // connects and is refused later; either way it is a different connection or an error.
+        match pool.get(&address) {
+            Ok(second) => assert!(!Arc::ptr_eq(&first, &second)),
+            Err(error) => assert!(error.is_retriable(), "{error:?}"),
+        }
+    }
+}

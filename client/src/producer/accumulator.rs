@@ -1,0 +1,480 @@
+//! Per-partition batching: records are copied into the open batch of their partition; full
+//! (or lingered) batches are sealed and wait for the sender thread.
+//!
+//! Ownership: each partition's [`PartitionQueue`] sits behind its own mutex, taken by `send`
+//! (to append) and by the sender thread (to seal, take and requeue). No lock is held across
+//! I/O. Order: batches leave a partition queue front first, at most one request per partition
+//! is in flight, and a failed request's batches go back to the front, so records of one
+//! partition are written in `send` order even across retries.
+//!
+//! Memory: [`BufferBudget`] bounds the bytes of records buffered and in flight
+//! (`buffer_bytes_max`); `send` blocks while it is used up. [`BuilderPool`] keeps batch
+//! buffers for reuse, so a steady producer allocates nothing per batch.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use sluice_proto::ids::TimestampMs;
+use sluice_proto::object::TopicName;
+use sluice_proto::record::{BatchBuilder, BatchError, Compression, Header, BATCH_HEADER_LEN};
+
+use super::delivery::{BatchShared, DeliveryCallback, PendingCallback};
+use super::partitioner::StickyPartition;
+use crate::error::ClientError;
+
+/// Bytes a record may take beyond its key, value and header bytes: length, attributes,
+/// timestamp and offset deltas, key and value lengths, header count (varints at their widest).
+pub(crate) const RECORD_OVERHEAD_BYTES_MAX: usize = 5 + 1 + 10 + 5 + 5 + 5 + 5;
+/// Bytes each header may take beyond its key and value: two varint lengths.
+pub(crate) const HEADER_OVERHEAD_BYTES_MAX: usize = 10;
+/// Batch buffers kept for reuse; more than the partitions a producer usually fills at once.
+const BUILDER_POOL_MAX: usize = 64;
+
+/// One batch being filled or waiting to be sent.
+pub(crate) struct Batch {
+    pub builder: BatchBuilder,
+    /// The compressed batch, made when sealed (`None`: send the builder's bytes).
+    pub compressed: Option<Vec<u8>>,
+    pub shared: Arc<BatchShared>,
+    pub callbacks: Vec<PendingCallback>,
+    pub created: Instant,
+    /// Bytes charged to the [`BufferBudget`] for this batch.
+    pub reserved_bytes: usize,
+    /// Sequence number in creation order, for `flush`.
+    pub sequence: u64,
+}
+
+impl Batch {
+    /// The bytes to send: header and (possibly compressed) records, CRC written.
+    pub(crate) fn wire_bytes(&mut self) -> &[u8] {
+        match &self.compressed {
+            Some(compressed) => compressed,
+            None => self.builder.finish(),
+        }
+    }
+
+    pub(crate) fn wire_len(&self) -> usize {
+        self.compressed.as_ref().map_or(self.builder.encoded_len(), Vec::len)
+    }
+
+    pub(crate) fn record_count(&self) -> i32 {
+        self.builder.record_count()
+    }
+
+    /// Compresses the records once, when the batch stops growing. A codec failure sends the
+    /// batch uncompressed rather than losing it.
+    pub(crate) fn seal(&mut self, compression: Compression) {
+        if compression == Compression::None || self.builder.is_empty() {
+            return;
+        }
+        let mut scratch = Vec::new();
+        match self.builder.finish_compressed(compression, &mut scratch) {
+            Ok(_) => self.compressed = Some(scratch),
+            Err(error) => tracing::warn!(%error, "compression failed; sending uncompressed"),
+        }
+    }
+}
+
+/// The batches of one partition.
+#[derive(Default)]
+pub(crate) struct PartitionQueue {
+    /// The batch records are appended to.
+    pub open: Option<Batch>,
+    /// Sealed batches, oldest first.
+    pub sealed: VecDeque<Batch>,
+    /// Whether a produce request for this partition awaits its response.
+    pub in_flight: bool,
+    /// No request before this instant (backoff after a retriable error).
+    pub retry_at: Option<Instant>,
+}
+
+impl PartitionQueue {
+    /// Moves the open batch, if any, to the sealed queue. Returns whether one moved.
+    pub(crate) fn seal_open(&mut self, compression: Compression) -> bool {
+        match self.open.take() {
+            Some(mut batch) => {
+                batch.seal(compression);
+                self.sealed.push_back(batch);
+                true
+            }
+            None => false,
+        }
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.open.is_none() && self.sealed.is_empty() && !self.in_flight
+    }
+
+    /// Copies a record into the open batch. The open batch is sealed first when the record
+    /// would take it past `batch_bytes` (a record larger than that gets a batch of its own),
+    /// and sealed after when it reached `batch_bytes`. `new_batch` makes the batch when none
+    /// is open. On failure the queue is as before, and a batch made for this record (empty)
+    /// is handed back for the caller to discard.
+    pub(crate) fn append(
+        &mut self,
+        record: Appending<'_>,
+        limits: BatchLimits,
+        new_batch: impl FnOnce() -> Batch,
+    ) -> Result<Appended, Box<AppendFailure>> {
+        let mut sealed = false;
+        if let Some(open) = &self.open {
+            let size = open.builder.record_encoded_len(
+                record.timestamp,
+                record.key,
+                record.value,
+                record.headers,
+            );
+            if !open.builder.is_empty() && open.builder.encoded_len() + size > limits.batch_bytes {
+                sealed = self.seal_open(limits.compression);
+            }
+        }
+        let created = self.open.is_none();
+        let open = self.open.get_or_insert_with(new_batch);
+        let index = u32::try_from(open.builder.record_count()).unwrap_or(u32::MAX);
+        if let Err(error) =
+            open.builder.push_record(record.timestamp, record.key, record.value, record.headers)
+        {
+            let discarded = if created { self.open.take() } else { None };
+            return Err(Box::new(AppendFailure { error, discarded }));
+        }
+        open.reserved_bytes += record.reserved_bytes;
+        if let Some(callback) = record.callback {
+            open.callbacks.push(PendingCallback {
+                index,
+                timestamp: record.timestamp.get(),
+                callback,
+            });
+        }
+        let batch = Arc::clone(&open.shared);
+        if open.builder.encoded_len() >= limits.batch_bytes {
+            sealed |= self.seal_open(limits.compression);
+        }
+        Ok(Appended { batch, index, created, sealed })
+    }
+}
+
+/// A record on its way into a batch.
+pub(crate) struct Appending<'a> {
+    pub timestamp: TimestampMs,
+    pub key: Option<&'a [u8]>,
+    pub value: Option<&'a [u8]>,
+    pub headers: &'a [Header<'a>],
+    /// Bytes charged to the buffer budget for it.
+    pub reserved_bytes: usize,
+    pub callback: Option<DeliveryCallback>,
+}
+
+/// Why a record was not appended, with the empty batch made for it (if any).
+pub(crate) struct AppendFailure {
+    pub error: BatchError,
+    pub discarded: Option<Batch>,
+}
+
+/// Batch size and codec.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct BatchLimits {
+    pub batch_bytes: usize,
+    pub compression: Compression,
+}
+
+/// Where [`PartitionQueue::append`] put a record.
+pub(crate) struct Appended {
+    pub batch: Arc<BatchShared>,
+    /// Its index within the batch.
+    pub index: u32,
+    /// Whether a batch was opened for it (the sender must learn its linger deadline).
+    pub created: bool,
+    /// Whether a batch was sealed (ready to send).
+    pub sealed: bool,
+}
+
+/// The partition queues of one topic.
+pub(crate) struct TopicQueues {
+    pub name: TopicName,
+    pub partitions: Vec<Arc<Mutex<PartitionQueue>>>,
+    pub sticky: StickyPartition,
+}
+
+impl TopicQueues {
+    pub(crate) fn new(name: TopicName, partition_count: u32, sticky_start: u32) -> TopicQueues {
+        TopicQueues {
+            name,
+            partitions: (0..partition_count).map(|_| Arc::default()).collect(),
+            sticky: StickyPartition::new(sticky_start),
+        }
+    }
+
+    /// The same queues plus new ones up to `partition_count` (partitions only grow).
+    pub(crate) fn grown(&self, partition_count: u32) -> TopicQueues {
+        let mut partitions = self.partitions.clone();
+        partitions.resize_with(partition_count as usize, Arc::default);
+        let sticky = StickyPartition::new(self.sticky.current(self.partition_count()));
+        TopicQueues { name: self.name.clone(), partitions, sticky }
+    }
+
+    pub(crate) fn partition_count(&self) -> u32 {
+        u32::try_from(self.partitions.len()).unwrap_or(u32::MAX)
+    }
+}
+
+/// Locks a partition queue, surviving a poisoned lock (a panicking user callback elsewhere
+/// must not wedge the producer).
+pub(crate) fn lock_queue(queue: &Mutex<PartitionQueue>) -> MutexGuard<'_, PartitionQueue> {
+    queue.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+/// Upper bound of the bytes a record adds to a batch.
+pub(crate) fn record_bytes_max(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    headers: &[(&str, &[u8])],
+) -> usize {
+    let headers_bytes: usize = headers
+        .iter()
+        .map(|(key, value)| key.len() + value.len() + HEADER_OVERHEAD_BYTES_MAX)
+        .sum();
+    RECORD_OVERHEAD_BYTES_MAX
+        + key.map_or(0, <[u8]>::len)
+        + value.map_or(0, <[u8]>::len)
+        + headers_bytes
+}
+
+/// Bytes of records buffered or in flight, bounded by `buffer_bytes_max`.
+pub(crate) struct BufferBudget {
+    used_bytes: Mutex<usize>,
+    freed: Condvar,
+    max_bytes: usize,
+}
+
+impl BufferBudget {
+    pub(crate) fn new(max_bytes: usize) -> BufferBudget {
+        BufferBudget { used_bytes: Mutex::new(0), freed: Condvar::new(), max_bytes }
+    }
+
+    /// Charges `bytes`, waiting up to `timeout` for space (back-pressure).
+    pub(crate) fn reserve(&self, bytes: usize, timeout: Duration) -> Result<(), ClientError> {
+        if bytes > self.max_bytes {
+            return Err(ClientError::RecordTooLarge {
+                size_bytes: bytes,
+                max_bytes: self.max_bytes,
+            });
+        }
+        let deadline = Instant::now() + timeout;
+        let mut used = self.used_bytes.lock().unwrap_or_else(|poison| poison.into_inner());
+        while *used + bytes > self.max_bytes {
+            let Some(left) = deadline.checked_duration_since(Instant::now()) else {
+                return Err(ClientError::Timeout {
+                    operation: "waiting for producer buffer space (buffer_bytes_max)",
+                    after: timeout,
+                });
+            };
+            used =
+                self.freed.wait_timeout(used, left).unwrap_or_else(|poison| poison.into_inner()).0;
+        }
+        *used += bytes;
+        Ok(())
+    }
+
+    pub(crate) fn release(&self, bytes: usize) {
+        let mut used = self.used_bytes.lock().unwrap_or_else(|poison| poison.into_inner());
+        *used = used.saturating_sub(bytes);
+        drop(used);
+        self.freed.notify_all();
+    }
+
+    #[cfg(test)]
+    pub(crate) fn used_bytes(&self) -> usize {
+        *self.used_bytes.lock().unwrap_or_else(|poison| poison.into_inner())
+    }
+}
+
+/// Batch builders kept for reuse.
+pub(crate) struct BuilderPool {
+    builders: Mutex<Vec<BatchBuilder>>,
+    batch_bytes: usize,
+}
+
+impl BuilderPool {
+    pub(crate) fn new(batch_bytes: usize) -> BuilderPool {
+        BuilderPool { builders: Mutex::new(Vec::new()), batch_bytes }
+    }
+
+    /// An empty builder with room for one batch.
+    pub(crate) fn take(&self) -> BatchBuilder {
+        let reused = self.builders.lock().unwrap_or_else(|poison| poison.into_inner()).pop();
+        reused.unwrap_or_else(|| BatchBuilder::with_capacity(self.batch_bytes + BATCH_HEADER_LEN))
+    }
+
+    /// Returns a builder; oversized ones (a huge record made them grow) are dropped so the
+    /// pool stays near `batch_bytes` per builder.
+    pub(crate) fn give_back(&self, mut builder: BatchBuilder) {
+        if builder.capacity() > self.batch_bytes.saturating_mul(2) + BATCH_HEADER_LEN {
+            return;
+        }
+        builder.clear();
+        let mut builders = self.builders.lock().unwrap_or_else(|poison| poison.into_inner());
+        if builders.len() < BUILDER_POOL_MAX {
+            builders.push(builder);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_proto::ids::TimestampMs;
+    use sluice_proto::record::{Header, RecordBatch};
+
+    #[test]
+    fn record_bound_covers_the_encoded_size() {
+        let headers = [("trace", &b"abc"[..]), ("", &b""[..])];
+        let proto_headers: Vec<Header<'_>> =
+            headers.iter().map(|(key, value)| Header { key, value: Some(value) }).collect();
+        let mut builder = BatchBuilder::new();
+        for (key, value) in [(None, None), (Some(&b"k"[..]), Some(&[9u8; 300][..]))] {
+            let exact =
+                builder.record_encoded_len(TimestampMs(i64::MAX), key, value, &proto_headers);
+            assert!(exact <= record_bytes_max(key, value, &headers), "{exact}");
+            builder.push_record(TimestampMs(1), key, value, &proto_headers).unwrap();
+        }
+    }
+
+    #[test]
+    fn budget_blocks_until_released_and_times_out() {
+        let budget = Arc::new(BufferBudget::new(100));
+        budget.reserve(80, Duration::from_secs(1)).unwrap();
+        let error = budget.reserve(30, Duration::from_millis(20)).unwrap_err();
+        assert!(matches!(error, ClientError::Timeout { .. }), "{error:?}");
+        assert!(matches!(
+            budget.reserve(101, Duration::ZERO),
+            Err(ClientError::RecordTooLarge { size_bytes: 101, max_bytes: 100 })
+        ));
+        let waiter = std::thread::spawn({
+            let budget = Arc::clone(&budget);
+            move || budget.reserve(30, Duration::from_secs(30))
+        });
+        budget.release(80);
+        waiter.join().unwrap().unwrap();
+        assert_eq!(budget.used_bytes(), 30);
+    }
+
+    #[test]
+    fn sealing_compresses_once_and_keeps_order() {
+        let mut queue = PartitionQueue::default();
+        for round in 0..2u8 {
+            let mut builder = BatchBuilder::new();
+            builder.push_record(TimestampMs(1), None, Some(&[round; 500]), &[]).unwrap();
+            queue.open = Some(Batch {
+                builder,
+                compressed: None,
+                shared: Arc::new(BatchShared::new(0)),
+                callbacks: Vec::new(),
+                created: Instant::now(),
+                reserved_bytes: 0,
+                sequence: u64::from(round),
+            });
+            assert!(queue.seal_open(Compression::Lz4));
+        }
+        assert!(!queue.seal_open(Compression::Lz4));
+        assert_eq!(queue.sealed.len(), 2);
+        let mut first = queue.sealed.pop_front().unwrap();
+        assert_eq!(first.sequence, 0);
+        assert!(first.wire_len() < 200);
+        let batch = RecordBatch::parse(first.wire_bytes(), 1 << 20).unwrap();
+        assert_eq!(batch.compression().unwrap(), Compression::Lz4);
+    }
+
+    fn empty_batch() -> Batch {
+        Batch {
+            builder: BatchBuilder::new(),
+            compressed: None,
+            shared: Arc::new(BatchShared::new(0)),
+            callbacks: Vec::new(),
+            created: Instant::now(),
+            reserved_bytes: 0,
+            sequence: 0,
+        }
+    }
+
+    fn appending(value: &[u8]) -> Appending<'_> {
+        Appending {
+            timestamp: TimestampMs(1),
+            key: None,
+            value: Some(value),
+            headers: &[],
+            reserved_bytes: value.len(),
+            callback: None,
+        }
+    }
+
+    #[test]
+    fn append_fills_batches_up_to_the_size_and_seals_them() {
+        let limits = BatchLimits { batch_bytes: 210, compression: Compression::None };
+        let mut queue = PartitionQueue::default();
+        let mut outcomes = Vec::new();
+        for _ in 0..5 {
+            let appended = queue.append(appending(&[1; 40]), limits, empty_batch).ok().unwrap();
+            outcomes.push((appended.index, appended.created, appended.sealed));
+        }
+        // 61 header bytes + 3 records of 47 bytes fit in 210; the fourth opens a new batch.
+        assert_eq!(
+            outcomes,
+            [
+                (0, true, false),
+                (1, false, false),
+                (2, false, false),
+                (0, true, true),
+                (1, false, false)
+            ]
+        );
+        assert_eq!(queue.sealed.len(), 1);
+        assert_eq!(queue.sealed[0].record_count(), 3);
+        assert_eq!(queue.sealed[0].reserved_bytes, 120);
+        // A record larger than the batch size: the open batch is sealed, the big record gets a
+        // batch of its own, sealed at once.
+        let appended = queue.append(appending(&[2; 500]), limits, empty_batch).ok().unwrap();
+        assert!(appended.created && appended.sealed);
+        assert_eq!(appended.index, 0);
+        assert!(queue.open.is_none());
+        let counts: Vec<i32> = queue.sealed.iter().map(Batch::record_count).collect();
+        assert_eq!(counts, [3, 2, 1]);
+    }
+
+    #[test]
+    fn a_record_that_cannot_be_written_leaves_no_empty_batch() {
+        let limits = BatchLimits { batch_bytes: 1 << 20, compression: Compression::None };
+        let mut queue = PartitionQueue::default();
+        queue.append(appending(b"first"), limits, empty_batch).ok().unwrap();
+        // A timestamp delta that overflows i64 cannot be written into this batch.
+        let overflow = Appending { timestamp: TimestampMs(i64::MIN), ..appending(b"x") };
+        let failure = queue.append(overflow, limits, empty_batch).err().unwrap();
+        assert!(failure.discarded.is_none());
+        assert_eq!(queue.open.as_ref().unwrap().record_count(), 1);
+        // Failing on a batch made for the record hands it back instead of leaving it empty.
+        let mut fresh = PartitionQueue::default();
+        let far = Appending { timestamp: TimestampMs(i64::MIN), ..appending(b"x") };
+        let mut first = empty_batch();
+        first.builder.push_record(TimestampMs(i64::MAX), None, None, &[]).unwrap();
+        fresh.sealed.push_back(first);
+        assert!(fresh.append(far, limits, empty_batch).is_ok(), "a new batch takes any timestamp");
+        let overflow = Appending { timestamp: TimestampMs(i64::MAX), ..appending(b"y") };
+        let failure = fresh.append(overflow, limits, empty_batch).err().unwrap();
+        assert!(failure.discarded.is_none(), "the open batch already had a record");
+    }
+
+    #[test]
+    fn pool_reuses_and_drops_oversized_builders() {
+        let pool = BuilderPool::new(1024);
+        let mut builder = pool.take();
+        builder.push_record(TimestampMs(1), None, Some(b"x"), &[]).unwrap();
+        pool.give_back(builder);
+        let reused = pool.take();
+        assert!(reused.is_empty());
+        let mut huge = BatchBuilder::new();
+        huge.push_record(TimestampMs(1), None, Some(&[0; 10_000]), &[]).unwrap();
+        pool.give_back(huge);
+        pool.give_back(reused);
+        assert_eq!(pool.builders.lock().unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,404 @@
+//! The producer: batching per partition, partitioners, compression, acks, retries, delivery
+//! results, flush and back-pressure.
+//!
+//! Threads: `send` runs on the caller's thread and only copies the record into its partition's
+//! open batch (after waiting for buffer space); one sender thread per producer seals lingered
+//! batches, groups ready batches by leader core into produce requests, and handles responses
+//! (resolving delivery futures, running callbacks, retrying). Responses are read by the
+//! connection reader threads and handed to the sender thread over a channel.
+//!
+//! Delivery guarantees: at least once. A retriable error (not leader, timeout, dropped
+//! connection, ...) puts the batches back at the front of their partition after
+//! `retry_backoff`, until `delivery_timeout` after their creation; one request per partition is
+//! in flight at a time, so records of a partition are written in `send` order. A timeout or a
+//! dropped connection leaves the outcome unknown, so a retry may write a record twice.
+//!
+//! Dropping the last handle does not lose buffered records: the sender thread delivers them
+//! (within `delivery_timeout`) and then exits. Call [`Producer::flush`] to wait for that.
+
+mod accumulator;
+mod delivery;
+pub(crate) mod partitioner;
+mod request;
+mod sender;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex, RwLock};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::{Receiver, Sender};
+use sluice_proto::ids::TimestampMs;
+use sluice_proto::object::TopicName;
+use sluice_proto::record::Header;
+
+use crate::cluster::ClusterInner;
+use crate::config::{Partitioner, ProducerConfig};
+use crate::error::ClientError;
+use accumulator::{
+    lock_queue, record_bytes_max, Appending, Batch, BatchLimits, BufferBudget, BuilderPool,
+    TopicQueues,
+};
+use delivery::{BatchShared, DeliveryCallback};
+pub use delivery::{DeliveryFuture, RecordMetadata};
+
+/// Headers converted without allocating when a record has at most this many.
+const HEADERS_ON_STACK: usize = 8;
+
+/// One record to send. Borrowed: `send` copies it into a batch and returns.
+///
+/// ```
+/// use sluice_client::ProducerRecord;
+/// let headers = [("trace-id", &b"42"[..])];
+/// let record = ProducerRecord::new("orders", b"{\"total\": 10}")
+///     .with_key(b"customer-7")
+///     .with_headers(&headers);
+/// assert_eq!(record.partition, None);
+/// ```
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ProducerRecord<'a> {
+    /// The topic.
+    pub topic: &'a str,
+    /// The partition; `None` lets the partitioner choose.
+    pub partition: Option<u32>,
+    /// The key (`None` is Kafka's null key).
+    pub key: Option<&'a [u8]>,
+    /// The value (`None` is Kafka's null value, a tombstone; `Some(b"")` is empty).
+    pub value: Option<&'a [u8]>,
+    /// Headers, in order.
+    pub headers: &'a [(&'a str, &'a [u8])],
+    /// Create time in ms since the Unix epoch; `None` means now.
+    pub timestamp: Option<i64>,
+}
+
+impl<'a> ProducerRecord<'a> {
+    /// A record with a value and nothing else.
+    pub fn new(topic: &'a str, value: &'a [u8]) -> ProducerRecord<'a> {
+        ProducerRecord {
+            topic,
+            partition: None,
+            key: None,
+            value: Some(value),
+            headers: &[],
+            timestamp: None,
+        }
+    }
+
+    /// The same record with a key.
+    pub fn with_key(self, key: &'a [u8]) -> ProducerRecord<'a> {
+        ProducerRecord { key: Some(key), ..self }
+    }
+
+    /// The same record for one partition.
+    pub fn with_partition(self, partition: u32) -> ProducerRecord<'a> {
+        ProducerRecord { partition: Some(partition), ..self }
+    }
+
+    /// The same record with headers.
+    pub fn with_headers(self, headers: &'a [(&'a str, &'a [u8])]) -> ProducerRecord<'a> {
+        ProducerRecord { headers, ..self }
+    }
+
+    /// The same record with a create time (ms since the Unix epoch).
+    pub fn with_timestamp(self, timestamp: i64) -> ProducerRecord<'a> {
+        ProducerRecord { timestamp: Some(timestamp), ..self }
+    }
+}
+
+/// State shared by the producer handles and the sender thread.
+pub(crate) struct ProducerShared {
+    pub cluster: Arc<ClusterInner>,
+    pub config: ProducerConfig,
+    pub topics: RwLock<HashMap<String, Arc<TopicQueues>>>,
+    pub budget: BufferBudget,
+    pub builders: BuilderPool,
+    /// Wakes the sender thread (new batch with a linger deadline, sealed batch, flush, close).
+    pub wake: Sender<()>,
+    /// Number of `flush` calls waiting: while above zero, linger is skipped.
+    pub flushing: AtomicUsize,
+    /// Set when the last handle is dropped: the sender delivers what is left and exits.
+    pub closing: AtomicBool,
+    /// Set by the sender thread when it exits.
+    pub stopped: AtomicBool,
+    pub next_sequence: AtomicU64,
+    /// Sequence numbers of batches not resolved yet, for `flush`.
+    pub unresolved: Mutex<std::collections::BTreeSet<u64>>,
+    pub resolved: Condvar,
+}
+
+impl ProducerShared {
+    pub(crate) fn wake_sender(&self) {
+        let _ignored = self.wake.try_send(());
+    }
+}
+
+/// Drops with the last [`Producer`] clone and tells the sender thread to finish.
+struct ProducerHandle {
+    shared: Arc<ProducerShared>,
+}
+
+impl Drop for ProducerHandle {
+    fn drop(&mut self) {
+        self.shared.closing.store(true, Ordering::Release);
+        self.shared.wake_sender();
+    }
+}
+
+/// Sends records; cheap to clone and safe to share between threads (`Send + Sync`).
+///
+/// ```no_run
+/// use sluice_client::{ClientConfig, Cluster, ProducerConfig, ProducerRecord};
+///
+/// let cluster = Cluster::connect(ClientConfig::new("127.0.0.1:9003"))?;
+/// let producer = cluster.producer(ProducerConfig::default())?;
+/// for i in 0..1000u32 {
+///     let key = i.to_be_bytes();
+///     // Returns once the record is copied into a batch; the future resolves on the ack.
+///     let _delivery = producer.send(&ProducerRecord::new("orders", b"hello").with_key(&key))?;
+/// }
+/// producer.flush()?; // every record above is acknowledged (or failed)
+/// # Ok::<(), sluice_client::ClientError>(())
+/// ```
+#[derive(Clone)]
+pub struct Producer {
+    handle: Arc<ProducerHandle>,
+}
+
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter.debug_struct("Producer").field("config", &self.handle.shared.config).finish()
+    }
+}
+
+impl Producer {
+    pub(crate) fn start(
+        cluster: Arc<ClusterInner>,
+        config: ProducerConfig,
+    ) -> Result<Producer, ClientError> {
+        config.validate()?;
+        let (wake, wake_receiver): (Sender<()>, Receiver<()>) = crossbeam_channel::bounded(1);
+        let shared = Arc::new(ProducerShared {
+            cluster,
+            budget: BufferBudget::new(config.buffer_bytes_max),
+            builders: BuilderPool::new(config.batch_bytes),
+            config,
+            topics: RwLock::new(HashMap::new()),
+            wake,
+            flushing: AtomicUsize::new(0),
+            closing: AtomicBool::new(false),
+            stopped: AtomicBool::new(false),
+            next_sequence: AtomicU64::new(0),
+            unresolved: Mutex::new(std::collections::BTreeSet::new()),
+            resolved: Condvar::new(),
+        });
+        let thread_shared = Arc::clone(&shared);
+        std::thread::Builder::new()
+            .name("sluice-producer".into())
+            .spawn(move || sender::run(&thread_shared, &wake_receiver))
+            .map_err(|error| ClientError::InvalidInput {
+                what: "producer thread",
+                reason: error.to_string(),
+            })?;
+        Ok(Producer { handle: Arc::new(ProducerHandle { shared }) })
+    }
+
+    /// Copies `record` into its partition's batch and returns its delivery result.
+    ///
+    /// Blocks while `buffer_bytes_max` bytes are buffered or in flight (back-pressure), at
+    /// most `delivery_timeout`. Fails at once for an unknown topic or partition, a record
+    /// larger than the buffer, or a closed producer.
+    pub fn send(&self, record: &ProducerRecord<'_>) -> Result<DeliveryFuture, ClientError> {
+        self.append(record, None)
+    }
+
+    /// Like [`Producer::send`], but calls `callback` with the delivery result instead of
+    /// returning a future. Callbacks run on the producer's sender thread: keep them short.
+    pub fn send_with_callback(
+        &self,
+        record: &ProducerRecord<'_>,
+        callback: impl FnOnce(Result<RecordMetadata, ClientError>) + Send + 'static,
+    ) -> Result<(), ClientError> {
+        self.append(record, Some(Box::new(callback))).map(|_| ())
+    }
+
+    /// Sends every buffered record now (ignoring linger) and blocks until every record sent
+    /// before this call is acknowledged or has failed (their futures and callbacks tell which).
+    pub fn flush(&self) -> Result<(), ClientError> {
+        let shared = &self.handle.shared;
+        let target = shared.next_sequence.load(Ordering::Acquire);
+        shared.flushing.fetch_add(1, Ordering::AcqRel);
+        shared.wake_sender();
+        let mut unresolved = shared.unresolved.lock().unwrap_or_else(|poison| poison.into_inner());
+        let result = loop {
+            if unresolved.first().is_none_or(|&oldest| oldest >= target) {
+                break Ok(());
+            }
+            if shared.stopped.load(Ordering::Acquire) {
+                break Err(ClientError::Closed);
+            }
+            unresolved = shared
+                .resolved
+                .wait_timeout(unresolved, crate::connection::SWEEP_INTERVAL)
+                .unwrap_or_else(|poison| poison.into_inner())
+                .0;
+        };
+        drop(unresolved);
+        shared.flushing.fetch_sub(1, Ordering::AcqRel);
+        result
+    }
+
+    fn append(
+        &self,
+        record: &ProducerRecord<'_>,
+        callback: Option<DeliveryCallback>,
+    ) -> Result<DeliveryFuture, ClientError> {
+        let shared = &self.handle.shared;
+        if shared.stopped.load(Ordering::Acquire) {
+            return Err(ClientError::Closed);
+        }
+        let topic = self.topic_queues(record.topic)?;
+        let (partition, sticky) = choose_partition(shared.config.partitioner, &topic, record)?;
+        let bytes = record_bytes_max(record.key, record.value, record.headers);
+        shared.budget.reserve(bytes, shared.config.delivery_timeout)?;
+        let timestamp = record.timestamp.unwrap_or_else(now_ms);
+        let mut stack = [Header { key: "", value: None }; HEADERS_ON_STACK];
+        let heap: Vec<Header<'_>>;
+        let headers: &[Header<'_>] = if record.headers.len() <= HEADERS_ON_STACK {
+            for (slot, (key, value)) in stack.iter_mut().zip(record.headers) {
+                *slot = Header { key, value: Some(value) };
+            }
+            &stack[..record.headers.len()]
+        } else {
+            heap = record
+                .headers
+                .iter()
+                .map(|(key, value)| Header { key, value: Some(value) })
+                .collect();
+            &heap
+        };
+        let appending = Appending {
+            timestamp: TimestampMs(timestamp),
+            key: record.key,
+            value: record.value,
+            headers,
+            reserved_bytes: bytes,
+            callback,
+        };
+        let limits = BatchLimits {
+            batch_bytes: shared.config.batch_bytes,
+            compression: shared.config.compression,
+        };
+        let mut queue = lock_queue(&topic.partitions[partition as usize]);
+        let appended = queue.append(appending, limits, || self.new_batch(partition));
+        drop(queue);
+        let appended = match appended {
+            Ok(appended) => appended,
+            Err(failure) => {
+                shared.budget.release(bytes);
+                let reason = failure.error.to_string();
+                if let Some(batch) = failure.discarded {
+                    self.discard(batch);
+                }
+                return Err(ClientError::InvalidInput { what: "record", reason });
+            }
+        };
+        if appended.sealed && sticky {
+            topic.sticky.advance_from(partition, topic.partition_count());
+        }
+        if appended.created || appended.sealed {
+            shared.wake_sender();
+        }
+        Ok(DeliveryFuture::new(appended.batch, appended.index, timestamp))
+    }
+
+    /// Forgets an empty batch that was never queued.
+    fn discard(&self, batch: Batch) {
+        let shared = &self.handle.shared;
+        shared.builders.give_back(batch.builder);
+        shared
+            .unresolved
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .remove(&batch.sequence);
+        shared.resolved.notify_all();
+    }
+
+    fn new_batch(&self, partition: u32) -> Batch {
+        let shared = &self.handle.shared;
+        let sequence = shared.next_sequence.fetch_add(1, Ordering::AcqRel);
+        shared.unresolved.lock().unwrap_or_else(|poison| poison.into_inner()).insert(sequence);
+        Batch {
+            builder: shared.builders.take(),
+            compressed: None,
+            shared: Arc::new(BatchShared::new(partition)),
+            callbacks: Vec::new(),
+            created: Instant::now(),
+            reserved_bytes: 0,
+            sequence,
+        }
+    }
+
+    /// The queues of `topic`, created from the cluster's metadata on first use.
+    fn topic_queues(&self, topic: &str) -> Result<Arc<TopicQueues>, ClientError> {
+        let shared = &self.handle.shared;
+        if let Some(queues) =
+            shared.topics.read().unwrap_or_else(|poison| poison.into_inner()).get(topic)
+        {
+            return Ok(Arc::clone(queues));
+        }
+        let name = TopicName::new(topic).map_err(|error| ClientError::InvalidInput {
+            what: "topic name",
+            reason: error.to_string(),
+        })?;
+        let partition_count = shared.cluster.partition_count(topic)?;
+        let mut topics = shared.topics.write().unwrap_or_else(|poison| poison.into_inner());
+        let sticky_start = rand_start(partition_count);
+        let queues = topics
+            .entry(topic.to_owned())
+            .or_insert_with(|| Arc::new(TopicQueues::new(name, partition_count, sticky_start)));
+        Ok(Arc::clone(queues))
+    }
+}
+
+/// The partition for `record`, and whether the sticky partitioner chose it.
+fn choose_partition(
+    partitioner: Partitioner,
+    topic: &TopicQueues,
+    record: &ProducerRecord<'_>,
+) -> Result<(u32, bool), ClientError> {
+    let partition_count = topic.partition_count();
+    if partition_count == 0 {
+        return Err(ClientError::UnknownTopic { topic: record.topic.to_owned() });
+    }
+    match (record.partition, partitioner, record.key) {
+        (Some(partition), _, _) if partition < partition_count => Ok((partition, false)),
+        (Some(partition), _, _) => Err(ClientError::UnknownPartition {
+            topic: record.topic.to_owned(),
+            partition,
+            partition_count,
+        }),
+        (None, Partitioner::Murmur2Key, Some(key)) => {
+            Ok((partitioner::key_partition(key, partition_count), false))
+        }
+        (None, _, _) => Ok((topic.sticky.current(partition_count), true)),
+    }
+}
+
+/// A start for the sticky partitioner that differs between producers, so that many keyless
+/// producers do not all fill partition 0 first.
+fn rand_start(partition_count: u32) -> u32 {
+    let nanos =
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.subsec_nanos());
+    if partition_count == 0 {
+        0
+    } else {
+        (nanos ^ std::process::id()) % partition_count
+    }
+}
+
+/// Now, in ms since the Unix epoch.
+pub(crate) fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |elapsed| i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
+}

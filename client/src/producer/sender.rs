@@ -1,0 +1,446 @@
+//! The producer's sender thread: seals lingered batches, sends ready ones to their leader core,
+//! and settles responses (resolve, retry or fail).
+//!
+//! One loop, woken by `send` (a new or sealed batch), by a response (over a channel from the
+//! connection reader threads), or by the next deadline (linger, retry backoff). It never
+//! blocks on a socket read; writing a request blocks only while the kernel buffer is full.
+
+use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{select, Receiver, Sender};
+use sluice_proto::api::produce::{Acks, ProducePartitionResponse, ProduceResponse};
+use sluice_proto::api::Decode;
+use sluice_proto::frame::Frame;
+
+use super::accumulator::{lock_queue, Batch, PartitionQueue, TopicQueues};
+use super::delivery::BatchOutcome;
+use super::request::{PartitionBatches, ProduceBatches, PRODUCE_REQUEST_BYTES_MAX};
+use super::ProducerShared;
+use crate::error::ClientError;
+
+/// Longest sleep with nothing to do, so a lost wake-up costs at most this much.
+const IDLE_WAIT: Duration = Duration::from_millis(500);
+
+/// A produce request's response (or failure), handed over by a connection reader thread.
+struct Completed {
+    request: ProduceBatches,
+    result: Result<Frame, ClientError>,
+    address: String,
+}
+
+struct SenderLoop<'a> {
+    shared: &'a Arc<ProducerShared>,
+    completed_sender: Sender<Completed>,
+    in_flight_requests: usize,
+}
+
+/// What one pass over the queues found.
+struct Pass {
+    next_wake: Option<Instant>,
+    anything_pending: bool,
+    /// Batches past their delivery timeout, failed after the pass.
+    expired: Vec<Batch>,
+}
+
+/// Marks the producer stopped when the sender thread ends, also by a panic, so that `flush`
+/// and `send` report [`ClientError::Closed`] instead of waiting forever.
+struct StoppedOnExit<'a>(&'a ProducerShared);
+
+impl Drop for StoppedOnExit<'_> {
+    fn drop(&mut self) {
+        self.0.stopped.store(true, Ordering::Release);
+        self.0.resolved.notify_all();
+    }
+}
+
+pub(super) fn run(shared: &Arc<ProducerShared>, wake: &Receiver<()>) {
+    let _stopped_on_exit = StoppedOnExit(shared);
+    // Unbounded, yet bounded in practice: one request per partition is in flight at a time.
+    let (completed_sender, completed) = crossbeam_channel::unbounded();
+    let mut sender = SenderLoop { shared, completed_sender, in_flight_requests: 0 };
+    loop {
+        while let Ok(done) = completed.try_recv() {
+            sender.complete(done);
+        }
+        let now = Instant::now();
+        let pass = sender.drain(now);
+        if shared.closing.load(Ordering::Acquire)
+            && sender.in_flight_requests == 0
+            && !pass.anything_pending
+        {
+            break;
+        }
+        let timeout =
+            pass.next_wake.map_or(IDLE_WAIT, |at| at.saturating_duration_since(now)).min(IDLE_WAIT);
+        select! {
+            recv(completed) -> done => if let Ok(done) = done { sender.complete(done) },
+            recv(wake) -> _ => {},
+            default(timeout) => {},
+        }
+    }
+    tracing::debug!("producer sender thread finished");
+}
+
+impl SenderLoop<'_> {
+    /// Seals lingered batches, fails expired ones, and sends every partition that is ready.
+    fn drain(&mut self, now: Instant) -> Pass {
+        let shared = self.shared;
+        let snapshot = shared.cluster.metadata.cache.snapshot();
+        let flushing =
+            shared.flushing.load(Ordering::Acquire) > 0 || shared.closing.load(Ordering::Acquire);
+        self.grow_topics(&snapshot);
+        let topics: Vec<Arc<TopicQueues>> = shared
+            .topics
+            .read()
+            .unwrap_or_else(|poison| poison.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        let mut pass = Pass { next_wake: None, anything_pending: false, expired: Vec::new() };
+        let mut requests: HashMap<String, ProduceBatches> = HashMap::new();
+        let mut refresh = false;
+        for topic in &topics {
+            for (index, queue) in topic.partitions.iter().enumerate() {
+                let partition = u32::try_from(index).unwrap_or(u32::MAX);
+                let mut queue = lock_queue(queue);
+                if queue.is_empty() {
+                    continue;
+                }
+                pass.anything_pending = true;
+                let ready = self.prepare(topic, partition, &mut queue, now, flushing, &mut pass);
+                if !ready {
+                    continue;
+                }
+                let route = match snapshot.route(topic.name.as_str(), partition) {
+                    Ok(route) => route,
+                    Err(reason) => {
+                        tracing::debug!(topic = %topic.name, partition, ?reason, "no leader yet");
+                        refresh = true;
+                        let retry_at = now + shared.config.retry_backoff;
+                        queue.retry_at = Some(retry_at);
+                        wake_at(&mut pass, retry_at);
+                        continue;
+                    }
+                };
+                let request = requests.entry(route.address).or_default();
+                if let Some(batches) = take_batches(&mut queue, request.record_bytes) {
+                    request.record_bytes += batches.iter().map(Batch::wire_len).sum::<usize>();
+                    request.partitions.push(PartitionBatches {
+                        topic: Arc::clone(topic),
+                        partition,
+                        batches,
+                    });
+                } else {
+                    wake_at(&mut pass, now); // the request is full: another one next pass
+                }
+            }
+        }
+        let timeout = shared.config.delivery_timeout;
+        for batch in std::mem::take(&mut pass.expired) {
+            self.resolve(
+                batch,
+                Err(ClientError::Timeout { operation: "produce delivery", after: timeout }),
+            );
+        }
+        if refresh {
+            shared.cluster.metadata.request_refresh();
+        }
+        for (address, request) in requests {
+            if !request.partitions.is_empty() {
+                self.send(address, request);
+            }
+        }
+        pass
+    }
+
+    /// Seals a lingered batch and collects expired ones; returns whether the partition may be
+    /// sent now.
+    fn prepare(
+        &self,
+        topic: &TopicQueues,
+        partition: u32,
+        queue: &mut PartitionQueue,
+        now: Instant,
+        flushing: bool,
+        pass: &mut Pass,
+    ) -> bool {
+        let config = &self.shared.config;
+        if let Some(open) = &queue.open {
+            let due = open.created + config.linger;
+            if flushing || now >= due {
+                queue.seal_open(config.compression);
+                topic.sticky.advance_from(partition, topic.partition_count());
+            } else {
+                wake_at(pass, due);
+            }
+        }
+        if queue.in_flight || queue.sealed.is_empty() {
+            return false;
+        }
+        while queue
+            .sealed
+            .front()
+            .is_some_and(|batch| now >= batch.created + config.delivery_timeout)
+        {
+            pass.expired.extend(queue.sealed.pop_front());
+        }
+        if let Some(oldest) = queue.sealed.front() {
+            wake_at(pass, oldest.created + config.delivery_timeout);
+        }
+        match queue.retry_at {
+            Some(retry_at) if now < retry_at => {
+                wake_at(pass, retry_at);
+                false
+            }
+            _ => {
+                queue.retry_at = None;
+                !queue.sealed.is_empty()
+            }
+        }
+    }
+
+    /// Gives topics whose partition count grew queues for the new partitions.
+    fn grow_topics(&self, snapshot: &crate::metadata::MetadataSnapshot) {
+        let grown: Vec<(String, u32)> = {
+            let topics = self.shared.topics.read().unwrap_or_else(|poison| poison.into_inner());
+            topics
+                .iter()
+                .filter_map(|(name, queues)| {
+                    let count = snapshot.partition_count(name)?;
+                    (count > queues.partition_count()).then(|| (name.clone(), count))
+                })
+                .collect()
+        };
+        if grown.is_empty() {
+            return;
+        }
+        let mut topics = self.shared.topics.write().unwrap_or_else(|poison| poison.into_inner());
+        for (name, count) in grown {
+            if let Some(queues) = topics.get_mut(&name) {
+                *queues = Arc::new(queues.grown(count));
+            }
+        }
+    }
+
+    fn send(&mut self, address: String, mut request: ProduceBatches) {
+        let shared = self.shared;
+        let connection = match shared.cluster.pool.get(&address) {
+            Ok(connection) => connection,
+            Err(error) => {
+                shared.cluster.metadata.request_refresh();
+                return self.settle_all(request, &Err(error));
+            }
+        };
+        let correlation_id = connection.next_correlation_id();
+        let request_timeout = shared.cluster.config.request_timeout;
+        let timeout_ms = u32::try_from(request_timeout.as_millis()).unwrap_or(u32::MAX);
+        let mut frame =
+            Vec::with_capacity(request.record_bytes + 64 * request.partitions.len() + 64);
+        if let Err(error) =
+            request.encode(shared.config.acks, timeout_ms, correlation_id, &mut frame)
+        {
+            return self.settle_all(request, &Err(ClientError::Encode(error)));
+        }
+        if shared.config.acks == Acks::None {
+            let unknown = BatchOutcome { base_offset: -1, log_append_time: None };
+            let result = connection.send(correlation_id, &frame, None).map(|()| unknown);
+            return self.settle_all_outcome(request, result);
+        }
+        self.in_flight_requests += 1;
+        let completed = self.completed_sender.clone();
+        let completion: crate::connection::Completion = Box::new(move |result| {
+            let _ignored = completed.send(Completed { request, result, address });
+        });
+        // Any failure reaches the completion; `send` itself cannot fail when one is given.
+        let _ignored =
+            connection.send(correlation_id, &frame, Some((completion, "produce", request_timeout)));
+    }
+
+    fn complete(&mut self, done: Completed) {
+        self.in_flight_requests = self.in_flight_requests.saturating_sub(1);
+        let frame = match done.result {
+            Ok(frame) => frame,
+            Err(error) => return self.settle_all(done.request, &Err(error)),
+        };
+        let response = match ProduceResponse::decode(frame.header.api_version, &frame.body) {
+            Ok(response) => response,
+            Err(error) => {
+                let error = ClientError::decode(&done.address, &error);
+                return self.settle_all(done.request, &Err(error));
+            }
+        };
+        for partition in done.request.partitions {
+            let answer = response
+                .topics
+                .iter()
+                .filter(|topic| topic.name == partition.topic.name)
+                .flat_map(|topic| topic.partitions.iter())
+                .find(|answer| answer.partition.get() == partition.partition);
+            let outcome = match answer {
+                Some(answer) => Ok(*answer),
+                None => Err(ClientError::Protocol {
+                    peer: done.address.clone(),
+                    reason: format!(
+                        "no answer for {}/{}",
+                        partition.topic.name, partition.partition
+                    ),
+                }),
+            };
+            self.settle(partition, &outcome);
+        }
+    }
+
+    fn settle_all(
+        &mut self,
+        request: ProduceBatches,
+        outcome: &Result<ProducePartitionResponse, ClientError>,
+    ) {
+        for partition in request.partitions {
+            self.settle(partition, outcome);
+        }
+    }
+
+    fn settle_all_outcome(
+        &mut self,
+        request: ProduceBatches,
+        result: Result<BatchOutcome, ClientError>,
+    ) {
+        for partition in request.partitions {
+            let mut queue = lock_queue(&partition.topic.partitions[partition.partition as usize]);
+            queue.in_flight = false;
+            drop(queue);
+            match &result {
+                Ok(outcome) => {
+                    for batch in partition.batches {
+                        self.resolve(batch, Ok(*outcome));
+                    }
+                }
+                Err(error) => self.retry_or_fail(partition, error.clone()),
+            }
+        }
+    }
+
+    /// Resolves, retries or fails one partition's batches after its answer.
+    fn settle(
+        &mut self,
+        partition: PartitionBatches,
+        outcome: &Result<ProducePartitionResponse, ClientError>,
+    ) {
+        let answer = match outcome {
+            Ok(answer) if answer.error_code.is_ok() => *answer,
+            Ok(answer) => {
+                let error = ClientError::server(answer.error_code);
+                return self.retry_or_fail(partition, error);
+            }
+            Err(error) => return self.retry_or_fail(partition, error.clone()),
+        };
+        lock_queue(&partition.topic.partitions[partition.partition as usize]).in_flight = false;
+        let mut base_offset = answer.base_offset.map_or(-1, |offset| offset.get());
+        let log_append_time = answer.log_append_time.map(|time| time.get());
+        for batch in partition.batches {
+            let count = i64::from(batch.record_count());
+            self.resolve(batch, Ok(BatchOutcome { base_offset, log_append_time }));
+            if base_offset >= 0 {
+                base_offset += count;
+            }
+        }
+        self.shared.wake_sender();
+    }
+
+    /// Puts retriable failures back at the front of their partition (until their delivery
+    /// timeout); fails the rest.
+    fn retry_or_fail(&mut self, partition: PartitionBatches, error: ClientError) {
+        let config = &self.shared.config;
+        let now = Instant::now();
+        let mut failed = Vec::new();
+        {
+            let mut queue = lock_queue(&partition.topic.partitions[partition.partition as usize]);
+            queue.in_flight = false;
+            if error.is_retriable() {
+                tracing::debug!(topic = %partition.topic.name, partition = partition.partition, %error, "retrying");
+                for batch in partition.batches.into_iter().rev() {
+                    if now >= batch.created + config.delivery_timeout {
+                        failed.push(batch);
+                    } else {
+                        queue.sealed.push_front(batch);
+                    }
+                }
+                queue.retry_at = Some(now + config.retry_backoff);
+            } else {
+                failed = partition.batches;
+            }
+        }
+        if error.is_retriable() && needs_refresh(&error) {
+            self.shared.cluster.metadata.request_refresh();
+        }
+        let failure = if error.is_retriable() {
+            ClientError::Timeout { operation: "produce delivery", after: config.delivery_timeout }
+        } else {
+            error
+        };
+        for batch in failed {
+            self.resolve(batch, Err(failure.clone()));
+        }
+        self.shared.wake_sender();
+    }
+
+    /// Settles one batch: its future, its callbacks, its buffer space, its builder.
+    fn resolve(&self, batch: Batch, result: Result<BatchOutcome, ClientError>) {
+        let shared = self.shared;
+        batch.shared.resolve(result.clone());
+        let partition = batch.shared.partition();
+        for pending in batch.callbacks {
+            let record = match &result {
+                Ok(outcome) => Ok(outcome.record(partition, pending.index, pending.timestamp)),
+                Err(error) => Err(error.clone()),
+            };
+            let callback = pending.callback;
+            if catch_unwind(AssertUnwindSafe(move || callback(record))).is_err() {
+                tracing::error!("a producer delivery callback panicked");
+            }
+        }
+        shared.budget.release(batch.reserved_bytes);
+        shared.builders.give_back(batch.builder);
+        let mut unresolved = shared.unresolved.lock().unwrap_or_else(|poison| poison.into_inner());
+        unresolved.remove(&batch.sequence);
+        drop(unresolved);
+        shared.resolved.notify_all();
+    }
+}
+
+/// Takes the partition's sealed batches, front first, while the request stays under
+/// [`PRODUCE_REQUEST_BYTES_MAX`]; `None` when not even the first fits a non-empty request.
+fn take_batches(queue: &mut PartitionQueue, request_bytes: usize) -> Option<Vec<Batch>> {
+    let first_len = queue.sealed.front()?.wire_len();
+    if request_bytes > 0 && request_bytes + first_len > PRODUCE_REQUEST_BYTES_MAX {
+        return None;
+    }
+    let mut bytes = request_bytes;
+    let mut taken = Vec::new();
+    while let Some(front) = queue.sealed.front() {
+        if !taken.is_empty() && bytes + front.wire_len() > PRODUCE_REQUEST_BYTES_MAX {
+            break;
+        }
+        bytes += front.wire_len();
+        taken.extend(queue.sealed.pop_front());
+    }
+    queue.in_flight = true;
+    Some(taken)
+}
+
+fn wake_at(pass: &mut Pass, at: Instant) {
+    pass.next_wake = Some(pass.next_wake.map_or(at, |current| current.min(at)));
+}
+
+/// Whether an error suggests the client's routing is stale.
+fn needs_refresh(error: &ClientError) -> bool {
+    match error {
+        ClientError::Server { code, .. } => code.needs_metadata_refresh(),
+        ClientError::Connection { .. } | ClientError::Timeout { .. } => true,
+        _ => false,
+    }
+}

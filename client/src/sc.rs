@@ -1,0 +1,503 @@
+//! Blocking requests to the SC's public API, with fail-over over several SC addresses.
+//!
+//! Ownership: one [`ScClient`] per cluster handle, shared by the admin API and the metadata
+//! thread; it holds at most one connection, used for one request at a time (admin traffic is
+//! rare and small). Metadata watches open their own connection ([`ScClient::open_watch`]).
+//!
+//! Fail-over (CONTRACTS §3): the client moves to the next address on connection refused (or any
+//! connect failure), on a `NotController` answer from a standby, and when the connection drops.
+//! A request that was written and then lost its connection is retried at the next address only
+//! when it is read-only; for a mutation the outcome is unknown and the caller gets
+//! [`ClientError::Connection`] (list before retrying).
+//!
+//! Errors: the SC answers a refused request with an `AdminResponse` body under the request's
+//! header, whatever the request's own response type; [`decode_response`] recognises it.
+
+use std::io::{ErrorKind, Read, Write};
+use std::net::{TcpStream, ToSocketAddrs};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use sluice_proto::api::admin::AdminResponse;
+use sluice_proto::api::metadata::MetadataWatchRequest;
+use sluice_proto::api::{ApiVersion, Decode, Request};
+use sluice_proto::error_code::ErrorCode;
+use sluice_proto::frame::{encode_request, FRAME_HEADER_LEN, FRAME_LENGTH_MIN};
+use sluice_proto::ids::CorrelationId;
+
+use crate::config::ClientConfig;
+use crate::error::ClientError;
+
+/// Largest SC response accepted: a full metadata snapshot of a big cluster fits easily; a bad
+/// peer cannot make the client allocate more.
+pub(crate) const SC_RESPONSE_BYTES_MAX: u32 = 64 * 1024 * 1024;
+
+/// How an expected response type lays out its error code.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Shape {
+    /// The body starts with an `error_code` (every admin response): an `AdminResponse` error
+    /// body is recognised first.
+    ErrorCodeFirst,
+    /// Anything else (metadata): the expected type is decoded first, an `AdminResponse` error
+    /// body second.
+    Other,
+}
+
+/// Whether a request may be sent again after its connection dropped mid-way.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Retry {
+    /// Reads: safe to repeat.
+    ReadOnly,
+    /// Mutations: the outcome is unknown once written.
+    Mutation,
+}
+
+/// A raw response frame.
+pub(crate) struct RawFrame {
+    pub api_version: u16,
+    pub correlation_id: i32,
+    pub body: Vec<u8>,
+}
+
+/// Reads one frame (blocking, with the stream's read timeout).
+pub(crate) fn read_raw_frame(stream: &mut TcpStream) -> std::io::Result<RawFrame> {
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix)?;
+    let declared = u32::from_be_bytes(prefix);
+    if !(FRAME_LENGTH_MIN..=SC_RESPONSE_BYTES_MAX).contains(&declared) {
+        return Err(std::io::Error::new(
+            ErrorKind::InvalidData,
+            format!("frame declares {declared} bytes"),
+        ));
+    }
+    let mut rest = vec![0u8; declared as usize];
+    stream.read_exact(&mut rest)?;
+    let header_rest = FRAME_HEADER_LEN - 4;
+    Ok(RawFrame {
+        api_version: u16::from_be_bytes([rest[2], rest[3]]),
+        correlation_id: i32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]),
+        body: rest.split_off(header_rest),
+    })
+}
+
+/// Decodes a response body as `T`, turning an `AdminResponse` error body into
+/// [`ClientError::Server`].
+pub(crate) fn decode_response<T: for<'a> Decode<'a>>(
+    peer: &str,
+    version: ApiVersion,
+    body: &[u8],
+    shape: Shape,
+) -> Result<T, ClientError> {
+    let admin_error = || match AdminResponse::decode(version, body) {
+        Ok(response) if !response.error_code.is_ok() => {
+            Some(ClientError::server_message(response.error_code, response.message))
+        }
+        _ => None,
+    };
+    if shape == Shape::ErrorCodeFirst {
+        if let Ok(response) = AdminResponse::decode(version, body) {
+            if !response.error_code.is_ok() && response.message.is_some() {
+                return Err(ClientError::server_message(response.error_code, response.message));
+            }
+        }
+    }
+    match T::decode(version, body) {
+        Ok(value) => Ok(value),
+        Err(error) => Err(admin_error().unwrap_or_else(|| ClientError::decode(peer, &error))),
+    }
+}
+
+/// One TCP connection to one SC address.
+struct ScConnection {
+    stream: TcpStream,
+    address: String,
+}
+
+impl ScConnection {
+    /// Whether the peer closed the connection while it sat idle (checked before reuse, so that
+    /// a request is not written into a connection that is already gone).
+    fn is_closed(&self) -> bool {
+        if self.stream.set_nonblocking(true).is_err() {
+            return true;
+        }
+        let mut byte = [0u8; 1];
+        let closed = match self.stream.peek(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => true, // unsolicited bytes: the stream is out of step
+            Err(error) => error.kind() != ErrorKind::WouldBlock,
+        };
+        closed || self.stream.set_nonblocking(false).is_err()
+    }
+}
+
+/// Opens a TCP connection to `address` (`host:port`), trying each resolved IP.
+pub(crate) fn connect(address: &str, timeout: Duration) -> std::io::Result<TcpStream> {
+    let mut last_error = None;
+    for socket_address in address.to_socket_addrs()? {
+        match TcpStream::connect_timeout(&socket_address, timeout) {
+            Ok(stream) => {
+                stream.set_nodelay(true)?;
+                return Ok(stream);
+            }
+            Err(error) => last_error = Some(error),
+        }
+    }
+    Err(last_error.unwrap_or_else(|| {
+        std::io::Error::new(ErrorKind::NotFound, format!("{address} resolves to no address"))
+    }))
+}
+
+struct ScState {
+    connection: Option<ScConnection>,
+    /// Index into the address list of the next address to try.
+    address_index: usize,
+    next_correlation_id: i32,
+}
+
+/// Failures seen while going over the address list, for the final error.
+#[derive(Default)]
+struct Attempts {
+    not_controller: usize,
+    unreachable: usize,
+    last_reason: Option<String>,
+}
+
+/// The blocking SC client with fail-over.
+pub(crate) struct ScClient {
+    config: ClientConfig,
+    state: Mutex<ScState>,
+}
+
+impl ScClient {
+    pub(crate) fn new(config: ClientConfig) -> Result<ScClient, ClientError> {
+        config.validate()?;
+        Ok(ScClient {
+            config,
+            state: Mutex::new(ScState {
+                connection: None,
+                address_index: 0,
+                next_correlation_id: 1,
+            }),
+        })
+    }
+
+    pub(crate) fn config(&self) -> &ClientConfig {
+        &self.config
+    }
+
+    fn addresses_text(&self) -> String {
+        self.config.sc_addresses.join(",")
+    }
+
+    /// Sends `request` and decodes its response, failing over between SC addresses.
+    pub(crate) fn call<R: Request, T: for<'a> Decode<'a>>(
+        &self,
+        request: &R,
+        shape: Shape,
+        retry: Retry,
+    ) -> Result<T, ClientError> {
+        let mut state = self.state.lock().unwrap_or_else(|poison| poison.into_inner());
+        let mut attempts = Attempts::default();
+        // Each address twice: a stale connection to a healthy SC costs one attempt.
+        let attempt_count = self.config.sc_addresses.len() * 2;
+        for _ in 0..attempt_count {
+            let connection = match self.ensure_connected(&mut state) {
+                Ok(connection) => connection,
+                Err(reason) => {
+                    attempts.unreachable += 1;
+                    attempts.last_reason = Some(reason);
+                    continue;
+                }
+            };
+            let address = connection.address.clone();
+            match self.exchange(&mut state, request) {
+                Err(Exchange::NotSent(error)) => {
+                    self.drop_connection(&mut state);
+                    attempts.unreachable += 1;
+                    attempts.last_reason = Some(format!("{address}: {error}"));
+                }
+                Err(Exchange::Lost(error)) => {
+                    self.drop_connection(&mut state);
+                    if retry == Retry::Mutation {
+                        return Err(lost_error(&address, error, self.config.request_timeout));
+                    }
+                    attempts.unreachable += 1;
+                    attempts.last_reason = Some(format!("{address}: {error}"));
+                }
+                Ok(frame) => {
+                    let version = ApiVersion(frame.api_version);
+                    match decode_response::<T>(&address, version, &frame.body, shape) {
+                        Err(ClientError::Server { code: ErrorCode::NotController, .. }) => {
+                            tracing::debug!(%address, "SC is a standby; trying the next one");
+                            self.drop_connection(&mut state);
+                            attempts.not_controller += 1;
+                        }
+                        Err(error @ ClientError::Protocol { .. }) => {
+                            self.drop_connection(&mut state);
+                            return Err(error);
+                        }
+                        other => return other,
+                    }
+                }
+            }
+        }
+        Err(self.exhausted(attempts))
+    }
+
+    fn exhausted(&self, attempts: Attempts) -> ClientError {
+        if attempts.not_controller > 0 {
+            ClientError::NoActiveController { addresses: self.addresses_text() }
+        } else {
+            ClientError::ScUnreachable {
+                addresses: self.addresses_text(),
+                reason: attempts.last_reason.unwrap_or_else(|| "no address tried".into()),
+            }
+        }
+    }
+
+    fn drop_connection(&self, state: &mut ScState) {
+        state.connection = None;
+        state.address_index = (state.address_index + 1) % self.config.sc_addresses.len();
+    }
+
+    /// The current connection, opening one to the current address when needed. On failure the
+    /// next call tries the next address.
+    fn ensure_connected<'s>(&self, state: &'s mut ScState) -> Result<&'s ScConnection, String> {
+        if state.connection.as_ref().is_some_and(ScConnection::is_closed) {
+            state.connection = None;
+        }
+        if state.connection.is_none() {
+            let address = self.config.sc_addresses[state.address_index].clone();
+            match self.open(&address) {
+                Ok(stream) => state.connection = Some(ScConnection { stream, address }),
+                Err(error) => {
+                    state.address_index =
+                        (state.address_index + 1) % self.config.sc_addresses.len();
+                    return Err(format!("{address}: {error}"));
+                }
+            }
+        }
+        state.connection.as_ref().ok_or_else(|| "no connection".to_owned())
+    }
+
+    fn open(&self, address: &str) -> std::io::Result<TcpStream> {
+        let stream = connect(address, self.config.connect_timeout)?;
+        stream.set_read_timeout(Some(self.config.request_timeout))?;
+        stream.set_write_timeout(Some(self.config.request_timeout))?;
+        Ok(stream)
+    }
+
+    fn exchange<R: Request>(&self, state: &mut ScState, request: &R) -> Result<RawFrame, Exchange> {
+        let correlation_id = CorrelationId(state.next_correlation_id);
+        state.next_correlation_id = state.next_correlation_id.wrapping_add(1).max(1);
+        let mut out = Vec::new();
+        encode_request(&mut out, ApiVersion(0), correlation_id, request).map_err(|error| {
+            Exchange::NotSent(std::io::Error::new(ErrorKind::InvalidInput, error.to_string()))
+        })?;
+        let Some(connection) = state.connection.as_mut() else {
+            return Err(Exchange::NotSent(std::io::Error::from(ErrorKind::NotConnected)));
+        };
+        connection.stream.write_all(&out).map_err(Exchange::NotSent)?;
+        let frame = read_raw_frame(&mut connection.stream).map_err(Exchange::Lost)?;
+        if frame.correlation_id != correlation_id.get() {
+            return Err(Exchange::Lost(std::io::Error::new(
+                ErrorKind::InvalidData,
+                format!("correlation id {} instead of {correlation_id}", frame.correlation_id),
+            )));
+        }
+        Ok(frame)
+    }
+
+    /// Opens a metadata watch on a fresh connection to the first SC that accepts it (failing
+    /// over like [`ScClient::call`]). The returned stream has `read_timeout` set.
+    pub(crate) fn open_watch(
+        &self,
+        start_index: usize,
+        read_timeout: Duration,
+    ) -> Result<WatchStream, ClientError> {
+        let addresses = &self.config.sc_addresses;
+        let mut attempts = Attempts::default();
+        for step in 0..addresses.len() {
+            let index = (start_index + step) % addresses.len();
+            let address = &addresses[index];
+            let stream = match self.open(address) {
+                Ok(stream) => stream,
+                Err(error) => {
+                    attempts.unreachable += 1;
+                    attempts.last_reason = Some(format!("{address}: {error}"));
+                    continue;
+                }
+            };
+            let mut watch = WatchStream {
+                stream,
+                address: address.clone(),
+                address_index: index,
+                correlation_id: CorrelationId(1),
+                read_timeout,
+            };
+            match watch.subscribe() {
+                Ok(()) => return Ok(watch),
+                Err(ClientError::Server { code: ErrorCode::NotController, .. }) => {
+                    attempts.not_controller += 1;
+                }
+                Err(error) => {
+                    attempts.unreachable += 1;
+                    attempts.last_reason = Some(format!("{address}: {error}"));
+                }
+            }
+        }
+        Err(self.exhausted(attempts))
+    }
+}
+
+enum Exchange {
+    /// Failed before the whole request was written.
+    NotSent(std::io::Error),
+    /// Written, then the response was lost.
+    Lost(std::io::Error),
+}
+
+fn lost_error(address: &str, error: std::io::Error, after: Duration) -> ClientError {
+    if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) {
+        ClientError::Timeout { operation: "SC request", after }
+    } else {
+        ClientError::connection(address, error)
+    }
+}
+
+/// A subscribed metadata watch connection.
+pub(crate) struct WatchStream {
+    stream: TcpStream,
+    pub address: String,
+    pub address_index: usize,
+    correlation_id: CorrelationId,
+    read_timeout: Duration,
+}
+
+/// What reading a watch connection gave.
+pub(crate) enum WatchRead {
+    /// A pushed frame body for the subscription.
+    Update(RawFrame),
+    /// Nothing within the read timeout.
+    Idle,
+}
+
+impl WatchStream {
+    /// Sends the watch request. The SC answers with a full snapshot push, or (a standby, a
+    /// refusal) with an error body that [`WatchStream::read`]'s caller decodes.
+    fn subscribe(&mut self) -> Result<(), ClientError> {
+        let mut out = Vec::new();
+        let request = MetadataWatchRequest { topics: None };
+        encode_request(&mut out, ApiVersion(0), self.correlation_id, &request)?;
+        self.stream
+            .write_all(&out)
+            .map_err(|error| ClientError::connection(&self.address, error))?;
+        Ok(())
+    }
+
+    /// Reads the next frame of the subscription, or `Idle` after the read timeout. An error
+    /// body (a standby, a refusal) is returned as an error.
+    pub(crate) fn read(&mut self) -> Result<WatchRead, ClientError> {
+        self.stream
+            .set_read_timeout(Some(self.read_timeout))
+            .map_err(|error| ClientError::connection(&self.address, error))?;
+        // Peek first so that a timeout never interrupts a half-read frame.
+        let mut byte = [0u8; 1];
+        match self.stream.peek(&mut byte) {
+            Ok(0) => {
+                let error = std::io::Error::new(ErrorKind::UnexpectedEof, "the SC closed it");
+                return Err(ClientError::connection(&self.address, error));
+            }
+            Ok(_) => {}
+            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                return Ok(WatchRead::Idle)
+            }
+            Err(error) if error.kind() == ErrorKind::Interrupted => return Ok(WatchRead::Idle),
+            Err(error) => return Err(ClientError::connection(&self.address, error)),
+        }
+        self.stream
+            .set_read_timeout(Some(self.read_timeout.max(Duration::from_secs(10))))
+            .map_err(|error| ClientError::connection(&self.address, error))?;
+        let frame = read_raw_frame(&mut self.stream)
+            .map_err(|error| ClientError::connection(&self.address, error))?;
+        if frame.correlation_id != self.correlation_id.get() {
+            return Err(ClientError::Protocol {
+                peer: self.address.clone(),
+                reason: format!("watch push with correlation id {}", frame.correlation_id),
+            });
+        }
+        Ok(WatchRead::Update(frame))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use sluice_proto::api::admin::ListTopicsResponse;
+    use sluice_proto::api::metadata::MetadataResponse;
+    use sluice_proto::api::Encode;
+
+    fn encoded<M: Encode>(message: &M) -> Vec<u8> {
+        let mut out = Vec::new();
+        message.encode(ApiVersion(0), &mut out).unwrap();
+        out
+    }
+
+    #[test]
+    fn admin_error_body_is_recognised_for_any_response_type() {
+        let body = encoded(&AdminResponse::error(ErrorCode::NotController, "standby"));
+        let listed = decode_response::<ListTopicsResponse>(
+            "sc",
+            ApiVersion(0),
+            &body,
+            Shape::ErrorCodeFirst,
+        );
+        assert!(matches!(listed, Err(ClientError::Server { code: ErrorCode::NotController, .. })));
+        let metadata =
+            decode_response::<MetadataResponse>("sc", ApiVersion(0), &body, Shape::Other);
+        match metadata {
+            Err(ClientError::Server { code, message }) => {
+                assert_eq!(code, ErrorCode::NotController);
+                assert_eq!(message, "standby");
+            }
+            other => panic!("expected a server error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn ordinary_bodies_decode() {
+        let body = encoded(&ListTopicsResponse::default());
+        let listed = decode_response::<ListTopicsResponse>(
+            "sc",
+            ApiVersion(0),
+            &body,
+            Shape::ErrorCodeFirst,
+        )
+        .unwrap();
+        assert_eq!(listed, ListTopicsResponse::default());
+        let body = encoded(&MetadataResponse::default());
+        let metadata =
+            decode_response::<MetadataResponse>("sc", ApiVersion(0), &body, Shape::Other).unwrap();
+        assert_eq!(metadata, MetadataResponse::default());
+        let garbage =
+            decode_response::<MetadataResponse>("sc", ApiVersion(0), &[0xff; 3], Shape::Other);
+        assert!(matches!(garbage, Err(ClientError::Protocol { .. })));
+    }
+
+    #[test]
+    fn unreachable_addresses_give_a_helpful_error() {
+        // Bind then drop a listener: its port now refuses connections.
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let config = ClientConfig::new(&format!("127.0.0.1:{port}"));
+        let client = ScClient::new(config).unwrap();
+        let error = client
+            .call::<_, ListTopicsResponse>(
+                &sluice_proto::api::admin::ListTopicsRequest::default(),
+                Shape::ErrorCodeFirst,
+                Retry::ReadOnly,
+            )
+            .unwrap_err();
+        assert!(matches!(error, ClientError::ScUnreachable { .. }), "{error:?}");
+        assert!(error.to_string().contains("sluice cluster start --local"));
+    }
+}

@@ -1,0 +1,144 @@
+//! `fio` sequential direct writes on a directory's filesystem: one job, `psync` engine, queue
+//! depth 1, `--direct=1`, fixed block size, time based inside a bounded file (it wraps around
+//! and never grows past `file_bytes`), optionally `--fdatasync=1` (a durable write per block,
+//! the cost of acknowledging only what is on disk). The scratch file is removed afterwards.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::PerfError;
+
+/// One fio run.
+#[derive(Clone, Debug)]
+pub struct FioConfig {
+    /// Directory on the filesystem to measure (the data directory).
+    pub directory: PathBuf,
+    /// Bytes per write.
+    pub block_bytes: u64,
+    /// How long to write.
+    pub runtime: Duration,
+    /// Size of the scratch file (fio wraps around inside it).
+    pub file_bytes: u64,
+    /// `--fdatasync=1`: fdatasync after every write.
+    pub fdatasync: bool,
+}
+
+impl FioConfig {
+    /// 64 KiB sequential direct writes for `runtime` in `directory`, in a 1 GiB file.
+    pub fn sequential_64k(directory: &Path, runtime: Duration, fdatasync: bool) -> FioConfig {
+        FioConfig {
+            directory: directory.to_owned(),
+            block_bytes: 64 * 1024,
+            runtime,
+            file_bytes: 1 << 30,
+            fdatasync,
+        }
+    }
+}
+
+/// What fio measured.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct FioResult {
+    /// fio's version string.
+    pub fio_version: String,
+    /// Bytes written.
+    pub bytes: u64,
+    /// Time fio spent writing, milliseconds.
+    pub runtime_ms: u64,
+    /// `bytes / runtime`.
+    pub bytes_per_second: f64,
+    /// Writes per second.
+    pub iops: f64,
+    /// 99th percentile completion latency of a write, microseconds (0 when fio left it out).
+    pub write_latency_p99_us: f64,
+    /// 99th percentile fdatasync latency, microseconds (0 without `--fdatasync`).
+    pub sync_latency_p99_us: f64,
+}
+
+/// Runs fio as configured and parses its JSON output.
+pub fn run(config: &FioConfig) -> Result<FioResult, PerfError> {
+    // fio would create a missing directory itself; measuring the wrong filesystem is worse.
+    if !config.directory.is_dir() {
+        return Err(PerfError::tool(
+            "fio",
+            format!("{} is not a directory", config.directory.display()),
+        ));
+    }
+    let file = config.directory.join(format!("sluice-perf-fio-{}.dat", std::process::id()));
+    let _scratch = ScratchFile(file.clone());
+    let mut command = Command::new("fio");
+    command.args([
+        "--name=seqwrite",
+        "--rw=write",
+        "--direct=1",
+        "--ioengine=psync",
+        "--iodepth=1",
+        "--time_based",
+        "--output-format=json",
+    ]);
+    command.arg(format!("--bs={}", config.block_bytes));
+    command.arg(format!("--size={}", config.file_bytes));
+    command.arg(format!("--runtime={}ms", config.runtime.as_millis().max(1)));
+    command.arg(format!("--filename={}", file.display()));
+    if config.fdatasync {
+        command.arg("--fdatasync=1");
+    }
+    let output = command.output().map_err(|error| {
+        PerfError::tool(
+            "fio",
+            format!("cannot run fio ({error}); install it with deploy/dev/setup"),
+        )
+    })?;
+    if !output.status.success() {
+        return Err(PerfError::tool(
+            "fio",
+            format!("{}: {}", output.status, String::from_utf8_lossy(&output.stderr).trim()),
+        ));
+    }
+    parse(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// Parses fio's `--output-format=json` text (the first job's writes). fio may print notices
+/// before the JSON object; they are skipped.
+pub fn parse(text: &str) -> Result<FioResult, PerfError> {
+    let bad = |message: String| PerfError::parse("fio JSON output", message);
+    let start = text.find('{').ok_or_else(|| bad("no JSON object".into()))?;
+    let report: serde_json::Value =
+        serde_json::from_str(&text[start..]).map_err(|error| bad(error.to_string()))?;
+    let job = &report["jobs"][0];
+    if let Some(error) = job["error"].as_i64().filter(|&error| error != 0) {
+        return Err(bad(format!("the job failed with error {error}")));
+    }
+    let write = &job["write"];
+    let bytes =
+        write["io_bytes"].as_u64().ok_or_else(|| bad("no jobs[0].write.io_bytes".into()))?;
+    let runtime_ms =
+        write["runtime"].as_u64().ok_or_else(|| bad("no jobs[0].write.runtime".into()))?;
+    if runtime_ms == 0 || bytes == 0 {
+        return Err(bad(format!("nothing measured: {bytes} bytes in {runtime_ms} ms")));
+    }
+    let percentile_us = |latency: &serde_json::Value| {
+        latency["percentile"]["99.000000"].as_f64().map(|nanos| nanos / 1e3).unwrap_or(0.0)
+    };
+    Ok(FioResult {
+        fio_version: report["fio version"].as_str().unwrap_or("unknown").to_owned(),
+        bytes,
+        runtime_ms,
+        bytes_per_second: bytes as f64 * 1000.0 / runtime_ms as f64,
+        iops: write["iops"].as_f64().unwrap_or(0.0),
+        write_latency_p99_us: percentile_us(&write["clat_ns"]),
+        sync_latency_p99_us: percentile_us(&job["sync"]["lat_ns"]),
+    })
+}
+
+/// Removes a file when dropped.
+struct ScratchFile(PathBuf);
+
+impl Drop for ScratchFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}

@@ -1,0 +1,273 @@
+//! `sluice-perf suite`: the machine's limits and Sluice's standard runs in one go, on one
+//! machine, and every Sluice figure beside its limit.
+//!
+//! Steps: fio (64 KiB sequential direct writes, with and without fdatasync) in the data
+//! directory and iperf3 single-stream loopback; a local cluster (1 SPU, all cores); produce to
+//! 1 and to 2 partitions with `acks all`; catch-up consume of the 1-partition topic; end-to-end
+//! at half the best produce rate; then the comparison table and the JSON report under
+//! `--results-dir`. A step that fails is recorded as failed and the others still run.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+
+use crate::args::{AckLevel, SuiteArgs, WorkloadArgs};
+use crate::cluster::{LocalCluster, LocalClusterConfig};
+use crate::error::PerfError;
+use crate::limits::fio::{self, FioConfig};
+use crate::limits::iperf;
+use crate::machine::{GitInfo, MachineInfo};
+use crate::report::{
+    suite_file_name, unix_ms_now, write_json, Comparison, Limits, Measured, RunReport, SuiteReport,
+    SuiteRun, WorkloadKind, SCHEMA_VERSION, SUITE_SCHEMA,
+};
+use crate::table;
+use crate::workload::run::run;
+
+/// Targets of issue 7 on the 2-core machine, read against the figures.
+const E2E_P99_TARGET_US: f64 = 5_000.0;
+const E2E_P99_99_TARGET_US: f64 = 20_000.0;
+const SPU_RESIDENT_TARGET_BYTES: f64 = 100.0 * 1024.0 * 1024.0;
+
+/// Runs the suite; returns the report and the path it was saved to.
+pub fn run_suite(args: &SuiteArgs) -> Result<(SuiteReport, PathBuf), PerfError> {
+    let data_dir = DataDir::new(args.data_dir.clone())?;
+    let limits = measure_limits(args, data_dir.path());
+    eprint!("{}", table::limits_table(&limits));
+    eprintln!("starting a local cluster in {}", data_dir.path().display());
+    let cluster = LocalCluster::start(&LocalClusterConfig {
+        data_dir: data_dir.path().join("cluster"),
+        cores: args.cores,
+        bin_dir: args.bin_dir.clone(),
+    })?;
+    let runs = standard_runs(args, &cluster);
+    drop(cluster);
+    let comparisons = compare(&limits, &runs);
+    let report = SuiteReport {
+        schema: SUITE_SCHEMA.into(),
+        schema_version: SCHEMA_VERSION,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        created_unix_ms: unix_ms_now(),
+        parameters: args.clone(),
+        machine: MachineInfo::probe(),
+        git: GitInfo::probe(),
+        limits,
+        runs,
+        comparisons,
+    };
+    let path = args.results_dir.join(suite_file_name(report.created_unix_ms, &report.git));
+    write_json(&path, &report)?;
+    Ok((report, path))
+}
+
+fn measure_limits(args: &SuiteArgs, directory: &Path) -> Limits {
+    if args.skip_limits {
+        let skipped = || "skipped (--skip-limits)".to_owned();
+        return Limits {
+            fio_direct_write: Measured::Failed(skipped()),
+            fio_direct_write_fdatasync: Measured::Failed(skipped()),
+            iperf3_loopback: Measured::Failed(skipped()),
+        };
+    }
+    eprintln!("measuring limits: fio in {}, iperf3 on loopback", directory.display());
+    let fio_run = |fdatasync| {
+        Measured::from(fio::run(&FioConfig::sequential_64k(
+            directory,
+            args.limit_duration,
+            fdatasync,
+        )))
+    };
+    Limits {
+        fio_direct_write: fio_run(false),
+        fio_direct_write_fdatasync: fio_run(true),
+        iperf3_loopback: iperf::run_loopback(args.limit_duration).into(),
+    }
+}
+
+/// Defaults of every workload flag, as `sluice-perf produce` with no flag would have them.
+pub fn default_workload_args() -> WorkloadArgs {
+    #[derive(Parser)]
+    struct Defaults {
+        #[command(flatten)]
+        workload: WorkloadArgs,
+    }
+    Defaults::try_parse_from(["sluice-perf"])
+        .map(|defaults| defaults.workload)
+        .expect("the workload flags all have defaults")
+}
+
+fn suite_workload(args: &SuiteArgs, cluster: &LocalCluster, topic: &str) -> WorkloadArgs {
+    WorkloadArgs {
+        sc: cluster.sc_public_address.clone(),
+        topic: topic.into(),
+        create_topic: true,
+        record_size: args.record_size,
+        producers: args.producers,
+        acks: AckLevel::All,
+        duration: Some(args.duration),
+        warmup: args.warmup,
+        server_pids: cluster.pids(),
+        ..default_workload_args()
+    }
+}
+
+fn standard_runs(args: &SuiteArgs, cluster: &LocalCluster) -> Vec<SuiteRun> {
+    let mut runs = Vec::new();
+    let mut attempt = |name: &str, kind: WorkloadKind, workload: WorkloadArgs| {
+        eprintln!("suite: {name}");
+        let report = Measured::from(run(kind, &workload));
+        match &report {
+            Measured::Ok(report) => println!("{}", table::run_table(report)),
+            Measured::Failed(why) => eprintln!("suite: {name} failed: {why}"),
+        }
+        runs.push(SuiteRun { name: name.into(), report: report.clone() });
+        report
+    };
+    let one = attempt(
+        "produce-1-partition",
+        WorkloadKind::Produce,
+        WorkloadArgs { partitions: 1, ..suite_workload(args, cluster, "perf-p1") },
+    );
+    let two = attempt(
+        "produce-2-partitions",
+        WorkloadKind::Produce,
+        WorkloadArgs { partitions: 2, ..suite_workload(args, cluster, "perf-p2") },
+    );
+    attempt(
+        "consume-catch-up",
+        WorkloadKind::Consume,
+        WorkloadArgs {
+            create_topic: false,
+            duration: None,
+            warmup: Duration::ZERO,
+            ..suite_workload(args, cluster, "perf-p1")
+        },
+    );
+    let best = [(1u32, one.value()), (2, two.value())]
+        .into_iter()
+        .filter_map(|(partitions, report)| Some((partitions, report?.results.records_per_second)))
+        .max_by(|left, right| left.1.total_cmp(&right.1));
+    if let Some((partitions, rate)) = best.filter(|(_, rate)| *rate > 0.0) {
+        attempt(
+            "e2e-half-max-rate",
+            WorkloadKind::E2e,
+            WorkloadArgs {
+                partitions,
+                consumers: partitions,
+                rate: Some(rate / 2.0),
+                ..suite_workload(args, cluster, "perf-e2e")
+            },
+        );
+    } else {
+        runs.push(SuiteRun {
+            name: "e2e-half-max-rate".into(),
+            report: Measured::Failed("no produce run measured a rate".into()),
+        });
+    }
+    runs
+}
+
+fn run_named<'a>(runs: &'a [SuiteRun], name: &str) -> Option<&'a RunReport> {
+    runs.iter().find(|run| run.name == name)?.report.value()
+}
+
+/// Every Sluice figure beside the limit (or target) it is read against.
+pub fn compare(limits: &Limits, runs: &[SuiteRun]) -> Vec<Comparison> {
+    const MIB: f64 = 1024.0 * 1024.0;
+    let mut comparisons = Vec::new();
+    let mut push = |figure: String, value: f64, unit: &str, limit: &str, limit_value: f64| {
+        let lower_is_better = unit == "µs" || unit == "MiB RSS";
+        let ratio =
+            if lower_is_better { limit_value / value.max(1e-9) } else { value / limit_value };
+        comparisons.push(Comparison {
+            figure,
+            value,
+            unit: unit.into(),
+            limit: limit.into(),
+            limit_value,
+            ratio,
+        });
+    };
+    let fio_sync = limits.fio_direct_write_fdatasync.value().map(|fio| fio.bytes_per_second);
+    let fio_plain = limits.fio_direct_write.value().map(|fio| fio.bytes_per_second);
+    let iperf = limits.iperf3_loopback.value().map(|iperf| iperf.bytes_per_second);
+    for (name, label) in [
+        ("produce-1-partition", "produce 1 partition, acks all"),
+        ("produce-2-partitions", "produce 2 partitions, acks all"),
+    ] {
+        let Some(report) = run_named(runs, name) else { continue };
+        let value = report.results.bytes_per_second / MIB;
+        for (limit, limit_value) in [
+            ("iperf3 loopback", iperf),
+            ("fio direct write + fdatasync", fio_sync),
+            ("fio direct write", fio_plain),
+        ] {
+            if let Some(limit_value) = limit_value {
+                push(label.into(), value, "MiB/s", limit, limit_value / MIB);
+            }
+        }
+    }
+    if let (Some(report), Some(iperf)) = (run_named(runs, "consume-catch-up"), iperf) {
+        let value = report.results.bytes_per_second / MIB;
+        push("consume catch-up".into(), value, "MiB/s", "iperf3 loopback", iperf / MIB);
+    }
+    if let Some(latency) =
+        run_named(runs, "e2e-half-max-rate").and_then(|report| report.results.e2e_latency.as_ref())
+    {
+        let p99 = latency.p99_us as f64;
+        push("e2e p99 at half the max rate".into(), p99, "µs", "target", E2E_P99_TARGET_US);
+        let p9999 = latency.p99_99_us as f64;
+        push("e2e p99.99 at half the max rate".into(), p9999, "µs", "target", E2E_P99_99_TARGET_US);
+    }
+    let spu_peak = runs
+        .iter()
+        .filter_map(|run| run.report.value())
+        .flat_map(|report| report.server_processes.iter())
+        .filter(|process| process.command.contains("spu"))
+        .map(|process| process.resident_bytes_peak)
+        .max();
+    if let Some(peak) = spu_peak {
+        let target = SPU_RESIDENT_TARGET_BYTES / MIB;
+        push("SPU peak resident set".into(), peak as f64 / MIB, "MiB RSS", "target", target);
+    }
+    comparisons
+}
+
+/// The suite's data directory: the given one (kept), or a fresh one under the temporary
+/// directory (removed when dropped).
+struct DataDir {
+    path: PathBuf,
+    remove: bool,
+}
+
+impl DataDir {
+    fn new(given: Option<PathBuf>) -> Result<DataDir, PerfError> {
+        let (path, remove) = match given {
+            Some(path) => (path, false),
+            None => (
+                std::env::temp_dir().join(format!(
+                    "sluice-perf-suite-{}-{}",
+                    std::process::id(),
+                    unix_ms_now()
+                )),
+                true,
+            ),
+        };
+        std::fs::create_dir_all(&path)
+            .map_err(|error| PerfError::io(format!("create {}", path.display()), error))?;
+        Ok(DataDir { path, remove })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for DataDir {
+    fn drop(&mut self) {
+        if self.remove {
+            let _ = std::fs::remove_dir_all(&self.path);
+        }
+    }
+}

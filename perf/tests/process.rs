@@ -1,0 +1,170 @@
+//! `sluice-perf` against a real cluster: a real `sluice-sc` and `sluice-spu` (from the same
+//! target directory) on OS-chosen ports, then `produce`, `consume` and `e2e` as processes with
+//! `--json`, whose reports must parse and count every record; and `suite` in a short form.
+//! No timed assertions: figures are whatever the machine gives.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use sluice_perf::cluster::{find_binary, LocalCluster, LocalClusterConfig};
+use sluice_perf::report::{RunReport, SuiteReport, WorkloadKind};
+
+const PERF: &str = env!("CARGO_BIN_EXE_sluice-perf");
+
+/// The target directory holding this build's binaries.
+fn bin_dir() -> PathBuf {
+    Path::new(PERF).parent().expect("sluice-perf has a directory").to_path_buf()
+}
+
+/// Both server binaries must be built next to sluice-perf; say how when they are not.
+fn require_servers() {
+    for (name, environment) in [("sluice-sc", "SLUICE_SC_BIN"), ("sluice-spu", "SLUICE_SPU_BIN")] {
+        let found = find_binary(name, environment, Some(&bin_dir()));
+        let in_target = found.as_ref().is_ok_and(|path| path.starts_with(bin_dir()));
+        assert!(
+            in_target || std::env::var_os(environment).is_some(),
+            "{name} is not built in {} (found: {found:?}); build it with `cargo build -p \
+             sluice-sc -p sluice-spu` using the same CARGO_TARGET_DIR (`cargo test --workspace` \
+             builds it)",
+            bin_dir().display()
+        );
+    }
+}
+
+fn start_cluster(directory: &Path) -> LocalCluster {
+    require_servers();
+    LocalCluster::start(&LocalClusterConfig {
+        data_dir: directory.join("cluster"),
+        cores: None,
+        bin_dir: Some(bin_dir()),
+    })
+    .unwrap_or_else(|error| panic!("the local cluster did not start: {error}"))
+}
+
+/// Runs `sluice-perf <arguments>` and parses the report it wrote.
+fn perf_run(cluster: &LocalCluster, report: &Path, arguments: &[&str]) -> RunReport {
+    let mut command = Command::new(PERF);
+    command.args(arguments).arg("--sc").arg(&cluster.sc_public_address).arg("--json").arg(report);
+    for pid in cluster.pids() {
+        command.arg(format!("--server-pid={pid}"));
+    }
+    let output = command.output().expect("run sluice-perf");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "sluice-perf {arguments:?} failed: {}\nstdout:\n{stdout}\nstderr:\n{stderr}",
+        output.status
+    );
+    assert!(stdout.contains("records/s"), "no final table:\n{stdout}");
+    let text = std::fs::read_to_string(report).expect("the report was written");
+    RunReport::from_json(&text).unwrap_or_else(|error| panic!("{error}: {text}"))
+}
+
+#[test]
+fn produce_consume_and_e2e_reports_count_every_record() {
+    let directory = tempfile::tempdir().unwrap();
+    let cluster = start_cluster(directory.path());
+    let produced = perf_run(
+        &cluster,
+        &directory.path().join("produce.json"),
+        &["produce", "--topic=perf-test", "--create-topic", "--partitions=2", "--records=3000"],
+    );
+    assert_eq!(produced.workload, WorkloadKind::Produce);
+    let results = &produced.results;
+    assert_eq!((results.records, results.errors), (3000, 0), "{results:?}");
+    assert_eq!(results.bytes, 3000 * 1024);
+    assert!(results.records_per_second > 0.0 && results.mebibytes_per_second > 0.0);
+    let latency = results.produce_latency.as_ref().expect("produce latency");
+    assert_eq!(latency.count, 3000);
+    assert!(latency.p50_us <= latency.p99_us && latency.p99_us <= latency.max_us);
+    assert_eq!(produced.server_processes.len(), 2, "{:?}", produced.server_processes);
+    assert!(produced.server_processes.iter().any(|process| process.command.contains("spu")));
+    assert!(produced.server_processes.iter().all(|process| process.resident_bytes_end > 0));
+
+    let consumed = perf_run(
+        &cluster,
+        &directory.path().join("consume.json"),
+        &["consume", "--topic=perf-test", "--consumers=2"],
+    );
+    assert_eq!(consumed.workload, WorkloadKind::Consume);
+    assert_eq!((consumed.results.records, consumed.results.bytes), (3000, 3000 * 1024));
+    assert!(consumed.results.poll_latency.as_ref().is_some_and(|latency| latency.count > 0));
+
+    let end_to_end = perf_run(
+        &cluster,
+        &directory.path().join("e2e.json"),
+        &[
+            "e2e",
+            "--topic=perf-e2e",
+            "--create-topic",
+            "--records=2000",
+            "--rate=4000",
+            "--warmup=250ms",
+            "--record-size=256",
+            "--key-distribution=uniform:16",
+        ],
+    );
+    let results = &end_to_end.results;
+    assert_eq!((results.records, results.errors), (2000, 0), "{results:?}");
+    assert_eq!(results.bytes, 2000 * 256);
+    assert!(results.warmup_records > 0, "records of the warm-up are left out: {results:?}");
+    assert_eq!(results.target_records_per_second, Some(4000.0));
+    let latency = results.e2e_latency.as_ref().expect("end-to-end latency");
+    assert_eq!(latency.count, 2000);
+    assert!(latency.min_us > 0 && latency.p99_99_us <= latency.max_us);
+    assert_eq!(results.produce_latency.as_ref().map(|latency| latency.count), Some(2000));
+}
+
+#[test]
+fn a_workload_against_no_cluster_fails_clearly() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    drop(listener);
+    let output = Command::new(PERF)
+        .args(["produce", "--records=10", "--sc", &address.to_string()])
+        .output()
+        .expect("run sluice-perf");
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains(&address.to_string()), "the error names the SC: {stderr}");
+}
+
+#[test]
+fn suite_runs_in_short_form_and_its_report_parses() {
+    require_servers();
+    let directory = tempfile::tempdir().unwrap();
+    let results = directory.path().join("results");
+    let output = Command::new(PERF)
+        .args(["suite", "--duration=1s", "--warmup=0s", "--limit-duration=1s", "--record-size=512"])
+        .arg("--data-dir")
+        .arg(directory.path().join("data"))
+        .arg("--results-dir")
+        .arg(&results)
+        .arg("--bin-dir")
+        .arg(bin_dir())
+        .output()
+        .expect("run sluice-perf suite");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "suite failed:\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let files: Vec<_> =
+        std::fs::read_dir(&results).unwrap().map(|entry| entry.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let name = files[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert!(name.starts_with("suite-") && name.ends_with(".json"), "{name}");
+    let report = SuiteReport::from_json(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+    assert!(report.limits.fio_direct_write.value().is_some(), "{:?}", report.limits);
+    assert!(report.limits.fio_direct_write_fdatasync.value().is_some());
+    assert!(report.limits.iperf3_loopback.value().is_some());
+    let names: Vec<&str> = report.runs.iter().map(|run| run.name.as_str()).collect();
+    assert_eq!(
+        names,
+        ["produce-1-partition", "produce-2-partitions", "consume-catch-up", "e2e-half-max-rate"]
+    );
+    assert!(report.runs.iter().all(|run| run.report.value().is_some()), "{:?}", report.runs);
+    // Produce against 3 limits (x2), consume, two e2e percentiles, SPU memory.
+    assert_eq!(report.comparisons.len(), 10, "{:?}", report.comparisons);
+    assert!(report.comparisons.iter().all(|comparison| comparison.ratio.is_finite()));
+    assert!(stdout.contains("ratio"), "{stdout}");
+}

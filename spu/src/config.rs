@@ -1,0 +1,376 @@
+//! Configuration of the `sluice-spu` process: command-line flags, environment variables
+//! (`SLUICE_SPU_*`) and an optional TOML file (`--config`).
+//!
+//! Precedence, highest first: flag, environment variable, TOML file, built-in default. Every
+//! flag is optional in [`SpuArgs`] so that a value from the file is only used where neither a
+//! flag nor a variable gave one; [`SpuArgs::resolve`] merges the three into a [`SpuConfig`] and
+//! validates it. The core count is capped at the CPUs this process may run on: an executor is
+//! pinned per core, and two executors on one CPU would only fight over it.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use serde::Deserialize;
+use sluice_proto::frame::FRAME_BYTES_MAX_DEFAULT;
+use sluice_proto::ids::SpuId;
+
+/// Default SC private (control) address.
+pub const SC_ADDRESS_DEFAULT: &str = "127.0.0.1:9004";
+/// Default shared public (client) address.
+pub const PUBLIC_ADDRESS_DEFAULT: &str = "0.0.0.0:9005";
+/// Default private (replication) address.
+pub const PRIVATE_ADDRESS_DEFAULT: &str = "0.0.0.0:9006";
+/// Default Prometheus address.
+pub const METRICS_ADDRESS_DEFAULT: &str = "0.0.0.0:9007";
+/// Default heartbeat interval towards the SC (well under the SC's 2 s offline timeout).
+pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 500;
+/// Default free-space floor of the data volume: appends are refused below it.
+pub const FREE_BYTES_MIN_DEFAULT: u64 = 2 << 30;
+
+/// Command-line flags of `sluice-spu`. Each also reads `SLUICE_SPU_<NAME>` and the TOML file
+/// key of the same name with `_` instead of `-`.
+#[derive(Clone, Debug, Default, Parser)]
+#[command(name = "sluice-spu", version, about = "Sluice Streaming Processing Unit")]
+pub struct SpuArgs {
+    /// TOML file with any of the settings below (keys use `_`, e.g. `public_address`).
+    #[arg(long, env = "SLUICE_SPU_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// SPU id (registered at the SC, or belonging to an SPU group). Required.
+    #[arg(long, env = "SLUICE_SPU_ID")]
+    pub id: Option<i32>,
+    /// SC private (control) addresses, comma separated, tried in order
+    /// [default: 127.0.0.1:9004].
+    #[arg(long, env = "SLUICE_SPU_SC", value_delimiter = ',')]
+    pub sc: Option<Vec<String>>,
+    /// Shared client address, bound by every core with SO_REUSEPORT [default: 0.0.0.0:9005].
+    /// Port 0 picks a free port once; every core binds that port.
+    #[arg(long, env = "SLUICE_SPU_PUBLIC_ADDRESS")]
+    pub public_address: Option<SocketAddr>,
+    /// Replication address, SO_REUSEPORT too [default: 0.0.0.0:9006].
+    #[arg(long, env = "SLUICE_SPU_PRIVATE_ADDRESS")]
+    pub private_address: Option<SocketAddr>,
+    /// Host put in the endpoints sent to the SC [default: the public address' IP, or
+    /// 127.0.0.1 when it is unspecified].
+    #[arg(long, env = "SLUICE_SPU_ADVERTISED_HOST")]
+    pub advertised_host: Option<String>,
+    /// Per-core client ports are N + core; 0 (default) lets each core bind an OS-chosen port.
+    #[arg(long, env = "SLUICE_SPU_CORE_PORT_BASE")]
+    pub core_port_base: Option<u16>,
+    /// Replicas live in DIR/spu-<id>/<topic>-<partition>/ [default: ./sluice-spu-data].
+    #[arg(long, env = "SLUICE_SPU_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+    /// Executors, executor i pinned to the i-th CPU this process may use [default and maximum:
+    /// the CPUs available].
+    #[arg(long, env = "SLUICE_SPU_CORES")]
+    pub cores: Option<u16>,
+    /// Prometheus text at GET /metrics [default: 0.0.0.0:9007; port 0 allowed].
+    #[arg(long, env = "SLUICE_SPU_METRICS_ADDRESS")]
+    pub metrics_address: Option<SocketAddr>,
+    /// Send fetched records with splice/sendfile [default: true]; false forces copying.
+    #[arg(long, env = "SLUICE_SPU_ZERO_COPY")]
+    pub zero_copy: Option<bool>,
+    /// Largest frame accepted from a client, bytes [default: 64 MiB].
+    #[arg(long, env = "SLUICE_SPU_FRAME_BYTES_MAX")]
+    pub frame_bytes_max: Option<u32>,
+    /// Refuse appends while the data volume has less free space than this [default: 2 GiB].
+    #[arg(long, env = "SLUICE_SPU_FREE_BYTES_MIN")]
+    pub free_bytes_min: Option<u64>,
+    /// Heartbeat interval towards the SC, milliseconds [default: 500].
+    #[arg(long, env = "SLUICE_SPU_HEARTBEAT_INTERVAL_MS")]
+    pub heartbeat_interval_ms: Option<u64>,
+    /// Once registered with an SC and listening: write `public=`, `private=`, `metrics=` and
+    /// `core.<i>=` lines to this file (temporary file, then rename).
+    #[arg(long, env = "SLUICE_SPU_READY_FILE")]
+    pub ready_file: Option<PathBuf>,
+}
+
+/// The TOML file: the same settings as the flags, all optional.
+#[derive(Clone, Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    id: Option<i32>,
+    sc: Option<ScAddresses>,
+    public_address: Option<SocketAddr>,
+    private_address: Option<SocketAddr>,
+    advertised_host: Option<String>,
+    core_port_base: Option<u16>,
+    data_dir: Option<PathBuf>,
+    cores: Option<u16>,
+    metrics_address: Option<SocketAddr>,
+    zero_copy: Option<bool>,
+    frame_bytes_max: Option<u32>,
+    free_bytes_min: Option<u64>,
+    heartbeat_interval_ms: Option<u64>,
+    ready_file: Option<PathBuf>,
+}
+
+/// `sc` in TOML: a list or one comma-separated string.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum ScAddresses {
+    List(Vec<String>),
+    One(String),
+}
+
+impl ScAddresses {
+    fn into_list(self) -> Vec<String> {
+        match self {
+            ScAddresses::List(list) => list,
+            ScAddresses::One(text) => text.split(',').map(str::to_owned).collect(),
+        }
+    }
+}
+
+/// The resolved, validated configuration.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpuConfig {
+    /// This SPU's id.
+    pub id: SpuId,
+    /// SC control addresses, in the order to try.
+    pub sc_addresses: Vec<String>,
+    /// Shared client address.
+    pub public_address: SocketAddr,
+    /// Replication address.
+    pub private_address: SocketAddr,
+    /// Host advertised to the SC.
+    pub advertised_host: String,
+    /// Base of per-core client ports; `None`: OS-chosen.
+    pub core_port_base: Option<u16>,
+    /// Data directory (replicas under `spu-<id>/`).
+    pub data_dir: PathBuf,
+    /// Executors.
+    pub cores: u16,
+    /// Prometheus address.
+    pub metrics_address: SocketAddr,
+    /// Splice fetched records instead of copying them.
+    pub zero_copy: bool,
+    /// Largest frame accepted.
+    pub frame_bytes_max: u32,
+    /// Free-space floor of the data volume.
+    pub free_bytes_min: u64,
+    /// Heartbeat interval towards the SC.
+    pub heartbeat_interval: Duration,
+    /// Readiness file.
+    pub ready_file: Option<PathBuf>,
+}
+
+impl SpuConfig {
+    /// The directory holding this SPU's replicas.
+    pub fn replicas_dir(&self) -> PathBuf {
+        self.data_dir.join(format!("spu-{}", self.id))
+    }
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The TOML file cannot be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The TOML file does not parse.
+    #[error("invalid config file {path}: {source}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The TOML error.
+        source: Box<toml::de::Error>,
+    },
+    /// A setting is missing or out of range.
+    #[error("invalid setting: {0}")]
+    Invalid(String),
+}
+
+/// CPUs this process may run on (at least 1).
+pub fn available_cores() -> u16 {
+    allowed_cpus().len().clamp(1, usize::from(u16::MAX)) as u16
+}
+
+/// The CPU ids this process may run on (its affinity mask), in order; executor `i` is pinned
+/// to the `i`-th of them. Falls back to `0..available_parallelism` when the mask is unreadable.
+pub fn allowed_cpus() -> Vec<usize> {
+    // SAFETY: an all-zero cpu_set_t is a valid empty set.
+    let mut set: libc::cpu_set_t = unsafe { std::mem::zeroed() };
+    let size = std::mem::size_of::<libc::cpu_set_t>();
+    // SAFETY: `set` is ours and `size` is its size; pid 0 is the calling thread.
+    if unsafe { libc::sched_getaffinity(0, size, &mut set) } == 0 {
+        let cpus: Vec<usize> = (0..libc::CPU_SETSIZE as usize)
+            // SAFETY: CPU_ISSET only reads `set`, for ids below CPU_SETSIZE.
+            .filter(|cpu| unsafe { libc::CPU_ISSET(*cpu, &set) })
+            .collect();
+        if !cpus.is_empty() {
+            return cpus;
+        }
+    }
+    let count = std::thread::available_parallelism().map_or(1, |count| count.get());
+    (0..count).collect()
+}
+
+fn parse_default(text: &str) -> SocketAddr {
+    text.parse().expect("valid default address")
+}
+
+impl SpuArgs {
+    /// Merges flags/environment with the TOML file (if any) and the defaults.
+    pub fn resolve(self) -> Result<SpuConfig, ConfigError> {
+        let file = match &self.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        let id = self.id.or(file.id).ok_or_else(|| {
+            ConfigError::Invalid("--id is required (the SPU id registered at the SC)".into())
+        })?;
+        if id < 0 {
+            return Err(ConfigError::Invalid(format!("--id must not be negative, got {id}")));
+        }
+        let sc_addresses: Vec<String> = self
+            .sc
+            .or(file.sc.map(ScAddresses::into_list))
+            .unwrap_or_else(|| vec![SC_ADDRESS_DEFAULT.into()])
+            .into_iter()
+            .map(|address| address.trim().to_owned())
+            .filter(|address| !address.is_empty())
+            .collect();
+        if sc_addresses.is_empty() {
+            return Err(ConfigError::Invalid("--sc needs at least one address".into()));
+        }
+        let public_address = self
+            .public_address
+            .or(file.public_address)
+            .unwrap_or_else(|| parse_default(PUBLIC_ADDRESS_DEFAULT));
+        let cores = resolve_cores(self.cores.or(file.cores))?;
+        let frame_bytes_max =
+            self.frame_bytes_max.or(file.frame_bytes_max).unwrap_or(FRAME_BYTES_MAX_DEFAULT);
+        if frame_bytes_max < 1024 {
+            return Err(ConfigError::Invalid("--frame-bytes-max must be at least 1024".into()));
+        }
+        let heartbeat_interval_ms = self
+            .heartbeat_interval_ms
+            .or(file.heartbeat_interval_ms)
+            .unwrap_or(HEARTBEAT_INTERVAL_MS_DEFAULT)
+            .max(10);
+        let core_port_base = self.core_port_base.or(file.core_port_base).filter(|base| *base > 0);
+        if let Some(base) = core_port_base {
+            if u32::from(base) + u32::from(cores) > u32::from(u16::MAX) {
+                return Err(ConfigError::Invalid(format!(
+                    "--core-port-base {base} + {cores} cores passes port 65535"
+                )));
+            }
+        }
+        Ok(SpuConfig {
+            id: SpuId(id),
+            sc_addresses,
+            public_address,
+            private_address: self
+                .private_address
+                .or(file.private_address)
+                .unwrap_or_else(|| parse_default(PRIVATE_ADDRESS_DEFAULT)),
+            advertised_host: self
+                .advertised_host
+                .or(file.advertised_host)
+                .unwrap_or_else(|| advertised_default(public_address.ip())),
+            core_port_base,
+            data_dir: self
+                .data_dir
+                .or(file.data_dir)
+                .unwrap_or_else(|| PathBuf::from("sluice-spu-data")),
+            cores,
+            metrics_address: self
+                .metrics_address
+                .or(file.metrics_address)
+                .unwrap_or_else(|| parse_default(METRICS_ADDRESS_DEFAULT)),
+            zero_copy: self.zero_copy.or(file.zero_copy).unwrap_or(true),
+            frame_bytes_max,
+            free_bytes_min: self
+                .free_bytes_min
+                .or(file.free_bytes_min)
+                .unwrap_or(FREE_BYTES_MIN_DEFAULT),
+            heartbeat_interval: Duration::from_millis(heartbeat_interval_ms),
+            ready_file: self.ready_file.or(file.ready_file),
+        })
+    }
+}
+
+/// The core count: as asked, capped at the CPUs available; all of them by default.
+fn resolve_cores(asked: Option<u16>) -> Result<u16, ConfigError> {
+    let available = available_cores();
+    match asked {
+        Some(0) => Err(ConfigError::Invalid("--cores must be at least 1".into())),
+        Some(asked) if asked > available => {
+            tracing::warn!(asked, available, "more cores asked than CPUs available; capped");
+            Ok(available)
+        }
+        Some(asked) => Ok(asked),
+        None => Ok(available),
+    }
+}
+
+fn advertised_default(ip: IpAddr) -> String {
+    if ip.is_unspecified() {
+        "127.0.0.1".into()
+    } else {
+        ip.to_string()
+    }
+}
+
+fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
+    toml::from_str(&text)
+        .map_err(|source| ConfigError::Parse { path: path.to_owned(), source: Box::new(source) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_need_an_id() {
+        assert!(SpuArgs::default().resolve().unwrap_err().to_string().contains("--id"));
+        let config = SpuArgs { id: Some(3), ..SpuArgs::default() }.resolve().unwrap();
+        assert_eq!(config.public_address.port(), 9005);
+        assert_eq!(config.private_address.port(), 9006);
+        assert_eq!(config.metrics_address.port(), 9007);
+        assert_eq!(config.sc_addresses, vec!["127.0.0.1:9004".to_string()]);
+        assert_eq!(config.advertised_host, "127.0.0.1");
+        assert_eq!(config.cores, available_cores());
+        assert!(config.zero_copy);
+        assert_eq!(config.replicas_dir(), PathBuf::from("sluice-spu-data/spu-3"));
+    }
+
+    #[test]
+    fn flags_override_file_and_cores_are_capped() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spu.toml");
+        std::fs::write(
+            &path,
+            "id = 4\nsc = \"a:1,b:2\"\npublic_address = \"127.0.0.2:7000\"\ncores = 60000\n\
+             zero_copy = false\n",
+        )
+        .unwrap();
+        let args = SpuArgs { config: Some(path), id: Some(5), ..SpuArgs::default() };
+        let config = args.resolve().unwrap();
+        assert_eq!(config.id, SpuId(5));
+        assert_eq!(config.sc_addresses, vec!["a:1".to_string(), "b:2".to_string()]);
+        assert_eq!(config.advertised_host, "127.0.0.2");
+        assert_eq!(config.cores, available_cores());
+        assert!(!config.zero_copy);
+    }
+
+    #[test]
+    fn invalid_settings_are_refused() {
+        let args = SpuArgs { id: Some(1), cores: Some(0), ..SpuArgs::default() };
+        assert!(args.resolve().unwrap_err().to_string().contains("cores"));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bad.toml");
+        std::fs::write(&path, "no_such_key = 1\n").unwrap();
+        let args = SpuArgs { config: Some(path), ..SpuArgs::default() };
+        assert!(matches!(args.resolve(), Err(ConfigError::Parse { .. })));
+    }
+}

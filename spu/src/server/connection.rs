@@ -1,0 +1,384 @@
+//! One client connection on one core: a read loop that frames requests in a reused buffer
+//! and runs them in order, and a writer task that sends responses and stream pushes in the
+//! order they are queued.
+//!
+//! Buffers: requests are framed with [`sluice_proto::frame::decode_header`] over one receive
+//! buffer per connection (grown to the largest frame seen, bounded by `--frame-bytes-max`);
+//! produce bodies are patched in place there and appended from there, never copied per record.
+//! The socket is duplicated (`dup`) so that the writer task owns a write handle while the read
+//! loop reads; both are plain glommio streams of this core.
+//!
+//! Order and bounds: one request at a time per connection (as in Kafka), so responses come in
+//! request order; stream fetch pushes interleave with them through the same writer queue
+//! ([`OUTGOING_QUEUE_CAPACITY`] frames, back-pressure on the handlers when the client reads
+//! slowly).
+//!
+//! Failure modes: a frame over the maximum or below the header size gets an error frame
+//! (API versions layout, `FrameTooLarge` / `InvalidRequest`) and the connection closes; an
+//! unknown API key or version gets the API versions layout with `UnknownApiKey` /
+//! `UnsupportedVersion` and the connection goes on; a body that does not decode closes the
+//! connection after a log line (its format has no room for an error without the names it
+//! failed to decode). A client that disconnects mid-request only ends its own connection: an
+//! append already staged completes (its outcome is unknown to the client, as for any drop).
+//!
+//! Cross-core: a request for a partition of another core is forwarded by [`super::ops`] (one
+//! copy each way; the owner's copying read also checks every CRC). Rough measure on this 2-core
+//! machine (release `sluice-spu`, the debug test client on the same 2 CPUs, 100 x 1 KiB records
+//! per batch, relaxed durability, one connection, 51 MB each way; three runs of
+//! `measure_forward_cost_against_the_owner_port` in `tests/process_data_path.rs`): through the
+//! owner's per-core port produce 35-109 MB/s and fetch 107-258 MB/s; through the other core's
+//! port (forwarded) produce 36-62 MB/s and fetch 73-97 MB/s. So forwarding roughly halves
+//! produce and costs about 60% of fetch throughput: fine for stray requests on the shared port,
+//! and the reason shard-aware clients use the per-core ports.
+
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::rc::Rc;
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::net::TcpStream;
+use sluice_proto::api::fetch::{FetchPartitionHeader, FetchResponse, FetchTopicResponse};
+use sluice_proto::api::replication::FollowerFetchRequest;
+use sluice_proto::api::splice::WirePlan;
+use sluice_proto::api::{ApiKey, ApiVersion, Decode};
+use sluice_proto::error_code::ErrorCode;
+use sluice_proto::frame::{decode_header, encode_frame, FrameError, FrameHeader, FRAME_HEADER_LEN};
+use sluice_proto::ids::CorrelationId;
+
+use crate::metrics::{CoreProbe, Counter, Gauge};
+use crate::server::core::Core;
+use crate::server::handlers::{self, HandlerError};
+use crate::server::stream::{self, Streams};
+use crate::server::zero_copy::{self, SendMode};
+use crate::storage::FileSlice;
+
+/// Frames queued for the writer at most per connection.
+pub const OUTGOING_QUEUE_CAPACITY: usize = 16;
+/// Initial receive buffer; grows to the largest frame (bounded by the frame maximum).
+const RECEIVE_BUFFER_BYTES: usize = 64 << 10;
+/// A receive buffer grown past this by a large frame is given back once empty, so idle
+/// connections hold little memory.
+const RECEIVE_BUFFER_IDLE_BYTES_MAX: usize = 4 << 20;
+
+/// Something the writer task sends.
+pub enum Outgoing {
+    /// A whole frame.
+    Bytes(Vec<u8>),
+    /// A fetch-format frame: `buffer` parts with file slices in between, in `plan` order.
+    Plan {
+        /// Headers and copied parts.
+        buffer: Vec<u8>,
+        /// Wire order.
+        plan: WirePlan,
+        /// The slices of each splice part (index = the plan's splice index).
+        slices: Vec<Vec<FileSlice>>,
+    },
+}
+
+/// Which listener accepted the connection.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Port {
+    /// Client API (shared or per-core port).
+    Public,
+    /// Replication (followers); not served yet.
+    Private,
+}
+
+async fn write_loop(
+    mut stream: TcpStream,
+    queue: LocalReceiver<Outgoing>,
+    mode: SendMode,
+    probe: Rc<CoreProbe>,
+) {
+    while let Some(item) = queue.recv().await {
+        let result = match &item {
+            Outgoing::Bytes(bytes) => match stream.write_all(bytes).await {
+                Ok(()) => {
+                    probe.add(Counter::BytesSent, bytes.len() as u64);
+                    Ok(())
+                }
+                Err(error) => Err(error.to_string()),
+            },
+            Outgoing::Plan { buffer, plan, slices } => {
+                let spliced: Vec<&[FileSlice]> = slices.iter().map(Vec::as_slice).collect();
+                match zero_copy::send_plan(&mut stream, buffer, plan, &spliced, mode).await {
+                    Ok(stats) => {
+                        probe.response_sent(&stats);
+                        Ok(())
+                    }
+                    Err(error) => Err(error.to_string()),
+                }
+            }
+        };
+        if let Err(error) = result {
+            // A cut frame (or a plan that does not add up) leaves the stream unusable.
+            tracing::debug!(%error, "connection write failed; closing");
+            break;
+        }
+    }
+    let _ = stream.close().await;
+}
+
+/// Counts the connection open while it lives.
+struct OpenConnection(Rc<CoreProbe>);
+
+impl OpenConnection {
+    fn new(probe: &Rc<CoreProbe>) -> OpenConnection {
+        probe.adjust(Gauge::ConnectionsOpen, 1);
+        OpenConnection(Rc::clone(probe))
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        self.0.adjust(Gauge::ConnectionsOpen, -1);
+    }
+}
+
+/// The receive buffer with its unconsumed range.
+struct ReceiveBuffer {
+    bytes: Vec<u8>,
+    start: usize,
+    end: usize,
+}
+
+impl ReceiveBuffer {
+    /// Gives memory back after a large frame once nothing is buffered.
+    fn shrink_when_idle(&mut self) {
+        if self.start == self.end && self.bytes.len() > RECEIVE_BUFFER_IDLE_BYTES_MAX {
+            self.bytes = vec![0; RECEIVE_BUFFER_BYTES];
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Makes room for at least `wanted` unconsumed bytes plus some free space to read into.
+    fn reserve(&mut self, wanted: usize) {
+        if self.start > 0 {
+            self.bytes.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+        }
+        let target = wanted.max(self.end + 4096).max(RECEIVE_BUFFER_BYTES);
+        if self.bytes.len() < target {
+            self.bytes.resize(target, 0);
+        }
+    }
+}
+
+/// Serves one connection until the client closes it, a fatal framing error, or shutdown.
+pub async fn serve(core: Rc<Core>, mut stream: TcpStream, port: Port) {
+    let _ = stream.set_nodelay(true);
+    // SAFETY: dup returns a new descriptor we own (or -1, checked).
+    let write_fd = unsafe { libc::dup(stream.as_raw_fd()) };
+    if write_fd < 0 {
+        tracing::warn!("cannot duplicate a connection's descriptor; closing it");
+        return;
+    }
+    // SAFETY: write_fd is a fresh, owned descriptor of a connected TCP socket.
+    let write_stream = unsafe { TcpStream::from_raw_fd(write_fd) };
+    let (writer, queue) = local_channel::new_bounded(OUTGOING_QUEUE_CAPACITY);
+    let writer = Rc::new(writer);
+    let _open = OpenConnection::new(&core.probe);
+    let mode = SendMode::from_zero_copy(core.config.zero_copy);
+    let writer_task =
+        glommio::spawn_local(write_loop(write_stream, queue, mode, Rc::clone(&core.probe)));
+    let streams = Rc::new(Streams::new(Rc::clone(&writer), Rc::clone(&core.probe)));
+    let frame_bytes_max = core.config.frame_bytes_max;
+    let mut buffer = ReceiveBuffer { bytes: vec![0; RECEIVE_BUFFER_BYTES], start: 0, end: 0 };
+    loop {
+        match decode_header(&buffer.bytes[buffer.start..buffer.end], frame_bytes_max) {
+            Ok(Some(frame)) => {
+                let frame_start = buffer.start;
+                let body = frame_start + frame.body.start..frame_start + frame.body.end;
+                buffer.start += frame.frame_len();
+                let header = frame.header;
+                let bytes = &mut buffer.bytes[body];
+                if !dispatch(&core, port, &streams, &writer, &header, bytes).await {
+                    break;
+                }
+                continue;
+            }
+            Ok(None) => {}
+            Err(error) => {
+                if let FrameError::UnknownApiKey { .. } = error {
+                    core.probe.add(Counter::RequestsUnknownApi, 1);
+                }
+                let keep_going = answer_frame_error(&buffer, &error, &writer).await;
+                if !keep_going {
+                    break;
+                }
+                if let FrameError::UnknownApiKey { frame_len, .. }
+                | FrameError::UnsupportedVersion { frame_len, .. } = error
+                {
+                    buffer.start += frame_len;
+                }
+                continue;
+            }
+        }
+        buffer.shrink_when_idle();
+        let unconsumed = &buffer.bytes[buffer.start..buffer.end];
+        let wanted = unconsumed.get(..4).map_or(0, |prefix| {
+            4 + u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize
+        });
+        buffer.reserve(wanted);
+        match stream.read(&mut buffer.bytes[buffer.end..]).await {
+            Ok(0) => break,
+            Ok(read) => {
+                core.probe.add(Counter::BytesReceived, read as u64);
+                buffer.end += read;
+            }
+            Err(error) => {
+                tracing::debug!(%error, "connection read failed");
+                break;
+            }
+        }
+    }
+    streams.cancel_all();
+    drop(streams);
+    drop(writer);
+    writer_task.await;
+}
+
+/// Answers a framing error; returns whether the connection goes on.
+async fn answer_frame_error(
+    buffer: &ReceiveBuffer,
+    error: &FrameError,
+    writer: &LocalSender<Outgoing>,
+) -> bool {
+    let unconsumed = &buffer.bytes[buffer.start..buffer.end];
+    let correlation_id = error.correlation_id().unwrap_or_else(|| {
+        unconsumed.get(8..FRAME_HEADER_LEN).map_or(CorrelationId(0), |bytes| {
+            CorrelationId(i32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+        })
+    });
+    tracing::debug!(%error, "framing error");
+    let header =
+        FrameHeader { api_key: ApiKey::ApiVersions, api_version: ApiVersion(0), correlation_id };
+    let mut out = Vec::new();
+    if handlers::api_versions(&header, error.error_code(), &mut out).is_ok() {
+        let _ = writer.send(Outgoing::Bytes(out)).await;
+    }
+    !error.is_fatal()
+}
+
+/// Runs one request with its metrics; returns whether the connection goes on.
+async fn dispatch(
+    core: &Rc<Core>,
+    port: Port,
+    streams: &Rc<Streams>,
+    writer: &Rc<LocalSender<Outgoing>>,
+    header: &FrameHeader,
+    body: &mut [u8],
+) -> bool {
+    let probe = Rc::clone(&core.probe);
+    probe.request(header.api_key);
+    probe.adjust(Gauge::RequestsInFlight, 1);
+    let outcome = run_request(core, port, streams, header, body).await;
+    probe.adjust(Gauge::RequestsInFlight, -1);
+    match outcome {
+        Ok((response, failed)) => {
+            if failed {
+                probe.request_error(header.api_key);
+            }
+            match response {
+                Some(response) => writer.send(response).await.is_ok(),
+                None => true,
+            }
+        }
+        Err(HandlerError::Undecodable { api_key, source }) => {
+            probe.request_error(header.api_key);
+            tracing::info!(%api_key, %source, "undecodable request; closing the connection");
+            false
+        }
+        Err(error) => {
+            probe.request_error(header.api_key);
+            tracing::warn!(%error, "request failed; closing the connection");
+            false
+        }
+    }
+}
+
+/// The response to one request (none for one-way messages and acks-none produce) and whether
+/// it carries an error.
+async fn run_request(
+    core: &Rc<Core>,
+    port: Port,
+    streams: &Rc<Streams>,
+    header: &FrameHeader,
+    body: &mut [u8],
+) -> Result<(Option<Outgoing>, bool), HandlerError> {
+    let mut out = Vec::new();
+    let failed = match (port, header.api_key) {
+        (_, ApiKey::ApiVersions) => {
+            handlers::api_versions(header, ErrorCode::None, &mut out)?;
+            false
+        }
+        (Port::Private, _) => {
+            private_refusal(header, body, &mut out)?;
+            true
+        }
+        (Port::Public, ApiKey::Produce) => handlers::produce(core, header, body, &mut out).await?,
+        (Port::Public, ApiKey::Fetch) => {
+            let (response, summary) = handlers::fetch(core, header, body).await?;
+            core.probe.add(Counter::RecordsFetched, summary.records);
+            return Ok((Some(response), summary.errors));
+        }
+        (Port::Public, ApiKey::ListOffsets) => {
+            handlers::list_offsets(core, header, body, &mut out).await?
+        }
+        (Port::Public, ApiKey::StreamFetch) => {
+            let writer = streams.writer();
+            stream::open(core, streams, header, body, &writer)?;
+            false
+        }
+        (Port::Public, ApiKey::StreamFetchCredit) => {
+            streams.credit(header, body)?;
+            false
+        }
+        (Port::Public, ApiKey::StreamFetchCancel) => {
+            streams.cancel(header, body)?;
+            false
+        }
+        (Port::Public, other) => {
+            tracing::debug!(api_key = %other, "API not served on the SPU's public port");
+            handlers::api_versions(header, ErrorCode::UnknownApiKey, &mut out)?;
+            true
+        }
+    };
+    Ok(((!out.is_empty()).then_some(Outgoing::Bytes(out)), failed))
+}
+
+/// Replication is not served yet: follower fetches get `ReplicaNotAvailable` per partition,
+/// anything else the API versions layout with that code.
+fn private_refusal(
+    header: &FrameHeader,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<(), HandlerError> {
+    if header.api_key != ApiKey::FollowerFetch {
+        return handlers::api_versions(header, ErrorCode::ReplicaNotAvailable, out);
+    }
+    let request = FollowerFetchRequest::decode(header.api_version, body)
+        .map_err(|source| HandlerError::Undecodable { api_key: ApiKey::FollowerFetch, source })?;
+    let topics = request
+        .topics
+        .into_iter()
+        .map(|topic| FetchTopicResponse {
+            name: topic.name,
+            partitions: topic
+                .partitions
+                .iter()
+                .map(|partition| sluice_proto::api::fetch::FetchPartitionResponse {
+                    header: FetchPartitionHeader::error(
+                        partition.partition,
+                        ErrorCode::ReplicaNotAvailable,
+                    ),
+                    records: Vec::<u8>::new(),
+                })
+                .collect(),
+        })
+        .collect();
+    encode_frame(out, header, &FetchResponse { topics })?;
+    Ok(())
+}

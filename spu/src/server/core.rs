@@ -1,0 +1,296 @@
+//! One core's state: the replicas it owns, the desired replica set (to route any partition to
+//! its owning core), and its end of the cross-core mesh.
+//!
+//! Ownership: a [`Core`] is created inside its executor and shared (`Rc`) by that executor's
+//! tasks only. Replicas are opened and closed by one reconcile task per core, in the order the
+//! replica sets arrive, so two opens of one directory never race. A removed replica is closed
+//! (its files stay); adding it again reopens the same directory.
+//!
+//! Routing ([`Core::route`]): a partition absent from the desired set is
+//! `UnknownTopicOrPartition` (the SC sends an SPU only the replicas it hosts, so this includes
+//! partitions hosted by other SPUs); one this SPU hosts as a follower is `NotLeader`; else its
+//! owner core is the placement the SC chose. Both codes are retriable after a metadata refresh. On the owner, a replica still opening is `ReplicaNotAvailable`
+//! (retriable).
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use glommio::channels::channel_mesh::Senders;
+use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
+use glommio::TaskQueueHandle;
+use sluice_proto::error_code::ErrorCode;
+use sluice_proto::ids::{CoreId, SpuId};
+use sluice_proto::object::{PartitionKey, PartitionSpec};
+
+use crate::config::SpuConfig;
+use crate::metrics::{CoreProbe, Counter, Gauge};
+use crate::server::replica::{log_config, Replica};
+use crate::server::shard::{ReplicaSet, ShardMessage, ShardOp, ShardReply};
+use crate::storage::{ReplicaLog, SegmentFileCache};
+
+/// Where a partition's requests go.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Route {
+    /// This core owns it.
+    Local,
+    /// Another core of this SPU owns it.
+    Remote(usize),
+}
+
+/// The task queues of a core: client traffic, replication, background work.
+#[derive(Clone, Copy, Debug)]
+pub struct Queues {
+    /// Connections and their requests.
+    pub client: TaskQueueHandle,
+    /// Follower fetches (the private port).
+    pub replication: TaskQueueHandle,
+    /// Retention, relaxed flushes, status reports, replica opening.
+    pub background: TaskQueueHandle,
+}
+
+/// A core's shared state.
+pub struct Core {
+    /// This core's index (= its CPU and its mesh peer id).
+    pub index: usize,
+    /// Cores of this SPU.
+    pub cores: usize,
+    /// The process configuration.
+    pub config: Arc<SpuConfig>,
+    /// Task queues.
+    pub queues: Queues,
+    desired: RefCell<ReplicaSet>,
+    replicas: RefCell<HashMap<PartitionKey, Rc<Replica>>>,
+    files: SegmentFileCache,
+    mesh: Senders<ShardMessage>,
+    pending: RefCell<HashMap<u64, LocalSender<ShardReply>>>,
+    next_request_id: Cell<u64>,
+    reconcile: RefCell<Option<LocalSender<ReplicaSet>>>,
+    /// This core's metrics (written only here).
+    pub probe: Rc<CoreProbe>,
+}
+
+/// Replica sets waiting for the reconcile task at most: only the latest matters, so a small
+/// bound suffices (a full queue drops the older set in favour of a later one).
+const RECONCILE_QUEUE_CAPACITY: usize = 4;
+
+impl Core {
+    /// A core with no replicas; returns the receiver the reconcile task reads.
+    pub fn new(
+        index: usize,
+        config: Arc<SpuConfig>,
+        queues: Queues,
+        mesh: Senders<ShardMessage>,
+        probe: Rc<CoreProbe>,
+    ) -> (Rc<Core>, LocalReceiver<ReplicaSet>) {
+        let (reconcile, sets) = local_channel::new_bounded(RECONCILE_QUEUE_CAPACITY);
+        let core = Rc::new(Core {
+            index,
+            cores: usize::from(config.cores),
+            config,
+            queues,
+            desired: RefCell::new(Arc::new(BTreeMap::new())),
+            replicas: RefCell::new(HashMap::new()),
+            files: SegmentFileCache::default(),
+            mesh,
+            pending: RefCell::new(HashMap::new()),
+            next_request_id: Cell::new(1),
+            reconcile: RefCell::new(Some(reconcile)),
+            probe,
+        });
+        (core, sets)
+    }
+
+    /// This SPU's id.
+    pub fn spu(&self) -> SpuId {
+        self.config.id
+    }
+
+    /// The core of this SPU that owns a replica the SC placed on `core`. The SC places by the
+    /// core count the SPU registered; an SPU restarted with fewer cores folds the extra ones
+    /// onto its existing cores instead of leaving their replicas unserved.
+    pub fn owner_core(&self, core: CoreId) -> usize {
+        core.index() % self.cores.max(1)
+    }
+
+    /// Where requests for `key` go, or the error code that answers them.
+    pub fn route(&self, key: &PartitionKey) -> Result<Route, ErrorCode> {
+        let desired = self.desired.borrow();
+        let spec = desired.get(key).ok_or(ErrorCode::UnknownTopicOrPartition)?;
+        if spec.leader != self.spu() {
+            return Err(ErrorCode::NotLeader);
+        }
+        let placement = spec.leader_placement().ok_or(ErrorCode::LeaderNotAvailable)?;
+        let owner = self.owner_core(placement.core);
+        Ok(if owner == self.index { Route::Local } else { Route::Remote(owner) })
+    }
+
+    /// The open replica `key` on this core, if this core owns and leads it.
+    pub fn local_replica(&self, key: &PartitionKey) -> Result<Rc<Replica>, ErrorCode> {
+        match self.route(key)? {
+            Route::Local => {}
+            Route::Remote(_) => return Err(ErrorCode::NotLeader),
+        }
+        let replica = self.replicas.borrow().get(key).cloned();
+        match replica {
+            Some(replica) if replica.is_led_by(self.spu()) => Ok(replica),
+            Some(_) => Err(ErrorCode::NotLeader),
+            None => Err(ErrorCode::ReplicaNotAvailable),
+        }
+    }
+
+    /// Every open replica of this core.
+    pub fn replicas(&self) -> Vec<Rc<Replica>> {
+        self.replicas.borrow().values().cloned().collect()
+    }
+
+    /// Takes a new desired replica set: routing uses it at once, the reconcile task opens and
+    /// closes this core's replicas.
+    pub fn set_desired(&self, set: ReplicaSet) {
+        *self.desired.borrow_mut() = Arc::clone(&set);
+        let reconcile = self.reconcile.borrow();
+        let Some(reconcile) = reconcile.as_ref() else { return };
+        if reconcile.try_send(set).is_err() {
+            // The queue holds sets not applied yet; the reconcile task applies the latest
+            // desired set whenever it takes one, so dropping this one loses nothing.
+            tracing::debug!(core = self.index, "reconcile queue full");
+        }
+    }
+
+    /// Ends the reconcile task once it has applied what is queued; it then closes every
+    /// replica (shutdown).
+    pub fn stop_reconcile(&self) {
+        self.reconcile.borrow_mut().take();
+    }
+
+    /// The desired set in force.
+    pub fn desired(&self) -> ReplicaSet {
+        Arc::clone(&self.desired.borrow())
+    }
+
+    /// The replicas this core must host: placed on this SPU and this core.
+    fn wanted_here(&self, set: &ReplicaSet) -> BTreeMap<PartitionKey, PartitionSpec> {
+        let spu = self.spu();
+        set.iter()
+            .filter(|(_, spec)| {
+                spec.replicas.iter().any(|replica| {
+                    replica.spu == spu && self.owner_core(replica.core) == self.index
+                })
+            })
+            .map(|(key, spec)| (key.clone(), spec.clone()))
+            .collect()
+    }
+
+    /// Runs the reconcile task: opens, updates and closes replicas as sets arrive.
+    pub async fn run_reconcile(self: Rc<Self>, sets: LocalReceiver<ReplicaSet>) {
+        while sets.recv().await.is_some() {
+            let latest = self.desired();
+            self.reconcile_once(&latest).await;
+        }
+        for replica in self.replicas() {
+            replica.close().await;
+        }
+        self.replicas.borrow_mut().clear();
+    }
+
+    fn count_replicas(&self) {
+        let spu = self.spu();
+        let replicas = self.replicas();
+        let leaders = replicas.iter().filter(|replica| replica.is_led_by(spu)).count();
+        self.probe.set(Gauge::ReplicasLeader, leaders as i64);
+        self.probe.set(Gauge::ReplicasFollower, (replicas.len() - leaders) as i64);
+    }
+
+    async fn reconcile_once(&self, set: &ReplicaSet) {
+        let wanted = self.wanted_here(set);
+        let obsolete: Vec<Rc<Replica>> = self
+            .replicas
+            .borrow()
+            .iter()
+            .filter(|(key, _)| !wanted.contains_key(*key))
+            .map(|(_, replica)| Rc::clone(replica))
+            .collect();
+        for replica in obsolete {
+            self.replicas.borrow_mut().remove(replica.key());
+            tracing::info!(core = self.index, key = %replica.key(), "replica removed; files kept");
+            replica.close().await;
+        }
+        for (key, spec) in wanted {
+            let existing = self.replicas.borrow().get(&key).cloned();
+            match existing {
+                Some(replica) => {
+                    if replica.spec() != spec {
+                        replica.update_spec(spec, self.config.free_bytes_min);
+                    }
+                }
+                None => self.open_replica(key, spec).await,
+            }
+        }
+        self.count_replicas();
+    }
+
+    async fn open_replica(&self, key: PartitionKey, spec: PartitionSpec) {
+        let directory = self.config.replicas_dir().join(key.to_string());
+        let config = log_config(&spec, self.config.free_bytes_min);
+        match ReplicaLog::open(&directory, config, self.files.clone()).await {
+            Ok(log) => {
+                tracing::info!(
+                    core = self.index,
+                    %key,
+                    log_end = %log.log_end_offset(),
+                    "replica open"
+                );
+                let replica = Replica::new(key.clone(), log, spec);
+                self.replicas.borrow_mut().insert(key, replica);
+            }
+            Err(error) => {
+                tracing::error!(core = self.index, %key, %error, "cannot open the replica");
+            }
+        }
+    }
+
+    /// Sends `op` to `owner` and waits for its reply.
+    pub async fn forward(&self, owner: usize, op: ShardOp) -> ShardReply {
+        let id = self.next_request_id.get();
+        self.next_request_id.set(id.wrapping_add(1));
+        self.probe.add(Counter::RequestsForwarded, 1);
+        let (sender, receiver) = local_channel::new_bounded(1);
+        self.pending.borrow_mut().insert(id, sender);
+        // Removes the entry however this future ends (a caller may drop it mid-wait).
+        let _pending = PendingGuard { core: self, id };
+        if self.mesh.send_to(owner, ShardMessage::Request { id, op }).await.is_err() {
+            return ShardReply::Failed(ErrorCode::ReplicaNotAvailable);
+        }
+        receiver.recv().await.unwrap_or(ShardReply::Failed(ErrorCode::ReplicaNotAvailable))
+    }
+
+    /// Delivers a reply to the task waiting for it (dropped when nobody waits any more).
+    pub fn deliver_reply(&self, id: u64, reply: ShardReply) {
+        let waiting = self.pending.borrow_mut().remove(&id);
+        if let Some(sender) = waiting {
+            let _ = sender.try_send(reply);
+        }
+    }
+
+    /// Sends a message to another core (replies, replica sets, status).
+    pub async fn send_to(&self, peer: usize, message: ShardMessage) -> bool {
+        self.mesh.send_to(peer, message).await.is_ok()
+    }
+
+    /// Closes this core's side of the mesh (shutdown).
+    pub fn close_mesh(&self) {
+        self.mesh.close();
+    }
+}
+
+struct PendingGuard<'a> {
+    core: &'a Core,
+    id: u64,
+}
+
+impl Drop for PendingGuard<'_> {
+    fn drop(&mut self) {
+        self.core.pending.borrow_mut().remove(&self.id);
+    }
+}

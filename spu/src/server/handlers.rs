@@ -1,0 +1,278 @@
+//! Request handlers of the public API (produce, fetch, list offsets, API versions): decode the
+//! body, run per-partition operations ([`super::ops`]) in request order, encode the response
+//! frame into the caller's buffer.
+//!
+//! Error policy at this edge: per-partition failures are per-partition error codes and never
+//! fail the request; a body that does not decode returns [`HandlerError::Undecodable`] and the
+//! connection answers it where the format allows (or closes). Fetch long-polls: the first
+//! pass reads every partition; while fewer than `min_bytes` came back, no partition has more to
+//! read and `max_wait_ms` has not passed, the handler waits until any partition gets records
+//! (appends wake it; remote partitions are watched by their owner core) and reads again.
+
+use std::ops::Range;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use glommio::channels::local_channel;
+use sluice_proto::api::api_versions::ApiVersionsResponse;
+use sluice_proto::api::fetch::FetchRequest;
+use sluice_proto::api::list_offsets::{
+    ListOffsetsPartitionResponse, ListOffsetsRequest, ListOffsetsResponse, ListOffsetsTopicResponse,
+};
+use sluice_proto::api::produce::{
+    Acks, ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse,
+};
+use sluice_proto::api::splice::FetchResponseWriter;
+use sluice_proto::api::{ApiKey, Decode};
+use sluice_proto::codec::DecodeError;
+use sluice_proto::error_code::ErrorCode;
+use sluice_proto::frame::{encode_frame, FrameHeader};
+use sluice_proto::object::PartitionKey;
+
+use crate::metrics::Counter;
+use crate::server::connection::Outgoing;
+use crate::server::core::Core;
+use crate::server::ops::{self, PartitionRead, ReadMode, ReadRecords};
+use crate::server::shard::ReadRequest;
+
+/// Longest long-poll a fetch may ask for; longer waits are cut to this.
+pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
+
+/// The APIs the public port serves.
+pub const PUBLIC_APIS: &[ApiKey] = &[
+    ApiKey::ApiVersions,
+    ApiKey::Produce,
+    ApiKey::Fetch,
+    ApiKey::ListOffsets,
+    ApiKey::StreamFetch,
+    ApiKey::StreamFetchCredit,
+    ApiKey::StreamFetchCancel,
+];
+
+/// Why a request got no normal response.
+#[derive(Debug, thiserror::Error)]
+pub enum HandlerError {
+    /// The body does not decode for its API and version.
+    #[error("{api_key} body does not decode: {source}")]
+    Undecodable {
+        /// The API.
+        api_key: ApiKey,
+        /// The decoder's reason.
+        source: DecodeError,
+    },
+    /// The response cannot be encoded (a count over a format limit).
+    #[error("response does not encode: {0}")]
+    Encode(#[from] sluice_proto::codec::EncodeError),
+}
+
+fn response_header(request: &FrameHeader) -> FrameHeader {
+    *request
+}
+
+/// Appends an API versions response with `error_code` (also the answer to an unknown API key
+/// or version: every client can read it).
+pub fn api_versions(
+    header: &FrameHeader,
+    error_code: ErrorCode,
+    out: &mut Vec<u8>,
+) -> Result<(), HandlerError> {
+    let mut response = ApiVersionsResponse::for_keys(PUBLIC_APIS);
+    response.error_code = error_code;
+    encode_frame(out, &response_header(header), &response)?;
+    Ok(())
+}
+
+/// Produce: appends every partition's batches in place in `body`, then answers (nothing for
+/// acks none). Returns whether any partition failed.
+pub async fn produce(
+    core: &Rc<Core>,
+    header: &FrameHeader,
+    body: &mut [u8],
+    out: &mut Vec<u8>,
+) -> Result<bool, HandlerError> {
+    let request = ProduceRequest::<Range<usize>>::decode(header.api_version, body)
+        .map_err(|source| HandlerError::Undecodable { api_key: ApiKey::Produce, source })?;
+    let mut response = ProduceResponse { topics: Vec::with_capacity(request.topics.len()) };
+    let mut failed = false;
+    for topic in request.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for partition in topic.partitions {
+            let key = PartitionKey::new(topic.name.clone(), partition.partition);
+            let records = &mut body[partition.records];
+            let outcome = ops::produce(core, key, records, request.acks).await;
+            core.probe.add(Counter::RecordsProduced, outcome.records);
+            failed |= !outcome.error_code.is_ok();
+            partitions.push(ProducePartitionResponse {
+                partition: partition.partition,
+                error_code: outcome.error_code,
+                base_offset: outcome.base_offset,
+                log_append_time: None,
+                log_start_offset: outcome.log_start_offset,
+            });
+        }
+        response.topics.push(ProduceTopicResponse { name: topic.name, partitions });
+    }
+    if request.acks != Acks::None {
+        encode_frame(out, &response_header(header), &response)?;
+    }
+    Ok(failed)
+}
+
+/// List offsets. Returns whether any partition failed.
+pub async fn list_offsets(
+    core: &Rc<Core>,
+    header: &FrameHeader,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<bool, HandlerError> {
+    let request = ListOffsetsRequest::decode(header.api_version, body)
+        .map_err(|source| HandlerError::Undecodable { api_key: ApiKey::ListOffsets, source })?;
+    let mut response = ListOffsetsResponse { topics: Vec::with_capacity(request.topics.len()) };
+    let mut failed = false;
+    for topic in request.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for partition in topic.partitions {
+            let key = PartitionKey::new(topic.name.clone(), partition.partition);
+            let outcome = ops::list_offset(core, key, partition.spec, request.isolation).await;
+            failed |= !outcome.error_code.is_ok();
+            partitions.push(ListOffsetsPartitionResponse {
+                partition: partition.partition,
+                error_code: outcome.error_code,
+                offset: outcome.offset,
+                timestamp: outcome.timestamp,
+            });
+        }
+        response.topics.push(ListOffsetsTopicResponse { name: topic.name, partitions });
+    }
+    encode_frame(out, &response_header(header), &response)?;
+    Ok(failed)
+}
+
+/// One pass over every partition of a fetch, within the byte budgets.
+async fn fetch_pass(
+    core: &Rc<Core>,
+    request: &FetchRequest,
+    mode: ReadMode,
+) -> Vec<Vec<PartitionRead>> {
+    let mut budget = request.max_bytes;
+    let mut topics = Vec::with_capacity(request.topics.len());
+    for topic in &request.topics {
+        let mut partitions = Vec::with_capacity(topic.partitions.len());
+        for partition in &topic.partitions {
+            let key = PartitionKey::new(topic.name.clone(), partition.partition);
+            let bytes_max = partition.partition_max_bytes.min(budget);
+            let result = if bytes_max == 0 {
+                PartitionRead::error(partition.partition, ErrorCode::None, partition.fetch_offset)
+            } else {
+                let read = ReadRequest {
+                    offset: partition.fetch_offset,
+                    bytes_max,
+                    isolation: request.isolation,
+                    leader_epoch: partition.current_leader_epoch,
+                };
+                ops::read(core, key, read, mode).await
+            };
+            budget = budget.saturating_sub(result.records.len() as u32);
+            partitions.push(result);
+        }
+        topics.push(partitions);
+    }
+    topics
+}
+
+/// Waits until any partition of `request` may have records past what `reads` returned, or
+/// `deadline`. Each partition is watched by a task of its own (remote ones on their owner), so
+/// the first wake answers; the others end by the deadline at the latest.
+async fn wait_any(
+    core: &Rc<Core>,
+    request: &FetchRequest,
+    reads: &[Vec<PartitionRead>],
+    deadline: Instant,
+) {
+    let partitions: usize = reads.iter().map(Vec::len).sum();
+    let (woken, wakes) = local_channel::new_bounded::<()>(partitions.max(1));
+    let woken = Rc::new(woken);
+    for (topic, topic_reads) in request.topics.iter().zip(reads) {
+        for (partition, read) in topic.partitions.iter().zip(topic_reads) {
+            if !read.header.error_code.is_ok() {
+                continue;
+            }
+            let key = PartitionKey::new(topic.name.clone(), partition.partition);
+            let (core, woken, offset) = (Rc::clone(core), Rc::clone(&woken), read.next_offset);
+            let isolation = request.isolation;
+            let task = glommio::spawn_local(async move {
+                ops::wait(&core, key, offset, isolation, deadline).await;
+                let _ = woken.try_send(());
+            });
+            task.detach();
+        }
+    }
+    let now = Instant::now();
+    if now >= deadline {
+        return;
+    }
+    let expired = async {
+        glommio::timer::sleep(deadline - now).await;
+    };
+    let first = async {
+        let _ = wakes.recv().await;
+    };
+    futures_lite::future::or(first, expired).await;
+}
+
+/// Fetch with long-poll. Local partitions' records go out as file slices (sendfile, or copied
+/// at send time with `--zero-copy false`); forwarded ones were copied by their owner.
+pub async fn fetch(
+    core: &Rc<Core>,
+    header: &FrameHeader,
+    body: &[u8],
+) -> Result<(Outgoing, FetchSummary), HandlerError> {
+    let request = FetchRequest::decode(header.api_version, body)
+        .map_err(|source| HandlerError::Undecodable { api_key: ApiKey::Fetch, source })?;
+    let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(FETCH_WAIT_MAX);
+    let deadline = Instant::now() + wait;
+    let reads = loop {
+        let reads = fetch_pass(core, &request, ReadMode::Slices).await;
+        let total: usize = reads.iter().flatten().map(|read| read.records.len()).sum();
+        let all_caught_up = reads.iter().flatten().all(|read| read.caught_up(request.isolation));
+        let any_error = reads.iter().flatten().any(|read| !read.header.error_code.is_ok());
+        let enough =
+            total >= request.min_bytes as usize || (total > 0 && !all_caught_up) || any_error;
+        if enough || Instant::now() >= deadline {
+            break reads;
+        }
+        wait_any(core, &request, &reads, deadline).await;
+    };
+    let mut summary = FetchSummary::default();
+    let mut buffer = Vec::with_capacity(256);
+    let mut writer = FetchResponseWriter::begin(&mut buffer, &response_header(header));
+    let mut spliced = Vec::new();
+    for (topic, reads) in request.topics.iter().zip(reads) {
+        writer.topic(&topic.name)?;
+        for read in reads {
+            summary.records += read.record_count();
+            summary.errors |= !read.header.error_code.is_ok();
+            match read.records {
+                ReadRecords::Copied(bytes) => {
+                    writer.partition_with_records(&read.header, &bytes)?
+                }
+                ReadRecords::Slices(slices) => {
+                    let length = u32::try_from(slices.bytes).unwrap_or(u32::MAX);
+                    writer.partition_to_splice(&read.header, length);
+                    spliced.push(slices.slices);
+                }
+            }
+        }
+    }
+    let plan = writer.finish()?;
+    Ok((Outgoing::Plan { buffer, plan, slices: spliced }, summary))
+}
+
+/// What a fetch response carried, for metrics.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct FetchSummary {
+    /// Records returned.
+    pub records: u64,
+    /// Whether any partition carried an error code.
+    pub errors: bool,
+}

@@ -1,0 +1,647 @@
+//! The SPU process: bind every socket, start one pinned executor per core, register with the
+//! SC (core 0), report readiness, stop on request.
+//!
+//! Start ([`Spu::start`], on the main thread): every listening socket is bound here with
+//! SO_REUSEPORT before any executor runs, so the addresses are known up front and a bind error
+//! fails the start with a clear message: the shared public port (the first bind picks the port
+//! when it is 0; every other core binds that port), one per-core public port per core, the
+//! shared private port, and the metrics endpoint. Executor `i` is pinned to the `i`-th CPU of
+//! the process' affinity mask (`Placement::Fixed`) and gets its sockets' descriptors; executors
+//! are spawned in core order, so their mesh peer ids equal their core indexes (checked).
+//!
+//! Per core (see [`run_core`]): three task queues (client traffic 1000 shares, replication
+//! 500, background 100), the mesh receivers, the reconcile task, accept loops, the status
+//! reporter and the retention timer. Core 0 also runs the SC link
+//! ([`crate::sc_link::run`]) and fans its replica sets out to every core.
+//!
+//! Stop ([`Spu::shutdown`]): the shared flag is seen by every core within
+//! [`SHUTDOWN_POLL`]; each core stops accepting, closes its replicas (a final write round and
+//! fdatasync: appends already staged become durable) and ends; the main thread joins them.
+
+use std::cell::RefCell;
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::os::fd::{FromRawFd, IntoRawFd, OwnedFd, RawFd};
+use std::path::Path;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_lite::future;
+use glommio::channels::channel_mesh::MeshBuilder;
+use glommio::channels::local_channel::{self, LocalSender};
+use glommio::net::TcpListener;
+use glommio::{ExecutorJoinHandle, Latency, LocalExecutorBuilder, Placement, Shares};
+use sluice_proto::api::control::{LiveReplica, LiveReplicaStatus, SpuRegisterRequest};
+use sluice_proto::object::Endpoint;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::config::SpuConfig;
+use crate::metrics::{CoreProbe, MetricsRegistry, MetricsServer};
+use crate::sc_link::{self, ScLinkConfig, ScLinkEvent};
+use crate::server::connection::{self, Port};
+use crate::server::core::{Core, Queues};
+use crate::server::ops::{self, StatusSink};
+use crate::server::shard::{ShardMessage, MESH_QUEUE_CAPACITY};
+use crate::storage::runtime::{locked_memory_limit_bytes, LOCKED_MEMORY_BYTES_MIN};
+use crate::storage::signal::Signal;
+
+/// How often each core looks at the shutdown flag.
+pub const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
+/// Longest wait for every executor to start.
+const CORES_START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often a core reports the status of the replicas it leads (when it changed).
+pub const STATUS_INTERVAL: Duration = Duration::from_millis(200);
+/// How often the background timer looks at relaxed topics' flush intervals.
+pub const BACKGROUND_TICK: Duration = Duration::from_millis(100);
+/// How often retention runs on every replica.
+pub const RETENTION_INTERVAL: Duration = Duration::from_secs(30);
+/// Pending connections per listening socket.
+const LISTEN_BACKLOG: i32 = 1024;
+/// Replica status reports queued for the SC link at most (a full queue drops the report; the
+/// next change sends a complete one).
+const STATUS_QUEUE_CAPACITY: usize = 16;
+/// SC link events queued at most for core 0's fan-out.
+const EVENT_QUEUE_CAPACITY: usize = 64;
+
+/// Why the SPU could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A socket cannot be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The data directory, the ready file or a thread failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What failed.
+        what: String,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The locked-memory limit is too low for glommio.
+    #[error(
+        "locked-memory limit is {limit_bytes} bytes; glommio needs at least {needed_bytes} per \
+         core: raise it (ulimit -l unlimited, or LimitMEMLOCK=infinity in systemd)"
+    )]
+    LockedMemory {
+        /// The soft limit.
+        limit_bytes: u64,
+        /// What is needed.
+        needed_bytes: u64,
+    },
+}
+
+/// The listening sockets of one core, as descriptors to move into its executor.
+struct CoreSockets {
+    public_shared: OwnedFd,
+    public_core: OwnedFd,
+    private_shared: OwnedFd,
+}
+
+/// A running SPU.
+pub struct Spu {
+    /// The shared client address.
+    pub public_address: SocketAddr,
+    /// The replication address.
+    pub private_address: SocketAddr,
+    /// The Prometheus address.
+    pub metrics_address: SocketAddr,
+    /// Per-core client addresses, index = core.
+    pub core_addresses: Vec<SocketAddr>,
+    shutdown: Arc<AtomicBool>,
+    cores_running: Arc<AtomicUsize>,
+    cores: usize,
+    registered: mpsc::Receiver<SocketAddr>,
+    executors: Vec<ExecutorJoinHandle<()>>,
+    metrics: Option<MetricsServer>,
+}
+
+fn bind(address: SocketAddr) -> Result<StdListener, StartError> {
+    let failed = |source| StartError::Bind { address, source };
+    let domain = if address.is_ipv6() { Domain::IPV6 } else { Domain::IPV4 };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP)).map_err(failed)?;
+    socket.set_reuse_address(true).map_err(failed)?;
+    socket.set_reuse_port(true).map_err(failed)?;
+    socket.bind(&address.into()).map_err(failed)?;
+    socket.listen(LISTEN_BACKLOG).map_err(failed)?;
+    Ok(socket.into())
+}
+
+fn local_address(listener: &StdListener, address: SocketAddr) -> Result<SocketAddr, StartError> {
+    listener.local_addr().map_err(|source| StartError::Bind { address, source })
+}
+
+/// Binds `address` `count` times with SO_REUSEPORT (port 0: the first bind picks it).
+fn bind_shared(
+    address: SocketAddr,
+    count: usize,
+) -> Result<(SocketAddr, Vec<OwnedFd>), StartError> {
+    let first = bind(address)?;
+    let bound = local_address(&first, address)?;
+    let mut fds = vec![OwnedFd::from(first)];
+    for _ in 1..count {
+        fds.push(OwnedFd::from(bind(bound)?));
+    }
+    Ok((bound, fds))
+}
+
+/// Every client and replication socket of the SPU, bound.
+struct Bound {
+    public_address: SocketAddr,
+    private_address: SocketAddr,
+    core_addresses: Vec<SocketAddr>,
+    sockets: Vec<CoreSockets>,
+}
+
+fn bind_all(config: &SpuConfig) -> Result<Bound, StartError> {
+    let cores = usize::from(config.cores);
+    let (public_address, public_fds) = bind_shared(config.public_address, cores)?;
+    let (private_address, private_fds) = bind_shared(config.private_address, cores)?;
+    let mut core_addresses = Vec::with_capacity(cores);
+    let mut sockets = Vec::with_capacity(cores);
+    for (core, (public_shared, private_shared)) in
+        public_fds.into_iter().zip(private_fds).enumerate()
+    {
+        let port = config.core_port_base.map_or(0, |base| base + core as u16);
+        let address = SocketAddr::new(public_address.ip(), port);
+        let listener = bind(address)?;
+        core_addresses.push(local_address(&listener, address)?);
+        sockets.push(CoreSockets {
+            public_shared,
+            public_core: OwnedFd::from(listener),
+            private_shared,
+        });
+    }
+    Ok(Bound { public_address, private_address, core_addresses, sockets })
+}
+
+impl Spu {
+    /// Binds every socket and starts the executors. Returns once they run; registration with
+    /// the SC happens in the background ([`Spu::wait_registered`]).
+    pub fn start(config: SpuConfig) -> Result<Spu, StartError> {
+        let limit_bytes = locked_memory_limit_bytes();
+        if limit_bytes < LOCKED_MEMORY_BYTES_MIN {
+            return Err(StartError::LockedMemory {
+                limit_bytes,
+                needed_bytes: LOCKED_MEMORY_BYTES_MIN,
+            });
+        }
+        let replicas_dir = config.replicas_dir();
+        std::fs::create_dir_all(&replicas_dir).map_err(|source| StartError::Io {
+            what: format!("create {}", replicas_dir.display()),
+            source,
+        })?;
+        let cores = usize::from(config.cores);
+        let Bound { public_address, private_address, core_addresses, sockets } = bind_all(&config)?;
+        let (registry, probes) = MetricsRegistry::new(cores);
+        let metrics = MetricsServer::start(config.metrics_address, registry)
+            .map_err(|source| StartError::Bind { address: config.metrics_address, source })?;
+        let metrics_address = metrics.local_addr();
+        let register = SpuRegisterRequest {
+            id: config.id,
+            cores: config.cores,
+            core_public_ports: core_addresses.iter().map(SocketAddr::port).collect(),
+            public_endpoint: Endpoint::new(config.advertised_host.clone(), public_address.port()),
+            private_endpoint: Endpoint::new(config.advertised_host.clone(), private_address.port()),
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+        };
+        let shutdown = Arc::new(AtomicBool::new(false));
+        let cores_running = Arc::new(AtomicUsize::new(0));
+        let (registered_sender, registered) = mpsc::channel();
+        let config = Arc::new(config);
+        let mesh = MeshBuilder::full(cores, MESH_QUEUE_CAPACITY);
+        let cpus = crate::config::allowed_cpus();
+        let mut executors = Vec::with_capacity(cores);
+        for (index, (sockets, probe)) in sockets.into_iter().zip(probes).enumerate() {
+            let setup = CoreSetup {
+                index,
+                config: Arc::clone(&config),
+                sockets,
+                probe,
+                mesh: mesh.clone(),
+                shutdown: Arc::clone(&shutdown),
+                cores_running: Arc::clone(&cores_running),
+                link: (index == 0).then(|| (register.clone(), registered_sender.clone())),
+            };
+            let cpu = cpus.get(index).copied().unwrap_or(index);
+            let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
+                .name(&format!("spu-core-{index}"))
+                .spawn(move || run_core(setup));
+            match spawned {
+                Ok(handle) => executors.push(handle),
+                Err(error) => {
+                    shutdown.store(true, Ordering::Relaxed);
+                    return Err(StartError::Io {
+                        what: format!("start the executor of core {index}"),
+                        source: std::io::Error::other(error.to_string()),
+                    });
+                }
+            }
+        }
+        wait_cores_started(&cores_running, cores, &shutdown)?;
+        Ok(Spu {
+            cores_running,
+            cores,
+            public_address,
+            private_address,
+            metrics_address,
+            core_addresses,
+            shutdown,
+            registered,
+            executors,
+            metrics: Some(metrics),
+        })
+    }
+
+    /// Waits until the SC accepted the registration (`Some(sc address)`), or `None` once
+    /// `timeout` passed or the SPU stopped.
+    pub fn wait_registered(&self, timeout: Duration) -> Option<SocketAddr> {
+        self.registered.recv_timeout(timeout).ok()
+    }
+
+    /// The text of the ready file.
+    pub fn describe(&self) -> String {
+        let mut text = format!(
+            "public={}\nprivate={}\nmetrics={}\n",
+            self.public_address, self.private_address, self.metrics_address
+        );
+        for (core, address) in self.core_addresses.iter().enumerate() {
+            text.push_str(&format!("core.{core}={address}\n"));
+        }
+        text
+    }
+
+    /// Writes [`Spu::describe`] to `path` atomically (temporary file, then rename).
+    pub fn write_ready_file(&self, path: &Path) -> Result<(), StartError> {
+        let temporary = path.with_extension("tmp");
+        let io = |source| StartError::Io { what: format!("write {}", path.display()), source };
+        std::fs::write(&temporary, self.describe()).map_err(io)?;
+        std::fs::rename(&temporary, path).map_err(io)
+    }
+
+    /// The flag that stops every core when set (e.g. from a signal handler).
+    pub fn shutdown_flag(&self) -> Arc<AtomicBool> {
+        Arc::clone(&self.shutdown)
+    }
+
+    /// Whether every executor is still running (false once one ended, e.g. by a panic).
+    pub fn all_cores_running(&self) -> bool {
+        self.cores_running.load(Ordering::SeqCst) == self.cores
+    }
+
+    /// Stops every core (replicas closed: staged appends become durable) and waits for them.
+    pub fn shutdown(mut self) {
+        self.shutdown.store(true, Ordering::Relaxed);
+        for executor in self.executors.drain(..) {
+            if let Err(error) = executor.join() {
+                tracing::error!(%error, "an executor ended abnormally");
+            }
+        }
+        if let Some(metrics) = self.metrics.take() {
+            metrics.stop();
+        }
+    }
+}
+
+/// What one core's executor starts from.
+struct CoreSetup {
+    index: usize,
+    config: Arc<SpuConfig>,
+    sockets: CoreSockets,
+    probe: CoreProbe,
+    mesh: MeshBuilder<ShardMessage, glommio::channels::channel_mesh::Full>,
+    shutdown: Arc<AtomicBool>,
+    /// Counts this core while its executor runs (decremented on exit, panics included).
+    cores_running: Arc<AtomicUsize>,
+    /// Core 0 only: the registration to send and where to report it accepted.
+    link: Option<(SpuRegisterRequest, mpsc::Sender<SocketAddr>)>,
+}
+
+fn create_queues() -> Queues {
+    let executor = glommio::executor();
+    Queues {
+        client: executor.create_task_queue(
+            Shares::Static(1000),
+            Latency::Matters(Duration::from_millis(5)),
+            "client",
+        ),
+        replication: executor.create_task_queue(
+            Shares::Static(500),
+            Latency::Matters(Duration::from_millis(10)),
+            "replication",
+        ),
+        background: executor.create_task_queue(
+            Shares::Static(100),
+            Latency::NotImportant,
+            "background",
+        ),
+    }
+}
+
+fn spawn_into(
+    queue: glommio::TaskQueueHandle,
+    task: impl std::future::Future<Output = ()> + 'static,
+) {
+    match glommio::spawn_local_into(task, queue) {
+        Ok(task) => {
+            task.detach();
+        }
+        Err(error) => tracing::error!(%error, "cannot spawn a task"),
+    }
+}
+
+/// Accepts connections until `stop` fires.
+async fn accept_loop(core: Rc<Core>, fd: RawFd, port: Port, stop: Rc<Signal>) {
+    // SAFETY: `fd` is a bound, listening TCP socket this core alone owns from here on.
+    let listener = unsafe { TcpListener::from_raw_fd(fd) };
+    let queue = match port {
+        Port::Public => core.queues.client,
+        Port::Private => core.queues.replication,
+    };
+    let generation = stop.generation();
+    loop {
+        let accepted = future::or(async { Some(listener.accept().await) }, async {
+            stop.changed(generation).await;
+            None
+        })
+        .await;
+        match accepted {
+            None => return,
+            Some(Ok(stream)) => {
+                core.probe.add(crate::metrics::Counter::ConnectionsAccepted, 1);
+                spawn_into(queue, connection::serve(Rc::clone(&core), stream, port));
+            }
+            Some(Err(error)) => {
+                // EMFILE and the like: back off instead of spinning.
+                tracing::warn!(%error, core = core.index, "accept failed");
+                glommio::timer::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+/// The live status of every replica this core leads.
+fn leader_statuses(core: &Core) -> Vec<LiveReplica> {
+    let spu = core.spu();
+    let mut statuses: Vec<LiveReplica> = core
+        .replicas()
+        .into_iter()
+        .filter(|replica| replica.is_led_by(spu))
+        .map(|replica| LiveReplica {
+            key: replica.key().clone(),
+            leader_epoch: replica.spec().leader_epoch,
+            leader: replica.status(spu),
+            followers: Vec::new(),
+            in_sync_replicas: vec![spu],
+        })
+        .collect();
+    statuses.sort_by(|left, right| left.key.cmp(&right.key));
+    statuses
+}
+
+/// Sends this core's leader statuses to core 0 whenever they change.
+async fn report_status(core: Rc<Core>, local: Option<Rc<StatusMerge>>, stop: Rc<Signal>) {
+    let mut last: Option<Vec<LiveReplica>> = None;
+    let generation = stop.generation();
+    loop {
+        let stopped = future::or(
+            async {
+                stop.changed(generation).await;
+                true
+            },
+            async {
+                glommio::timer::sleep(STATUS_INTERVAL).await;
+                false
+            },
+        )
+        .await;
+        if stopped {
+            return;
+        }
+        let statuses = leader_statuses(&core);
+        if last.as_ref() == Some(&statuses) {
+            continue;
+        }
+        last = Some(statuses.clone());
+        match &local {
+            Some(merge) => merge.update(core.index, statuses),
+            None => {
+                core.send_to(0, ShardMessage::Status { core: core.index, replicas: statuses })
+                    .await;
+            }
+        }
+    }
+}
+
+/// Syncs relaxed topics when due and applies retention every [`RETENTION_INTERVAL`].
+async fn background_timer(core: Rc<Core>, stop: Rc<Signal>) {
+    let generation = stop.generation();
+    let mut retention_due = std::time::Instant::now() + RETENTION_INTERVAL;
+    loop {
+        let stopped = future::or(
+            async {
+                stop.changed(generation).await;
+                true
+            },
+            async {
+                glommio::timer::sleep(BACKGROUND_TICK).await;
+                false
+            },
+        )
+        .await;
+        if stopped {
+            return;
+        }
+        let retention = std::time::Instant::now() >= retention_due;
+        if retention {
+            retention_due = std::time::Instant::now() + RETENTION_INTERVAL;
+        }
+        for replica in core.replicas() {
+            if retention {
+                if let Err(error) = replica.log().apply_retention() {
+                    tracing::warn!(key = %replica.key(), %error, "retention failed");
+                }
+            }
+            replica.background_sync().await;
+        }
+    }
+}
+
+/// Core 0's merge of every core's leader statuses, forwarded to the SC link.
+struct StatusMerge {
+    spu: sluice_proto::ids::SpuId,
+    per_core: RefCell<Vec<Vec<LiveReplica>>>,
+    link: LocalSender<LiveReplicaStatus>,
+}
+
+impl StatusMerge {
+    fn update(&self, core: usize, statuses: Vec<LiveReplica>) {
+        let replicas: Vec<LiveReplica> = {
+            let mut per_core = self.per_core.borrow_mut();
+            if core >= per_core.len() {
+                return;
+            }
+            per_core[core] = statuses;
+            per_core.iter().flatten().cloned().collect()
+        };
+        let report = LiveReplicaStatus { spu: self.spu, replicas };
+        if self.link.try_send(report).is_err() {
+            tracing::debug!("status queue to the SC link full; the next change resends");
+        }
+    }
+}
+
+/// Core 0: runs the SC link and fans its replica sets out to every core.
+async fn run_link(
+    core: Rc<Core>,
+    register: SpuRegisterRequest,
+    registered: mpsc::Sender<SocketAddr>,
+    status: glommio::channels::local_channel::LocalReceiver<LiveReplicaStatus>,
+    stop: Rc<Signal>,
+) {
+    let (events, incoming) = local_channel::new_bounded(EVENT_QUEUE_CAPACITY);
+    let config = ScLinkConfig {
+        sc_addresses: core.config.sc_addresses.clone(),
+        register,
+        heartbeat_interval: core.config.heartbeat_interval,
+        reconnect_backoff: Duration::from_millis(200),
+    };
+    let generation = stop.generation();
+    let stop_link = Rc::clone(&stop);
+    let link = glommio::spawn_local(async move {
+        let shutdown = async move { stop_link.changed(generation).await };
+        if let Err(error) = sc_link::run(config, events, status, shutdown).await {
+            tracing::error!(%error, "the SC link stopped");
+        }
+    });
+    while let Some(event) = incoming.recv().await {
+        match event {
+            ScLinkEvent::Connected { sc } => {
+                tracing::info!(%sc, "registered with the SC");
+                let _ = registered.send(sc);
+            }
+            ScLinkEvent::Disconnected { reason } => {
+                tracing::warn!(%reason, "SC connection lost; serving on with the last replica set");
+            }
+            ScLinkEvent::Replicas(set) => {
+                core.set_desired(Arc::clone(&set));
+                for peer in (0..core.cores).filter(|peer| *peer != core.index) {
+                    core.send_to(peer, ShardMessage::Replicas(Arc::clone(&set))).await;
+                }
+            }
+            ScLinkEvent::Spus(_) => {}
+        }
+    }
+    link.await;
+}
+
+/// One core's life: join the mesh, serve, stop.
+/// Counts a core as running while it lives.
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn new(counter: &Arc<AtomicUsize>) -> Running {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Running(Arc::clone(counter))
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// Waits until every executor runs (or fails the start after [`CORES_START_TIMEOUT`]).
+fn wait_cores_started(
+    running: &AtomicUsize,
+    cores: usize,
+    shutdown: &AtomicBool,
+) -> Result<(), StartError> {
+    let deadline = std::time::Instant::now() + CORES_START_TIMEOUT;
+    while running.load(Ordering::SeqCst) < cores {
+        if std::time::Instant::now() >= deadline {
+            shutdown.store(true, Ordering::Relaxed);
+            return Err(StartError::Io {
+                what: format!("start {cores} executors (see the log for the failing core)"),
+                source: std::io::Error::other("executors did not start in time"),
+            });
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Ok(())
+}
+
+async fn run_core(setup: CoreSetup) {
+    let _running = Running::new(&setup.cores_running);
+    let queues = create_queues();
+    let Ok((senders, mut receivers)) = setup.mesh.join().await else {
+        tracing::error!(core = setup.index, "cannot join the core mesh");
+        return;
+    };
+    assert_eq!(senders.peer_id(), setup.index, "executors must join the mesh in core order");
+    let probe = Rc::new(setup.probe);
+    let (core, sets) = Core::new(setup.index, Arc::clone(&setup.config), queues, senders, probe);
+    let stop = Rc::new(Signal::default());
+    let merge = setup.link.as_ref().map(|_| {
+        let (link, status) = local_channel::new_bounded(STATUS_QUEUE_CAPACITY);
+        let merge = Rc::new(StatusMerge {
+            spu: core.spu(),
+            per_core: RefCell::new(vec![Vec::new(); core.cores]),
+            link,
+        });
+        (merge, status)
+    });
+    let (merge, status_receiver) = match merge {
+        Some((merge, status)) => (Some(merge), Some(status)),
+        None => (None, None),
+    };
+    let reconcile =
+        glommio::spawn_local_into(Rc::clone(&core).run_reconcile(sets), queues.background);
+    for (peer, receiver) in receivers.streams() {
+        let on_status: Option<StatusSink> = merge
+            .clone()
+            .map(|merge| Rc::new(move |from, statuses| merge.update(from, statuses)) as StatusSink);
+        spawn_into(queues.client, ops::serve_peer(Rc::clone(&core), receiver, peer, on_status));
+    }
+    let sockets = setup.sockets;
+    for (fd, port) in [
+        (sockets.public_shared, Port::Public),
+        (sockets.public_core, Port::Public),
+        (sockets.private_shared, Port::Private),
+    ] {
+        let fd = fd.into_raw_fd();
+        spawn_into(queues.client, accept_loop(Rc::clone(&core), fd, port, Rc::clone(&stop)));
+    }
+    spawn_into(queues.background, report_status(Rc::clone(&core), merge.clone(), Rc::clone(&stop)));
+    spawn_into(queues.background, background_timer(Rc::clone(&core), Rc::clone(&stop)));
+    let link = match (setup.link, status_receiver) {
+        (Some((register, registered)), Some(status)) => Some(glommio::spawn_local(run_link(
+            Rc::clone(&core),
+            register,
+            registered,
+            status,
+            Rc::clone(&stop),
+        ))),
+        _ => None,
+    };
+    while !setup.shutdown.load(Ordering::Relaxed) {
+        glommio::timer::sleep(SHUTDOWN_POLL).await;
+    }
+    tracing::info!(core = core.index, "stopping");
+    stop.notify();
+    if let Some(link) = link {
+        link.await;
+    }
+    core.stop_reconcile();
+    if let Ok(reconcile) = reconcile {
+        reconcile.await;
+    }
+    core.close_mesh();
+}

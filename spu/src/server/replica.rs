@@ -1,0 +1,416 @@
+//! One hosted replica on its owning core: the storage log plus what serving it needs (the
+//! partition spec, a signal woken when new records become visible, the edge mapping of storage
+//! errors to client error codes).
+//!
+//! Ownership: a [`Replica`] lives in one core's [`super::core::Core`] and is only touched by
+//! that core's tasks (`Rc`, `RefCell`s never borrowed across an `.await`).
+//!
+//! Watermarks while replication does not exist (every replica is its own in-sync set): the
+//! high watermark (HW) is the durable end for topics with `Durability::Sync` and the written
+//! end for `Durability::Relaxed`; acks `all` therefore equals acks `leader`. The log end
+//! offset (LEO) is the written end: uncommitted readers see a batch once it is on the file.
+//! Relaxed topics are synced by the core's background timer every `flush_interval_ms` (their
+//! `flush_bytes_max` is not applied yet: the log exposes no unsynced byte count).
+//!
+//! Produce: the batches of one partition are framed first (lengths, size limit), then each is
+//! appended in place (the log patches base offset and leader epoch in the caller's buffer, no
+//! copy before the staging buffer). A partition request with several batches is fully
+//! validated (CRC included) before the first append, so it is appended whole or not at all.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use sluice_proto::api::fetch::{FetchPartitionHeader, Isolation};
+use sluice_proto::api::list_offsets::OffsetSpec;
+use sluice_proto::api::produce::Acks;
+use sluice_proto::error_code::ErrorCode;
+use sluice_proto::ids::{Offset, PartitionId, SpuId};
+use sluice_proto::object::topic::Durability;
+use sluice_proto::object::{PartitionKey, PartitionSpec, ReplicaStatus};
+use sluice_proto::record::{validate_batch, BATCH_LENGTH_MIN, BATCH_LENGTH_PREFIX};
+
+use crate::server::shard::{ListOffsetOutcome, ProduceOutcome, ReadRequest};
+use crate::storage::signal::Signal;
+use crate::storage::{Appended, LogConfig, ReadSlices, ReplicaLog, StorageError};
+
+/// A replica hosted by this core.
+pub struct Replica {
+    key: PartitionKey,
+    log: ReplicaLog,
+    spec: RefCell<PartitionSpec>,
+    /// Bumped whenever the LEO or the HW moves (wakes long-polls and streams).
+    visible: Signal,
+    closed: Cell<bool>,
+    /// When a relaxed topic's log was last synced by the background timer.
+    last_sync: Cell<std::time::Instant>,
+}
+
+/// The storage settings of a replica, from its spec's topic settings.
+pub fn log_config(spec: &PartitionSpec, free_bytes_min: u64) -> LogConfig {
+    let defaults = LogConfig::default();
+    LogConfig {
+        segment_bytes_max: spec.config.segment_bytes,
+        batch_bytes_max: spec.config.batch_bytes_max as usize,
+        retention_ms: spec.config.retention_time_ms,
+        retention_bytes: spec.config.retention_bytes,
+        free_bytes_min,
+        ..defaults
+    }
+}
+
+/// The client error code for a storage error (the one edge mapping).
+pub fn error_code(error: &StorageError) -> ErrorCode {
+    match error {
+        StorageError::StorageFull { .. } => ErrorCode::StorageFull,
+        StorageError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+        StorageError::InvalidBatch(batch) if batch.is_corruption() => ErrorCode::CorruptMessage,
+        StorageError::InvalidBatch(_) => ErrorCode::InvalidRecord,
+        StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
+        StorageError::Corruption { .. } => ErrorCode::UnknownServerError,
+        StorageError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+        // Its fate is unknown to the caller only in name: discarded appends are not in the
+        // log, but the rule for unknown outcomes applies to I/O errors after staging.
+        StorageError::AppendDiscarded { .. } | StorageError::Io { .. } => {
+            ErrorCode::RequestTimedOut
+        }
+        StorageError::Closed => ErrorCode::ReplicaNotAvailable,
+        StorageError::Runtime(_) => ErrorCode::UnknownServerError,
+    }
+}
+
+/// Splits `records` into whole batches (byte ranges) without trusting lengths beyond the
+/// buffer; a batch over `batch_bytes_max` is `MessageTooLarge`, bad framing `CorruptMessage`.
+fn frame_batches(
+    records: &[u8],
+    batch_bytes_max: usize,
+) -> Result<Vec<std::ops::Range<usize>>, ErrorCode> {
+    let mut batches = Vec::with_capacity(1);
+    let mut position = 0;
+    while position < records.len() {
+        let rest = &records[position..];
+        let Some(prefix) = rest.get(..BATCH_LENGTH_PREFIX) else {
+            return Err(ErrorCode::CorruptMessage);
+        };
+        let length = i32::from_be_bytes([prefix[8], prefix[9], prefix[10], prefix[11]]);
+        if length < BATCH_LENGTH_MIN {
+            return Err(ErrorCode::CorruptMessage);
+        }
+        let total = BATCH_LENGTH_PREFIX + length as usize;
+        if total > batch_bytes_max {
+            return Err(ErrorCode::MessageTooLarge);
+        }
+        if total > rest.len() {
+            return Err(ErrorCode::CorruptMessage);
+        }
+        batches.push(position..position + total);
+        position += total;
+    }
+    if batches.is_empty() {
+        return Err(ErrorCode::CorruptMessage);
+    }
+    Ok(batches)
+}
+
+impl Replica {
+    /// Wraps an opened log.
+    pub fn new(key: PartitionKey, log: ReplicaLog, spec: PartitionSpec) -> Rc<Replica> {
+        let replica = Rc::new(Replica {
+            key,
+            log,
+            spec: RefCell::new(spec),
+            visible: Signal::default(),
+            closed: Cell::new(false),
+            last_sync: Cell::new(std::time::Instant::now()),
+        });
+        replica.advance_high_watermark();
+        replica
+    }
+
+    /// The partition.
+    pub fn key(&self) -> &PartitionKey {
+        &self.key
+    }
+
+    /// The storage log.
+    pub fn log(&self) -> &ReplicaLog {
+        &self.log
+    }
+
+    /// The spec in force.
+    pub fn spec(&self) -> PartitionSpec {
+        self.spec.borrow().clone()
+    }
+
+    /// Replaces the spec (new leader epoch or topic settings).
+    pub fn update_spec(&self, spec: PartitionSpec, free_bytes_min: u64) {
+        let config = log_config(&spec, free_bytes_min);
+        if config != self.log.config() {
+            if let Err(error) = self.log.update_config(config) {
+                tracing::warn!(key = %self.key, %error, "topic settings not applied");
+            }
+        }
+        *self.spec.borrow_mut() = spec;
+        self.visible.notify();
+    }
+
+    /// Whether `spu` leads this partition now.
+    pub fn is_led_by(&self, spu: SpuId) -> bool {
+        self.spec.borrow().leader == spu
+    }
+
+    /// Stops serving: waiters wake and see the replica gone. Files stay.
+    pub async fn close(&self) {
+        self.closed.set(true);
+        self.visible.notify();
+        if let Err(error) = self.log.close().await {
+            tracing::warn!(key = %self.key, %error, "closing the replica log failed");
+        }
+    }
+
+    /// Whether [`Replica::close`] ran.
+    pub fn is_closed(&self) -> bool {
+        self.closed.get()
+    }
+
+    fn relaxed(&self) -> bool {
+        matches!(self.spec.borrow().config.durability, Durability::Relaxed { .. })
+    }
+
+    /// Sets the HW from what is durable (or written, for relaxed topics) and wakes readers.
+    pub fn advance_high_watermark(&self) {
+        let end =
+            if self.relaxed() { self.log.log_end_offset() } else { self.log.durable_end_offset() };
+        if end > self.log.high_watermark() {
+            self.log.set_high_watermark(end);
+        }
+        self.visible.notify();
+    }
+
+    /// The current generation of the visibility signal.
+    pub fn visible_generation(&self) -> u64 {
+        self.visible.generation()
+    }
+
+    /// Completes once the LEO or HW moved after `generation` was read.
+    pub async fn visible_changed(&self, generation: u64) {
+        self.visible.changed(generation).await
+    }
+
+    /// The end a reader with `isolation` may read up to.
+    pub fn readable_end(&self, isolation: Isolation) -> Offset {
+        match isolation {
+            Isolation::ReadCommitted => self.log.high_watermark(),
+            Isolation::ReadUncommitted => self.log.log_end_offset(),
+        }
+    }
+
+    /// Appends the batches in `records` (patched in place) as leader; answers per `acks`.
+    pub async fn produce(self: &Rc<Self>, records: &mut [u8], acks: Acks) -> ProduceOutcome {
+        let (epoch, batch_bytes_max) = {
+            let spec = self.spec.borrow();
+            (spec.leader_epoch, spec.config.batch_bytes_max as usize)
+        };
+        let batches = match frame_batches(records, batch_bytes_max) {
+            Ok(batches) => batches,
+            Err(code) => return ProduceOutcome::error(code),
+        };
+        if batches.len() > 1 {
+            for range in &batches {
+                if let Err(error) = validate_batch(&records[range.clone()], batch_bytes_max) {
+                    let code = if error.is_corruption() {
+                        ErrorCode::CorruptMessage
+                    } else {
+                        ErrorCode::InvalidRecord
+                    };
+                    return ProduceOutcome::error(code);
+                }
+            }
+        }
+        let mut first: Option<Appended> = None;
+        let mut last: Option<Appended> = None;
+        for range in batches {
+            match self.log.append(&mut records[range], epoch).await {
+                Ok(appended) => {
+                    first.get_or_insert(appended);
+                    last = Some(appended);
+                }
+                Err(error) => {
+                    tracing::debug!(key = %self.key, %error, "append refused");
+                    return ProduceOutcome::error(error_code(&error));
+                }
+            }
+        }
+        let (Some(first), Some(last)) = (first, last) else {
+            return ProduceOutcome::error(ErrorCode::CorruptMessage);
+        };
+        let outcome = ProduceOutcome {
+            error_code: ErrorCode::None,
+            base_offset: Some(first.base_offset),
+            log_start_offset: Some(self.log.log_start_offset()),
+            records: (last.next_offset.get() - first.base_offset.get()).max(0) as u64,
+        };
+        match acks {
+            Acks::None => {
+                let replica = Rc::clone(self);
+                glommio::spawn_local(async move {
+                    let _ = replica.complete(&last).await;
+                })
+                .detach();
+                outcome
+            }
+            Acks::Leader | Acks::All => match self.complete(&last).await {
+                Ok(()) => outcome,
+                Err(error) => ProduceOutcome::error(error_code(&error)),
+            },
+        }
+    }
+
+    /// Waits until `appended` is written (visible) and then durable (or only written for
+    /// relaxed topics), advancing the HW and waking readers at each step.
+    async fn complete(&self, appended: &Appended) -> Result<(), StorageError> {
+        self.log.wait_written(appended).await?;
+        self.visible.notify();
+        if !self.relaxed() {
+            self.log.wait_durable(appended).await?;
+        }
+        self.advance_high_watermark();
+        Ok(())
+    }
+
+    /// The fetch partition header with the current offsets.
+    pub fn fetch_header(
+        &self,
+        partition: PartitionId,
+        error_code: ErrorCode,
+    ) -> FetchPartitionHeader {
+        let high_watermark = self.log.high_watermark();
+        FetchPartitionHeader {
+            partition,
+            error_code,
+            high_watermark,
+            last_stable_offset: high_watermark,
+            log_end_offset: self.log.log_end_offset(),
+            log_start_offset: self.log.log_start_offset(),
+        }
+    }
+
+    /// `FencedLeaderEpoch` for a reader behind the current leader epoch, `UnknownLeaderEpoch`
+    /// for one ahead of it (this SPU has not seen the newer spec yet).
+    fn check_epoch(&self, read: &ReadRequest) -> Result<(), ErrorCode> {
+        let current = self.spec.borrow().leader_epoch;
+        match read.leader_epoch {
+            Some(epoch) if epoch < current => Err(ErrorCode::FencedLeaderEpoch),
+            Some(epoch) if epoch > current => Err(ErrorCode::UnknownLeaderEpoch),
+            _ => Ok(()),
+        }
+    }
+
+    /// Whole batches for a read, as file slices (no copy). Out of range is an error; at or past
+    /// the readable end the result is empty.
+    pub fn read(&self, read: &ReadRequest) -> Result<ReadSlices, ErrorCode> {
+        self.check_epoch(read)?;
+        let upper = self.readable_end(read.isolation);
+        let log_start = self.log.log_start_offset();
+        if read.offset < log_start || read.offset > self.log.log_end_offset() {
+            return Err(ErrorCode::OffsetOutOfRange);
+        }
+        if read.offset >= upper {
+            return Ok(ReadSlices { next_offset: read.offset, ..ReadSlices::default() });
+        }
+        let bytes_max = u64::from(read.bytes_max.max(1));
+        self.log.read(read.offset, bytes_max, upper).map_err(|error| error_code(&error))
+    }
+
+    /// Like [`Replica::read`] but copies the batches (CRC-checked) to the end of `out`.
+    pub fn read_into(&self, read: &ReadRequest, out: &mut Vec<u8>) -> Result<Offset, ErrorCode> {
+        self.check_epoch(read)?;
+        let upper = self.readable_end(read.isolation);
+        if read.offset < self.log.log_start_offset() || read.offset > self.log.log_end_offset() {
+            return Err(ErrorCode::OffsetOutOfRange);
+        }
+        if read.offset >= upper {
+            return Ok(read.offset);
+        }
+        let bytes_max = u64::from(read.bytes_max.max(1));
+        match self.log.read_into(read.offset, bytes_max, upper, out) {
+            Ok(copied) => Ok(copied.next_offset),
+            Err(error) => Err(error_code(&error)),
+        }
+    }
+
+    /// Earliest, latest or by-timestamp offset.
+    pub fn list_offset(&self, spec: OffsetSpec, isolation: Isolation) -> ListOffsetOutcome {
+        let found = |offset: Option<Offset>, timestamp| ListOffsetOutcome {
+            error_code: ErrorCode::None,
+            offset,
+            timestamp,
+        };
+        match spec {
+            OffsetSpec::Earliest => found(Some(self.log.log_start_offset()), None),
+            OffsetSpec::Latest => found(Some(self.readable_end(isolation)), None),
+            OffsetSpec::ByTimestamp(timestamp) => match self.log.offset_for_timestamp(timestamp) {
+                Ok(Some(offset)) if offset < self.readable_end(isolation) => {
+                    found(Some(offset), Some(timestamp))
+                }
+                Ok(_) => found(None, None),
+                Err(error) => ListOffsetOutcome::error(error_code(&error)),
+            },
+        }
+    }
+
+    /// This replica's own status for the live replica status report.
+    pub fn status(&self, spu: SpuId) -> ReplicaStatus {
+        ReplicaStatus {
+            spu,
+            high_watermark: self.log.high_watermark(),
+            log_end_offset: self.log.log_end_offset(),
+            lag_records: 0,
+        }
+    }
+
+    /// Syncs a relaxed topic's unsynced bytes (background flush) and advances the HW.
+    /// Relaxed topics only, once their `flush_interval_ms` passed since the last sync.
+    pub async fn background_sync(&self) {
+        let interval_ms = match self.spec.borrow().config.durability {
+            Durability::Relaxed { flush_interval_ms, .. } => flush_interval_ms,
+            Durability::Sync => return,
+        };
+        let due = self.last_sync.get() + std::time::Duration::from_millis(interval_ms);
+        if std::time::Instant::now() < due {
+            return;
+        }
+        self.last_sync.set(std::time::Instant::now());
+        if self.log.appended_end_offset() == self.log.durable_end_offset() {
+            return;
+        }
+        if let Err(error) = self.log.sync().await {
+            tracing::warn!(key = %self.key, %error, "background sync failed");
+        }
+        self.advance_high_watermark();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batch_prefix(length: i32) -> Vec<u8> {
+        let mut bytes = vec![0u8; 12];
+        bytes[8..12].copy_from_slice(&length.to_be_bytes());
+        bytes
+    }
+
+    #[test]
+    fn framing_rejects_bad_lengths() {
+        assert_eq!(frame_batches(&[], 1 << 20), Err(ErrorCode::CorruptMessage));
+        assert_eq!(frame_batches(&[0; 5], 1 << 20), Err(ErrorCode::CorruptMessage));
+        assert_eq!(frame_batches(&batch_prefix(-1), 1 << 20), Err(ErrorCode::CorruptMessage));
+        assert_eq!(frame_batches(&batch_prefix(2 << 20), 1 << 20), Err(ErrorCode::MessageTooLarge));
+        // Claims more than present.
+        assert_eq!(frame_batches(&batch_prefix(100), 1 << 20), Err(ErrorCode::CorruptMessage));
+        let mut whole = batch_prefix(BATCH_LENGTH_MIN);
+        whole.resize(12 + BATCH_LENGTH_MIN as usize, 0);
+        let expected: Vec<std::ops::Range<usize>> = std::iter::once(0..whole.len()).collect();
+        assert_eq!(frame_batches(&whole, 1 << 20), Ok(expected));
+    }
+}
