@@ -26,6 +26,8 @@ pub const PRIVATE_ADDRESS_DEFAULT: &str = "0.0.0.0:9006";
 pub const METRICS_ADDRESS_DEFAULT: &str = "0.0.0.0:9007";
 /// Default heartbeat interval towards the SC (well under the SC's 2 s offline timeout).
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 500;
+/// Default interval between retention passes over every replica.
+pub const RETENTION_INTERVAL_MS_DEFAULT: u64 = 30_000;
 /// Default free-space floor of the data volume: appends are refused below it.
 pub const FREE_BYTES_MIN_DEFAULT: u64 = 2 << 30;
 
@@ -80,6 +82,10 @@ pub struct SpuArgs {
     /// Heartbeat interval towards the SC, milliseconds [default: 500].
     #[arg(long, env = "SLUICE_SPU_HEARTBEAT_INTERVAL_MS")]
     pub heartbeat_interval_ms: Option<u64>,
+    /// How often each core applies retention (time and size limits of the topics) to its
+    /// replicas, milliseconds [default: 30000].
+    #[arg(long, env = "SLUICE_SPU_RETENTION_INTERVAL_MS")]
+    pub retention_interval_ms: Option<u64>,
     /// Once registered with an SC and listening: write `public=`, `private=`, `metrics=` and
     /// `core.<i>=` lines to this file (temporary file, then rename).
     #[arg(long, env = "SLUICE_SPU_READY_FILE")]
@@ -103,6 +109,7 @@ pub struct FileConfig {
     frame_bytes_max: Option<u32>,
     free_bytes_min: Option<u64>,
     heartbeat_interval_ms: Option<u64>,
+    retention_interval_ms: Option<u64>,
     ready_file: Option<PathBuf>,
 }
 
@@ -152,6 +159,8 @@ pub struct SpuConfig {
     pub free_bytes_min: u64,
     /// Heartbeat interval towards the SC.
     pub heartbeat_interval: Duration,
+    /// Interval between retention passes.
+    pub retention_interval: Duration,
     /// Readiness file.
     pub ready_file: Option<PathBuf>,
 }
@@ -255,6 +264,15 @@ impl SpuArgs {
             .or(file.heartbeat_interval_ms)
             .unwrap_or(HEARTBEAT_INTERVAL_MS_DEFAULT)
             .max(10);
+        let retention_interval_ms = self
+            .retention_interval_ms
+            .or(file.retention_interval_ms)
+            .unwrap_or(RETENTION_INTERVAL_MS_DEFAULT);
+        if retention_interval_ms < 10 {
+            return Err(ConfigError::Invalid(format!(
+                "--retention-interval-ms must be at least 10, got {retention_interval_ms}"
+            )));
+        }
         let core_port_base = self.core_port_base.or(file.core_port_base).filter(|base| *base > 0);
         if let Some(base) = core_port_base {
             if u32::from(base) + u32::from(cores) > u32::from(u16::MAX) {
@@ -292,6 +310,7 @@ impl SpuArgs {
                 .or(file.free_bytes_min)
                 .unwrap_or(FREE_BYTES_MIN_DEFAULT),
             heartbeat_interval: Duration::from_millis(heartbeat_interval_ms),
+            retention_interval: Duration::from_millis(retention_interval_ms),
             ready_file: self.ready_file.or(file.ready_file),
         })
     }
@@ -341,6 +360,7 @@ mod tests {
         assert_eq!(config.advertised_host, "127.0.0.1");
         assert_eq!(config.cores, available_cores());
         assert!(config.zero_copy);
+        assert_eq!(config.retention_interval, Duration::from_secs(30));
         assert_eq!(config.replicas_dir(), PathBuf::from("sluice-spu-data/spu-3"));
     }
 
@@ -372,5 +392,7 @@ mod tests {
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         let args = SpuArgs { config: Some(path), ..SpuArgs::default() };
         assert!(matches!(args.resolve(), Err(ConfigError::Parse { .. })));
+        let args = SpuArgs { id: Some(1), retention_interval_ms: Some(0), ..SpuArgs::default() };
+        assert!(args.resolve().unwrap_err().to_string().contains("--retention-interval-ms"));
     }
 }

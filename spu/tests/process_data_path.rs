@@ -348,7 +348,7 @@ fn many_concurrent_clients_on_every_port() {
     let topic = cluster.create_topic("crowd", 4);
     let mut ports = cluster.spu.core_addresses.clone();
     ports.push(cluster.spu.public_address);
-    let clients = 40usize;
+    let clients = 200usize;
     let batches = 10usize;
     let threads: Vec<_> = (0..clients)
         .map(|client| {

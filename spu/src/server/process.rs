@@ -55,8 +55,6 @@ const CORES_START_TIMEOUT: Duration = Duration::from_secs(30);
 pub const STATUS_INTERVAL: Duration = Duration::from_millis(200);
 /// How often the background timer looks at relaxed topics' flush intervals.
 pub const BACKGROUND_TICK: Duration = Duration::from_millis(100);
-/// How often retention runs on every replica.
-pub const RETENTION_INTERVAL: Duration = Duration::from_secs(30);
 /// Pending connections per listening socket.
 const LISTEN_BACKLOG: i32 = 1024;
 /// Replica status reports queued for the SC link at most (a full queue drops the report; the
@@ -439,10 +437,12 @@ async fn report_status(core: Rc<Core>, local: Option<Rc<StatusMerge>>, stop: Rc<
     }
 }
 
-/// Syncs relaxed topics when due and applies retention every [`RETENTION_INTERVAL`].
+/// Syncs relaxed topics when due and applies retention every `retention_interval` of the
+/// configuration.
 async fn background_timer(core: Rc<Core>, stop: Rc<Signal>) {
     let generation = stop.generation();
-    let mut retention_due = std::time::Instant::now() + RETENTION_INTERVAL;
+    let interval = core.config.retention_interval;
+    let mut retention_due = std::time::Instant::now() + interval;
     loop {
         let stopped = future::or(
             async {
@@ -460,7 +460,7 @@ async fn background_timer(core: Rc<Core>, stop: Rc<Signal>) {
         }
         let retention = std::time::Instant::now() >= retention_due;
         if retention {
-            retention_due = std::time::Instant::now() + RETENTION_INTERVAL;
+            retention_due = std::time::Instant::now() + interval;
         }
         for replica in core.replicas() {
             if retention {
