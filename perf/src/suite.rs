@@ -4,8 +4,10 @@
 //! Steps: fio (64 KiB sequential direct writes, with and without fdatasync) in the data
 //! directory and iperf3 single-stream loopback; a local cluster (1 SPU, all cores); produce to
 //! 1 and to 2 partitions with `acks all`; catch-up consume of the 1-partition topic; end-to-end
-//! at half the best produce rate; then the comparison table and the JSON report under
-//! `--results-dir`. A step that fails is recorded as failed and the others still run.
+//! at half the best produce rate; produce to 100 partitions (last, so that the SPU's peak
+//! resident set, read against its target, covers a core hosting many replicas); then the
+//! comparison table and the JSON report under `--results-dir`. A step that fails is recorded
+//! as failed and the others still run.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,6 +31,8 @@ use crate::workload::run::run;
 const E2E_P99_TARGET_US: f64 = 5_000.0;
 const E2E_P99_99_TARGET_US: f64 = 20_000.0;
 const SPU_RESIDENT_TARGET_BYTES: f64 = 100.0 * 1024.0 * 1024.0;
+/// Partitions of the many-partition produce run (issue 7's memory target is stated for 100).
+const MANY_PARTITIONS: u32 = 100;
 
 /// Runs the suite; returns the report and the path it was saved to.
 pub fn run_suite(args: &SuiteArgs) -> Result<(SuiteReport, PathBuf), PerfError> {
@@ -114,27 +118,31 @@ fn suite_workload(args: &SuiteArgs, cluster: &LocalCluster, topic: &str) -> Work
 
 fn standard_runs(args: &SuiteArgs, cluster: &LocalCluster) -> Vec<SuiteRun> {
     let mut runs = Vec::new();
-    let mut attempt = |name: &str, kind: WorkloadKind, workload: WorkloadArgs| {
-        eprintln!("suite: {name}");
-        let report = Measured::from(run(kind, &workload));
-        match &report {
-            Measured::Ok(report) => println!("{}", table::run_table(report)),
-            Measured::Failed(why) => eprintln!("suite: {name} failed: {why}"),
-        }
-        runs.push(SuiteRun { name: name.into(), report: report.clone() });
-        report
-    };
+    let attempt =
+        |runs: &mut Vec<SuiteRun>, name: &str, kind: WorkloadKind, workload: WorkloadArgs| {
+            eprintln!("suite: {name}");
+            let report = Measured::from(run(kind, &workload));
+            match &report {
+                Measured::Ok(report) => println!("{}", table::run_table(report)),
+                Measured::Failed(why) => eprintln!("suite: {name} failed: {why}"),
+            }
+            runs.push(SuiteRun { name: name.into(), report: report.clone() });
+            report
+        };
     let one = attempt(
+        &mut runs,
         "produce-1-partition",
         WorkloadKind::Produce,
         WorkloadArgs { partitions: 1, ..suite_workload(args, cluster, "perf-p1") },
     );
     let two = attempt(
+        &mut runs,
         "produce-2-partitions",
         WorkloadKind::Produce,
         WorkloadArgs { partitions: 2, ..suite_workload(args, cluster, "perf-p2") },
     );
     attempt(
+        &mut runs,
         "consume-catch-up",
         WorkloadKind::Consume,
         WorkloadArgs {
@@ -150,6 +158,7 @@ fn standard_runs(args: &SuiteArgs, cluster: &LocalCluster) -> Vec<SuiteRun> {
         .max_by(|left, right| left.1.total_cmp(&right.1));
     if let Some((partitions, rate)) = best.filter(|(_, rate)| *rate > 0.0) {
         attempt(
+            &mut runs,
             "e2e-half-max-rate",
             WorkloadKind::E2e,
             WorkloadArgs {
@@ -165,6 +174,12 @@ fn standard_runs(args: &SuiteArgs, cluster: &LocalCluster) -> Vec<SuiteRun> {
             report: Measured::Failed("no produce run measured a rate".into()),
         });
     }
+    attempt(
+        &mut runs,
+        "produce-100-partitions",
+        WorkloadKind::Produce,
+        WorkloadArgs { partitions: MANY_PARTITIONS, ..suite_workload(args, cluster, "perf-p100") },
+    );
     runs
 }
 
@@ -195,6 +210,7 @@ pub fn compare(limits: &Limits, runs: &[SuiteRun]) -> Vec<Comparison> {
     for (name, label) in [
         ("produce-1-partition", "produce 1 partition, acks all"),
         ("produce-2-partitions", "produce 2 partitions, acks all"),
+        ("produce-100-partitions", "produce 100 partitions, acks all"),
     ] {
         let Some(report) = run_named(runs, name) else { continue };
         let value = report.results.bytes_per_second / MIB;

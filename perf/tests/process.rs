@@ -160,11 +160,17 @@ fn suite_runs_in_short_form_and_its_report_parses() {
     let names: Vec<&str> = report.runs.iter().map(|run| run.name.as_str()).collect();
     assert_eq!(
         names,
-        ["produce-1-partition", "produce-2-partitions", "consume-catch-up", "e2e-half-max-rate"]
+        [
+            "produce-1-partition",
+            "produce-2-partitions",
+            "consume-catch-up",
+            "e2e-half-max-rate",
+            "produce-100-partitions"
+        ]
     );
     assert!(report.runs.iter().all(|run| run.report.value().is_some()), "{:?}", report.runs);
-    // Produce against 3 limits (x2), consume, two e2e percentiles, SPU memory.
-    assert_eq!(report.comparisons.len(), 10, "{:?}", report.comparisons);
+    // Produce against 3 limits (x3), consume, two e2e percentiles, SPU memory.
+    assert_eq!(report.comparisons.len(), 13, "{:?}", report.comparisons);
     assert!(report.comparisons.iter().all(|comparison| comparison.ratio.is_finite()));
     assert!(stdout.contains("ratio"), "{stdout}");
 }

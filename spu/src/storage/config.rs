@@ -25,8 +25,10 @@ pub struct LogConfig {
     pub free_space_ratio_min: f64,
     /// ... or than this many bytes, whichever is larger (defaults 5% / 2 GiB).
     pub free_bytes_min: u64,
-    /// Size of each in-memory staging buffer for direct writes (default 1 MiB); larger batches
-    /// get a buffer of their own size.
+    /// Largest in-memory staging buffer for direct writes (default 1 MiB); larger batches get
+    /// a buffer of their own size. A replica's buffers follow its traffic from 64 KiB up to
+    /// this (`segment::STAGING_BUFFER_BYTES_MIN`), so memory grows with the busy replicas,
+    /// not with the hosted ones.
     pub write_buffer_bytes: usize,
     /// Zeros written at a time over the preallocated space ahead of the log end, before a
     /// write round that would end within half of this of the zeroed end (default 8 MiB; 0

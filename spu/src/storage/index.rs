@@ -9,6 +9,14 @@
 //! Entries are only added for batches that are durable, so a crash cannot leave an entry
 //! pointing at bytes that never reached the disk. Truncation zeroes the dropped slots and
 //! msyncs before the log itself is cut.
+//!
+//! Memory: a mapped page counts in the process's resident set once touched, so an index
+//! touches only the pages its entries use. A fresh file is known to be zeros past its entries
+//! and truncation writes nothing there; a reopened file may hold stale entries past its valid
+//! prefix, so its first truncation zeroes only the pages holding non-zero bytes and then
+//! drops every page past the entries from the mapping (`MADV_DONTNEED`: the page cache keeps
+//! them, dirty ones are still written back). A sealed index drops all its pages once it is
+//! final; lookups fault back in only the pages they read.
 
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -21,6 +29,9 @@ use crate::storage::error::{IoContext, StorageError, StorageResult};
 const OFFSET_ENTRY_BYTES: usize = 8;
 const TIME_ENTRY_BYTES: usize = 12;
 
+/// Granularity of the zero check and of dropping pages from the mapping.
+const PAGE_BYTES: usize = 4096;
+
 /// Fixed-size slots in a preallocated, mapped file.
 struct MappedTable {
     path: PathBuf,
@@ -28,6 +39,9 @@ struct MappedTable {
     entry_bytes: usize,
     capacity: usize,
     len: usize,
+    /// Slots from this one on hold zeros in the file; `None` while unknown (a reopened file
+    /// may hold stale entries past its valid prefix).
+    zeros_from: Option<usize>,
 }
 
 impl MappedTable {
@@ -50,7 +64,8 @@ impl MappedTable {
         // it while the log is open (the data directory is exclusive to one SPU).
         let map = unsafe { MmapMut::map_mut(&file) }.at(path)?;
         let capacity = (file_bytes as usize) / entry_bytes;
-        Ok(MappedTable { path: path.to_path_buf(), map, entry_bytes, capacity, len: 0 })
+        let zeros_from = (current_bytes == 0).then_some(0);
+        Ok(MappedTable { path: path.to_path_buf(), map, entry_bytes, capacity, len: 0, zeros_from })
     }
 
     fn slot(&self, index: usize) -> &[u8] {
@@ -64,15 +79,53 @@ impl MappedTable {
         let start = self.len * self.entry_bytes;
         self.map[start..start + self.entry_bytes].copy_from_slice(bytes);
         self.len += 1;
+        self.zeros_from = self.zeros_from.map(|from| from.max(self.len));
         true
     }
 
     /// Keeps `len` entries, zeroing every slot after them (stale slots must not look valid).
+    /// Touches only what may be non-zero (see the module's note on memory).
     fn truncate(&mut self, len: usize) {
-        let end = self.capacity * self.entry_bytes;
-        let start = len.min(self.capacity) * self.entry_bytes;
-        self.map[start..end].fill(0);
+        let first = len.min(self.capacity);
+        let start = first * self.entry_bytes;
+        match self.zeros_from {
+            Some(from) => {
+                let end = from.max(first) * self.entry_bytes;
+                self.map[start..end].fill(0);
+            }
+            None => {
+                let end = self.capacity * self.entry_bytes;
+                for page in self.map[start..end].chunks_mut(PAGE_BYTES) {
+                    if page.iter().any(|byte| *byte != 0) {
+                        page.fill(0);
+                    }
+                }
+                self.release_from(start);
+            }
+        }
+        self.zeros_from = Some(first);
         self.len = len.min(self.len);
+    }
+
+    /// Drops the mapping's whole pages from byte `start` on out of the resident set. Best
+    /// effort: a failure only leaves them resident.
+    fn release_from(&self, start: usize) {
+        let start = start.div_ceil(PAGE_BYTES) * PAGE_BYTES;
+        if start < self.map.len() {
+            // SAFETY: MADV_DONTNEED on a shared file mapping only unmaps the pages; their
+            // contents stay in the page cache (dirty ones are written back), and no reference
+            // into this range is live (the map is borrowed mutably or not at all here).
+            let outcome = unsafe {
+                self.map.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    start,
+                    self.map.len() - start,
+                )
+            };
+            if let Err(error) = outcome {
+                tracing::debug!(%error, path = ?self.path, "could not release index pages");
+            }
+        }
     }
 
     fn flush(&self) -> StorageResult<()> {
@@ -213,6 +266,12 @@ impl OffsetIndex {
     pub fn flush(&self) -> StorageResult<()> {
         self.table.flush()
     }
+
+    /// Drops every mapped page out of the resident set (a sealed index: lookups fault back in
+    /// the pages they read).
+    pub fn release_pages(&self) {
+        self.table.release_from(0);
+    }
 }
 
 /// One time-index entry.
@@ -325,6 +384,12 @@ impl TimeIndex {
     pub fn flush(&self) -> StorageResult<()> {
         self.table.flush()
     }
+
+    /// Drops every mapped page out of the resident set (a sealed index: lookups fault back in
+    /// the pages they read).
+    pub fn release_pages(&self) {
+        self.table.release_from(0);
+    }
 }
 
 #[cfg(test)]
@@ -368,6 +433,28 @@ mod tests {
             index.push(OffsetEntry { relative_offset: step, position: step }).unwrap();
         }
         assert!(index.push(OffsetEntry { relative_offset: 9, position: 9 }).is_err());
+    }
+
+    #[test]
+    fn truncation_zeroes_stale_slots_of_a_reopened_index() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("0.index");
+        let mut index = OffsetIndex::open(&path, 4096, 0).unwrap();
+        for step in 0..1000u32 {
+            index.push(OffsetEntry { relative_offset: step, position: step * 4096 }).unwrap();
+        }
+        index.truncate_len(800);
+        index.flush().unwrap();
+        drop(index);
+        // The log lost its tail: only 5 entries are valid, 795 stale ones follow on file.
+        let mut index = OffsetIndex::open(&path, 4096, 5 * 4096).unwrap();
+        assert_eq!(index.len(), 5);
+        index.truncate_len(5);
+        index.flush().unwrap();
+        drop(index);
+        assert_eq!(OffsetIndex::open(&path, 4096, u64::from(u32::MAX)).unwrap().len(), 5);
+        let bytes = std::fs::read(&path).unwrap();
+        assert!(bytes[5 * OFFSET_ENTRY_BYTES..].iter().all(|byte| *byte == 0));
     }
 
     #[test]

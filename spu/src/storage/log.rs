@@ -2,8 +2,11 @@
 //!
 //! Shared state lives in `RefCell`s inside an `Rc`; no borrow is ever held across an `.await`
 //! (every async step copies what it needs out of the state, awaits, then borrows again). File
-//! I/O that changes the active segment (write rounds, fdatasync, roll, truncate, close) runs
-//! under the log's [`IoGate`], one at a time; appends and reads never wait for it except when
+//! I/O that changes the active segment runs under two gates ([`IoGate`]): the *write gate*
+//! serializes write rounds, the *sync gate* serializes fdatasyncs, so one round can be written
+//! while the previous one is being synced (an fdatasync makes durable only what was written
+//! when it was issued, and the sync step records exactly that point). Roll, truncate and close
+//! take both, always the write gate first. Appends and reads never wait for either except when
 //! an append must roll or has too many unwritten bytes staged.
 
 use std::cell::{Cell, RefCell};
@@ -28,7 +31,7 @@ use crate::storage::scan::{BatchMeta, HeaderWalk};
 use crate::storage::segment::{
     self, ActiveSegment, LogPoint, SealedSegment, SegmentPaths, LOG_EXTENSION,
 };
-use crate::storage::signal::{IoGate, Signal};
+use crate::storage::signal::{IoGate, IoGuard, Signal};
 
 /// Unwritten bytes an append may leave staged before it writes them itself (backpressure for
 /// callers that never wait for *written*).
@@ -129,6 +132,8 @@ struct Shared {
     config: RefCell<LogConfig>,
     state: RefCell<LogState>,
     gate: Rc<IoGate>,
+    /// Serializes fdatasyncs; taken after `gate` by whoever needs both.
+    sync_gate: Rc<IoGate>,
     roll_done: Signal,
     files: SegmentFileCache,
     clock: Rc<dyn Clock>,
@@ -250,6 +255,7 @@ impl ReplicaLog {
                 directory: directory.to_path_buf(),
                 state: RefCell::new(state),
                 gate: Rc::new(IoGate::default()),
+                sync_gate: Rc::new(IoGate::default()),
                 roll_done: Signal::default(),
                 files,
                 clock,
@@ -427,15 +433,28 @@ impl ReplicaLog {
             if self.reached(appended, durable)? {
                 return Ok(());
             }
-            let _guard = self.shared.gate.acquire().await;
-            if self.reached(appended, durable)? {
-                return Ok(());
+            if !self.reached(appended, false)? {
+                let _guard = self.shared.gate.acquire().await;
+                if !self.reached(appended, false)? {
+                    self.write_round().await?;
+                }
             }
-            self.write_round().await?;
             if durable {
+                // The write gate is released: the next round is written while this sync runs.
+                let _sync = self.shared.sync_gate.acquire().await;
+                if self.reached(appended, true)? {
+                    return Ok(());
+                }
                 self.sync_round().await?;
             }
         }
+    }
+
+    /// Both gates, write gate first (roll, truncate, close).
+    async fn exclusive(&self) -> (IoGuard, IoGuard) {
+        let write = self.shared.gate.acquire().await;
+        let sync = self.shared.sync_gate.acquire().await;
+        (write, sync)
     }
 
     fn reached(&self, appended: &Appended, durable: bool) -> StorageResult<bool> {
@@ -456,8 +475,11 @@ impl ReplicaLog {
 
     /// Writes and fdatasyncs everything appended so far; returns the durable end offset.
     pub async fn sync(&self) -> StorageResult<Offset> {
-        let _guard = self.shared.gate.acquire().await;
-        self.write_round().await?;
+        {
+            let _guard = self.shared.gate.acquire().await;
+            self.write_round().await?;
+        }
+        let _sync = self.shared.sync_gate.acquire().await;
         self.sync_round().await?;
         Ok(self.durable_end_offset())
     }
@@ -538,7 +560,8 @@ impl ReplicaLog {
         }
     }
 
-    /// fdatasync of the active segment (caller holds the gate, after a write round).
+    /// fdatasync of the active segment up to what is written now (caller holds the sync
+    /// gate; writes completing meanwhile are covered by the next sync).
     async fn sync_round(&self) -> StorageResult<()> {
         let (file, point, path) = {
             let state = self.shared.state.borrow();
@@ -558,7 +581,7 @@ impl ReplicaLog {
 
     /// Seals the active segment and starts a new one (no-op while it is empty). Appends wait.
     pub async fn roll(&self) -> StorageResult<()> {
-        let _guard = self.shared.gate.acquire().await;
+        let _guards = self.exclusive().await;
         self.shared.state.borrow_mut().rolling = true;
         let outcome = self.roll_locked().await;
         self.shared.state.borrow_mut().rolling = false;
@@ -597,7 +620,7 @@ impl ReplicaLog {
     /// cut is at a batch boundary: a batch holding `offset` is removed whole. Below the log
     /// start the log is emptied and restarts at `offset`.
     pub async fn truncate_to(&self, offset: Offset) -> StorageResult<()> {
-        let _guard = self.shared.gate.acquire().await;
+        let _guards = self.exclusive().await;
         self.write_round().await?;
         self.sync_round().await?;
         let (log_start, log_end) = {
@@ -956,7 +979,7 @@ impl ReplicaLog {
     /// files. The files stay; opening the directory again gives back the same log.
     pub async fn close(&self) -> StorageResult<()> {
         {
-            let _guard = self.shared.gate.acquire().await;
+            let _guards = self.exclusive().await;
             self.write_round().await?;
             self.sync_round().await?;
             self.shared.state.borrow_mut().closed = true;

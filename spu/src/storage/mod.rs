@@ -28,8 +28,10 @@
 //!   fdatasync (group commit). Indexes only get entries for durable batches, so an index on
 //!   disk never points past durable data.
 //! * **Concurrency.** Appends, reads and waits may run concurrently from many tasks of the
-//!   owning executor. Write rounds, fdatasync, roll, truncation and close run one at a time
-//!   under the log's I/O gate. Reads never block on the gate and return only written bytes.
+//!   owning executor. Write rounds run one at a time under the log's write gate, fdatasyncs
+//!   one at a time under its sync gate, so the next round is written while the previous one
+//!   is synced; roll, truncation and close take both gates. Reads never block on a gate and
+//!   return only written bytes.
 //! * **Failure of a write.** Every staged batch not yet written is dropped (its waiters get
 //!   [`StorageError::AppendDiscarded`], safe to retry) and the file is cut back to the written
 //!   end. ENOSPC anywhere becomes [`StorageError::StorageFull`]; the disk guard refuses appends
@@ -46,6 +48,12 @@
 //! * **Deletion.** Retention deletes whole sealed segments; a reader below the new log start
 //!   gets [`StorageError::OffsetOutOfRange`]; a reader already holding a [`FileSlice`] of a
 //!   deleted segment keeps reading it (the handle is refcounted; unlink-after-open).
+//! * **Memory.** A replica holds memory in proportion to its traffic, not to its
+//!   configuration: staging buffers are taken per write round, sized from the replica's recent
+//!   rounds (64 KiB up to [`LogConfig::write_buffer_bytes`]) and freed when written; zero-fill
+//!   writes share one buffer per executor; index pages are resident only where entries are
+//!   (and not at all for sealed segments until a lookup reads them); see
+//!   [`index`] and [`segment`].
 //! * **Blocking calls.** Reads use positioned reads of the page cache (`pread`), checkpoints and
 //!   unlinks use std calls; all are short. Only appends' data path goes through io_uring.
 

@@ -5,10 +5,12 @@
 //! Ownership: a `DirectFile` belongs to the executor that opened it and must not leave it.
 //! Failure modes: every call returns `io::Error`; callers attach the path.
 
+use std::cell::RefCell;
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::path::Path;
+use std::rc::Rc;
 
 use glommio::io::{DmaBuffer, DmaFile, OpenOptions, OwnedDmaFile};
 use glommio::{GlommioError, LocalExecutorBuilder, Placement};
@@ -26,6 +28,15 @@ fn os_error<T>(error: GlommioError<T>) -> io::Error {
 
 /// Locked memory glommio insists on before it starts a reactor.
 pub const LOCKED_MEMORY_BYTES_MIN: u64 = 512 * 1024;
+
+/// Length of the zero writes that share one buffer per executor
+/// ([`DirectFile::write_zeros_at`]).
+pub const SHARED_ZEROS_BYTES: usize = 1 << 20;
+
+thread_local! {
+    /// The zero buffer of the executor running on this thread, with that executor's id.
+    static SHARED_ZEROS: RefCell<Option<(usize, Rc<DmaBuffer>)>> = const { RefCell::new(None) };
+}
 
 /// An aligned buffer for one direct write. Its length is fixed at allocation and may only be
 /// shortened ([`WriteBuffer::truncate`]), which is how a partly filled buffer is written.
@@ -105,6 +116,37 @@ impl DirectFile {
     /// Writes the whole buffer at `position` (both aligned). Returns the bytes written.
     pub async fn write_at(&self, buffer: WriteBuffer, position: u64) -> io::Result<usize> {
         self.dma().write_at(buffer.buffer, position).await.map_err(os_error)
+    }
+
+    /// Writes `len` zero bytes at `position` (both aligned). Returns the bytes written.
+    ///
+    /// Writes of [`SHARED_ZEROS_BYTES`] all use one buffer per executor, kept for the thread's
+    /// life, instead of a fresh buffer each: every replica of a core zero-fills ahead, and a
+    /// buffer each would make the core's memory grow with its replicas. Other lengths get a
+    /// buffer of their own.
+    pub async fn write_zeros_at(&self, position: u64, len: usize) -> io::Result<usize> {
+        if len != SHARED_ZEROS_BYTES {
+            let mut buffer = self.alloc_buffer(len);
+            buffer.as_mut_slice().fill(0);
+            return self.write_at(buffer, position).await;
+        }
+        let executor = glommio::executor().id();
+        let shared = SHARED_ZEROS.with(|cell| {
+            let mut cached = cell.borrow_mut();
+            match cached.as_ref() {
+                // A buffer of another (finished) executor may name that executor's registered
+                // memory: never reused.
+                Some((owner, buffer)) if *owner == executor => Rc::clone(buffer),
+                _ => {
+                    let mut buffer = self.dma().alloc_dma_buffer(len);
+                    buffer.as_bytes_mut().fill(0);
+                    let buffer = Rc::new(buffer);
+                    *cached = Some((executor, Rc::clone(&buffer)));
+                    buffer
+                }
+            }
+        });
+        self.dma().write_rc_at(shared, position).await.map_err(os_error)
     }
 
     /// fdatasync(2).

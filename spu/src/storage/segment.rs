@@ -17,7 +17,7 @@ use sluice_proto::record::BatchHeader;
 use crate::storage::config::{LogConfig, IO_ALIGNMENT_BYTES};
 use crate::storage::error::{IoContext, StorageError, StorageResult};
 use crate::storage::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
-use crate::storage::runtime::{DirectFile, WriteBuffer};
+use crate::storage::runtime::{DirectFile, WriteBuffer, SHARED_ZEROS_BYTES};
 use crate::storage::scan::{recovery_scan, BatchMeta, HeaderWalk};
 
 /// Extension of segment log files.
@@ -161,13 +161,23 @@ impl SegmentIndexes {
     }
 
     /// Final entries and msync: the last time entry now carries the segment's max timestamp.
+    /// The indexes' pages then leave the resident set (see [`crate::storage::index`]).
     fn seal(&mut self) -> StorageResult<()> {
         if let Some((timestamp, offset)) = self.max_timestamp {
             let relative_offset = self.relative(offset);
             self.times.push(TimeEntry { timestamp, relative_offset })?;
         }
         self.offsets.flush()?;
-        self.times.flush()
+        self.times.flush()?;
+        self.release_pages();
+        Ok(())
+    }
+
+    /// Drops the indexes' pages out of the resident set (final indexes: lookups fault back in
+    /// the few pages they read).
+    fn release_pages(&self) {
+        self.offsets.release_pages();
+        self.times.release_pages();
     }
 
     /// Drops entries at or after `end`, msyncs, and re-derives the cursor.
@@ -245,6 +255,10 @@ pub(crate) struct ActiveSegment {
     round_tail_page: Vec<u8>,
     /// Appended or written batches not yet durable, hence not yet indexed.
     unindexed: VecDeque<BatchMeta>,
+    /// Size of the next staging buffer: follows the replica's traffic between
+    /// [`STAGING_BUFFER_BYTES_MIN`] and [`LogConfig::write_buffer_bytes`] (see
+    /// [`ActiveSegment::take_round`]), so idle and slow replicas hold small buffers.
+    staging_bytes: usize,
     write_buffer_bytes: usize,
     /// The file holds written blocks (data or zeros) up to here; see
     /// [`LogConfig::zero_fill_bytes`].
@@ -259,17 +273,20 @@ pub(crate) struct ActiveSegment {
     segment_bytes_max: u64,
 }
 
-/// Size of each zero write.
-const ZERO_WRITE_BYTES: u64 = 1 << 20;
+/// Size of each zero write (the size whose buffer the executor's zero writes share).
+const ZERO_WRITE_BYTES: u64 = SHARED_ZEROS_BYTES as u64;
+
+/// Smallest staging buffer: a replica's first append, and one that has been quiet, stages into
+/// a buffer this small (a producer batch of the default 16-64 KiB fits; larger batches get a
+/// buffer of their own size).
+pub const STAGING_BUFFER_BYTES_MIN: usize = 64 * 1024;
 
 /// Writes zeros over `[from, to)` (both aligned) with direct writes.
 pub(crate) async fn write_zeros(file: &DirectFile, from: u64, to: u64) -> std::io::Result<()> {
     let mut position = from;
     while position < to {
         let length = ZERO_WRITE_BYTES.min(to - position);
-        let mut buffer = file.alloc_buffer(length as usize);
-        buffer.as_mut_slice().fill(0);
-        let written = file.write_at(buffer, position).await?;
+        let written = file.write_zeros_at(position, length as usize).await?;
         if written as u64 != length {
             return Err(std::io::Error::other(format!("short zero write {written}/{length}")));
         }
@@ -343,6 +360,7 @@ impl ActiveSegment {
             round_tail_page: Vec::new(),
             tail_page,
             unindexed: VecDeque::new(),
+            staging_bytes: STAGING_BUFFER_BYTES_MIN.min(config.write_buffer_bytes),
             write_buffer_bytes: config.write_buffer_bytes,
             zeroed_end: align_up(end.position),
             zero_fill_bytes: config.zero_fill_bytes,
@@ -399,7 +417,7 @@ impl ActiveSegment {
         if !fits {
             let file_position = align_down(self.appended.position);
             let head_len = (self.appended.position - file_position) as usize;
-            let capacity = align_up(self.write_buffer_bytes.max(head_len + length) as u64) as usize;
+            let capacity = align_up(self.staging_bytes.max(head_len + length) as u64) as usize;
             let mut buffer = self.direct.alloc_buffer(capacity);
             let head = match self.chunks.last() {
                 Some(previous) => {
@@ -420,7 +438,17 @@ impl ActiveSegment {
     }
 
     /// Hands out every staged chunk as one write round (`None` when nothing is staged).
+    ///
+    /// Sizes the next staging buffer from this round: up at once to what the round held (so
+    /// a busy replica's next round fits one buffer, one write), down by half per round while
+    /// its rounds are smaller, within [`STAGING_BUFFER_BYTES_MIN`] and
+    /// [`LogConfig::write_buffer_bytes`].
     pub(crate) fn take_round(&mut self) -> Option<WriteRound> {
+        let first = self.chunks.first()?;
+        let round_bytes = (self.appended.position - first.file_position) as usize;
+        let wanted = round_bytes.next_power_of_two().max(self.staging_bytes / 2);
+        let floor = STAGING_BUFFER_BYTES_MIN.min(self.write_buffer_bytes);
+        self.staging_bytes = wanted.clamp(floor, self.write_buffer_bytes.max(floor));
         let last = self.chunks.last()?;
         let tail_start = (align_down(self.appended.position) - last.file_position) as usize;
         self.round_tail_page = last.buffer.as_slice()[tail_start..last.used].to_vec();
@@ -623,6 +651,8 @@ impl SealedSegment {
             }
             indexes.seal()?;
         }
+        // Opening read every entry; a sealed segment keeps none of those pages resident.
+        indexes.release_pages();
         Ok(SealedSegment { base_offset: base, next_offset, size_bytes, paths, indexes })
     }
 
