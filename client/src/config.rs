@@ -87,7 +87,8 @@ pub enum Partitioner {
 }
 
 /// Producer settings. Defaults: acks all, 64 KiB batches, 5 ms linger, no compression, 32 MiB
-/// buffer, 120 s delivery timeout, 100 ms retry backoff, key partitioner.
+/// buffer, 120 s delivery timeout, 100 ms retry backoff, key partitioner, 5 requests in flight
+/// per partition.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProducerConfig {
     /// Durability required before a record counts as delivered.
@@ -109,6 +110,13 @@ pub struct ProducerConfig {
     pub delivery_timeout: Duration,
     /// Pause before retrying a partition after a retriable error.
     pub retry_backoff: Duration,
+    /// Produce requests per partition sent before the first is answered (1 to 16). The SPU
+    /// appends a connection's requests in order and acknowledges them together, so more in
+    /// flight means more records per write round and fdatasync. Order within a partition
+    /// holds as long as requests succeed or fail together (a dead connection, a moved
+    /// leader); as with Kafka without idempotence, a request failing alone and retried may
+    /// land after later ones: set 1 where that must never happen.
+    pub max_in_flight: usize,
 }
 
 impl Default for ProducerConfig {
@@ -122,6 +130,7 @@ impl Default for ProducerConfig {
             buffer_bytes_max: 32 * 1024 * 1024,
             delivery_timeout: Duration::from_secs(120),
             retry_backoff: Duration::from_millis(100),
+            max_in_flight: 5,
         }
     }
 }
@@ -138,12 +147,18 @@ impl ProducerConfig {
         if self.buffer_bytes_max < self.batch_bytes {
             return Err(invalid("buffer_bytes_max must be at least batch_bytes"));
         }
+        if !(1..=MAX_IN_FLIGHT_LIMIT).contains(&self.max_in_flight) {
+            return Err(invalid("max_in_flight must be between 1 and 16"));
+        }
         if self.delivery_timeout.is_zero() {
             return Err(invalid("delivery_timeout must be above zero"));
         }
         Ok(())
     }
 }
+
+/// Largest `max_in_flight` accepted: the SPU queues at most 16 answers per connection.
+const MAX_IN_FLIGHT_LIMIT: usize = 16;
 
 /// Largest `batch_bytes` accepted: far above any useful batch, below the frame limit.
 const BATCH_BYTES_LIMIT: usize = 256 * 1024 * 1024;
@@ -213,5 +228,10 @@ mod tests {
         assert!(config.validate().is_ok());
         let tiny_buffer = ProducerConfig { buffer_bytes_max: 10, ..ProducerConfig::default() };
         assert!(tiny_buffer.validate().is_err());
+        assert_eq!(config.max_in_flight, 5);
+        for max_in_flight in [0, 17] {
+            let config = ProducerConfig { max_in_flight, ..ProducerConfig::default() };
+            assert!(config.validate().is_err(), "max_in_flight {max_in_flight}");
+        }
     }
 }

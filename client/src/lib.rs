@@ -9,7 +9,7 @@
 //!   are [`std::future::Future`]s woken from the client's own threads, so they can be awaited
 //!   in any async runtime; nothing here starts or requires one.
 //! - **Bounded**: the producer's memory (`buffer_bytes_max`, with back-pressure on `send`),
-//!   in-flight requests (one per partition), frame sizes and fetch sizes all have limits.
+//!   in-flight requests (`max_in_flight` per partition), frame sizes and fetch sizes all have limits.
 //!
 //! # Quick start (plain threads)
 //!

@@ -135,6 +135,9 @@ pub struct WorkloadArgs {
     /// Producer linger in milliseconds.
     #[arg(long, default_value_t = 5)]
     pub linger_ms: u64,
+    /// Produce requests in flight per partition (the producer's `max_in_flight`, 1 to 16).
+    #[arg(long, default_value_t = sluice_client::ProducerConfig::default().max_in_flight)]
+    pub max_in_flight: usize,
     /// Acknowledgement level.
     #[arg(long, value_enum, default_value_t = AckLevel::All)]
     pub acks: AckLevel,

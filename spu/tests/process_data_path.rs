@@ -398,3 +398,67 @@ fn api_versions_lists_the_public_apis() {
     assert_eq!(response.versions(ApiKey::CreateTopic), None);
     assert_eq!(cluster.spu.core_addresses.len(), 1);
 }
+
+#[test]
+fn pipelined_produce_requests_are_appended_and_answered_in_order() {
+    use sluice_proto::api::produce::{
+        ProducePartition, ProduceRequest, ProduceResponse, ProduceTopic,
+    };
+    let cluster = Cluster::start(CORES);
+    let topic = cluster.create_topic("pipelined", 2);
+    let cores = cluster.leader_cores(&topic);
+    let mut client = cluster.core_client(cores[0]);
+    // 40 requests of 10 records each, sent before reading any answer, with a list-offsets
+    // request in the middle: answers come back in request order, offsets follow send order.
+    let requests = 40usize;
+    let mut sent = Vec::new();
+    for index in 0..requests {
+        let values: Vec<Vec<u8>> =
+            (0..10).map(|record| value_for(0, index * 10 + record, 200)).collect();
+        let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+        let records = batch(&refs, 1_000);
+        let request = ProduceRequest {
+            acks: Acks::All,
+            timeout_ms: 10_000,
+            topics: vec![ProduceTopic {
+                name: topic.clone(),
+                partitions: vec![ProducePartition {
+                    partition: PartitionId(0),
+                    records: &records[..],
+                }],
+            }],
+        };
+        sent.push((client.send(&request), true));
+        if index == requests / 2 {
+            let list = sluice_proto::api::list_offsets::ListOffsetsRequest {
+                isolation: Isolation::ReadUncommitted,
+                topics: vec![sluice_proto::api::list_offsets::ListOffsetsTopic {
+                    name: topic.clone(),
+                    partitions: vec![sluice_proto::api::list_offsets::ListOffsetsPartition {
+                        partition: PartitionId(0),
+                        spec: OffsetSpec::Latest,
+                    }],
+                }],
+            };
+            sent.push((client.send(&list), false));
+        }
+    }
+    let mut next_offset = 0i64;
+    for (correlation_id, is_produce) in sent {
+        let frame = client.next_frame();
+        assert_eq!(frame.header.correlation_id, correlation_id, "answers in request order");
+        if !is_produce {
+            continue;
+        }
+        let response = ProduceResponse::decode(ApiVersion(0), &frame.body).expect("produce");
+        let answer = &response.topics[0].partitions[0];
+        assert_eq!(answer.error_code, ErrorCode::None);
+        assert_eq!(answer.base_offset, Some(Offset(next_offset)), "appended in request order");
+        next_offset += 10;
+    }
+    let fetched = client.fetch_values(&topic, 0, Offset(0), requests * 10);
+    for (index, (offset, value)) in fetched.iter().enumerate() {
+        assert_eq!(*offset, Offset(index as i64));
+        assert_eq!(value, &value_for(0, index, 200));
+    }
+}

@@ -83,8 +83,9 @@ pub(crate) struct PartitionQueue {
     pub open: Option<Batch>,
     /// Sealed batches, oldest first.
     pub sealed: VecDeque<Batch>,
-    /// Whether a produce request for this partition awaits its response.
-    pub in_flight: bool,
+    /// Produce requests for this partition awaiting their response (at most
+    /// [`crate::ProducerConfig::max_in_flight`]).
+    pub in_flight: usize,
     /// No request before this instant (backoff after a retriable error).
     pub retry_at: Option<Instant>,
 }
@@ -103,7 +104,7 @@ impl PartitionQueue {
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.open.is_none() && self.sealed.is_empty() && !self.in_flight
+        self.open.is_none() && self.sealed.is_empty() && self.in_flight == 0
     }
 
     /// Copies a record into the open batch. The open batch is sealed first when the record

@@ -9,8 +9,11 @@
 //!
 //! Delivery guarantees: at least once. A retriable error (not leader, timeout, dropped
 //! connection, ...) puts the batches back at the front of their partition after
-//! `retry_backoff`, until `delivery_timeout` after their creation; one request per partition is
-//! in flight at a time, so records of a partition are written in `send` order. A timeout or a
+//! `retry_backoff`, until `delivery_timeout` after their creation, in send order. Up to
+//! `max_in_flight` requests per partition are in flight on the partition's one connection and
+//! the SPU appends them in order, so records of a partition are written in `send` order unless
+//! one request fails alone and is retried after later ones succeeded (`max_in_flight = 1`
+//! rules that out, as in Kafka without idempotence). A timeout or a
 //! dropped connection leaves the outcome unknown, so a retry may write a record twice.
 //!
 //! Dropping the last handle does not lose buffered records: the sender thread delivers them

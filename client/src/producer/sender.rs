@@ -178,7 +178,7 @@ impl SenderLoop<'_> {
                 wake_at(pass, due);
             }
         }
-        if queue.in_flight || queue.sealed.is_empty() {
+        if queue.in_flight >= config.max_in_flight || queue.sealed.is_empty() {
             return false;
         }
         while queue
@@ -311,7 +311,7 @@ impl SenderLoop<'_> {
     ) {
         for partition in request.partitions {
             let mut queue = lock_queue(&partition.topic.partitions[partition.partition as usize]);
-            queue.in_flight = false;
+            queue.in_flight = queue.in_flight.saturating_sub(1);
             drop(queue);
             match &result {
                 Ok(outcome) => {
@@ -338,7 +338,10 @@ impl SenderLoop<'_> {
             }
             Err(error) => return self.retry_or_fail(partition, error.clone()),
         };
-        lock_queue(&partition.topic.partitions[partition.partition as usize]).in_flight = false;
+        {
+            let mut queue = lock_queue(&partition.topic.partitions[partition.partition as usize]);
+            queue.in_flight = queue.in_flight.saturating_sub(1);
+        }
         let mut base_offset = answer.base_offset.map_or(-1, |offset| offset.get());
         let log_append_time = answer.log_append_time.map(|time| time.get());
         for batch in partition.batches {
@@ -359,14 +362,18 @@ impl SenderLoop<'_> {
         let mut failed = Vec::new();
         {
             let mut queue = lock_queue(&partition.topic.partitions[partition.partition as usize]);
-            queue.in_flight = false;
+            queue.in_flight = queue.in_flight.saturating_sub(1);
             if error.is_retriable() {
                 tracing::debug!(topic = %partition.topic.name, partition = partition.partition, %error, "retrying");
-                for batch in partition.batches.into_iter().rev() {
+                for batch in partition.batches {
                     if now >= batch.created + config.delivery_timeout {
                         failed.push(batch);
                     } else {
-                        queue.sealed.push_front(batch);
+                        // Back in send order, also when several requests of the partition
+                        // fail and their answers arrive in any order.
+                        let at =
+                            queue.sealed.partition_point(|queued| queued.sequence < batch.sequence);
+                        queue.sealed.insert(at, batch);
                     }
                 }
                 queue.retry_at = Some(now + config.retry_backoff);
@@ -428,7 +435,7 @@ fn take_batches(queue: &mut PartitionQueue, request_bytes: usize) -> Option<Vec<
         bytes += front.wire_len();
         taken.extend(queue.sealed.pop_front());
     }
-    queue.in_flight = true;
+    queue.in_flight += 1;
     Some(taken)
 }
 

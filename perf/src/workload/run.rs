@@ -61,6 +61,7 @@ pub fn producer_config(args: &WorkloadArgs) -> ProducerConfig {
         },
         batch_bytes: args.batch_bytes,
         linger: Duration::from_millis(args.linger_ms),
+        max_in_flight: args.max_in_flight,
         partitioner: match args.key_distribution {
             KeyDistribution::None => Partitioner::Sticky,
             _ => Partitioner::Murmur2Key,

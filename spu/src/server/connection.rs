@@ -12,10 +12,15 @@
 //! The socket is duplicated (`dup`) so that the writer task owns a write handle while the read
 //! loop reads; both are plain glommio streams of this core.
 //!
-//! Order and bounds: one request at a time per connection (as in Kafka), so responses come in
-//! request order; stream fetch pushes interleave with them through the same writer queue
-//! ([`OUTGOING_QUEUE_CAPACITY`] frames, back-pressure on the handlers when the client reads
-//! slowly).
+//! Order and bounds: requests are read and run one at a time per connection, in order, so
+//! responses come in request order. A produce is run up to its appends (offsets assigned, in
+//! request order); its acknowledgement (written, durable) then completes on a task of its own
+//! and its answer waits in the writer queue as [`Outgoing::Deferred`], so the next requests of
+//! the connection are appended meanwhile and share the write round and the fdatasync (a
+//! producer with several requests in flight gets group commit on one connection). Stream
+//! fetch pushes interleave with responses through the same writer queue
+//! ([`OUTGOING_QUEUE_CAPACITY`] frames, which also bounds the produce answers pending per
+//! connection; back-pressure on the read loop when the client reads slowly).
 //!
 //! Failure modes: a frame over the maximum or below the header size gets an error frame
 //! (API versions layout, `FrameTooLarge` / `InvalidRequest`) and the connection closes; an
@@ -78,6 +83,10 @@ pub enum Outgoing {
         /// The slices of each splice part (index = the plan's splice index).
         slices: Vec<Vec<FileSlice>>,
     },
+    /// A produce response still waiting for its acknowledgements: the frame and whether a
+    /// partition failed arrive on this channel (nothing: the response could not be encoded,
+    /// the connection closes).
+    Deferred(LocalReceiver<(Vec<u8>, bool)>),
 }
 
 /// Which listener accepted the connection.
@@ -95,7 +104,21 @@ async fn write_loop(
     mode: SendMode,
     probe: Rc<CoreProbe>,
 ) {
-    while let Some(item) = queue.recv().await {
+    while let Some(mut item) = queue.recv().await {
+        if let Outgoing::Deferred(answer) = &item {
+            match answer.recv().await {
+                Some((bytes, failed)) => {
+                    if failed {
+                        probe.request_error(ApiKey::Produce);
+                    }
+                    item = Outgoing::Bytes(bytes);
+                }
+                None => {
+                    tracing::warn!("a produce response could not be encoded; closing");
+                    break;
+                }
+            }
+        }
         let result = match &item {
             Outgoing::Bytes(bytes) => match stream.write_all(bytes).await {
                 Ok(()) => {
@@ -104,6 +127,7 @@ async fn write_loop(
                 }
                 Err(error) => Err(error.to_string()),
             },
+            Outgoing::Deferred(_) => Ok(()),
             Outgoing::Plan { buffer, plan, slices } => {
                 let spliced: Vec<&[FileSlice]> = slices.iter().map(Vec::as_slice).collect();
                 match zero_copy::send_plan(&mut stream, buffer, plan, &spliced, mode).await {
@@ -346,7 +370,28 @@ async fn run_request(
             private_refusal(header, body, &mut out)?;
             true
         }
-        (Port::Public, ApiKey::Produce) => handlers::produce(core, header, body, &mut out).await?,
+        (Port::Public, ApiKey::Produce) => {
+            let staged = handlers::produce_stage(core, header, body).await?;
+            if !staged.answers() {
+                return Ok((None, staged.finish(core, &mut out).await?));
+            }
+            // The appends are done, in request order; the acknowledgement runs on its own
+            // task so that the next request is read (and appended) meanwhile and shares the
+            // write round and fdatasync. The writer sends answers in request order.
+            let (sender, receiver) = local_channel::new_bounded(1);
+            let core = Rc::clone(core);
+            glommio::spawn_local(async move {
+                let mut frame = Vec::new();
+                match staged.finish(&core, &mut frame).await {
+                    Ok(failed) => {
+                        let _ = sender.send((frame, failed)).await;
+                    }
+                    Err(error) => tracing::warn!(%error, "produce response does not encode"),
+                }
+            })
+            .detach();
+            return Ok((Some(Outgoing::Deferred(receiver)), false));
+        }
         (Port::Public, ApiKey::Fetch) => {
             let (response, summary) = handlers::fetch(core, header, body).await?;
             core.probe.add(Counter::RecordsFetched, summary.records);

@@ -27,12 +27,14 @@ use sluice_proto::api::{ApiKey, Decode};
 use sluice_proto::codec::DecodeError;
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::{encode_frame, FrameHeader};
-use sluice_proto::object::PartitionKey;
+use sluice_proto::ids::PartitionId;
+use sluice_proto::object::{PartitionKey, TopicName};
 
-use crate::metrics::Counter;
+use crate::metrics::{Counter, Gauge};
 use crate::server::connection::Outgoing;
 use crate::server::core::Core;
 use crate::server::ops::{self, PartitionRead, ReadMode, ReadRecords};
+use crate::server::replica::StagedProduce;
 use crate::server::shard::ReadRequest;
 
 /// Longest long-poll a fetch may ask for; longer waits are cut to this.
@@ -82,40 +84,89 @@ pub fn api_versions(
     Ok(())
 }
 
-/// Produce: appends every partition's batches in place in `body`, then answers (nothing for
-/// acks none). Returns whether any partition failed.
+/// Produce, in one go: [`produce_stage`] then [`ProduceInProgress::finish`]. Returns whether
+/// any partition failed.
 pub async fn produce(
     core: &Rc<Core>,
     header: &FrameHeader,
     body: &mut [u8],
     out: &mut Vec<u8>,
 ) -> Result<bool, HandlerError> {
+    produce_stage(core, header, body).await?.finish(core, out).await
+}
+
+/// A produce request after its appends: every partition is settled or waits for its
+/// acknowledgement; the response is whole once all of them are.
+pub struct ProduceInProgress {
+    header: FrameHeader,
+    acks: Acks,
+    topics: Vec<(TopicName, Vec<(PartitionId, StagedProduce)>)>,
+}
+
+/// Decodes a produce request and appends every partition's batches in request order (the
+/// order of a connection's requests is the order of their appends). Nothing is awaited but
+/// the appends themselves (and forwarding to another core).
+pub async fn produce_stage(
+    core: &Rc<Core>,
+    header: &FrameHeader,
+    body: &mut [u8],
+) -> Result<ProduceInProgress, HandlerError> {
     let request = ProduceRequest::<Range<usize>>::decode(header.api_version, body)
         .map_err(|source| HandlerError::Undecodable { api_key: ApiKey::Produce, source })?;
-    let mut response = ProduceResponse { topics: Vec::with_capacity(request.topics.len()) };
-    let mut failed = false;
+    let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for partition in topic.partitions {
             let key = PartitionKey::new(topic.name.clone(), partition.partition);
             let records = &mut body[partition.records];
-            let outcome = ops::produce(core, key, records, request.acks).await;
-            core.probe.add(Counter::RecordsProduced, outcome.records);
-            failed |= !outcome.error_code.is_ok();
-            partitions.push(ProducePartitionResponse {
-                partition: partition.partition,
-                error_code: outcome.error_code,
-                base_offset: outcome.base_offset,
-                log_append_time: None,
-                log_start_offset: outcome.log_start_offset,
-            });
+            let staged = ops::stage_produce(core, key, records, request.acks).await;
+            partitions.push((partition.partition, staged));
         }
-        response.topics.push(ProduceTopicResponse { name: topic.name, partitions });
+        topics.push((topic.name, partitions));
     }
-    if request.acks != Acks::None {
-        encode_frame(out, &response_header(header), &response)?;
+    Ok(ProduceInProgress { header: response_header(header), acks: request.acks, topics })
+}
+
+impl ProduceInProgress {
+    /// Whether the client expects a response (acks other than `none`).
+    pub fn answers(&self) -> bool {
+        self.acks != Acks::None
     }
-    Ok(failed)
+
+    /// Waits for every partition's acknowledgement and encodes the response into `out` (not
+    /// for acks `none`). Returns whether any partition failed.
+    pub async fn finish(self, core: &Rc<Core>, out: &mut Vec<u8>) -> Result<bool, HandlerError> {
+        let mut response = ProduceResponse { topics: Vec::with_capacity(self.topics.len()) };
+        let mut failed = false;
+        for (name, staged) in self.topics {
+            let mut partitions = Vec::with_capacity(staged.len());
+            for (partition, staged) in staged {
+                let outcome = match staged {
+                    StagedProduce::Settled(outcome) => outcome,
+                    StagedProduce::Pending(pending) => {
+                        core.probe.adjust(Gauge::ProduceWaiting, 1);
+                        let outcome = pending.acknowledge().await;
+                        core.probe.adjust(Gauge::ProduceWaiting, -1);
+                        outcome
+                    }
+                };
+                core.probe.add(Counter::RecordsProduced, outcome.records);
+                failed |= !outcome.error_code.is_ok();
+                partitions.push(ProducePartitionResponse {
+                    partition,
+                    error_code: outcome.error_code,
+                    base_offset: outcome.base_offset,
+                    log_append_time: None,
+                    log_start_offset: outcome.log_start_offset,
+                });
+            }
+            response.topics.push(ProduceTopicResponse { name, partitions });
+        }
+        if self.acks != Acks::None {
+            encode_frame(out, &self.header, &response)?;
+        }
+        Ok(failed)
+    }
 }
 
 /// List offsets. Returns whether any partition failed.

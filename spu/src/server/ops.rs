@@ -23,7 +23,7 @@ use sluice_proto::object::PartitionKey;
 
 use crate::metrics::Gauge;
 use crate::server::core::{Core, Route};
-use crate::server::replica::Replica;
+use crate::server::replica::{Replica, StagedProduce};
 use crate::server::shard::{
     ListOffsetOutcome, ProduceOutcome, ReadRequest, ShardMessage, ShardOp, ShardReply,
 };
@@ -132,6 +132,24 @@ pub async fn produce(
                 other => ProduceOutcome::error(unexpected(&other)),
             }
         }
+    }
+}
+
+/// The first half of [`produce`]: appends (locally) and returns what is left to wait for. A
+/// partition of another core is forwarded and settled here (the owner waits for the acks).
+pub async fn stage_produce(
+    core: &Rc<Core>,
+    key: PartitionKey,
+    records: &mut [u8],
+    acks: Acks,
+) -> StagedProduce {
+    match core.route(&key) {
+        Err(code) => StagedProduce::Settled(ProduceOutcome::error(code)),
+        Ok(Route::Local) => match core.local_replica(&key) {
+            Ok(replica) => replica.stage_produce(records, acks).await,
+            Err(code) => StagedProduce::Settled(ProduceOutcome::error(code)),
+        },
+        Ok(Route::Remote(_)) => StagedProduce::Settled(produce(core, key, records, acks).await),
     }
 }
 

@@ -45,6 +45,41 @@ pub struct Replica {
     last_sync: Cell<std::time::Instant>,
 }
 
+/// A produce after its appends: settled (an error, or acks `none`), or waiting for its
+/// acknowledgement.
+pub enum StagedProduce {
+    /// Nothing left to wait for.
+    Settled(ProduceOutcome),
+    /// Appended; the outcome once written or durable.
+    Pending(PendingProduce),
+}
+
+impl From<Result<PendingProduce, ProduceOutcome>> for StagedProduce {
+    fn from(result: Result<PendingProduce, ProduceOutcome>) -> Self {
+        match result {
+            Ok(pending) => StagedProduce::Pending(pending),
+            Err(outcome) => StagedProduce::Settled(outcome),
+        }
+    }
+}
+
+/// Appended batches waiting to be written and durable before they are acknowledged.
+pub struct PendingProduce {
+    replica: Rc<Replica>,
+    last: Appended,
+    outcome: ProduceOutcome,
+}
+
+impl PendingProduce {
+    /// Waits for the acks level (written, then durable unless relaxed); the outcome to answer.
+    pub async fn acknowledge(self) -> ProduceOutcome {
+        match self.replica.complete(&self.last).await {
+            Ok(()) => self.outcome,
+            Err(error) => ProduceOutcome::error(error_code(&error)),
+        }
+    }
+}
+
 /// The storage settings of a replica, from its spec's topic settings.
 pub fn log_config(spec: &PartitionSpec, free_bytes_min: u64) -> LogConfig {
     let defaults = LogConfig::default();
@@ -206,13 +241,32 @@ impl Replica {
 
     /// Appends the batches in `records` (patched in place) as leader; answers per `acks`.
     pub async fn produce(self: &Rc<Self>, records: &mut [u8], acks: Acks) -> ProduceOutcome {
+        match self.stage_produce(records, acks).await {
+            StagedProduce::Settled(outcome) => outcome,
+            StagedProduce::Pending(pending) => pending.acknowledge().await,
+        }
+    }
+
+    /// The first half of [`Replica::produce`]: frames, validates and appends the batches
+    /// (offsets assigned, order fixed) and returns what is left to wait for. A connection
+    /// runs this in request order and the acknowledgement concurrently, so several requests
+    /// of one connection share write rounds and fdatasyncs.
+    pub async fn stage_produce(self: &Rc<Self>, records: &mut [u8], acks: Acks) -> StagedProduce {
+        StagedProduce::from(self.stage_produce_inner(records, acks).await)
+    }
+
+    async fn stage_produce_inner(
+        self: &Rc<Self>,
+        records: &mut [u8],
+        acks: Acks,
+    ) -> Result<PendingProduce, ProduceOutcome> {
         let (epoch, batch_bytes_max) = {
             let spec = self.spec.borrow();
             (spec.leader_epoch, spec.config.batch_bytes_max as usize)
         };
         let batches = match frame_batches(records, batch_bytes_max) {
             Ok(batches) => batches,
-            Err(code) => return ProduceOutcome::error(code),
+            Err(code) => return Err(ProduceOutcome::error(code)),
         };
         if batches.len() > 1 {
             for range in &batches {
@@ -222,7 +276,7 @@ impl Replica {
                     } else {
                         ErrorCode::InvalidRecord
                     };
-                    return ProduceOutcome::error(code);
+                    return Err(ProduceOutcome::error(code));
                 }
             }
         }
@@ -236,12 +290,12 @@ impl Replica {
                 }
                 Err(error) => {
                     tracing::debug!(key = %self.key, %error, "append refused");
-                    return ProduceOutcome::error(error_code(&error));
+                    return Err(ProduceOutcome::error(error_code(&error)));
                 }
             }
         }
         let (Some(first), Some(last)) = (first, last) else {
-            return ProduceOutcome::error(ErrorCode::CorruptMessage);
+            return Err(ProduceOutcome::error(ErrorCode::CorruptMessage));
         };
         let outcome = ProduceOutcome {
             error_code: ErrorCode::None,
@@ -256,12 +310,11 @@ impl Replica {
                     let _ = replica.complete(&last).await;
                 })
                 .detach();
-                outcome
+                Err(outcome)
             }
-            Acks::Leader | Acks::All => match self.complete(&last).await {
-                Ok(()) => outcome,
-                Err(error) => ProduceOutcome::error(error_code(&error)),
-            },
+            Acks::Leader | Acks::All => {
+                Ok(PendingProduce { replica: Rc::clone(self), last, outcome })
+            }
         }
     }
 
