@@ -15,9 +15,12 @@ use sluice_proto::ids::CorrelationId;
 
 use super::accumulator::{Batch, TopicQueues};
 
-/// Record bytes of one produce request at most (at least one batch always goes): big enough
-/// to amortize a round trip, small enough to keep one SPU core from stalling others.
-pub(crate) const PRODUCE_REQUEST_BYTES_MAX: usize = 16 * 1024 * 1024;
+/// Record bytes of one produce request at most (at least one batch always goes). With several
+/// requests in flight per partition the round trip is amortized anyway; what the size decides
+/// is the SPU's memory, whose receive buffer grows to the largest request. Measured against
+/// 16 and 4 MiB (100 partitions, acks all, 15 s, SPU peak RSS): 154–161, 115–136 and 103 MiB,
+/// with throughput no lower (1 partition: 462 MiB/s at 4 MiB, 504 at 1 MiB).
+pub(crate) const PRODUCE_REQUEST_BYTES_MAX: usize = 1024 * 1024;
 
 /// The batches of one partition in a request.
 pub(crate) struct PartitionBatches {
