@@ -63,6 +63,17 @@ pub enum ClientError {
         /// How long.
         after: Duration,
     },
+    /// A record was not acknowledged within the producer's `delivery_timeout`, retries
+    /// included. `last_error` is the last retriable error its partition got (for example
+    /// `StorageFull` while the SPU's volume is under its free-space floor); none when requests
+    /// simply went unanswered. The outcome is unknown: the record may have been written.
+    #[error("produce delivery gave up after {after:?}: {}", delivery_cause(.last_error))]
+    DeliveryTimeout {
+        /// The delivery timeout.
+        after: Duration,
+        /// The last retriable error of the record's partition.
+        last_error: Option<Box<ClientError>>,
+    },
     /// The server refused the request with an error code. Retriable when the code is.
     #[error("{message} ({code})")]
     Server {
@@ -129,6 +140,15 @@ pub enum ClientError {
     Closed,
 }
 
+fn delivery_cause(last_error: &Option<Box<ClientError>>) -> String {
+    match last_error {
+        Some(error) => format!("the last attempt failed with: {error}"),
+        None => "no answer; the SPU may be overloaded or unreachable (raise `delivery_timeout` \
+                 if it is just slow)"
+            .into(),
+    }
+}
+
 impl ClientError {
     /// Whether sending the same request again may succeed.
     pub fn is_retriable(&self) -> bool {
@@ -136,7 +156,8 @@ impl ClientError {
             ClientError::ScUnreachable { .. }
             | ClientError::NoActiveController { .. }
             | ClientError::Connection { .. }
-            | ClientError::Timeout { .. } => true,
+            | ClientError::Timeout { .. }
+            | ClientError::DeliveryTimeout { .. } => true,
             ClientError::Server { code, .. } => code.is_retriable(),
             ClientError::UnknownTopic { .. }
             | ClientError::UnknownPartition { .. }

@@ -397,6 +397,30 @@ fn back_pressure_bounds_buffered_bytes_and_errors_are_clear() {
     assert!(error.to_string().contains("buffer_bytes_max"), "{error}");
 }
 
+#[test]
+fn delivery_timeout_names_the_last_error_of_a_full_volume() {
+    // A free-space floor no volume meets: every append is refused with StorageFull, which is
+    // retriable, so the producer retries until its delivery timeout and then says why.
+    let cluster = TestCluster::start_with(1, 1, &["--free-bytes-min=18446744073709551615"]);
+    cluster.create_topic("full", 1);
+    let config = ProducerConfig {
+        delivery_timeout: Duration::from_secs(2),
+        retry_backoff: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let producer = cluster.cluster.producer(config).unwrap();
+    let delivery = producer.send(&ProducerRecord::new("full", b"nowhere to go")).unwrap();
+    let error = delivery.wait().unwrap_err();
+    match &error {
+        ClientError::DeliveryTimeout { last_error: Some(last), .. } => {
+            assert_eq!(last.code(), Some(sluice_client::ErrorCode::StorageFull), "{error}");
+        }
+        other => panic!("expected a delivery timeout naming StorageFull, got {other:?}"),
+    }
+    let message = error.to_string();
+    assert!(message.contains("gave up after") && message.contains("StorageFull"), "{message}");
+}
+
 /// A minimal executor: polls a future on this thread, parking until woken.
 fn block_on<F: std::future::Future>(future: F) -> F::Output {
     struct Unpark(std::thread::Thread, Mutex<bool>);

@@ -88,6 +88,8 @@ pub(crate) struct PartitionQueue {
     pub in_flight: usize,
     /// No request before this instant (backoff after a retriable error).
     pub retry_at: Option<Instant>,
+    /// The last retriable error of this partition, reported if its batches time out.
+    pub last_error: Option<ClientError>,
 }
 
 impl PartitionQueue {

@@ -42,8 +42,8 @@ struct SenderLoop<'a> {
 struct Pass {
     next_wake: Option<Instant>,
     anything_pending: bool,
-    /// Batches past their delivery timeout, failed after the pass.
-    expired: Vec<Batch>,
+    /// Batches past their delivery timeout, with their partition's last retriable error.
+    expired: Vec<(Batch, Option<ClientError>)>,
 }
 
 /// Marks the producer stopped when the sender thread ends, also by a panic, so that `flush`
@@ -140,11 +140,9 @@ impl SenderLoop<'_> {
             }
         }
         let timeout = shared.config.delivery_timeout;
-        for batch in std::mem::take(&mut pass.expired) {
-            self.resolve(
-                batch,
-                Err(ClientError::Timeout { operation: "produce delivery", after: timeout }),
-            );
+        for (batch, last_error) in std::mem::take(&mut pass.expired) {
+            let last_error = last_error.map(Box::new);
+            self.resolve(batch, Err(ClientError::DeliveryTimeout { after: timeout, last_error }));
         }
         if refresh {
             shared.cluster.metadata.request_refresh();
@@ -186,7 +184,8 @@ impl SenderLoop<'_> {
             .front()
             .is_some_and(|batch| now >= batch.created + config.delivery_timeout)
         {
-            pass.expired.extend(queue.sealed.pop_front());
+            let last_error = queue.last_error.clone();
+            pass.expired.extend(queue.sealed.pop_front().map(|batch| (batch, last_error)));
         }
         if let Some(oldest) = queue.sealed.front() {
             wake_at(pass, oldest.created + config.delivery_timeout);
@@ -341,6 +340,7 @@ impl SenderLoop<'_> {
         {
             let mut queue = lock_queue(&partition.topic.partitions[partition.partition as usize]);
             queue.in_flight = queue.in_flight.saturating_sub(1);
+            queue.last_error = None;
         }
         let mut base_offset = answer.base_offset.map_or(-1, |offset| offset.get());
         let log_append_time = answer.log_append_time.map(|time| time.get());
@@ -377,6 +377,7 @@ impl SenderLoop<'_> {
                     }
                 }
                 queue.retry_at = Some(now + config.retry_backoff);
+                queue.last_error = Some(error.clone());
             } else {
                 failed = partition.batches;
             }
@@ -385,7 +386,10 @@ impl SenderLoop<'_> {
             self.shared.cluster.metadata.request_refresh();
         }
         let failure = if error.is_retriable() {
-            ClientError::Timeout { operation: "produce delivery", after: config.delivery_timeout }
+            ClientError::DeliveryTimeout {
+                after: config.delivery_timeout,
+                last_error: Some(Box::new(error)),
+            }
         } else {
             error
         };

@@ -133,6 +133,7 @@ pub struct SpuProcess {
     cores: u16,
     sc_private_address: SocketAddr,
     data_dir: PathBuf,
+    extra: Vec<String>,
 }
 
 impl SpuProcess {
@@ -144,8 +145,9 @@ impl SpuProcess {
         sc: &ScProcess,
         cluster: &Cluster,
         data_dir: &Path,
+        extra: &[&str],
     ) -> SpuProcess {
-        let mut child = spawn_spu(id, cores, sc.private_address, data_dir);
+        let mut child = spawn_spu(id, cores, sc.private_address, data_dir, extra);
         let (public_address, private_address) = read_addresses(&mut child.0, id);
         let endpoint =
             |address: SocketAddr| Endpoint::new(address.ip().to_string(), address.port());
@@ -167,6 +169,7 @@ impl SpuProcess {
             cores,
             sc_private_address: sc.private_address,
             data_dir: data_dir.to_owned(),
+            extra: extra.iter().map(|arg| arg.to_string()).collect(),
         }
     }
 
@@ -175,7 +178,9 @@ impl SpuProcess {
     pub fn crash_and_restart(&mut self) {
         let _ = self.child.0.kill();
         let _ = self.child.0.wait();
-        let mut child = spawn_spu(self.id, self.cores, self.sc_private_address, &self.data_dir);
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        let mut child =
+            spawn_spu(self.id, self.cores, self.sc_private_address, &self.data_dir, &extra);
         let (public_address, _) = read_addresses(&mut child.0, self.id);
         self.core_addresses = wait_spu_ready(&mut child, self.id, &self.data_dir);
         self.public_address = public_address;
@@ -187,7 +192,7 @@ fn ready_file_path(data_dir: &Path, id: i32) -> PathBuf {
     data_dir.join(format!("spu-{id}.ready"))
 }
 
-fn spawn_spu(id: i32, cores: u16, sc: SocketAddr, data_dir: &Path) -> ChildGuard {
+fn spawn_spu(id: i32, cores: u16, sc: SocketAddr, data_dir: &Path, extra: &[&str]) -> ChildGuard {
     let ready_file = ready_file_path(data_dir, id);
     let _ = std::fs::remove_file(&ready_file);
     let child = Command::new(binary("sluice-spu", "SLUICE_SPU_BIN"))
@@ -200,6 +205,7 @@ fn spawn_spu(id: i32, cores: u16, sc: SocketAddr, data_dir: &Path) -> ChildGuard
         .arg(data_dir.join("spu"))
         .arg("--ready-file")
         .arg(&ready_file)
+        .args(extra)
         .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
@@ -256,11 +262,16 @@ pub struct TestCluster {
 impl TestCluster {
     /// An SC and `spu_count` custom SPUs of `cores` cores each, all online.
     pub fn start(spu_count: i32, cores: u16) -> TestCluster {
+        Self::start_with(spu_count, cores, &[])
+    }
+
+    /// As [`TestCluster::start`], with extra `sluice-spu` flags for every SPU.
+    pub fn start_with(spu_count: i32, cores: u16, extra: &[&str]) -> TestCluster {
         let directory = tempfile::tempdir().expect("temp dir");
         let sc = ScProcess::start(directory.path());
         let cluster = Cluster::connect(sc.client_config()).expect("connect to the SC");
         let spus = (1..=spu_count)
-            .map(|id| SpuProcess::start_custom(id, cores, &sc, &cluster, directory.path()))
+            .map(|id| SpuProcess::start_custom(id, cores, &sc, &cluster, directory.path(), extra))
             .collect();
         let test = TestCluster { spus, cluster, sc, directory };
         test.wait_spus_online(spu_count as usize);
