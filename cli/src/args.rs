@@ -223,7 +223,8 @@ pub enum TopicCommand {
     #[command(after_help = "Examples:\n  sluice topic describe orders\n  \
         sluice topic describe orders -O yaml")]
     Describe(TopicDescribeArgs),
-    /// Delete a topic (its replicas stop; the SPUs keep the files).
+    /// Delete a topic: its replicas stop and each SPU removes their files after its
+    /// `--deleted-retention-ms` (60 s by default).
     #[command(after_help = "Example:\n  sluice topic delete orders")]
     Delete(TopicNameArgs),
 }

@@ -28,6 +28,8 @@ pub const METRICS_ADDRESS_DEFAULT: &str = "0.0.0.0:9007";
 pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u64 = 500;
 /// Default interval between retention passes over every replica.
 pub const RETENTION_INTERVAL_MS_DEFAULT: u64 = 30_000;
+/// Default delay before a dropped replica's files are removed.
+pub const DELETED_RETENTION_MS_DEFAULT: u64 = 60_000;
 /// Default free-space floor of the data volume: appends are refused below it.
 pub const FREE_BYTES_MIN_DEFAULT: u64 = 2 << 30;
 
@@ -86,6 +88,10 @@ pub struct SpuArgs {
     /// replicas, milliseconds [default: 30000].
     #[arg(long, env = "SLUICE_SPU_RETENTION_INTERVAL_MS")]
     pub retention_interval_ms: Option<u64>,
+    /// A replica this SPU no longer hosts (topic deleted, replica moved) is renamed to
+    /// `<key>.deleted-<ms>` and removed this many milliseconds later [default: 60000].
+    #[arg(long, env = "SLUICE_SPU_DELETED_RETENTION_MS")]
+    pub deleted_retention_ms: Option<u64>,
     /// Once registered with an SC and listening: write `public=`, `private=`, `metrics=` and
     /// `core.<i>=` lines to this file (temporary file, then rename).
     #[arg(long, env = "SLUICE_SPU_READY_FILE")]
@@ -110,6 +116,7 @@ pub struct FileConfig {
     free_bytes_min: Option<u64>,
     heartbeat_interval_ms: Option<u64>,
     retention_interval_ms: Option<u64>,
+    deleted_retention_ms: Option<u64>,
     ready_file: Option<PathBuf>,
 }
 
@@ -161,6 +168,8 @@ pub struct SpuConfig {
     pub heartbeat_interval: Duration,
     /// Interval between retention passes.
     pub retention_interval: Duration,
+    /// Delay before a dropped replica's files are removed.
+    pub deleted_retention: Duration,
     /// Readiness file.
     pub ready_file: Option<PathBuf>,
 }
@@ -311,6 +320,11 @@ impl SpuArgs {
                 .unwrap_or(FREE_BYTES_MIN_DEFAULT),
             heartbeat_interval: Duration::from_millis(heartbeat_interval_ms),
             retention_interval: Duration::from_millis(retention_interval_ms),
+            deleted_retention: Duration::from_millis(
+                self.deleted_retention_ms
+                    .or(file.deleted_retention_ms)
+                    .unwrap_or(DELETED_RETENTION_MS_DEFAULT),
+            ),
             ready_file: self.ready_file.or(file.ready_file),
         })
     }

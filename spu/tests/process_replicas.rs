@@ -1,5 +1,6 @@
 //! How a real `sluice-spu` follows the SC: live replica status reaches the SC, a deleted
-//! topic's replicas stop but keep their files, and re-creating the topic reattaches them.
+//! topic's replicas stop and their directories are set aside for the deleted-replica
+//! retention (60 s by default), and a topic re-created under the same name starts empty.
 
 mod process_common;
 
@@ -14,7 +15,7 @@ use sluice_proto::object::PartitionResolution;
 const CORES: u16 = 2;
 
 #[test]
-fn live_status_reaches_the_sc_and_removed_replicas_keep_their_files() {
+fn live_status_reaches_the_sc_and_removed_replicas_are_set_aside() {
     let cluster = Cluster::start(CORES);
     let topic = cluster.create_topic("followed", 2);
     let mut client = SpuClient::connect(cluster.spu.public_address);
@@ -39,7 +40,7 @@ fn live_status_reaches_the_sc_and_removed_replicas_keep_their_files() {
         (partitions.len() == 2 && reported).then_some(())
     });
 
-    // Deleting the topic stops its replicas; their directories stay.
+    // Deleting the topic stops its replicas; their directories are renamed, not yet removed.
     let deleted = admin.delete_topic(topic.clone()).expect("delete the topic");
     assert!(deleted.error_code.is_ok(), "{deleted:?}");
     wait_for("the SPU to stop serving the deleted topic", || {
@@ -50,17 +51,24 @@ fn live_status_reaches_the_sc_and_removed_replicas_keep_their_files() {
         Cluster::spu_dir(&cluster.dir).join(format!("spu-{}", process_common::SPU_ID));
     for partition in 0..2 {
         let directory = replicas_dir.join(format!("followed-{partition}"));
-        assert!(directory.is_dir(), "{} kept", directory.display());
+        let prefix = format!("followed-{partition}.deleted-");
+        wait_for("the replica directory to be set aside", || {
+            let marked = std::fs::read_dir(&replicas_dir)
+                .expect("replicas directory")
+                .flatten()
+                .filter(|entry| entry.file_name().to_string_lossy().starts_with(&prefix))
+                .filter(|entry| entry.path().join("00000000000000000000.log").is_file())
+                .count();
+            (marked == 1 && !directory.exists()).then_some(())
+        });
     }
 
-    // Re-creating it reattaches the same logs.
+    // Re-creating it starts from empty logs (the old files are not reattached).
     let topic = cluster.create_topic("followed", 2);
     for partition in 0..2u32 {
         let latest =
             client.list_offset(&topic, partition, OffsetSpec::Latest, Isolation::ReadCommitted);
-        assert_eq!(latest.offset, Some(Offset(3 + i64::from(partition))));
-        let fetched = client.fetch_values(&topic, partition, Offset(0), 1);
-        assert_eq!(fetched[0], (Offset(0), value_for(partition, 0, 100)));
+        assert_eq!(latest.offset, Some(Offset(0)));
     }
 }
 

@@ -244,3 +244,40 @@ fn time_retention_deletes_old_sealed_segments_and_keeps_the_active_one() {
     let (header, _) = client.fetch(&topic, 0, Offset(0), (0, 0), Isolation::ReadCommitted);
     assert_eq!(header.error_code, ErrorCode::OffsetOutOfRange);
 }
+
+#[test]
+fn a_deleted_topic_gives_its_disk_space_back() {
+    let cluster = Cluster::start_with(1, &["--deleted-retention-ms=300"]);
+    let doomed = cluster.create_topic("doomed", 1);
+    let kept = cluster.create_topic("kept", 1);
+    let mut client = SpuClient::connect(cluster.spu.public_address);
+    let value = vec![3u8; RECORD_BYTES];
+    for topic in [&doomed, &kept] {
+        let refs: Vec<&[u8]> = vec![value.as_slice(); RECORDS_PER_BATCH];
+        let outcome = client.produce(topic, 0, &batch(&refs, now_ms()), Acks::All);
+        assert_eq!(outcome.error_code, ErrorCode::None);
+    }
+    let doomed_dir = replica_dir(&cluster, &doomed, 0);
+    let kept_dir = replica_dir(&cluster, &kept, 0);
+    assert!(doomed_dir.is_dir() && kept_dir.is_dir());
+
+    let deleted = cluster.sc.admin().delete_topic(doomed.clone()).expect("delete the topic");
+    assert!(deleted.error_code.is_ok(), "{deleted:?}");
+    let parent = doomed_dir.parent().expect("replicas directory").to_path_buf();
+    wait_for("the deleted topic's files to be removed", || {
+        let leftovers = std::fs::read_dir(&parent)
+            .expect("replicas directory")
+            .flatten()
+            .filter(|entry| entry.file_name().to_string_lossy().starts_with("doomed-0"))
+            .count();
+        (leftovers == 0).then_some(())
+    });
+    assert!(kept_dir.is_dir(), "another topic's files stay");
+    let values = client.fetch_values(&kept, 0, Offset(0), RECORDS_PER_BATCH);
+    assert_eq!(values.len(), RECORDS_PER_BATCH);
+
+    // The same name again starts from an empty log.
+    let again = cluster.create_topic("doomed", 1);
+    let latest = client.list_offset(&again, 0, OffsetSpec::Latest, Isolation::ReadCommitted);
+    assert_eq!(latest.offset, Some(Offset(0)));
+}

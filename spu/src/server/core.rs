@@ -26,6 +26,7 @@ use sluice_proto::object::{PartitionKey, PartitionSpec};
 
 use crate::config::SpuConfig;
 use crate::metrics::{CoreProbe, Counter, Gauge};
+use crate::server::deleted;
 use crate::server::replica::{log_config, Replica};
 use crate::server::shard::{ReplicaSet, ShardMessage, ShardOp, ShardReply};
 use crate::storage::{ReplicaLog, SegmentFileCache};
@@ -213,8 +214,21 @@ impl Core {
             .collect();
         for replica in obsolete {
             self.replicas.borrow_mut().remove(replica.key());
-            tracing::info!(core = self.index, key = %replica.key(), "replica removed; files kept");
             replica.close().await;
+            match deleted::mark_deleted(replica.log().directory()) {
+                Ok(marked) => tracing::info!(
+                    core = self.index,
+                    key = %replica.key(),
+                    directory = %marked.display(),
+                    "replica removed; its files go after the deleted-replica retention"
+                ),
+                Err(error) => tracing::warn!(
+                    core = self.index,
+                    key = %replica.key(),
+                    %error,
+                    "replica removed; its directory could not be marked deleted and stays"
+                ),
+            }
         }
         for (key, spec) in wanted {
             let existing = self.replicas.borrow().get(&key).cloned();

@@ -9,6 +9,7 @@
 
 pub mod connection;
 pub mod core;
+pub mod deleted;
 pub mod handlers;
 pub mod ops;
 pub mod process;

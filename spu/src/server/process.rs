@@ -437,12 +437,16 @@ async fn report_status(core: Rc<Core>, local: Option<Rc<StatusMerge>>, stop: Rc<
     }
 }
 
-/// Syncs relaxed topics when due and applies retention every `retention_interval` of the
-/// configuration.
+/// How often core 0 looks for dropped replicas' directories to remove.
+const PURGE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Syncs relaxed topics when due, applies retention every `retention_interval` of the
+/// configuration and (core 0) removes dropped replicas' files (see [`super::deleted`]).
 async fn background_timer(core: Rc<Core>, stop: Rc<Signal>) {
     let generation = stop.generation();
     let interval = core.config.retention_interval;
     let mut retention_due = std::time::Instant::now() + interval;
+    let mut purge_due = std::time::Instant::now();
     loop {
         let stopped = future::or(
             async {
@@ -457,6 +461,15 @@ async fn background_timer(core: Rc<Core>, stop: Rc<Signal>) {
         .await;
         if stopped {
             return;
+        }
+        // Core 0 removes dropped replicas' directories once their retention passed.
+        if core.index == 0 && std::time::Instant::now() >= purge_due {
+            purge_due = std::time::Instant::now() + PURGE_INTERVAL;
+            crate::server::deleted::purge(
+                &core.config.replicas_dir(),
+                core.config.deleted_retention,
+                std::time::SystemTime::now(),
+            );
         }
         let retention = std::time::Instant::now() >= retention_due;
         if retention {
