@@ -30,7 +30,7 @@ use sluice_proto::frame::{encode_frame, FrameHeader};
 use sluice_proto::ids::PartitionId;
 use sluice_proto::object::{PartitionKey, TopicName};
 
-use crate::metrics::{Counter, Gauge};
+use crate::metrics::Counter;
 use crate::server::connection::Outgoing;
 use crate::server::core::Core;
 use crate::server::ops::{self, PartitionRead, ReadMode, ReadRecords};
@@ -84,17 +84,6 @@ pub fn api_versions(
     Ok(())
 }
 
-/// Produce, in one go: [`produce_stage`] then [`ProduceInProgress::finish`]. Returns whether
-/// any partition failed.
-pub async fn produce(
-    core: &Rc<Core>,
-    header: &FrameHeader,
-    body: &mut [u8],
-    out: &mut Vec<u8>,
-) -> Result<bool, HandlerError> {
-    produce_stage(core, header, body).await?.finish(core, out).await
-}
-
 /// A produce request after its appends: every partition is settled or waits for its
 /// acknowledgement; the response is whole once all of them are.
 pub struct ProduceInProgress {
@@ -141,15 +130,7 @@ impl ProduceInProgress {
         for (name, staged) in self.topics {
             let mut partitions = Vec::with_capacity(staged.len());
             for (partition, staged) in staged {
-                let outcome = match staged {
-                    StagedProduce::Settled(outcome) => outcome,
-                    StagedProduce::Pending(pending) => {
-                        core.probe.adjust(Gauge::ProduceWaiting, 1);
-                        let outcome = pending.acknowledge().await;
-                        core.probe.adjust(Gauge::ProduceWaiting, -1);
-                        outcome
-                    }
-                };
+                let outcome = ops::acknowledge(core, staged).await;
                 core.probe.add(Counter::RecordsProduced, outcome.records);
                 failed |= !outcome.error_code.is_ok();
                 partitions.push(ProducePartitionResponse {

@@ -107,36 +107,9 @@ fn unexpected(reply: &ShardReply) -> ErrorCode {
     }
 }
 
-/// Appends `records` (whole batches) to `key`.
-pub async fn produce(
-    core: &Rc<Core>,
-    key: PartitionKey,
-    records: &mut [u8],
-    acks: Acks,
-) -> ProduceOutcome {
-    match core.route(&key) {
-        Err(code) => ProduceOutcome::error(code),
-        Ok(Route::Local) => match core.local_replica(&key) {
-            Ok(replica) => {
-                core.probe.adjust(Gauge::ProduceWaiting, 1);
-                let outcome = replica.produce(records, acks).await;
-                core.probe.adjust(Gauge::ProduceWaiting, -1);
-                outcome
-            }
-            Err(code) => ProduceOutcome::error(code),
-        },
-        Ok(Route::Remote(owner)) => {
-            let op = ShardOp::Produce { key, acks, records: records.to_vec() };
-            match core.forward(owner, op).await {
-                ShardReply::Produce(outcome) => outcome,
-                other => ProduceOutcome::error(unexpected(&other)),
-            }
-        }
-    }
-}
-
-/// The first half of [`produce`]: appends (locally) and returns what is left to wait for. A
-/// partition of another core is forwarded and settled here (the owner waits for the acks).
+/// Appends `records` (whole batches) to `key` and returns what is left to wait for: a local
+/// partition answers once [`acknowledge`]d; a partition of another core is forwarded and
+/// settled here (the owner waits for the acks).
 pub async fn stage_produce(
     core: &Rc<Core>,
     key: PartitionKey,
@@ -149,7 +122,27 @@ pub async fn stage_produce(
             Ok(replica) => replica.stage_produce(records, acks).await,
             Err(code) => StagedProduce::Settled(ProduceOutcome::error(code)),
         },
-        Ok(Route::Remote(_)) => StagedProduce::Settled(produce(core, key, records, acks).await),
+        Ok(Route::Remote(owner)) => {
+            let op = ShardOp::Produce { key, acks, records: records.to_vec() };
+            StagedProduce::Settled(match core.forward(owner, op).await {
+                ShardReply::Produce(outcome) => outcome,
+                other => ProduceOutcome::error(unexpected(&other)),
+            })
+        }
+    }
+}
+
+/// The outcome of a staged produce, waiting for its acknowledgement if it has one to wait for
+/// (counted in the `ProduceWaiting` gauge meanwhile).
+pub async fn acknowledge(core: &Core, staged: StagedProduce) -> ProduceOutcome {
+    match staged {
+        StagedProduce::Settled(outcome) => outcome,
+        StagedProduce::Pending(pending) => {
+            core.probe.adjust(Gauge::ProduceWaiting, 1);
+            let outcome = pending.acknowledge().await;
+            core.probe.adjust(Gauge::ProduceWaiting, -1);
+            outcome
+        }
     }
 }
 

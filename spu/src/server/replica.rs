@@ -54,15 +54,6 @@ pub enum StagedProduce {
     Pending(PendingProduce),
 }
 
-impl From<Result<PendingProduce, ProduceOutcome>> for StagedProduce {
-    fn from(result: Result<PendingProduce, ProduceOutcome>) -> Self {
-        match result {
-            Ok(pending) => StagedProduce::Pending(pending),
-            Err(outcome) => StagedProduce::Settled(outcome),
-        }
-    }
-}
-
 /// Appended batches waiting to be written and durable before they are acknowledged.
 pub struct PendingProduce {
     replica: Rc<Replica>,
@@ -252,7 +243,10 @@ impl Replica {
     /// runs this in request order and the acknowledgement concurrently, so several requests
     /// of one connection share write rounds and fdatasyncs.
     pub async fn stage_produce(self: &Rc<Self>, records: &mut [u8], acks: Acks) -> StagedProduce {
-        StagedProduce::from(self.stage_produce_inner(records, acks).await)
+        match self.stage_produce_inner(records, acks).await {
+            Ok(pending) => StagedProduce::Pending(pending),
+            Err(outcome) => StagedProduce::Settled(outcome),
+        }
     }
 
     async fn stage_produce_inner(
