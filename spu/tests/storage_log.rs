@@ -452,6 +452,58 @@ fn zero_fill_ahead_keeps_the_file_size_and_the_data() {
     });
 }
 
+/// Where the first hole (or unwritten extent) of `path` starts at or after `from`.
+fn first_hole(path: &Path, from: u64) -> u64 {
+    use std::os::fd::AsRawFd;
+    let file = std::fs::File::open(path).unwrap();
+    // SAFETY: lseek on a descriptor this function owns; no memory is passed.
+    let at = unsafe { libc::lseek(file.as_raw_fd(), from as libc::off_t, libc::SEEK_HOLE) };
+    assert!(at >= 0, "lseek(SEEK_HOLE): {}", std::io::Error::last_os_error());
+    at as u64
+}
+
+#[test]
+fn zero_fill_runs_ahead_of_the_log_end_in_the_background() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("topic-0");
+    run(move || async move {
+        let fill = 256 * 1024;
+        let config = LogConfig {
+            segment_bytes_max: 64 << 20,
+            zero_fill_bytes: fill,
+            preallocate_bytes: 8 << 20,
+            ..small_config()
+        };
+        let log = open(&path, config.clone()).await;
+        let segment = path.join(format!("{:020}.log", 0));
+        // A fresh segment: preallocated, nothing written yet.
+        assert_eq!(first_hole(&segment, 0), 0, "a fresh segment's blocks are unwritten");
+        // Rounds of ~110 KiB: several fills are due while rounds keep coming.
+        let mut batches = Vec::new();
+        for round in 0..10 {
+            batches.extend(append_many(&log, 20, 50, round * 20).await);
+        }
+        let data_end: u64 = batches.iter().map(|batch| batch.len() as u64).sum();
+        assert!(data_end > 2 * fill, "the test must cross several fills ({data_end} bytes)");
+        // The zero-fill task runs on its own: wait (with a deadline) until it is past the data.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while first_hole(&segment, 0) <= data_end {
+            assert!(std::time::Instant::now() < deadline, "no zeros ahead of the data");
+            sluice_spu::storage::runtime::yield_now().await;
+        }
+        log.close().await.unwrap();
+        let hole = first_hole(&segment, 0);
+        assert!(hole > data_end, "close lost the zeros: first hole at {hole}, data to {data_end}");
+        // One fill ahead, not the whole allocation step (ext4 may itself zero a few KiB next
+        // to a converted extent: extent_max_zeroout_kb).
+        assert!(hole < data_end + 2 * fill, "zeroed past one fill: {hole}, data to {data_end}");
+        drop(log);
+        let log = open(&path, config).await;
+        assert_eq!(read_all(&log, Offset(0)), batches.concat(), "the zeros are not data");
+        log.close().await.unwrap();
+    });
+}
+
 #[test]
 fn segment_files_grow_in_allocation_steps_not_to_the_segment_size() {
     run(|| async {

@@ -46,6 +46,9 @@ fn config(rng: &mut StdRng) -> LogConfig {
         segment_bytes_max: rng.gen_range(4..32) * 1024,
         index_interval_bytes: rng.gen_range(1..8) * 256,
         write_buffer_bytes: rng.gen_range(1..4) * 4096,
+        // Small fills and allocation steps make rounds meet the zero-fill task mid-segment.
+        zero_fill_bytes: [0, 4096, 8192, 16384, 8 << 20][rng.gen_range(0..5)],
+        preallocate_bytes: [0, 4096, 16384, 64 << 20][rng.gen_range(0..4)],
         free_bytes_min: 0,
         free_space_ratio_min: 0.0,
         ..LogConfig::default()

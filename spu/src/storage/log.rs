@@ -26,7 +26,7 @@ use crate::storage::disk_guard::DiskGuard;
 use crate::storage::error::{IoContext, StorageError, StorageResult};
 use crate::storage::file_cache::SegmentFileCache;
 use crate::storage::read::{self, CopiedRead, ReadSlices};
-use crate::storage::runtime::DirectFile;
+use crate::storage::runtime::{self, DirectFile};
 use crate::storage::scan::{BatchMeta, HeaderWalk};
 use crate::storage::segment::{
     self, ActiveSegment, LogPoint, SealedSegment, SegmentPaths, LOG_EXTENSION,
@@ -134,6 +134,10 @@ struct Shared {
     gate: Rc<IoGate>,
     /// Serializes fdatasyncs; taken after `gate` by whoever needs both.
     sync_gate: Rc<IoGate>,
+    /// Held by the zero-fill task while it writes; taken last by [`ReplicaLog::exclusive`].
+    zero_gate: Rc<IoGate>,
+    /// Notified whenever the zero-fill task ends.
+    zeros_done: Signal,
     roll_done: Signal,
     files: SegmentFileCache,
     clock: Rc<dyn Clock>,
@@ -256,6 +260,8 @@ impl ReplicaLog {
                 state: RefCell::new(state),
                 gate: Rc::new(IoGate::default()),
                 sync_gate: Rc::new(IoGate::default()),
+                zero_gate: Rc::new(IoGate::default()),
+                zeros_done: Signal::default(),
                 roll_done: Signal::default(),
                 files,
                 clock,
@@ -450,11 +456,13 @@ impl ReplicaLog {
         }
     }
 
-    /// Both gates, write gate first (roll, truncate, close).
-    async fn exclusive(&self) -> (IoGuard, IoGuard) {
+    /// All three gates, write gate first, zero gate last (roll, truncate, close): no round,
+    /// no fdatasync and no zero-fill runs while they are held.
+    async fn exclusive(&self) -> (IoGuard, IoGuard, IoGuard) {
         let write = self.shared.gate.acquire().await;
         let sync = self.shared.sync_gate.acquire().await;
-        (write, sync)
+        let zeros = self.shared.zero_gate.acquire().await;
+        (write, sync, zeros)
     }
 
     fn reached(&self, appended: &Appended, durable: bool) -> StorageResult<bool> {
@@ -486,7 +494,8 @@ impl ReplicaLog {
 
     /// One write round (caller holds the gate). On failure every unwritten append is dropped
     /// and the file is cut back to the written end, so nothing half-written can resurface.
-    /// Zero-fills ahead first when due (see [`LogConfig::zero_fill_bytes`]).
+    /// A round never writes where the zero-fill task is writing: it waits for the task first.
+    /// Afterwards it starts the zero-fill task when due (see [`LogConfig::zero_fill_bytes`]).
     async fn write_round(&self) -> StorageResult<()> {
         let (file, round, path) = {
             let mut state = self.shared.state.borrow_mut();
@@ -494,7 +503,7 @@ impl ReplicaLog {
             (Rc::clone(&state.active.direct), round, state.active.paths.log.clone())
         };
         self.preallocate_ahead(&file, round.end.position, &path).await;
-        self.zero_fill_ahead(&file, round.end.position, &path).await;
+        self.wait_for_zeros(|active| active.round_must_wait_for_zeros(round.end.position)).await;
         let mut outcome = Ok(());
         for (buffer, position) in round.writes {
             let expected = buffer.len();
@@ -522,16 +531,41 @@ impl ReplicaLog {
                 state.record_discard(end.next_offset);
                 end
             };
+            // The zero-fill task stops at the new limit; the cut waits until it has.
+            self.wait_for_zeros(|active| active.zeroing()).await;
             if let Err(cut_error) = file.truncate(written_end.position).await {
                 tracing::error!(%cut_error, ?path, "could not cut the log after a failed write");
             }
             return Err(error);
         }
-        self.shared.state.borrow_mut().active.finish_round(round.end);
+        let zero_fill_due = {
+            let mut state = self.shared.state.borrow_mut();
+            state.active.finish_round(round.end);
+            let due = state.active.zero_fill_due(round.end.position);
+            if due {
+                state.active.zero_task_spawned();
+            }
+            due
+        };
+        if zero_fill_due {
+            runtime::spawn_detached(zero_fill_task(Rc::downgrade(&self.shared), file));
+        }
         let mut stats = self.shared.stats.get();
         stats.write_rounds += 1;
         self.shared.stats.set(stats);
         Ok(())
+    }
+
+    /// Waits while the zero-fill task runs and `blocked` holds for the active segment. Never
+    /// waits when the caller holds the zero gate: the task writes only while holding it.
+    async fn wait_for_zeros(&self, blocked: impl Fn(&ActiveSegment) -> bool) {
+        loop {
+            let seen = self.shared.zeros_done.generation();
+            if !blocked(&self.shared.state.borrow().active) {
+                return;
+            }
+            self.shared.zeros_done.changed(seen).await;
+        }
     }
 
     /// Extends the file ahead of a round ending at `round_end` when due (caller holds the
@@ -543,20 +577,6 @@ impl ReplicaLog {
         match file.preallocate(length).await {
             Ok(()) => self.shared.state.borrow_mut().active.preallocated(length),
             Err(error) => tracing::debug!(%error, ?path, length, "extending the segment failed"),
-        }
-    }
-
-    /// Writes zeros ahead of a round ending at `round_end` when due (caller holds the gate).
-    /// Not fatal: zeros only make later writes and fdatasyncs cheaper.
-    async fn zero_fill_ahead(&self, file: &DirectFile, round_end: u64, path: &Path) {
-        let range = self.shared.state.borrow().active.zero_fill_range(round_end);
-        let Some((from, to)) = range else { return };
-        match segment::write_zeros(file, from, to).await {
-            Ok(()) => self.shared.state.borrow_mut().active.zero_filled(to),
-            Err(error) => {
-                tracing::debug!(%error, ?path, "zero-filling ahead failed; stopped");
-                self.shared.state.borrow_mut().active.limit_zero_fill(from);
-            }
         }
     }
 
@@ -990,5 +1010,65 @@ impl ReplicaLog {
             self.shared.files.remove(&segment.paths.log);
         }
         Ok(())
+    }
+}
+
+/// The zero-fill task of one active segment (see [`LogConfig::zero_fill_bytes`]): takes the
+/// zero gate, claims the range past everything appended, and writes zeros over it piece by
+/// piece while the log is open and `file` is still its active segment's. Zeros only make later
+/// writes and fdatasyncs cheaper: a failure stops zero-filling this segment, nothing else.
+///
+/// It holds the log weakly: a log dropped without closing (a simulated crash) stops it at the
+/// next piece. Roll, truncate and close take the zero gate, so they never cut or seal a file
+/// under it.
+async fn zero_fill_task(log: std::rc::Weak<Shared>, file: Rc<DirectFile>) {
+    let Some(gate) = log.upgrade().map(|shared| Rc::clone(&shared.zero_gate)) else { return };
+    let _zeros = gate.acquire().await;
+    let claimed = log.upgrade().and_then(|shared| {
+        let mut state = shared.state.borrow_mut();
+        let current = !state.closed && Rc::ptr_eq(&state.active.direct, &file);
+        current.then(|| state.active.claim_zero_range())
+    });
+    let Some(range) = claimed else { return };
+    if let Some((from, to)) = range {
+        let mut position = from;
+        while position < to {
+            let length = segment::ZERO_WRITE_BYTES.min(to - position);
+            let allowed = log.upgrade().is_some_and(|shared| {
+                let state = shared.state.borrow();
+                !state.closed
+                    && Rc::ptr_eq(&state.active.direct, &file)
+                    && state.active.zero_write_allowed(position, length)
+            });
+            if !allowed {
+                break;
+            }
+            let outcome = file.write_zeros_at(position, length as usize).await;
+            let Some(shared) = log.upgrade() else { return };
+            let mut state = shared.state.borrow_mut();
+            match outcome {
+                Ok(written) if written as u64 == length => {
+                    position += length;
+                    state.active.zero_filled(position);
+                }
+                failed => {
+                    let error = failed.map_or_else(
+                        |error| error.to_string(),
+                        |written| format!("short zero write {written}/{length}"),
+                    );
+                    tracing::debug!(%error, path = ?state.active.paths.log, "zero-filling ahead failed; stopped");
+                    state.active.limit_zero_fill(position);
+                    break;
+                }
+            }
+        }
+    }
+    if let Some(shared) = log.upgrade() {
+        let mut state = shared.state.borrow_mut();
+        if Rc::ptr_eq(&state.active.direct, &file) {
+            state.active.zero_task_ended();
+        }
+        drop(state);
+        shared.zeros_done.notify();
     }
 }

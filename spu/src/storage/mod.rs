@@ -20,9 +20,12 @@
 //!   ([`config::IO_ALIGNMENT_BYTES`]); the partial last page stays in memory and is written again,
 //!   with the new bytes after it, by the next round, zero-padded on the file. Once a round
 //!   returns, its batches are *written*: readers see them ([`ReplicaLog::wait_written`]).
-//!   A round first writes zeros over the preallocated space some MiB ahead of the log end
-//!   when due ([`LogConfig::zero_fill_bytes`]), so that appends overwrite written blocks and
-//!   their fdatasync needs no journal commit.
+//!   A background task per active segment writes zeros over the preallocated space some MiB
+//!   ahead of the log end ([`LogConfig::zero_fill_bytes`]), so that appends overwrite written
+//!   blocks and their fdatasync needs no journal commit. It is started by a round when due,
+//!   writes only past everything appended, and a round that would reach the range being
+//!   zeroed waits for it; roll, truncate and close wait for it too (its gate is the third
+//!   one they take).
 //! * **Durable.** After an fdatasync returns, everything written before it is *durable*
 //!   ([`ReplicaLog::wait_durable`]). Concurrent waiters share one write round and one
 //!   fdatasync (group commit). Indexes only get entries for durable batches, so an index on

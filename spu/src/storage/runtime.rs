@@ -219,3 +219,9 @@ where
 pub async fn yield_now() {
     glommio::executor().yield_now().await
 }
+
+/// Runs `future` as a task of its own on the current executor, in the current task queue,
+/// without waiting for it (it ends on its own, or with the executor).
+pub fn spawn_detached(future: impl Future<Output = ()> + 'static) {
+    glommio::spawn_local(future).detach();
+}

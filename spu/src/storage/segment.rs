@@ -263,6 +263,12 @@ pub(crate) struct ActiveSegment {
     /// The file holds written blocks (data or zeros) up to here; see
     /// [`LogConfig::zero_fill_bytes`].
     zeroed_end: u64,
+    /// The range the running zero-fill task is writing (`None` while none runs). Data rounds
+    /// never write into it: a round that would waits for the task (see
+    /// [`ActiveSegment::round_must_wait_for_zeros`]).
+    zeroing: Option<(u64, u64)>,
+    /// A zero-fill task was spawned for this segment and has not finished.
+    zero_task_spawned: bool,
     /// [`LogConfig::zero_fill_bytes`] when the segment was opened.
     zero_fill_bytes: u64,
     /// Zero-filling stops here: the file's length (zero-filling must never extend the file).
@@ -274,26 +280,12 @@ pub(crate) struct ActiveSegment {
 }
 
 /// Size of each zero write (the size whose buffer the executor's zero writes share).
-const ZERO_WRITE_BYTES: u64 = SHARED_ZEROS_BYTES as u64;
+pub(crate) const ZERO_WRITE_BYTES: u64 = SHARED_ZEROS_BYTES as u64;
 
 /// Smallest staging buffer: a replica's first append, and one that has been quiet, stages into
 /// a buffer this small (a producer batch of the default 16-64 KiB fits; larger batches get a
 /// buffer of their own size).
 pub const STAGING_BUFFER_BYTES_MIN: usize = 64 * 1024;
-
-/// Writes zeros over `[from, to)` (both aligned) with direct writes.
-pub(crate) async fn write_zeros(file: &DirectFile, from: u64, to: u64) -> std::io::Result<()> {
-    let mut position = from;
-    while position < to {
-        let length = ZERO_WRITE_BYTES.min(to - position);
-        let written = file.write_zeros_at(position, length as usize).await?;
-        if written as u64 != length {
-            return Err(std::io::Error::other(format!("short zero write {written}/{length}")));
-        }
-        position += length;
-    }
-    Ok(())
-}
 
 impl ActiveSegment {
     /// Opens (or creates) the segment at `base`, recovering its tail: rescans from the last
@@ -363,6 +355,8 @@ impl ActiveSegment {
             staging_bytes: STAGING_BUFFER_BYTES_MIN.min(config.write_buffer_bytes),
             write_buffer_bytes: config.write_buffer_bytes,
             zeroed_end: align_up(end.position),
+            zeroing: None,
+            zero_task_spawned: false,
             zero_fill_bytes: config.zero_fill_bytes,
             zero_fill_limit,
             preallocate_bytes: config.preallocate_bytes,
@@ -471,20 +465,59 @@ impl ActiveSegment {
         self.written_tail_page = std::mem::take(&mut self.round_tail_page);
     }
 
-    /// The range to zero-fill before a round writing up to `round_end` (see
-    /// [`LogConfig::zero_fill_bytes`]), if any: when the round would end within half a chunk
-    /// of the zeroed end. It starts past the written end: it never covers data.
-    pub(crate) fn zero_fill_range(&self, round_end: u64) -> Option<(u64, u64)> {
-        if self.zero_fill_bytes == 0 {
-            return None;
-        }
-        let from = self.zeroed_end.max(align_up(self.written.position));
-        if round_end + self.zero_fill_bytes / 2 <= from {
-            return None;
-        }
-        let wanted = from.max(align_up(round_end)) + align_up(self.zero_fill_bytes);
-        let to = align_down(wanted.min(self.zero_fill_limit));
-        (from < to).then_some((from, to))
+    /// Whether a zero-fill task should be spawned after a round that wrote up to `round_end`
+    /// (see [`LogConfig::zero_fill_bytes`]): none is pending, and the log end is within half
+    /// a fill of the zeroed end, with room left in the file to zero.
+    pub(crate) fn zero_fill_due(&self, round_end: u64) -> bool {
+        self.zero_fill_bytes > 0
+            && !self.zero_task_spawned
+            && round_end + self.zero_fill_bytes / 2 > self.zeroed_end
+            && self.zeroed_end.max(align_up(self.appended.position)) < self.zero_fill_limit
+    }
+
+    /// Records that a zero-fill task was spawned (one at a time per segment).
+    pub(crate) fn zero_task_spawned(&mut self) {
+        self.zero_task_spawned = true;
+    }
+
+    /// The range the zero-fill task writes, claimed as it starts (`None`: nothing to do): from
+    /// past everything appended (so no round, written or to come, overlaps it without waiting)
+    /// for [`LogConfig::zero_fill_bytes`], within the file's length.
+    pub(crate) fn claim_zero_range(&mut self) -> Option<(u64, u64)> {
+        let from = self.zeroed_end.max(align_up(self.appended.position));
+        let to = align_down((from + align_up(self.zero_fill_bytes)).min(self.zero_fill_limit));
+        let range = (from < to).then_some((from, to))?;
+        self.zeroing = Some(range);
+        Some(range)
+    }
+
+    /// Whether zeros may still be written at `[position, position + length)`: inside the
+    /// claimed range and the file.
+    pub(crate) fn zero_write_allowed(&self, position: u64, length: u64) -> bool {
+        self.zeroing.is_some_and(|(_, to)| position + length <= to)
+            && position + length <= self.zero_fill_limit
+    }
+
+    /// Zeros were written up to `end` (what lies between the zeroed end and the claim's start
+    /// is appended data, written by the rounds).
+    pub(crate) fn zero_filled(&mut self, end: u64) {
+        self.zeroed_end = self.zeroed_end.max(end);
+    }
+
+    /// The zero-fill task ended (done, stopped or failed): the claim is released.
+    pub(crate) fn zero_task_ended(&mut self) {
+        self.zeroing = None;
+        self.zero_task_spawned = false;
+    }
+
+    /// Whether a round ending at `round_end` would write into the range being zero-filled.
+    pub(crate) fn round_must_wait_for_zeros(&self, round_end: u64) -> bool {
+        self.zeroing.is_some_and(|(from, _)| align_up(round_end) > from)
+    }
+
+    /// Whether a zero-fill task is writing.
+    pub(crate) fn zeroing(&self) -> bool {
+        self.zeroing.is_some()
     }
 
     /// The length to extend the file to before a round writing up to `round_end`, if due: when
@@ -506,11 +539,6 @@ impl ActiveSegment {
     /// The file was extended to `length` bytes.
     pub(crate) fn preallocated(&mut self, length: u64) {
         self.zero_fill_limit = self.zero_fill_limit.max(length);
-    }
-
-    /// Zeros were written up to `end`.
-    pub(crate) fn zero_filled(&mut self, end: u64) {
-        self.zeroed_end = self.zeroed_end.max(end);
     }
 
     /// Stops zero-filling (after a failure, or once the file was cut to `length` bytes).
