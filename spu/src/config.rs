@@ -75,6 +75,12 @@ pub struct SpuArgs {
     /// Send fetched records with splice/sendfile [default: true]; false forces copying.
     #[arg(long, env = "SLUICE_SPU_ZERO_COPY")]
     pub zero_copy: Option<bool>,
+    /// Drop the page-cache pages of records once they are sent [default: true]. Segments are
+    /// written with O_DIRECT, so a consumer's read is what fills the page cache; keeping what
+    /// was sent makes a catch-up consumer stream through fresh memory (and the kernel reclaim
+    /// it later). false keeps the pages for other consumers of the same data.
+    #[arg(long, env = "SLUICE_SPU_DROP_SENT_PAGES")]
+    pub drop_sent_pages: Option<bool>,
     /// Largest frame accepted from a client, bytes [default: 64 MiB].
     #[arg(long, env = "SLUICE_SPU_FRAME_BYTES_MAX")]
     pub frame_bytes_max: Option<u32>,
@@ -112,6 +118,7 @@ pub struct FileConfig {
     cores: Option<u16>,
     metrics_address: Option<SocketAddr>,
     zero_copy: Option<bool>,
+    drop_sent_pages: Option<bool>,
     frame_bytes_max: Option<u32>,
     free_bytes_min: Option<u64>,
     heartbeat_interval_ms: Option<u64>,
@@ -160,6 +167,8 @@ pub struct SpuConfig {
     pub metrics_address: SocketAddr,
     /// Splice fetched records instead of copying them.
     pub zero_copy: bool,
+    /// Drop sent records' pages from the page cache.
+    pub drop_sent_pages: bool,
     /// Largest frame accepted.
     pub frame_bytes_max: u32,
     /// Free-space floor of the data volume.
@@ -313,6 +322,7 @@ impl SpuArgs {
                 .or(file.metrics_address)
                 .unwrap_or_else(|| parse_default(METRICS_ADDRESS_DEFAULT)),
             zero_copy: self.zero_copy.or(file.zero_copy).unwrap_or(true),
+            drop_sent_pages: self.drop_sent_pages.or(file.drop_sent_pages).unwrap_or(true),
             frame_bytes_max,
             free_bytes_min: self
                 .free_bytes_min
@@ -374,6 +384,7 @@ mod tests {
         assert_eq!(config.advertised_host, "127.0.0.1");
         assert_eq!(config.cores, available_cores());
         assert!(config.zero_copy);
+        assert!(config.drop_sent_pages);
         assert_eq!(config.retention_interval, Duration::from_secs(30));
         assert_eq!(config.replicas_dir(), PathBuf::from("sluice-spu-data/spu-3"));
     }
@@ -385,7 +396,7 @@ mod tests {
         std::fs::write(
             &path,
             "id = 4\nsc = \"a:1,b:2\"\npublic_address = \"127.0.0.2:7000\"\ncores = 60000\n\
-             zero_copy = false\n",
+             zero_copy = false\ndrop_sent_pages = false\n",
         )
         .unwrap();
         let args = SpuArgs { config: Some(path), id: Some(5), ..SpuArgs::default() };
@@ -395,6 +406,7 @@ mod tests {
         assert_eq!(config.advertised_host, "127.0.0.2");
         assert_eq!(config.cores, available_cores());
         assert!(!config.zero_copy);
+        assert!(!config.drop_sent_pages);
     }
 
     #[test]

@@ -462,3 +462,62 @@ fn pipelined_produce_requests_are_appended_and_answered_in_order() {
         assert_eq!(value, &value_for(0, index, 200));
     }
 }
+
+/// Fraction of the pages of `path`'s first `length` bytes that are in the page cache.
+fn cached_fraction(path: &std::path::Path, length: usize) -> f64 {
+    let file = std::fs::File::open(path).expect("segment file");
+    // SAFETY: a read-only private mapping of a file only this test reads; the SPU only appends
+    // past `length` meanwhile, and the mapping is used for mincore only (never dereferenced).
+    let map = unsafe { memmap2::MmapOptions::new().len(length).map(&file) }.expect("mmap");
+    let pages = length.div_ceil(4096);
+    let mut resident = vec![0u8; pages];
+    // SAFETY: `map` is a live page-aligned mapping of `length` bytes; `resident` has one byte
+    // per page of it.
+    let result =
+        unsafe { libc::mincore(map.as_ptr() as *mut libc::c_void, length, resident.as_mut_ptr()) };
+    assert_eq!(result, 0, "mincore: {}", std::io::Error::last_os_error());
+    resident.iter().filter(|page| *page & 1 == 1).count() as f64 / pages as f64
+}
+
+#[test]
+fn sent_records_leave_the_page_cache_unless_kept() {
+    for drop_pages in [true, false] {
+        let flag = format!("--drop-sent-pages={drop_pages}");
+        let cluster = Cluster::start_with(CORES, &[flag.as_str()]);
+        let topic = cluster.create_topic("cached", 1);
+        let mut client = SpuClient::connect(cluster.spu.public_address);
+        let mut data_bytes = 0;
+        for round in 0..10 {
+            let values: Vec<Vec<u8>> =
+                (0..200).map(|index| value_for(round, index, 1000)).collect();
+            let refs: Vec<&[u8]> = values.iter().map(Vec::as_slice).collect();
+            let records = batch(&refs, 3);
+            data_bytes += records.len();
+            let produced = client.produce(&topic, 0, &records, Acks::Leader);
+            assert!(produced.error_code.is_ok(), "{produced:?}");
+        }
+        let segment = Cluster::spu_dir(&cluster.dir)
+            .join(format!("spu-{}", process_common::SPU_ID))
+            .join(format!("{}-0", topic.as_str()))
+            .join(format!("{:020}.log", 0));
+        // Written with O_DIRECT: not in the page cache until someone reads it.
+        let before = cached_fraction(&segment, data_bytes);
+        assert!(before < 0.1, "{before:.2} of the written log is cached before any read");
+        // From the owning core's own port: the shared port forwards (and copies) the response.
+        let mut client = cluster.core_client(cluster.leader_cores(&topic)[0]);
+        let (header, records) =
+            client.fetch(&topic, 0, Offset(0), (0, 0), Isolation::ReadUncommitted);
+        assert_eq!(header.error_code, ErrorCode::None);
+        assert_eq!(records.len(), data_bytes, "one response holds the whole log");
+        if drop_pages {
+            // The last response's pages go when the connection ends.
+            drop(client);
+            wait_for("the sent pages to leave the page cache", || {
+                (cached_fraction(&segment, data_bytes) < 0.1).then_some(())
+            });
+        } else {
+            let cached = cached_fraction(&segment, data_bytes);
+            assert!(cached > 0.9, "--drop-sent-pages=false kept only {cached:.2} cached");
+        }
+    }
+}

@@ -98,12 +98,18 @@ pub enum Port {
     Private,
 }
 
+/// Sends what the connection's tasks queue, in order. With `drop_sent_pages`, the page-cache
+/// pages of a fetch response's records are dropped when the next response goes out (by then
+/// the peer has, in all likelihood, acknowledged them: pages still referenced by the socket
+/// are skipped by the kernel and stay cached), and when the connection ends.
 async fn write_loop(
     mut stream: TcpStream,
     queue: LocalReceiver<Outgoing>,
     mode: SendMode,
+    drop_sent_pages: bool,
     probe: Rc<CoreProbe>,
 ) {
+    let mut sent: Vec<Vec<FileSlice>> = Vec::new();
     while let Some(mut item) = queue.recv().await {
         if let Outgoing::Deferred(answer) = &item {
             match answer.recv().await {
@@ -129,9 +135,16 @@ async fn write_loop(
             },
             Outgoing::Deferred(_) => Ok(()),
             Outgoing::Plan { buffer, plan, slices } => {
+                if drop_sent_pages {
+                    zero_copy::drop_cached_pages(sent.iter().flatten());
+                    sent.clear();
+                }
                 let spliced: Vec<&[FileSlice]> = slices.iter().map(Vec::as_slice).collect();
                 match zero_copy::send_plan(&mut stream, buffer, plan, &spliced, mode).await {
                     Ok(stats) => {
+                        if drop_sent_pages {
+                            sent.clone_from(slices);
+                        }
                         probe.response_sent(&stats);
                         Ok(())
                     }
@@ -145,6 +158,7 @@ async fn write_loop(
             break;
         }
     }
+    zero_copy::drop_cached_pages(sent.iter().flatten());
     let _ = stream.close().await;
 }
 
@@ -233,8 +247,13 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, port: Port) {
     let writer = Rc::new(writer);
     let _open = OpenConnection::new(&core.probe);
     let mode = SendMode::from_zero_copy(core.config.zero_copy);
-    let writer_task =
-        glommio::spawn_local(write_loop(write_stream, queue, mode, Rc::clone(&core.probe)));
+    let writer_task = glommio::spawn_local(write_loop(
+        write_stream,
+        queue,
+        mode,
+        core.config.drop_sent_pages,
+        Rc::clone(&core.probe),
+    ));
     let streams = Rc::new(Streams::new(Rc::clone(&writer), Rc::clone(&core.probe)));
     let frame_bytes_max = core.config.frame_bytes_max;
     let mut buffer = ReceiveBuffer { bytes: vec![0; RECEIVE_BUFFER_BYTES], start: 0, end: 0 };

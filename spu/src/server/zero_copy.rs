@@ -178,6 +178,33 @@ pub const COPY_BUFFERS_POOLED_MAX: usize = 8;
 /// Most bytes asked of one `sendfile` call (the kernel caps a call at 0x7ffff000 anyway).
 const SENDFILE_CALL_BYTES_MAX: u64 = 1 << 30;
 
+/// Drops the page-cache pages of `slices` (`POSIX_FADV_DONTNEED`), best effort: pages still
+/// referenced elsewhere (a socket queue) are left to the kernel.
+///
+/// Why: segments are written with O_DIRECT, so a consumer's read is what brings records into
+/// the page cache, and a catch-up consumer would otherwise stream the whole log through fresh
+/// page-cache memory (on a VM whose memory is backed lazily that runs at the first-touch rate).
+/// Pages dropped after sending are reused by the kernel for the next reads. Measured
+/// (`sluice-perf consume`, 2 GB catch-up on a cold cache, 2026-12-01): 245-277 MiB/s keeping
+/// the pages, 693-1064 MiB/s dropping them.
+pub fn drop_cached_pages<'a>(slices: impl Iterator<Item = &'a FileSlice>) {
+    for slice in slices {
+        let (Ok(position), Ok(length)) =
+            (libc::off_t::try_from(slice.position()), libc::off_t::try_from(slice.length()))
+        else {
+            continue;
+        };
+        // SAFETY: the descriptor is open while the slice (its `Rc<File>`) lives; no memory is
+        // passed to the kernel.
+        let result = unsafe {
+            libc::posix_fadvise(slice.raw_fd(), position, length, libc::POSIX_FADV_DONTNEED)
+        };
+        if result != 0 {
+            tracing::trace!(error = result, "posix_fadvise(DONTNEED) failed");
+        }
+    }
+}
+
 /// Sends `plan` to `stream`: buffer parts from `buffer`, splice part `i` from `spliced[i]`.
 ///
 /// `stream` is the connection (a `glommio::net::TcpStream`, or anything that writes straight
