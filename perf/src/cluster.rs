@@ -21,6 +21,8 @@ use crate::limits::ChildGuard;
 
 /// Longest wait for a process's ready file, and for the SPU to be online.
 pub const START_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long [`LocalCluster::delete_topics`] waits for the SPU to remove a topic's files.
+pub const DELETE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Name of the SPU group the cluster's SPU belongs to.
 const SPU_GROUP: &str = "perf";
 /// Id of the SPU.
@@ -83,6 +85,8 @@ impl LocalCluster {
             "--metrics-address=127.0.0.1:0".into(),
             format!("--data-dir={}", config.data_dir.display()),
             format!("--ready-file={}", spu_ready.display()),
+            // A deleted topic's files go at once (the suite deletes each topic it is done with).
+            "--deleted-retention-ms=0".into(),
         ];
         arguments.extend(config.cores.map(|cores| format!("--cores={cores}")));
         let spu_log = logs.join("spu-1.log");
@@ -97,6 +101,51 @@ impl LocalCluster {
             spu_public_address,
             data_dir: config.data_dir.clone(),
         })
+    }
+
+    /// Deletes `topics` and waits until the SPU has removed their files (it does so at once
+    /// in a suite cluster) and the file system has committed the removal, so that the next
+    /// run neither lacks the space nor pays for freeing it: on a volume mounted with
+    /// `discard` the blocks are trimmed at the journal commit, which delays every fdatasync
+    /// behind it. A topic that is already gone is fine.
+    pub fn delete_topics(&self, topics: &[&str]) -> Result<(), PerfError> {
+        let cluster = Cluster::connect(ClientConfig::new(&self.sc_public_address))?;
+        for topic in topics {
+            match cluster.admin().delete_topic(topic) {
+                Ok(()) | Err(ClientError::Server { code: ErrorCode::TopicNotFound, .. }) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        let replicas = self.data_dir.join(format!("spu-{SPU_ID}"));
+        let prefixes: Vec<String> = topics.iter().map(|topic| format!("{topic}-")).collect();
+        let deadline = Instant::now() + DELETE_TIMEOUT;
+        loop {
+            let entries = std::fs::read_dir(&replicas)
+                .map_err(|error| PerfError::io(format!("list {}", replicas.display()), error))?;
+            let left = entries.flatten().any(|entry| {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                prefixes.iter().any(|prefix| name.starts_with(prefix.as_str()))
+            });
+            if !left {
+                break;
+            }
+            if Instant::now() >= deadline {
+                return Err(PerfError::Timeout(format!(
+                    "the SPU did not remove the files of {topics:?} from {} within {}s",
+                    replicas.display(),
+                    DELETE_TIMEOUT.as_secs()
+                )));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let directory = File::open(&replicas)
+            .map_err(|error| PerfError::io(format!("open {}", replicas.display()), error))?;
+        // SAFETY: syncfs on a descriptor this function owns.
+        if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&directory)) } != 0 {
+            let error = std::io::Error::last_os_error();
+            return Err(PerfError::io(format!("syncfs {}", replicas.display()), error));
+        }
+        Ok(())
     }
 
     /// PIDs of the SC and the SPU (for CPU accounting).
