@@ -101,7 +101,9 @@ pub enum Port {
 /// Sends what the connection's tasks queue, in order. With `drop_sent_pages`, the page-cache
 /// pages of a fetch response's records are dropped when the next response goes out (by then
 /// the peer has, in all likelihood, acknowledged them: pages still referenced by the socket
-/// are skipped by the kernel and stay cached), and when the connection ends.
+/// are skipped by the kernel and stay cached), and after the connection is closed (before
+/// the close the socket may still hold the last response's pages: measured, a quarter of them
+/// stayed cached).
 async fn write_loop(
     mut stream: TcpStream,
     queue: LocalReceiver<Outgoing>,
@@ -158,8 +160,9 @@ async fn write_loop(
             break;
         }
     }
-    zero_copy::drop_cached_pages(sent.iter().flatten());
+    // After the close: pages are dropped only once the socket no longer references them.
     let _ = stream.close().await;
+    zero_copy::drop_cached_pages(sent.iter().flatten());
 }
 
 /// Counts the connection open while it lives.
