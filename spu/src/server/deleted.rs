@@ -4,8 +4,9 @@
 //! When a core drops a replica it closes the log (everything appended becomes durable) and
 //! renames the replica directory to `<key>.deleted-<unix ms>` in the same parent: from then
 //! on nothing opens it (replicas are opened by their exact key), and a topic created again
-//! with the same name starts from an empty directory. Core 0 removes such directories once
-//! they are older than `--deleted-retention-ms` (default 60 s, as Kafka's
+//! with the same name starts from an empty directory. Core 0 removes such directories (on
+//! glommio's blocking thread, so that the core keeps serving) once they are older than
+//! `--deleted-retention-ms` (default 60 s, as Kafka's
 //! `file.delete.delay.ms`): the delay leaves an operator a window to recover the files of a
 //! replica dropped by mistake (for example an SC pointed at the wrong metadata store).
 //!

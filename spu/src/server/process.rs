@@ -462,14 +462,22 @@ async fn background_timer(core: Rc<Core>, stop: Rc<Signal>) {
         if stopped {
             return;
         }
-        // Core 0 removes dropped replicas' directories once their retention passed.
+        // Core 0 removes dropped replicas' directories once their retention passed, on
+        // glommio's blocking thread: removing gigabytes of segments can take seconds (more on
+        // a volume mounted with `discard`), which the core's clients must not wait for.
         if core.index == 0 && std::time::Instant::now() >= purge_due {
+            let replicas_dir = core.config.replicas_dir();
+            let retention = core.config.deleted_retention;
+            glommio::executor()
+                .spawn_blocking(move || {
+                    crate::server::deleted::purge(
+                        &replicas_dir,
+                        retention,
+                        std::time::SystemTime::now(),
+                    )
+                })
+                .await;
             purge_due = std::time::Instant::now() + PURGE_INTERVAL;
-            crate::server::deleted::purge(
-                &core.config.replicas_dir(),
-                core.config.deleted_retention,
-                std::time::SystemTime::now(),
-            );
         }
         let retention = std::time::Instant::now() >= retention_due;
         if retention {
