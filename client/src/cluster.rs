@@ -18,7 +18,7 @@ use crate::connection::ConnectionPool;
 use crate::consumer::PartitionConsumer;
 use crate::error::ClientError;
 use crate::metadata::{MetadataCache, MetadataSnapshot};
-use crate::producer::Producer;
+use crate::producer::{DeliveryListener, Producer};
 use crate::sc::ScClient;
 use crate::watch::{self, MetadataShared};
 
@@ -148,7 +148,17 @@ impl Cluster {
 
     /// A new producer with its own batches and sender thread.
     pub fn producer(&self, config: ProducerConfig) -> Result<Producer, ClientError> {
-        Producer::start(Arc::clone(&self.inner), config)
+        Producer::start(Arc::clone(&self.inner), config, None)
+    }
+
+    /// A producer whose [`Producer::send_tagged`] reports every outcome to `listener` (with
+    /// the record's tag) instead of a future or a boxed callback per record.
+    pub fn producer_with_listener(
+        &self,
+        config: ProducerConfig,
+        listener: Arc<dyn DeliveryListener>,
+    ) -> Result<Producer, ClientError> {
+        Producer::start(Arc::clone(&self.inner), config, Some(listener))
     }
 
     /// A consumer of one partition, positioned as `config.start` says.

@@ -107,7 +107,7 @@ pub use consumer::{
 pub use error::ClientError;
 pub use metadata::{core_address, Gap, MetadataSnapshot, Route, RouteError};
 pub use producer::partitioner::{key_partition, murmur2, to_positive};
-pub use producer::{DeliveryFuture, Producer, ProducerRecord, RecordMetadata};
+pub use producer::{DeliveryFuture, DeliveryListener, Producer, ProducerRecord, RecordMetadata};
 
 pub use sluice_proto::api::admin::{PartitionEntry, SpuEntry, SpuGroupEntry, TopicEntry};
 pub use sluice_proto::api::fetch::Isolation;

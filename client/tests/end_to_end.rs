@@ -481,3 +481,55 @@ fn many_threads_share_one_producer_and_each_keeps_its_order() {
     }
     assert!(next_sequence.iter().all(|&count| count == per_thread), "{next_sequence:?}");
 }
+
+/// Collects what a [`sluice_client::DeliveryListener`] is told.
+#[derive(Default)]
+struct Collected(Mutex<Vec<(u64, Result<RecordMetadata, String>)>>);
+
+impl sluice_client::DeliveryListener for Collected {
+    fn delivered(&self, tag: u64, result: Result<RecordMetadata, ClientError>) {
+        self.0.lock().unwrap().push((tag, result.map_err(|error| error.to_string())));
+    }
+}
+
+#[test]
+fn tagged_sends_report_every_record_once_to_the_listener() {
+    let cluster = TestCluster::start(1, 1);
+    cluster.create_topic("tagged", 2);
+    let collected = Arc::new(Collected::default());
+    let producer = cluster
+        .cluster
+        .producer_with_listener(
+            ProducerConfig { batch_bytes: 4096, ..Default::default() },
+            Arc::clone(&collected) as Arc<dyn sluice_client::DeliveryListener>,
+        )
+        .unwrap();
+    let total = 3_000u64;
+    for tag in 0..total {
+        let value = format!("value-{tag}");
+        let record =
+            ProducerRecord::new("tagged", value.as_bytes()).with_partition((tag % 2) as u32);
+        producer.send_tagged(&record, 1_000_000 + tag).unwrap();
+    }
+    producer.flush().unwrap();
+    let collected = std::mem::take(&mut *collected.0.lock().unwrap());
+    assert_eq!(collected.len(), total as usize, "one report per record");
+    let mut next_offset = [0i64; 2];
+    let mut tags: Vec<u64> = Vec::new();
+    for (tag, result) in collected {
+        let metadata = result.expect("delivered");
+        let index = tag - 1_000_000;
+        assert_eq!(metadata.partition, (index % 2) as u32, "tag {tag}");
+        // Records of one partition are acknowledged in send order with consecutive offsets.
+        assert_eq!(metadata.offset, next_offset[metadata.partition as usize], "tag {tag}");
+        next_offset[metadata.partition as usize] += 1;
+        tags.push(tag);
+    }
+    tags.sort_unstable();
+    assert_eq!(tags, (1_000_000..1_000_000 + total).collect::<Vec<_>>());
+
+    // A producer without a listener refuses tagged sends and says how to get one.
+    let plain = cluster.cluster.producer(ProducerConfig::default()).unwrap();
+    let error = plain.send_tagged(&ProducerRecord::new("tagged", b"x"), 1).unwrap_err();
+    assert!(error.to_string().contains("producer_with_listener"), "{error}");
+}

@@ -19,7 +19,7 @@ use sluice_proto::ids::TimestampMs;
 use sluice_proto::object::TopicName;
 use sluice_proto::record::{BatchBuilder, BatchError, Compression, Header, BATCH_HEADER_LEN};
 
-use super::delivery::{BatchShared, DeliveryCallback, PendingCallback};
+use super::delivery::{BatchShared, Notify, PendingCallback};
 use super::partitioner::StickyPartition;
 use crate::error::ClientError;
 
@@ -142,11 +142,11 @@ impl PartitionQueue {
             return Err(Box::new(AppendFailure { error, discarded }));
         }
         open.reserved_bytes += record.reserved_bytes;
-        if let Some(callback) = record.callback {
+        if let Some(notify) = record.notify {
             open.callbacks.push(PendingCallback {
                 index,
                 timestamp: record.timestamp.get(),
-                callback,
+                notify,
             });
         }
         let batch = Arc::clone(&open.shared);
@@ -165,7 +165,7 @@ pub(crate) struct Appending<'a> {
     pub headers: &'a [Header<'a>],
     /// Bytes charged to the buffer budget for it.
     pub reserved_bytes: usize,
-    pub callback: Option<DeliveryCallback>,
+    pub notify: Option<Notify>,
 }
 
 /// Why a record was not appended, with the empty batch made for it (if any).
@@ -407,7 +407,7 @@ mod tests {
             value: Some(value),
             headers: &[],
             reserved_bytes: value.len(),
-            callback: None,
+            notify: None,
         }
     }
 

@@ -190,11 +190,30 @@ impl std::fmt::Debug for DeliveryFuture {
 /// A delivery callback, boxed.
 pub(crate) type DeliveryCallback = Box<dyn FnOnce(Result<RecordMetadata, ClientError>) + Send>;
 
-/// A per-record callback waiting for its batch.
+/// Receives the outcome of every record sent with [`Producer::send_tagged`], with the tag
+/// given at send time: one listener per
+/// producer instead of one boxed callback per record, so sending allocates nothing per
+/// record. Runs on the producer's sender thread: keep it short.
+///
+/// [`Producer::send_tagged`]: crate::Producer::send_tagged
+pub trait DeliveryListener: Send + Sync + 'static {
+    /// Record `tag` was acknowledged (with its offset) or failed for good.
+    fn delivered(&self, tag: u64, result: Result<RecordMetadata, ClientError>);
+}
+
+/// How a record's outcome is reported besides the batch's futures.
+pub(crate) enum Notify {
+    /// A boxed callback ([`crate::Producer::send_with_callback`]).
+    Callback(DeliveryCallback),
+    /// The producer's [`DeliveryListener`], with this tag.
+    Tag(u64),
+}
+
+/// A per-record notification waiting for its batch.
 pub(crate) struct PendingCallback {
     pub index: u32,
     pub timestamp: i64,
-    pub callback: DeliveryCallback,
+    pub notify: Notify,
 }
 
 #[cfg(test)]

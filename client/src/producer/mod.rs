@@ -42,8 +42,8 @@ use accumulator::{
     lock_queue, record_bytes_max, Appending, Batch, BatchLimits, BufferBudget, BuilderPool,
     TopicQueues,
 };
-use delivery::{BatchShared, DeliveryCallback};
-pub use delivery::{DeliveryFuture, RecordMetadata};
+use delivery::{BatchShared, Notify};
+pub use delivery::{DeliveryFuture, DeliveryListener, RecordMetadata};
 
 /// Headers converted without allocating when a record has at most this many.
 const HEADERS_ON_STACK: usize = 8;
@@ -109,9 +109,18 @@ impl<'a> ProducerRecord<'a> {
 }
 
 /// State shared by the producer handles and the sender thread.
+/// Where an appended record went (what its delivery future needs).
+struct AppendedRecord {
+    batch: Arc<BatchShared>,
+    index: u32,
+    timestamp: i64,
+}
+
 pub(crate) struct ProducerShared {
     pub cluster: Arc<ClusterInner>,
     pub config: ProducerConfig,
+    /// Receives the outcomes of [`Producer::send_tagged`].
+    pub listener: Option<Arc<dyn DeliveryListener>>,
     pub topics: RwLock<HashMap<String, Arc<TopicQueues>>>,
     pub budget: BufferBudget,
     pub builders: BuilderPool,
@@ -177,6 +186,7 @@ impl Producer {
     pub(crate) fn start(
         cluster: Arc<ClusterInner>,
         config: ProducerConfig,
+        listener: Option<Arc<dyn DeliveryListener>>,
     ) -> Result<Producer, ClientError> {
         config.validate()?;
         let (wake, wake_receiver): (Sender<()>, Receiver<()>) = crossbeam_channel::bounded(1);
@@ -185,6 +195,7 @@ impl Producer {
             budget: BufferBudget::new(config.buffer_bytes_max),
             builders: BuilderPool::new(config.batch_bytes),
             config,
+            listener,
             topics: RwLock::new(HashMap::new()),
             wake,
             flushing: AtomicUsize::new(0),
@@ -211,7 +222,8 @@ impl Producer {
     /// most `delivery_timeout`. Fails at once for an unknown topic or partition, a record
     /// larger than the buffer, or a closed producer.
     pub fn send(&self, record: &ProducerRecord<'_>) -> Result<DeliveryFuture, ClientError> {
-        self.append(record, None)
+        let appended = self.append(record, None)?;
+        Ok(DeliveryFuture::new(appended.batch, appended.index, appended.timestamp))
     }
 
     /// Like [`Producer::send`], but calls `callback` with the delivery result instead of
@@ -221,7 +233,23 @@ impl Producer {
         record: &ProducerRecord<'_>,
         callback: impl FnOnce(Result<RecordMetadata, ClientError>) + Send + 'static,
     ) -> Result<(), ClientError> {
-        self.append(record, Some(Box::new(callback))).map(|_| ())
+        self.append(record, Some(Notify::Callback(Box::new(callback)))).map(|_| ())
+    }
+
+    /// Like [`Producer::send_with_callback`], but the outcome goes to the producer's
+    /// [`DeliveryListener`] (see [`crate::Cluster::producer_with_listener`]) with `tag`:
+    /// nothing is allocated per record. Fails with `InvalidInput` on a producer made
+    /// without a listener.
+    pub fn send_tagged(&self, record: &ProducerRecord<'_>, tag: u64) -> Result<(), ClientError> {
+        if self.handle.shared.listener.is_none() {
+            return Err(ClientError::InvalidInput {
+                what: "send_tagged",
+                reason: "this producer has no delivery listener: make it with \
+                         Cluster::producer_with_listener"
+                    .into(),
+            });
+        }
+        self.append(record, Some(Notify::Tag(tag))).map(|_| ())
     }
 
     /// Sends every buffered record now (ignoring linger) and blocks until every record sent
@@ -253,8 +281,8 @@ impl Producer {
     fn append(
         &self,
         record: &ProducerRecord<'_>,
-        callback: Option<DeliveryCallback>,
-    ) -> Result<DeliveryFuture, ClientError> {
+        notify: Option<Notify>,
+    ) -> Result<AppendedRecord, ClientError> {
         let shared = &self.handle.shared;
         if shared.stopped.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
@@ -285,7 +313,7 @@ impl Producer {
             value: record.value,
             headers,
             reserved_bytes: bytes,
-            callback,
+            notify,
         };
         let limits = BatchLimits {
             batch_bytes: shared.config.batch_bytes,
@@ -311,7 +339,7 @@ impl Producer {
         if appended.created || appended.sealed {
             shared.wake_sender();
         }
-        Ok(DeliveryFuture::new(appended.batch, appended.index, timestamp))
+        Ok(AppendedRecord { batch: appended.batch, index: appended.index, timestamp })
     }
 
     /// Forgets an empty batch that was never queued.

@@ -17,7 +17,7 @@ use sluice_proto::api::Decode;
 use sluice_proto::frame::Frame;
 
 use super::accumulator::{lock_queue, Batch, PartitionQueue, TopicQueues};
-use super::delivery::BatchOutcome;
+use super::delivery::{BatchOutcome, Notify};
 use super::request::{PartitionBatches, ProduceBatches, PRODUCE_REQUEST_BYTES_MAX};
 use super::ProducerShared;
 use crate::error::ClientError;
@@ -409,8 +409,18 @@ impl SenderLoop<'_> {
                 Ok(outcome) => Ok(outcome.record(partition, pending.index, pending.timestamp)),
                 Err(error) => Err(error.clone()),
             };
-            let callback = pending.callback;
-            if catch_unwind(AssertUnwindSafe(move || callback(record))).is_err() {
+            let notified = match pending.notify {
+                Notify::Callback(callback) => {
+                    catch_unwind(AssertUnwindSafe(move || callback(record)))
+                }
+                Notify::Tag(tag) => match &shared.listener {
+                    Some(listener) => {
+                        catch_unwind(AssertUnwindSafe(|| listener.delivered(tag, record)))
+                    }
+                    None => Ok(()),
+                },
+            };
+            if notified.is_err() {
                 tracing::error!("a producer delivery callback panicked");
             }
         }

@@ -11,7 +11,8 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sluice_client::{
-    ClientError, Cluster, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    ClientError, Cluster, DeliveryListener, Producer, ProducerConfig, ProducerRecord,
+    RecordMetadata,
 };
 
 use super::keys::KeyGenerator;
@@ -64,6 +65,29 @@ pub struct ProduceState {
     clock: Clock,
     /// Nanoseconds after the clock's start of the latest measured acknowledgement.
     last_ack_nanos: AtomicU64,
+    /// Value bytes of every record.
+    record_bytes: u64,
+}
+
+/// The tag of a record sent with [`Producer::send_tagged`]: its intended send time as
+/// nanoseconds after the run's start, and whether it is measured (the top bit). The
+/// delivery listener needs nothing else, so sending allocates nothing per record.
+fn tag_of(clock: &Clock, intended: Instant, measured: bool) -> u64 {
+    let nanos = clock.since_start_nanos(intended) & !MEASURED_TAG_BIT;
+    if measured {
+        nanos | MEASURED_TAG_BIT
+    } else {
+        nanos
+    }
+}
+
+const MEASURED_TAG_BIT: u64 = 1 << 63;
+
+impl DeliveryListener for ProduceState {
+    fn delivered(&self, tag: u64, result: Result<RecordMetadata, ClientError>) {
+        let intended = self.clock.start + Duration::from_nanos(tag & !MEASURED_TAG_BIT);
+        self.complete(result, intended, tag & MEASURED_TAG_BIT != 0, self.record_bytes);
+    }
 }
 
 /// Totals of all producer threads of a plan.
@@ -106,6 +130,7 @@ impl ProduceState {
             first_error: Mutex::new(None),
             clock: plan.clock,
             last_ack_nanos: AtomicU64::new(0),
+            record_bytes: plan.record_size as u64,
         })
     }
 
@@ -179,7 +204,11 @@ pub fn run_producers(
     state: &Arc<ProduceState>,
 ) -> Result<(), PerfError> {
     let producers = (0..plan.producers)
-        .map(|_| cluster.producer(config.clone()))
+        .map(|_| {
+            let listener: Arc<dyn DeliveryListener> =
+                Arc::clone(state) as Arc<dyn DeliveryListener>;
+            cluster.producer_with_listener(config.clone(), listener)
+        })
         .collect::<Result<Vec<_>, _>>()?;
     let results: Vec<Result<(), PerfError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = producers
@@ -257,11 +286,7 @@ fn produce_loop(
             headers: &[],
             timestamp: None,
         };
-        let callback_state = Arc::clone(state);
-        let bytes = value.len() as u64;
-        let sent = producer.send_with_callback(&record, move |result| {
-            callback_state.complete(result, intended, measured, bytes)
-        });
+        let sent = producer.send_tagged(&record, tag_of(&plan.clock, intended, measured));
         if let Err(error) = sent {
             state.fail(&error);
             if !error.is_retriable() {
