@@ -33,8 +33,8 @@
 //! * **Concurrency.** Appends, reads and waits may run concurrently from many tasks of the
 //!   owning executor. Write rounds run one at a time under the log's write gate, fdatasyncs
 //!   one at a time under its sync gate, so the next round is written while the previous one
-//!   is synced; roll, truncation and close take both gates. Reads never block on a gate and
-//!   return only written bytes.
+//!   is synced; roll, truncation and close take both gates and the zero-fill task's. Reads
+//!   never block on a gate and return only written bytes.
 //! * **Failure of a write.** Every staged batch not yet written is dropped (its waiters get
 //!   [`StorageError::AppendDiscarded`], safe to retry) and the file is cut back to the written
 //!   end. ENOSPC anywhere becomes [`StorageError::StorageFull`]; the disk guard refuses appends
