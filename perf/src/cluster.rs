@@ -87,6 +87,8 @@ impl LocalCluster {
             format!("--ready-file={}", spu_ready.display()),
             // A deleted topic's files go at once (the suite deletes each topic it is done with).
             "--deleted-retention-ms=0".into(),
+            // Unpaced: the suite waits for the removal between runs anyway.
+            "--delete-bytes-per-second=0".into(),
         ];
         arguments.extend(config.cores.map(|cores| format!("--cores={cores}")));
         let spu_log = logs.join("spu-1.log");

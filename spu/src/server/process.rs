@@ -447,6 +447,7 @@ async fn background_timer(core: Rc<Core>, stop: Rc<Signal>) {
     let interval = core.config.retention_interval;
     let mut retention_due = std::time::Instant::now() + interval;
     let mut purge_due = std::time::Instant::now();
+    let purging = Rc::new(std::cell::Cell::new(false));
     loop {
         let stopped = future::or(
             async {
@@ -465,18 +466,28 @@ async fn background_timer(core: Rc<Core>, stop: Rc<Signal>) {
         // Core 0 removes dropped replicas' directories once their retention passed, on
         // glommio's blocking thread: removing gigabytes of segments can take seconds (more on
         // a volume mounted with `discard`), which the core's clients must not wait for.
-        if core.index == 0 && std::time::Instant::now() >= purge_due {
+        // A paced removal can take many seconds: it runs detached (one at a time) so that
+        // this loop keeps syncing and applying retention meanwhile.
+        if core.index == 0 && !purging.get() && std::time::Instant::now() >= purge_due {
             let replicas_dir = core.config.replicas_dir();
             let retention = core.config.deleted_retention;
-            glommio::executor()
-                .spawn_blocking(move || {
-                    crate::server::deleted::purge(
-                        &replicas_dir,
-                        retention,
-                        std::time::SystemTime::now(),
-                    )
-                })
-                .await;
+            let rate = core.config.delete_bytes_per_second;
+            purging.set(true);
+            let done = Rc::clone(&purging);
+            glommio::spawn_local(async move {
+                glommio::executor()
+                    .spawn_blocking(move || {
+                        crate::server::deleted::purge(
+                            &replicas_dir,
+                            retention,
+                            std::time::SystemTime::now(),
+                            rate,
+                        )
+                    })
+                    .await;
+                done.set(false);
+            })
+            .detach();
             purge_due = std::time::Instant::now() + PURGE_INTERVAL;
         }
         let retention = std::time::Instant::now() >= retention_due;
