@@ -191,9 +191,9 @@ impl std::fmt::Debug for DeliveryFuture {
 pub(crate) type DeliveryCallback = Box<dyn FnOnce(Result<RecordMetadata, ClientError>) + Send>;
 
 /// Receives the outcome of every record sent with [`Producer::send_tagged`], with the tag
-/// given at send time: one listener per
-/// producer instead of one boxed callback per record, so sending allocates nothing per
-/// record. Runs on the producer's sender thread: keep it short.
+/// given at send time: one listener per producer instead of one boxed callback per record,
+/// so sending allocates nothing per record. Runs on the producer's sender thread: keep it
+/// short.
 ///
 /// [`Producer::send_tagged`]: crate::Producer::send_tagged
 pub trait DeliveryListener: Send + Sync + 'static {

@@ -108,7 +108,6 @@ impl<'a> ProducerRecord<'a> {
     }
 }
 
-/// State shared by the producer handles and the sender thread.
 /// Where an appended record went (what its delivery future needs).
 struct AppendedRecord {
     batch: Arc<BatchShared>,
@@ -116,6 +115,7 @@ struct AppendedRecord {
     timestamp: i64,
 }
 
+/// State shared by the producer handles and the sender thread.
 pub(crate) struct ProducerShared {
     pub cluster: Arc<ClusterInner>,
     pub config: ProducerConfig,

@@ -204,11 +204,7 @@ pub fn run_producers(
     state: &Arc<ProduceState>,
 ) -> Result<(), PerfError> {
     let producers = (0..plan.producers)
-        .map(|_| {
-            let listener: Arc<dyn DeliveryListener> =
-                Arc::clone(state) as Arc<dyn DeliveryListener>;
-            cluster.producer_with_listener(config.clone(), listener)
-        })
+        .map(|_| cluster.producer_with_listener(config.clone(), Arc::clone(state) as _))
         .collect::<Result<Vec<_>, _>>()?;
     let results: Vec<Result<(), PerfError>> = std::thread::scope(|scope| {
         let handles: Vec<_> = producers

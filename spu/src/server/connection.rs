@@ -127,7 +127,7 @@ async fn write_loop(
                 }
             }
         }
-        let result = match &item {
+        let result = match &mut item {
             Outgoing::Bytes(bytes) => match stream.write_all(bytes).await {
                 Ok(()) => {
                     probe.add(Counter::BytesSent, bytes.len() as u64);
@@ -145,7 +145,8 @@ async fn write_loop(
                 match zero_copy::send_plan(&mut stream, buffer, plan, &spliced, mode).await {
                     Ok(stats) => {
                         if drop_sent_pages {
-                            sent.clone_from(slices);
+                            // The item is done with: keep its slices, no copy.
+                            sent = std::mem::take(slices);
                         }
                         probe.response_sent(&stats);
                         Ok(())

@@ -543,7 +543,7 @@ impl ReplicaLog {
             state.active.finish_round(round.end);
             let due = state.active.zero_fill_due(round.end.position);
             if due {
-                state.active.zero_task_spawned();
+                state.active.mark_zero_task_spawned();
             }
             due
         };

@@ -476,7 +476,7 @@ impl ActiveSegment {
     }
 
     /// Records that a zero-fill task was spawned (one at a time per segment).
-    pub(crate) fn zero_task_spawned(&mut self) {
+    pub(crate) fn mark_zero_task_spawned(&mut self) {
         self.zero_task_spawned = true;
     }
 
