@@ -314,7 +314,7 @@ fn corrupt_sealed_segment_is_reported_not_served() {
     run(|| async {
         let dir = tempfile::tempdir().unwrap();
         let log = open(dir.path(), small_config()).await;
-        append_many(&log, 40, 2, 0).await;
+        let batches = append_many(&log, 40, 2, 0).await;
         log.close().await.unwrap();
         let first = dir.path().join(format!("{:020}.log", 0));
         let file = std::fs::OpenOptions::new().write(true).open(&first).unwrap();
@@ -324,9 +324,24 @@ fn corrupt_sealed_segment_is_reported_not_served() {
         let error = log.read_into(Offset(0), 1 << 20, log.log_end_offset(), &mut out).unwrap_err();
         assert!(matches!(error, StorageError::Corruption { .. }), "{error}");
         assert!(out.is_empty());
-        // A broken length field is caught by the header walk of the splice path too.
+        // A broken length field in a read's first batch is caught by the splice path's header
+        // walk too.
         file.write_all_at(&[0x7f, 0, 0, 0], 8).unwrap();
         let error = log.read(Offset(0), 1 << 20, log.log_end_offset()).err().expect("corruption");
+        assert!(matches!(error, StorageError::Corruption { .. }), "{error}");
+        // Past a read's first batch the splice path takes boundaries from the index and reads
+        // no header (the client checks each batch's CRC): a broken magic byte in the sixth
+        // batch goes unseen by a read from the fifth (which has an index entry of its own);
+        // the copying read still refuses it.
+        let sixth: u64 = batches[..5].iter().map(|batch| batch.len() as u64).sum();
+        file.write_all_at(&[0x09], sixth + 16).unwrap();
+        let spliced = log.read(Offset(8), 1 << 20, log.log_end_offset()).unwrap();
+        assert_eq!(spliced.first_offset, Some(Offset(8)));
+        assert!(spliced.next_offset > Offset(12), "read past the sixth batch");
+        let mut out = Vec::new();
+        let error = log.read_into(Offset(8), 1 << 20, log.log_end_offset(), &mut out).unwrap_err();
+        assert!(matches!(error, StorageError::Corruption { .. }), "{error}");
+        let error = log.read_into(Offset(0), 1 << 20, log.log_end_offset(), &mut out).unwrap_err();
         assert!(matches!(error, StorageError::Corruption { .. }), "{error}");
     });
 }

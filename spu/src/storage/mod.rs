@@ -45,9 +45,12 @@
 //!   one. After a crash the log is therefore a prefix of what was written, and it holds at least
 //!   everything that was durable.
 //! * **Sealed segments** are immutable: exact-sized files, final indexes. Their bytes are
-//!   checked on read: the splice path ([`ReplicaLog::read`]) checks every batch header (length
-//!   inside the segment, magic, offset continuity); the copying path
-//!   ([`ReplicaLog::read_into`]) also checks every CRC. Bad bytes are an error, never served.
+//!   checked on read: the splice path ([`ReplicaLog::read`]) checks the header of a read's
+//!   first batch and of every batch the offset index does not cover (length inside the
+//!   segment, magic, offset continuity) and takes the other boundaries from the index, which
+//!   was checked against the log when the segment was opened; the copying path
+//!   ([`ReplicaLog::read_into`]) checks every CRC: there bad bytes are an error, never served.
+//!   A spliced batch is checked by the client's CRC-32C.
 //! * **Deletion.** Retention deletes whole sealed segments; a reader below the new log start
 //!   gets [`StorageError::OffsetOutOfRange`]; a reader already holding a [`FileSlice`] of a
 //!   deleted segment keeps reading it (the handle is refcounted; unlink-after-open).

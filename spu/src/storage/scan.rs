@@ -19,6 +19,10 @@ use crate::storage::error::{StorageError, StorageResult};
 
 /// Bytes read at a time by scans (one read covers many small batches).
 pub const SCAN_CHUNK_BYTES: usize = 256 * 1024;
+/// Bytes read at a time by the read path's header walk: it reads the header of a fetch's
+/// first batch and of batches the index does not cover, not the records (sendfile moves
+/// those), so one page is enough.
+pub const HEADER_CHUNK_BYTES: usize = 4096;
 
 /// What the storage keeps about one batch without its bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -59,13 +63,19 @@ impl BatchMeta {
 pub(crate) struct ChunkReader<'a> {
     file: &'a File,
     end: u64,
+    chunk_bytes: usize,
     buffer: Vec<u8>,
     buffer_start: u64,
 }
 
 impl<'a> ChunkReader<'a> {
     pub(crate) fn new(file: &'a File, end: u64) -> ChunkReader<'a> {
-        ChunkReader { file, end, buffer: Vec::new(), buffer_start: 0 }
+        ChunkReader::with_chunk(file, end, SCAN_CHUNK_BYTES)
+    }
+
+    /// A reader that reads `chunk_bytes` at a time (more only for a longer request).
+    pub(crate) fn with_chunk(file: &'a File, end: u64, chunk_bytes: usize) -> ChunkReader<'a> {
+        ChunkReader { file, end, chunk_bytes, buffer: Vec::new(), buffer_start: 0 }
     }
 
     /// Up to `len` bytes at `position` (fewer only at `end`).
@@ -74,7 +84,7 @@ impl<'a> ChunkReader<'a> {
         let buffer_end = self.buffer_start + self.buffer.len() as u64;
         if position < self.buffer_start || position + available as u64 > buffer_end {
             let read_len =
-                self.end.saturating_sub(position).min(available.max(SCAN_CHUNK_BYTES) as u64);
+                self.end.saturating_sub(position).min(available.max(self.chunk_bytes) as u64);
             self.buffer.resize(read_len as usize, 0);
             let mut filled = 0;
             while filled < self.buffer.len() {
@@ -157,13 +167,38 @@ impl<'a> HeaderWalk<'a> {
         end: u64,
         batch_bytes_max: usize,
     ) -> HeaderWalk<'a> {
+        HeaderWalk::with_chunk(file, path, position, end, batch_bytes_max, SCAN_CHUNK_BYTES)
+    }
+
+    /// A walk reading `chunk_bytes` at a time: [`HEADER_CHUNK_BYTES`] when it reads only a
+    /// few headers, [`SCAN_CHUNK_BYTES`] when it walks many small batches.
+    pub(crate) fn with_chunk(
+        file: &'a File,
+        path: &'a Path,
+        position: u64,
+        end: u64,
+        batch_bytes_max: usize,
+        chunk_bytes: usize,
+    ) -> HeaderWalk<'a> {
         HeaderWalk {
-            reader: ChunkReader::new(file, end),
+            reader: ChunkReader::with_chunk(file, end, chunk_bytes),
             path,
             position,
             expected_offset: None,
             batch_bytes_max,
         }
+    }
+
+    /// Where the next batch starts.
+    pub(crate) fn position(&self) -> u64 {
+        self.position
+    }
+
+    /// Continues at `position`, which starts the batch with base offset `offset` (a batch
+    /// boundary known from the offset index).
+    pub(crate) fn seek(&mut self, position: u64, offset: Offset) {
+        self.position = position;
+        self.expected_offset = Some(offset);
     }
 
     /// The next batch, `None` at `end`.
