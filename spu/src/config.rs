@@ -83,6 +83,12 @@ pub struct SpuArgs {
     /// it later). false keeps the pages for other consumers of the same data.
     #[arg(long, env = "SLUICE_SPU_DROP_SENT_PAGES")]
     pub drop_sent_pages: Option<bool>,
+    /// With zero-copy on, read fetched records with O_DIRECT into reused buffers (a few
+    /// reads ahead of the socket) and send from there [default: true], instead of sendfile
+    /// from the page cache. One copy into the socket, but no page cache: segments are written
+    /// with O_DIRECT, so sendfile reads them into fresh page-cache memory first.
+    #[arg(long, env = "SLUICE_SPU_DIRECT_READS")]
+    pub direct_reads: Option<bool>,
     /// Largest frame accepted from a client, bytes [default: 64 MiB].
     #[arg(long, env = "SLUICE_SPU_FRAME_BYTES_MAX")]
     pub frame_bytes_max: Option<u32>,
@@ -127,6 +133,7 @@ pub struct FileConfig {
     metrics_address: Option<SocketAddr>,
     zero_copy: Option<bool>,
     drop_sent_pages: Option<bool>,
+    direct_reads: Option<bool>,
     frame_bytes_max: Option<u32>,
     free_bytes_min: Option<u64>,
     heartbeat_interval_ms: Option<u64>,
@@ -178,6 +185,8 @@ pub struct SpuConfig {
     pub zero_copy: bool,
     /// Drop sent records' pages from the page cache.
     pub drop_sent_pages: bool,
+    /// Read fetched records with O_DIRECT and send them from user-space buffers.
+    pub direct_reads: bool,
     /// Largest frame accepted.
     pub frame_bytes_max: u32,
     /// Free-space floor of the data volume.
@@ -334,6 +343,7 @@ impl SpuArgs {
                 .unwrap_or_else(|| parse_default(METRICS_ADDRESS_DEFAULT)),
             zero_copy: self.zero_copy.or(file.zero_copy).unwrap_or(true),
             drop_sent_pages: self.drop_sent_pages.or(file.drop_sent_pages).unwrap_or(true),
+            direct_reads: self.direct_reads.or(file.direct_reads).unwrap_or(true),
             frame_bytes_max,
             free_bytes_min: self
                 .free_bytes_min
@@ -400,6 +410,7 @@ mod tests {
         assert_eq!(config.cores, available_cores());
         assert!(config.zero_copy);
         assert!(config.drop_sent_pages);
+        assert!(config.direct_reads);
         assert_eq!(config.retention_interval, Duration::from_secs(30));
         assert_eq!(config.replicas_dir(), PathBuf::from("sluice-spu-data/spu-3"));
     }
@@ -411,7 +422,7 @@ mod tests {
         std::fs::write(
             &path,
             "id = 4\nsc = \"a:1,b:2\"\npublic_address = \"127.0.0.2:7000\"\ncores = 60000\n\
-             zero_copy = false\ndrop_sent_pages = false\n",
+             zero_copy = false\ndrop_sent_pages = false\ndirect_reads = false\n",
         )
         .unwrap();
         let args = SpuArgs { config: Some(path), id: Some(5), ..SpuArgs::default() };
@@ -422,6 +433,7 @@ mod tests {
         assert_eq!(config.cores, available_cores());
         assert!(!config.zero_copy);
         assert!(!config.drop_sent_pages);
+        assert!(!config.direct_reads);
     }
 
     #[test]

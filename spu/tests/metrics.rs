@@ -78,6 +78,7 @@ fn counters_of_two_executors_are_served_over_http() {
             bytes_sent: 1_000,
             file_bytes_zero_copy: 900,
             file_bytes_copied: 2,
+            file_bytes_direct: 300,
             writable_waits: 2,
         });
         probe.set(Gauge::InboxDepth, -0);
@@ -102,6 +103,7 @@ fn counters_of_two_executors_are_served_over_http() {
     assert_eq!(value("sluice_spu_replicas_leader{core=\"0\"}"), 7.0);
     assert_eq!(value("sluice_spu_bytes_sent_total{core=\"1\"}"), 1000.0);
     assert_eq!(value("sluice_spu_fetch_zero_copy_bytes_total{core=\"1\"}"), 900.0);
+    assert_eq!(value("sluice_spu_fetch_direct_bytes_total{core=\"1\"}"), 300.0);
     assert_eq!(value("sluice_spu_socket_writable_waits_total{core=\"1\"}"), 2.0);
     assert_eq!(value("sluice_spu_cores"), 2.0);
     assert!(value("process_resident_memory_bytes") > 0.0);

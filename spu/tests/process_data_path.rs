@@ -239,14 +239,21 @@ fn shared_port_forwards_to_the_owning_core() {
     }
 }
 
-/// Fetches through both ports with `--zero-copy` on and off: the same bytes either way, and the
-/// metrics say which path moved them.
+/// Fetches through both ports with direct reads (the default), sendfile (`--direct-reads
+/// false`) and copying (`--zero-copy false`): the same bytes every way, and the metrics say
+/// which path moved them.
 #[test]
 fn zero_copy_switch_serves_identical_bytes_and_counts_them() {
     let mut fetched = Vec::new();
-    for zero_copy in [true, false] {
-        let flag = format!("--zero-copy={zero_copy}");
-        let cluster = Cluster::start_with(CORES, &[flag.as_str()]);
+    let direct = "sluice_spu_fetch_direct_bytes_total";
+    let sendfile = "sluice_spu_fetch_zero_copy_bytes_total";
+    let copied = "sluice_spu_fetch_copied_bytes_total";
+    for (flags, name, others) in [
+        (&[][..], direct, [sendfile, copied]),
+        (&["--direct-reads=false"][..], sendfile, [direct, copied]),
+        (&["--zero-copy=false"][..], copied, [direct, sendfile]),
+    ] {
+        let cluster = Cluster::start_with(CORES, flags);
         let topic = cluster.create_topic("copying", 2);
         let mut client = SpuClient::connect(cluster.spu.public_address);
         let mut all = Vec::new();
@@ -268,24 +275,23 @@ fn zero_copy_switch_serves_identical_bytes_and_counts_them() {
             }
         }
         // Counters move right after the send completes: poll until they show both partitions.
-        let (name, other) = if zero_copy {
-            ("sluice_spu_fetch_zero_copy_bytes_total", "sluice_spu_fetch_copied_bytes_total")
-        } else {
-            ("sluice_spu_fetch_copied_bytes_total", "sluice_spu_fetch_zero_copy_bytes_total")
-        };
         let text = wait_for(&format!("{name} to count both local fetches"), || {
             let text = scrape(cluster.spu.metrics_address);
             (metric_sum(&text, name) >= 2 * 50 * 1000).then_some(text)
         });
-        // Sendfile copies one byte per wait for a full socket buffer; copying never sendfiles.
-        let allowed =
-            if zero_copy { metric_sum(&text, "sluice_spu_socket_writable_waits_total") } else { 0 };
-        assert!(metric_sum(&text, other) <= allowed, "{other} with --zero-copy={zero_copy}");
+        // Sendfile copies one byte per wait for a full socket buffer; the others never
+        // sendfile, and never mix.
+        let waits = metric_sum(&text, "sluice_spu_socket_writable_waits_total");
+        for other in others {
+            let allowed = if name == sendfile && other == copied { waits } else { 0 };
+            assert!(metric_sum(&text, other) <= allowed, "{other} with {flags:?}");
+        }
         assert!(metric_sum(&text, "sluice_spu_records_produced_total") >= 100);
         assert!(metric_sum(&text, "sluice_spu_requests_forwarded_total") >= 2);
         fetched.push(all);
     }
-    assert_eq!(fetched[0], fetched[1], "both paths send the same bytes");
+    assert_eq!(fetched[0], fetched[1], "direct reads and sendfile send the same bytes");
+    assert_eq!(fetched[0], fetched[2], "direct reads and copying send the same bytes");
 }
 
 /// Rough cost of the shared-port forward path against the owner's own port (not a benchmark
@@ -481,9 +487,12 @@ fn cached_fraction(path: &std::path::Path, length: usize) -> f64 {
 
 #[test]
 fn sent_records_leave_the_page_cache_unless_kept() {
-    for drop_pages in [true, false] {
-        let flag = format!("--drop-sent-pages={drop_pages}");
-        let cluster = Cluster::start_with(CORES, &[flag.as_str()]);
+    // (direct reads, drop sent pages): direct reads never fill the page cache; sendfile does,
+    // and the pages go once sent unless they are kept.
+    for (direct, drop_pages) in [(true, false), (false, true), (false, false)] {
+        let flags = [format!("--direct-reads={direct}"), format!("--drop-sent-pages={drop_pages}")];
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        let cluster = Cluster::start_with(CORES, &flags);
         let topic = cluster.create_topic("cached", 1);
         let mut client = SpuClient::connect(cluster.spu.public_address);
         let mut data_bytes = 0;
@@ -509,7 +518,10 @@ fn sent_records_leave_the_page_cache_unless_kept() {
             client.fetch(&topic, 0, Offset(0), (0, 0), Isolation::ReadUncommitted);
         assert_eq!(header.error_code, ErrorCode::None);
         assert_eq!(records.len(), data_bytes, "one response holds the whole log");
-        if drop_pages {
+        if direct {
+            let cached = cached_fraction(&segment, data_bytes);
+            assert!(cached < 0.1, "direct reads left {cached:.2} of the log cached");
+        } else if drop_pages {
             // The last response's pages go when the connection ends.
             drop(client);
             wait_for("the sent pages to leave the page cache", || {

@@ -197,7 +197,7 @@ async fn check_both_modes(partitions: &[(&str, &[FileSlice])]) -> SendStats {
     let expected = expected_wire(&buffer, &plan, &spliced);
     assert_eq!(expected.len(), plan.frame_len);
     let mut zero_copy_stats = SendStats::default();
-    for mode in [SendMode::ZeroCopy, SendMode::Copy] {
+    for mode in [SendMode::ZeroCopy, SendMode::Copy, SendMode::Direct] {
         let served = serve_once(&buffer, &plan, &spliced, mode, fast_reader, None).await;
         let stats = served.result.unwrap_or_else(|error| panic!("{mode:?}: {error}"));
         let received = served.received.expect("reader");
@@ -205,7 +205,8 @@ async fn check_both_modes(partitions: &[(&str, &[FileSlice])]) -> SendStats {
         assert!(received == expected, "{mode:?}: bytes differ");
         assert_eq!(stats.bytes_sent, expected.len() as u64);
         let file_bytes: u64 = spliced.iter().flat_map(|s| s.iter()).map(FileSlice::length).sum();
-        assert_eq!(stats.file_bytes_zero_copy + stats.file_bytes_copied, file_bytes);
+        let moved = stats.file_bytes_zero_copy + stats.file_bytes_copied + stats.file_bytes_direct;
+        assert_eq!(moved, file_bytes);
         match mode {
             SendMode::ZeroCopy => {
                 // The only bytes copied are the one byte per wait for writability.
@@ -213,6 +214,10 @@ async fn check_both_modes(partitions: &[(&str, &[FileSlice])]) -> SendStats {
                 zero_copy_stats = stats;
             }
             SendMode::Copy => assert_eq!(stats.file_bytes_zero_copy, 0),
+            SendMode::Direct => {
+                assert_eq!(stats.file_bytes_zero_copy, 0);
+                assert_eq!(stats.file_bytes_direct, file_bytes);
+            }
         }
         let response = FetchResponse::decode(ApiVersion(0), &received[FRAME_PREFIX_BYTES..])
             .expect("response decodes");
@@ -280,7 +285,7 @@ fn slow_reader_with_small_buffers_gets_every_byte() {
         let (buffer, plan) = build(&[("t", &slices)]);
         let spliced: Vec<&[FileSlice]> = vec![&slices];
         let expected = expected_wire(&buffer, &plan, &spliced);
-        for mode in [SendMode::ZeroCopy, SendMode::Copy] {
+        for mode in [SendMode::ZeroCopy, SendMode::Copy, SendMode::Direct] {
             let slow = |address| spawn_reader(address, Some(4096), 1024, None);
             let served = serve_once(&buffer, &plan, &spliced, mode, slow, Some(4096)).await;
             let stats = served.result.unwrap_or_else(|error| panic!("{mode:?}: {error}"));
@@ -304,7 +309,7 @@ fn peer_closing_mid_response_is_an_error_not_a_hang() {
         let slices = read_all(&log);
         let (buffer, plan) = build(&[("t", &slices)]);
         let spliced: Vec<&[FileSlice]> = vec![&slices];
-        for mode in [SendMode::ZeroCopy, SendMode::Copy] {
+        for mode in [SendMode::ZeroCopy, SendMode::Copy, SendMode::Direct] {
             let quitter = |address| spawn_reader(address, Some(4096), 4096, Some(64 << 10));
             let served = serve_once(&buffer, &plan, &spliced, mode, quitter, Some(4096)).await;
             match served.result {
@@ -333,7 +338,7 @@ fn a_file_shorter_than_its_slice_is_an_error_not_a_hang() {
         let segment = directory.join(format!("{:020}.log", 0));
         let file = std::fs::OpenOptions::new().write(true).open(&segment).expect("segment");
         file.set_len(slice_end / 2).expect("truncate");
-        for mode in [SendMode::ZeroCopy, SendMode::Copy] {
+        for mode in [SendMode::ZeroCopy, SendMode::Copy, SendMode::Direct] {
             let served = serve_once(&buffer, &plan, &spliced, mode, fast_reader, None).await;
             match served.result {
                 Err(SendError::File { source, .. }) => {
@@ -377,7 +382,7 @@ fn a_reader_that_stops_reading_is_bounded_by_the_write_timeout() {
         let slices = read_all(&log);
         let (buffer, plan) = build(&[("t", &slices)]);
         let spliced: Vec<&[FileSlice]> = vec![&slices];
-        for mode in [SendMode::ZeroCopy, SendMode::Copy] {
+        for mode in [SendMode::ZeroCopy, SendMode::Copy, SendMode::Direct] {
             let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
             let address = listener.local_addr().expect("address");
             let (release, released) = std::sync::mpsc::channel::<()>();

@@ -59,6 +59,8 @@ pub enum Counter {
     FetchBytesZeroCopy,
     /// Record bytes copied through a user-space buffer on their way to a socket.
     FetchBytesCopied,
+    /// Record bytes read with O_DIRECT and sent from those buffers.
+    FetchBytesDirect,
     /// Times a response waited for the peer to drain a full socket buffer.
     SocketWritableWaits,
     /// Connections accepted.
@@ -71,13 +73,14 @@ pub enum Counter {
 
 impl Counter {
     /// Every counter, in exposition order.
-    pub const ALL: [Counter; 10] = [
+    pub const ALL: [Counter; 11] = [
         Counter::BytesReceived,
         Counter::BytesSent,
         Counter::RecordsProduced,
         Counter::RecordsFetched,
         Counter::FetchBytesZeroCopy,
         Counter::FetchBytesCopied,
+        Counter::FetchBytesDirect,
         Counter::SocketWritableWaits,
         Counter::ConnectionsAccepted,
         Counter::RequestsUnknownApi,
@@ -104,6 +107,10 @@ impl Counter {
             Counter::FetchBytesCopied => (
                 "sluice_spu_fetch_copied_bytes_total",
                 "Record bytes copied through a user-space buffer to a socket.",
+            ),
+            Counter::FetchBytesDirect => (
+                "sluice_spu_fetch_direct_bytes_total",
+                "Record bytes read with O_DIRECT (no page cache) and sent from those buffers.",
             ),
             Counter::SocketWritableWaits => (
                 "sluice_spu_socket_writable_waits_total",
@@ -333,6 +340,7 @@ impl CoreProbe {
         self.add(Counter::BytesSent, stats.bytes_sent);
         self.add(Counter::FetchBytesZeroCopy, stats.file_bytes_zero_copy);
         self.add(Counter::FetchBytesCopied, stats.file_bytes_copied);
+        self.add(Counter::FetchBytesDirect, stats.file_bytes_direct);
         self.add(Counter::SocketWritableWaits, stats.writable_waits);
     }
 

@@ -250,7 +250,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, port: Port) {
     let (writer, queue) = local_channel::new_bounded(OUTGOING_QUEUE_CAPACITY);
     let writer = Rc::new(writer);
     let _open = OpenConnection::new(&core.probe);
-    let mode = SendMode::from_zero_copy(core.config.zero_copy);
+    let mode = SendMode::from_flags(core.config.zero_copy, core.config.direct_reads);
     let writer_task = glommio::spawn_local(write_loop(
         write_stream,
         queue,

@@ -612,6 +612,9 @@ fn wait_cores_started(
 
 async fn run_core(setup: CoreSetup) {
     let _running = Running::new(&setup.cores_running);
+    if let Err(error) = crate::storage::runtime::probe_direct_io(&setup.config.data_dir).await {
+        tracing::warn!(core = setup.index, %error, "direct I/O probe failed; direct reads may fail");
+    }
     let queues = create_queues();
     let Ok((senders, mut receivers)) = setup.mesh.join().await else {
         tracing::error!(core = setup.index, "cannot join the core mesh");

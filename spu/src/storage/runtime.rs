@@ -212,7 +212,35 @@ where
         .io_memory(io_memory_bytes)
         .make()
         .map_err(|error| StorageError::Runtime(error.to_string()))?;
-    Ok(executor.run(future_factory()))
+    Ok(executor.run(async move {
+        if let Err(error) = probe_direct_io(&std::env::temp_dir()).await {
+            tracing::warn!(%error, "direct I/O probe failed; O_DIRECT reads may fail");
+        }
+        future_factory().await
+    }))
+}
+
+/// Makes glommio decide from a read of real data whether the device holding `directory`
+/// completes polled I/O, before any segment file is opened on this thread.
+///
+/// glommio 0.9 probes a device the first time a DMA file on it is opened, with a polled read
+/// at offset 0 of that file, and caches the answer per thread. On an empty file (a segment
+/// just created) that read ends at once, so the probe concludes the device polls (on this
+/// virtio disk it does not): writes still complete (the block layer falls back to
+/// interrupts), but every O_DIRECT read then fails with `EOPNOTSUPP`. A page of data gives
+/// the probe a real read. Call it at the start of every executor that opens segments.
+pub async fn probe_direct_io(directory: &Path) -> io::Result<()> {
+    std::fs::create_dir_all(directory)?;
+    // One name per probe: executors probing the same directory at once must not remove each
+    // other's file (glommio's open panics if the path vanishes while it opens).
+    static PROBES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let probe = PROBES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let path = directory.join(format!(".direct-io-probe-{}-{probe}", std::process::id()));
+    std::fs::write(&path, [0u8; 4096])?;
+    let opened = DmaFile::open(&path).await;
+    let removed = std::fs::remove_file(&path);
+    opened.map_err(os_error)?.close().await.map_err(os_error)?;
+    removed
 }
 
 /// Yields to other tasks of the executor once.
