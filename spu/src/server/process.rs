@@ -230,6 +230,7 @@ impl Spu {
             let cpu = cpus.get(index).copied().unwrap_or(index);
             let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
                 .name(&format!("spu-core-{index}"))
+                .io_memory(IO_MEMORY_BYTES)
                 .spawn(move || run_core(setup));
             match spawned {
                 Ok(handle) => executors.push(handle),
@@ -609,6 +610,15 @@ fn wait_cores_started(
     }
     Ok(())
 }
+
+/// Registered I/O buffer memory per executor, where write rounds (up to 1 MiB per busy
+/// replica) and direct reads (1 MiB per fetch being sent) take their aligned buffers. Past
+/// the pool glommio allocates them from the heap, where freed buffers of many sizes leave
+/// the allocator's arenas fragmented and resident. Measured with 100 partitions
+/// (`sluice-perf produce --partitions 100 --duration 15s`, peak RSS of the SPU): glommio's
+/// default 10 MiB 100.0 / 98.1 / 103.6 / 96.0 MiB, 4 MiB 121.3 / 116.1, 16 MiB 99.8 / 83.3,
+/// 24 MiB 75.9 / 79.8 / 78.8 (and produce, catch-up and e2e no slower).
+const IO_MEMORY_BYTES: usize = 24 << 20;
 
 async fn run_core(setup: CoreSetup) {
     let _running = Running::new(&setup.cores_running);

@@ -230,6 +230,13 @@ where
 /// interrupts), but every O_DIRECT read then fails with `EOPNOTSUPP`. A page of data gives
 /// the probe a real read. Call it at the start of every executor that opens segments.
 pub async fn probe_direct_io(directory: &Path) -> io::Result<()> {
+    thread_local! {
+        // glommio's answer is cached per thread, across executors run on it.
+        static PROBED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    }
+    if PROBED.get() {
+        return Ok(());
+    }
     std::fs::create_dir_all(directory)?;
     // One name per probe: executors probing the same directory at once must not remove each
     // other's file (glommio's open panics if the path vanishes while it opens).
@@ -240,7 +247,9 @@ pub async fn probe_direct_io(directory: &Path) -> io::Result<()> {
     let opened = DmaFile::open(&path).await;
     let removed = std::fs::remove_file(&path);
     opened.map_err(os_error)?.close().await.map_err(os_error)?;
-    removed
+    removed?;
+    PROBED.set(true);
+    Ok(())
 }
 
 /// Yields to other tasks of the executor once.
