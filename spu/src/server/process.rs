@@ -612,7 +612,7 @@ fn wait_cores_started(
 }
 
 /// Registered I/O buffer memory per executor, where write rounds (up to 1 MiB per busy
-/// replica) and direct reads (1 MiB per fetch being sent) take their aligned buffers. Past
+/// replica) and direct reads (4 x 1 MiB per fetch being sent) take their aligned buffers. Past
 /// the pool glommio allocates them from the heap, where freed buffers of many sizes leave
 /// the allocator's arenas fragmented and resident. Measured with 100 partitions
 /// (`sluice-perf produce --partitions 100 --duration 15s`, peak RSS of the SPU): glommio's

@@ -196,8 +196,10 @@ pub const COPY_CHUNK_BYTES: usize = 256 * 1024;
 /// Page-cache drops cover whole aligned blocks of this size (the largest folio).
 const DROP_ALIGN_BYTES: u64 = 2 << 20;
 
-/// Bytes of each O_DIRECT read of [`SendMode::Direct`].
-pub const DIRECT_READ_BYTES: usize = 256 * 1024;
+/// Bytes of each O_DIRECT read of [`SendMode::Direct`] (a slice shorter than this reads the
+/// next power of two above its length). Measured, 5 GB cold catch-up, alternating: 1 MiB reads
+/// 874 / 939 / 861 MiB/s against 695 / 800 / 710 with 256 KiB reads.
+pub const DIRECT_READ_BYTES: usize = 1024 * 1024;
 
 /// O_DIRECT reads in flight ahead of the socket per slice being sent.
 pub const DIRECT_READ_AHEAD: usize = 4;
@@ -497,10 +499,16 @@ where
         .await
         .map_err(file_error(stats.bytes_sent))?;
     let end = slice.position() + slice.length();
+    // glommio reads whole buffers even past the end position: a short slice (a tailing
+    // consumer's few batches) gets a buffer just large enough, not a full one.
+    let span = slice.length() + slice.position() % 4096;
+    let buffer_bytes = usize::try_from(span.next_power_of_two())
+        .unwrap_or(DIRECT_READ_BYTES)
+        .clamp(4096, DIRECT_READ_BYTES);
     let mut reader = glommio::io::DmaStreamReaderBuilder::new(file)
         .with_start_pos(slice.position())
         .with_end_pos(end)
-        .with_buffer_size(DIRECT_READ_BYTES)
+        .with_buffer_size(buffer_bytes)
         .with_read_ahead(DIRECT_READ_AHEAD)
         .build();
     let mut position = slice.position();
