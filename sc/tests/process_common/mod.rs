@@ -47,7 +47,8 @@ impl ScProcess {
         let ready_file =
             data_dir.with_extension(format!("ready-{}-{sequence}", std::process::id()));
         let _ = std::fs::remove_file(&ready_file);
-        let mut child = Command::new(env!("CARGO_BIN_EXE_sluice-sc"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sluice-sc"));
+        command
             .arg("--public-address=127.0.0.1:0")
             .arg("--private-address=127.0.0.1:0")
             .arg("--data-dir")
@@ -57,9 +58,8 @@ impl ScProcess {
             .args(extra)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn sluice-sc");
+            .stderr(Stdio::inherit());
+        let mut child = die_with_parent(&mut command).spawn().expect("spawn sluice-sc");
         let deadline = Instant::now() + READY_TIMEOUT;
         let text = loop {
             if let Ok(text) = std::fs::read_to_string(&ready_file) {
@@ -168,5 +168,22 @@ pub fn wait_for_within<T>(
         }
         assert!(Instant::now() < deadline, "timed out waiting for {what}");
         std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Makes `command`'s process die with the thread that starts it: a test process that is
+/// itself killed (a timeout, ^C) never runs the drop that kills its children, and orphaned
+/// servers would keep running (found burning the CPUs under a later benchmark).
+fn die_with_parent(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only prctl(2), async-signal-safe, runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })
     }
 }

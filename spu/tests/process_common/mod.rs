@@ -135,7 +135,8 @@ impl SpuProcess {
     pub fn start(id: i32, sc: SocketAddr, data_dir: &Path, cores: u16, extra: &[&str]) -> Self {
         let ready_file = data_dir.with_extension(format!("ready-{id}"));
         let _ = std::fs::remove_file(&ready_file);
-        let mut child = Command::new(spu_binary())
+        let mut command = Command::new(spu_binary());
+        command
             .arg(format!("--id={id}"))
             .arg(format!("--sc={sc}"))
             .arg("--public-address=127.0.0.1:0")
@@ -150,9 +151,8 @@ impl SpuProcess {
             .args(extra)
             .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn sluice-spu");
+            .stderr(Stdio::inherit());
+        let mut child = die_with_parent(&mut command).spawn().expect("spawn sluice-spu");
         let deadline = Instant::now() + READY_TIMEOUT;
         let text = loop {
             if let Ok(text) = std::fs::read_to_string(&ready_file) {
@@ -502,4 +502,21 @@ pub fn record_values(records: &[u8]) -> Vec<(Offset, Vec<u8>)> {
 /// Deterministic value bytes for record `index` of partition `partition`.
 pub fn value_for(partition: u32, index: usize, length: usize) -> Vec<u8> {
     (0..length).map(|position| (partition as usize * 31 + index * 7 + position) as u8).collect()
+}
+
+/// Makes `command`'s process die with the thread that starts it: a test process that is
+/// itself killed (a timeout, ^C) never runs the drop that kills its children, and orphaned
+/// servers would keep running (found burning the CPUs under a later benchmark).
+fn die_with_parent(command: &mut Command) -> &mut Command {
+    use std::os::unix::process::CommandExt;
+    // SAFETY: only prctl(2), async-signal-safe, runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
+                Ok(())
+            } else {
+                Err(std::io::Error::last_os_error())
+            }
+        })
+    }
 }
