@@ -113,11 +113,6 @@ pub enum SendMode {
 }
 
 impl SendMode {
-    /// The mode for the `--zero-copy true|false` flag.
-    pub fn from_zero_copy(zero_copy: bool) -> SendMode {
-        SendMode::from_flags(zero_copy, false)
-    }
-
     /// The mode for `--zero-copy` and `--direct-reads`.
     pub fn from_flags(zero_copy: bool, direct_reads: bool) -> SendMode {
         match (zero_copy, direct_reads) {
@@ -511,28 +506,24 @@ where
         .with_buffer_size(buffer_bytes)
         .with_read_ahead(DIRECT_READ_AHEAD)
         .build();
-    let mut position = slice.position();
-    let mut outcome = Ok(());
-    while position < end {
-        let buffer = match reader.get_buffer_aligned(end - position).await {
-            Ok(buffer) => buffer,
-            Err(error) => {
-                outcome = Err(file_error(stats.bytes_sent)(error));
-                break;
+    let outcome = async {
+        let mut position = slice.position();
+        while position < end {
+            let buffer = reader
+                .get_buffer_aligned(end - position)
+                .await
+                .map_err(file_error(stats.bytes_sent))?;
+            if buffer.is_empty() {
+                let source = truncated(slice, position);
+                return Err(SendError::File { sent: stats.bytes_sent, source });
             }
-        };
-        if buffer.is_empty() {
-            outcome =
-                Err(SendError::File { sent: stats.bytes_sent, source: truncated(slice, position) });
-            break;
+            write_all(stream, &buffer, stats).await?;
+            stats.file_bytes_direct += buffer.len() as u64;
+            position += buffer.len() as u64;
         }
-        if let Err(error) = write_all(stream, &buffer, stats).await {
-            outcome = Err(error);
-            break;
-        }
-        stats.file_bytes_direct += buffer.len() as u64;
-        position += buffer.len() as u64;
+        Ok(())
     }
+    .await;
     if let Err(error) = reader.close().await {
         tracing::debug!(%error, "closing a direct reader failed");
     }

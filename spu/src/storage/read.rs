@@ -93,7 +93,6 @@ pub struct CopiedRead {
 /// One segment as the read path sees it.
 struct SegmentView<'a> {
     base_offset: Offset,
-    end_position: u64,
     /// Where the segment's (written) batches end: a batch boundary like the index entries.
     end: LogPoint,
     /// The active segment's durable end, another boundary (the index covers only the
@@ -114,7 +113,6 @@ fn segment_views<'a>(
     let sealed = state.sealed.range(first_base..).map(move |(_, segment)| {
         Ok(SegmentView {
             base_offset: segment.base_offset,
-            end_position: segment.size_bytes,
             end: LogPoint { position: segment.size_bytes, next_offset: segment.next_offset },
             durable: None,
             file: files.get_or_open(&segment.paths.log)?,
@@ -126,7 +124,6 @@ fn segment_views<'a>(
     let active = &state.active;
     let active_view = SegmentView {
         base_offset: active.base_offset,
-        end_position: active.written.position,
         end: active.written,
         durable: Some(active.durable).filter(|point| point.position > 0),
         file: Rc::clone(&active.read_file),
@@ -162,12 +159,13 @@ impl SegmentView<'_> {
         if let Some(durable) = self.durable.filter(fits) {
             return walk_on(durable);
         }
-        let last = self.indexes.boundary_floor(u64::MAX, Offset(i64::MAX))?;
-        let by_bytes = self.indexes.boundary_floor(position_max, Offset(i64::MAX))?;
-        let by_offset = self.indexes.boundary_floor(u64::MAX, offset_max)?;
-        if by_offset.position < by_bytes.position || by_bytes == last {
-            let point = if by_offset.position < by_bytes.position { by_offset } else { by_bytes };
-            return walk_on(point);
+        let by_bytes = self.indexes.entry_at_or_below_position(position_max)?;
+        let by_offset = self.indexes.entry_at_or_below_offset(offset_max)?;
+        if by_offset.position < by_bytes.position {
+            return walk_on(by_offset);
+        }
+        if Some(by_bytes) == self.indexes.last_entry() {
+            return walk_on(by_bytes);
         }
         (by_bytes.position > here).then_some((by_bytes, false))
     }
@@ -205,7 +203,7 @@ pub(crate) fn read_slices(
             &view.file,
             view.path,
             position,
-            view.end_position,
+            view.end.position,
             batch_bytes_max,
             HEADER_CHUNK_BYTES,
         );
@@ -292,7 +290,7 @@ pub(crate) fn offset_for_timestamp(
         }
         let position = view.indexes.position_for_timestamp(timestamp);
         let mut walk =
-            HeaderWalk::new(&view.file, view.path, position, view.end_position, batch_bytes_max);
+            HeaderWalk::new(&view.file, view.path, position, view.end.position, batch_bytes_max);
         while let Some(meta) = walk.next_batch()? {
             if meta.max_timestamp >= timestamp && meta.next_offset > state.log_start {
                 return Ok(Some(meta.base_offset.max(state.log_start)));
@@ -313,7 +311,7 @@ pub(crate) fn for_each_batch(
     for view in segment_views(state, files, first) {
         let view = view?;
         let mut walk =
-            HeaderWalk::new(&view.file, view.path, 0, view.end_position, batch_bytes_max);
+            HeaderWalk::new(&view.file, view.path, 0, view.end.position, batch_bytes_max);
         while let Some(meta) = walk.next_batch()? {
             on_batch(&meta);
         }

@@ -196,21 +196,31 @@ impl SegmentIndexes {
         self.offsets.floor(self.relative(offset)).map_or(0, |entry| u64::from(entry.position))
     }
 
-    /// The furthest indexed batch boundary at or below both `position_max` and `offset_max`:
-    /// the start of an indexed batch, which is also where the batch before it ends.
-    pub(crate) fn boundary_floor(&self, position_max: u64, offset_max: Offset) -> Option<LogPoint> {
-        if offset_max < self.base_offset {
+    /// The last offset index entry at or below `position`, as a batch boundary (an entry is
+    /// the start of a batch, which is also where the batch before it ends).
+    pub(crate) fn entry_at_or_below_position(&self, position: u64) -> Option<LogPoint> {
+        let position = position.min(u64::from(u32::MAX)) as u32;
+        self.offsets.floor_position(position).map(|entry| self.point(entry))
+    }
+
+    /// The last offset index entry whose offset is at or below `offset`.
+    pub(crate) fn entry_at_or_below_offset(&self, offset: Offset) -> Option<LogPoint> {
+        if offset < self.base_offset {
             return None;
         }
-        let by_position =
-            self.offsets.floor_position(position_max.min(u64::from(u32::MAX)) as u32)?;
-        let by_offset = self.offsets.floor(self.relative(offset_max))?;
-        let entry =
-            if by_position.position <= by_offset.position { by_position } else { by_offset };
-        Some(LogPoint {
+        self.offsets.floor(self.relative(offset)).map(|entry| self.point(entry))
+    }
+
+    /// The last offset index entry.
+    pub(crate) fn last_entry(&self) -> Option<LogPoint> {
+        self.offsets.last().map(|entry| self.point(entry))
+    }
+
+    fn point(&self, entry: OffsetEntry) -> LogPoint {
+        LogPoint {
             position: u64::from(entry.position),
             next_offset: Offset(self.base_offset.0 + i64::from(entry.relative_offset)),
-        })
+        }
     }
 
     /// Byte position to start looking for the first batch whose max timestamp is `>= timestamp`.
