@@ -504,22 +504,28 @@ impl ReplicaLog {
         };
         self.preallocate_ahead(&file, round.end.position, &path).await;
         self.wait_for_zeros(|active| active.round_must_wait_for_zeros(round.end.position)).await;
+        // The round's writes go to the device together (they never overlap); written one
+        // after another, a round of 30 staging buffers took 30 device latencies (~8 ms).
+        let mut writes: Vec<_> = round
+            .writes
+            .into_iter()
+            .map(|(buffer, position)| {
+                let file = Rc::clone(&file);
+                let expected = buffer.len();
+                runtime::spawn(async move { (file.write_at(buffer, position).await, expected) })
+            })
+            .collect();
         let mut outcome = Ok(());
-        for (buffer, position) in round.writes {
-            let expected = buffer.len();
-            match file.write_at(buffer, position).await {
-                Ok(written) if written == expected => {}
-                Ok(written) => {
-                    outcome = Err(StorageError::io(
-                        &path,
-                        std::io::Error::other(format!("short write {written}/{expected}")),
-                    ));
-                    break;
-                }
-                Err(error) => {
-                    outcome = Err(StorageError::io(&path, error));
-                    break;
-                }
+        // Every write is awaited, also after a failure: the cut below must not race one.
+        for write in writes.drain(..) {
+            let (result, expected) = write.await;
+            let failure = match result {
+                Ok(written) if written == expected => continue,
+                Ok(written) => std::io::Error::other(format!("short write {written}/{expected}")),
+                Err(error) => error,
+            };
+            if outcome.is_ok() {
+                outcome = Err(StorageError::io(&path, failure));
             }
         }
         if let Err(error) = outcome {

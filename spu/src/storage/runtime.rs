@@ -262,3 +262,9 @@ pub async fn yield_now() {
 pub fn spawn_detached(future: impl Future<Output = ()> + 'static) {
     glommio::spawn_local(future).detach();
 }
+
+/// Runs `future` as a task of this executor; awaiting the handle gives its output, dropping
+/// it cancels the task.
+pub fn spawn<T: 'static>(future: impl Future<Output = T> + 'static) -> glommio::Task<T> {
+    glommio::spawn_local(future)
+}

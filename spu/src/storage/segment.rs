@@ -255,7 +255,8 @@ struct Chunk {
     used: usize,
 }
 
-/// What the log writes in one round and where the segment ends after it.
+/// What the log writes in one round and where the segment ends after it. The writes never
+/// overlap (see [`ActiveSegment::take_round`]): they may be issued together.
 pub(crate) struct WriteRound {
     pub(crate) writes: Vec<(WriteBuffer, u64)>,
     pub(crate) end: LogPoint,
@@ -474,13 +475,23 @@ impl ActiveSegment {
         let tail_start = (align_down(self.appended.position) - last.file_position) as usize;
         self.round_tail_page = last.buffer.as_slice()[tail_start..last.used].to_vec();
         self.tail_page.clone_from(&self.round_tail_page);
+        // The writes are disjoint, so a round may issue them all at once: a chunk that is not
+        // the last ends at its last whole page (the next chunk starts with a copy of its
+        // partial page); the last chunk's partial page is padded with zeros.
+        let count = self.chunks.len();
         let writes = std::mem::take(&mut self.chunks)
             .into_iter()
-            .map(|mut chunk| {
-                let padded = align_up(chunk.used as u64) as usize;
-                chunk.buffer.as_mut_slice()[chunk.used..padded].fill(0);
-                chunk.buffer.truncate(padded);
-                (chunk.buffer, chunk.file_position)
+            .enumerate()
+            .filter_map(|(index, mut chunk)| {
+                let length = if index + 1 < count {
+                    align_down(chunk.used as u64) as usize
+                } else {
+                    let padded = align_up(chunk.used as u64) as usize;
+                    chunk.buffer.as_mut_slice()[chunk.used..padded].fill(0);
+                    padded
+                };
+                chunk.buffer.truncate(length);
+                (length > 0).then_some((chunk.buffer, chunk.file_position))
             })
             .collect();
         Some(WriteRound { writes, end: self.appended })
