@@ -95,6 +95,14 @@ pub struct SpuArgs {
     /// Refuse appends while the data volume has less free space than this [default: 2 GiB].
     #[arg(long, env = "SLUICE_SPU_FREE_BYTES_MIN")]
     pub free_bytes_min: Option<u64>,
+    /// Write zeros this many bytes ahead of each active segment's end, in the background, so
+    /// that appends overwrite written blocks instead of converting fallocated (unwritten)
+    /// extents, which makes each fdatasync commit the journal [default: 0, off]. Helps small
+    /// durable appends on an otherwise idle disk; costs a second write of every byte of the
+    /// log and delays rounds that catch up with the zeros (a loaded SPU measured 12% less
+    /// produce throughput and several times the p99 produce latency with 8 MiB).
+    #[arg(long, env = "SLUICE_SPU_ZERO_FILL_BYTES")]
+    pub zero_fill_bytes: Option<u64>,
     /// Heartbeat interval towards the SC, milliseconds [default: 500].
     #[arg(long, env = "SLUICE_SPU_HEARTBEAT_INTERVAL_MS")]
     pub heartbeat_interval_ms: Option<u64>,
@@ -136,6 +144,7 @@ pub struct FileConfig {
     direct_reads: Option<bool>,
     frame_bytes_max: Option<u32>,
     free_bytes_min: Option<u64>,
+    zero_fill_bytes: Option<u64>,
     heartbeat_interval_ms: Option<u64>,
     retention_interval_ms: Option<u64>,
     deleted_retention_ms: Option<u64>,
@@ -191,6 +200,8 @@ pub struct SpuConfig {
     pub frame_bytes_max: u32,
     /// Free-space floor of the data volume.
     pub free_bytes_min: u64,
+    /// Zeros written ahead of each active segment's end (0: none).
+    pub zero_fill_bytes: u64,
     /// Heartbeat interval towards the SC.
     pub heartbeat_interval: Duration,
     /// Interval between retention passes.
@@ -349,6 +360,7 @@ impl SpuArgs {
                 .free_bytes_min
                 .or(file.free_bytes_min)
                 .unwrap_or(FREE_BYTES_MIN_DEFAULT),
+            zero_fill_bytes: self.zero_fill_bytes.or(file.zero_fill_bytes).unwrap_or(0),
             heartbeat_interval: Duration::from_millis(heartbeat_interval_ms),
             retention_interval: Duration::from_millis(retention_interval_ms),
             deleted_retention: Duration::from_millis(
@@ -411,6 +423,7 @@ mod tests {
         assert!(config.zero_copy);
         assert!(config.drop_sent_pages);
         assert!(config.direct_reads);
+        assert_eq!(config.zero_fill_bytes, 0);
         assert_eq!(config.retention_interval, Duration::from_secs(30));
         assert_eq!(config.replicas_dir(), PathBuf::from("sluice-spu-data/spu-3"));
     }
@@ -422,7 +435,8 @@ mod tests {
         std::fs::write(
             &path,
             "id = 4\nsc = \"a:1,b:2\"\npublic_address = \"127.0.0.2:7000\"\ncores = 60000\n\
-             zero_copy = false\ndrop_sent_pages = false\ndirect_reads = false\n",
+             zero_copy = false\ndrop_sent_pages = false\ndirect_reads = false\n\
+             zero_fill_bytes = 8388608\n",
         )
         .unwrap();
         let args = SpuArgs { config: Some(path), id: Some(5), ..SpuArgs::default() };
@@ -434,6 +448,7 @@ mod tests {
         assert!(!config.zero_copy);
         assert!(!config.drop_sent_pages);
         assert!(!config.direct_reads);
+        assert_eq!(config.zero_fill_bytes, 8 << 20);
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod process_common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -33,6 +33,8 @@ const RECORD_BYTES: usize = 1000;
 const RECORDS_PER_BATCH: usize = 16;
 /// Records written per partition: ~12 MiB, about 48 segments, 12 times the retention.
 const RECORDS: usize = 12_288;
+/// Records the producer may be ahead of the tails: a quarter of the retention.
+const TAIL_LAG_MAX: usize = RETENTION_BYTES as usize / RECORD_BYTES / 4;
 
 /// The replica directory of `topic`/`partition` under the SPU's data directory.
 fn replica_dir(cluster: &Cluster, topic: &TopicName, partition: u32) -> PathBuf {
@@ -63,6 +65,7 @@ fn tail(
     topic: TopicName,
     partition: u32,
     records: usize,
+    progress: &AtomicUsize,
 ) -> Result<usize, String> {
     let mut client = SpuClient::connect(address);
     let mut next = 0usize;
@@ -93,6 +96,7 @@ fn tail(
             }
             next += 1;
         }
+        progress.store(next, Ordering::Relaxed);
     }
     Ok(next)
 }
@@ -109,10 +113,15 @@ fn segments_roll_and_retention_bounds_partitions_under_load() {
     let topic = cluster.create_topic_with("rolling", spec);
     let address = cluster.spu.public_address;
 
+    // The tails must read every record, so the producer stays at most TAIL_LAG_MAX records
+    // ahead of them: further behind than the retention, a tail's next records are deleted
+    // (OffsetOutOfRange, correctly), which happened on a loaded machine.
+    let progress: Vec<Arc<AtomicUsize>> = (0..2).map(|_| Arc::new(AtomicUsize::new(0))).collect();
     let tails: Vec<_> = (0..2)
         .map(|partition| {
             let topic = topic.clone();
-            std::thread::spawn(move || tail(address, topic, partition, RECORDS))
+            let progress = Arc::clone(&progress[partition as usize]);
+            std::thread::spawn(move || tail(address, topic, partition, RECORDS, &progress))
         })
         .collect();
 
@@ -139,6 +148,11 @@ fn segments_roll_and_retention_bounds_partitions_under_load() {
 
     let mut producer = SpuClient::connect(address);
     for first in (0..RECORDS).step_by(RECORDS_PER_BATCH) {
+        let caught_up =
+            || progress.iter().all(|read| read.load(Ordering::Relaxed) + TAIL_LAG_MAX >= first);
+        if !caught_up() {
+            wait_for("the tails to catch up", || caught_up().then_some(()));
+        }
         for partition in 0..2 {
             let values: Vec<Vec<u8>> = (first..first + RECORDS_PER_BATCH)
                 .map(|index| value_for(partition, index, RECORD_BYTES))

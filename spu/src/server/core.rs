@@ -235,7 +235,7 @@ impl Core {
             match existing {
                 Some(replica) => {
                     if replica.spec() != spec {
-                        replica.update_spec(spec, self.config.free_bytes_min);
+                        replica.update_spec(spec, &self.config);
                     }
                 }
                 None => self.open_replica(key, spec).await,
@@ -246,7 +246,7 @@ impl Core {
 
     async fn open_replica(&self, key: PartitionKey, spec: PartitionSpec) {
         let directory = self.config.replicas_dir().join(key.to_string());
-        let config = log_config(&spec, self.config.free_bytes_min);
+        let config = log_config(&spec, &self.config);
         match ReplicaLog::open(&directory, config, self.files.clone()).await {
             Ok(log) => {
                 tracing::info!(

@@ -29,6 +29,7 @@ use sluice_proto::object::topic::Durability;
 use sluice_proto::object::{PartitionKey, PartitionSpec, ReplicaStatus};
 use sluice_proto::record::{validate_batch, BATCH_LENGTH_MIN, BATCH_LENGTH_PREFIX};
 
+use crate::config::SpuConfig;
 use crate::server::shard::{ListOffsetOutcome, ProduceOutcome, ReadRequest};
 use crate::storage::signal::Signal;
 use crate::storage::{Appended, LogConfig, ReadSlices, ReplicaLog, StorageError};
@@ -71,15 +72,16 @@ impl PendingProduce {
     }
 }
 
-/// The storage settings of a replica, from its spec's topic settings.
-pub fn log_config(spec: &PartitionSpec, free_bytes_min: u64) -> LogConfig {
+/// The storage settings of a replica: its spec's topic settings and the SPU's own.
+pub fn log_config(spec: &PartitionSpec, spu: &SpuConfig) -> LogConfig {
     let defaults = LogConfig::default();
     LogConfig {
         segment_bytes_max: spec.config.segment_bytes,
         batch_bytes_max: spec.config.batch_bytes_max as usize,
         retention_ms: spec.config.retention_time_ms,
         retention_bytes: spec.config.retention_bytes,
-        free_bytes_min,
+        free_bytes_min: spu.free_bytes_min,
+        zero_fill_bytes: spu.zero_fill_bytes,
         ..defaults
     }
 }
@@ -168,8 +170,8 @@ impl Replica {
     }
 
     /// Replaces the spec (new leader epoch or topic settings).
-    pub fn update_spec(&self, spec: PartitionSpec, free_bytes_min: u64) {
-        let config = log_config(&spec, free_bytes_min);
+    pub fn update_spec(&self, spec: PartitionSpec, spu: &SpuConfig) {
+        let config = log_config(&spec, spu);
         if config != self.log.config() {
             if let Err(error) = self.log.update_config(config) {
                 tracing::warn!(key = %self.key, %error, "topic settings not applied");
