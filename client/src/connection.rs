@@ -20,7 +20,7 @@
 //! per consumer).
 
 use std::collections::HashMap;
-use std::io::{ErrorKind, Read, Write};
+use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -154,6 +154,16 @@ impl Connection {
         frame: &[u8],
         awaited: Option<(Completion, &'static str, Duration)>,
     ) -> Result<(), ClientError> {
+        self.send_vectored(correlation_id, &mut [IoSlice::new(frame)], awaited)
+    }
+
+    /// [`Self::send`] of a frame in pieces, written with `writev` (the pieces are consumed).
+    pub(crate) fn send_vectored(
+        &self,
+        correlation_id: CorrelationId,
+        frame: &mut [IoSlice<'_>],
+        awaited: Option<(Completion, &'static str, Duration)>,
+    ) -> Result<(), ClientError> {
         let awaited_response = awaited.is_some();
         if let Some((completion, operation, timeout)) = awaited {
             let pending =
@@ -166,7 +176,7 @@ impl Connection {
         }
         let written = {
             let mut writer = self.writer.lock().unwrap_or_else(|poison| poison.into_inner());
-            writer.write_all(frame)
+            write_all_vectored(&mut *writer, frame)
         };
         if let Err(error) = written {
             let failure = ClientError::connection(self.address(), error);
@@ -305,12 +315,61 @@ impl ConnectionPool {
     }
 }
 
+/// Writes every byte of `pieces`, in order (`Write::write_all_vectored` is not stable yet).
+fn write_all_vectored(
+    writer: &mut impl Write,
+    mut pieces: &mut [IoSlice<'_>],
+) -> std::io::Result<()> {
+    IoSlice::advance_slices(&mut pieces, 0);
+    while !pieces.is_empty() {
+        match writer.write_vectored(pieces) {
+            Ok(0) => return Err(ErrorKind::WriteZero.into()),
+            Ok(written) => IoSlice::advance_slices(&mut pieces, written),
+            Err(error) if error.kind() == ErrorKind::Interrupted => {}
+            Err(error) => return Err(error),
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use sluice_proto::api::api_versions::ApiVersionsRequest;
     use sluice_proto::frame::encode_frame;
     use std::net::TcpListener;
+
+    /// Takes at most `step` bytes per call, from the first non-empty piece only.
+    struct Trickle {
+        written: Vec<u8>,
+        step: usize,
+    }
+
+    impl Write for Trickle {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let taken = bytes.len().min(self.step);
+            self.written.extend_from_slice(&bytes[..taken]);
+            Ok(taken)
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn vectored_writes_send_every_piece_in_order_across_short_writes() {
+        let pieces: [&[u8]; 5] = [b"", b"head", b"", b"batch one", b"tail!"];
+        for step in [1, 2, 3, 7, 100] {
+            let mut writer = Trickle { written: Vec::new(), step };
+            let mut slices: Vec<IoSlice<'_>> = pieces.iter().map(|p| IoSlice::new(p)).collect();
+            write_all_vectored(&mut writer, &mut slices).unwrap();
+            assert_eq!(writer.written, b"headbatch onetail!", "step {step}");
+        }
+        let mut stuck = Trickle { written: Vec::new(), step: 0 };
+        let error = write_all_vectored(&mut stuck, &mut [IoSlice::new(b"x")]).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::WriteZero);
+    }
 
     /// A server that answers every request frame with `reply(frame)`, or nothing.
     fn serve(reply: fn(&Frame) -> Option<Vec<u8>>) -> String {

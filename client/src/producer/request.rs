@@ -3,8 +3,11 @@
 //! The layout is [`sluice_proto::api::produce`]'s version 0; it is written here by hand so that
 //! several batches of one partition go into its `records` back to back without first being
 //! gathered into one buffer (a unit test decodes the result with the proto crate's decoder).
-//! Each batch's bytes are copied once, from its builder into the frame.
+//! The frame is written as a vector: a small head buffer holds everything but the batches,
+//! whose bytes go to the socket straight from their builders ([`ProduceBatches::io_slices`]);
+//! no record byte is copied between the batch and the kernel.
 
+use std::io::IoSlice;
 use std::sync::Arc;
 
 use sluice_proto::api::produce::Acks;
@@ -37,39 +40,57 @@ pub(crate) struct ProduceBatches {
 }
 
 impl ProduceBatches {
-    /// Appends the whole request frame to `out`. Partitions of one topic are grouped (the
-    /// order of partitions is otherwise kept).
+    /// Appends the request frame to `head`, except the batches' bytes, and pushes to `cuts`,
+    /// for each partition in frame order, the position in `head` its batches follow; the frame
+    /// on the wire is [`Self::io_slices`]. Partitions of one topic are grouped (the order of
+    /// partitions is otherwise kept).
     pub(crate) fn encode(
         &mut self,
         acks: Acks,
         timeout_ms: u32,
         correlation_id: CorrelationId,
-        out: &mut Vec<u8>,
+        head: &mut Vec<u8>,
+        cuts: &mut Vec<usize>,
     ) -> Result<(), EncodeError> {
         self.partitions.sort_by(|left, right| left.topic.name.cmp(&right.topic.name));
         let header =
             FrameHeader { api_key: ApiKey::Produce, api_version: ApiVersion(0), correlation_id };
-        let start = begin_frame(out, &header);
-        out.push(acks.number());
-        out.extend_from_slice(&timeout_ms.to_be_bytes());
+        let start = begin_frame(head, &header);
+        head.push(acks.number());
+        head.extend_from_slice(&timeout_ms.to_be_bytes());
         let topic_count =
             self.partitions.chunk_by(|left, right| left.topic.name == right.topic.name).count();
-        put_count(out, topic_count, "produce topics")?;
-        for group in self.partitions.chunk_by_mut(|left, right| left.topic.name == right.topic.name)
-        {
-            put_str(out, group[0].topic.name.as_str(), "topic name")?;
-            put_count(out, group.len(), "produce partitions")?;
+        put_count(head, topic_count, "produce topics")?;
+        let mut batch_bytes = 0usize;
+        for group in self.partitions.chunk_by(|left, right| left.topic.name == right.topic.name) {
+            put_str(head, group[0].topic.name.as_str(), "topic name")?;
+            put_count(head, group.len(), "produce partitions")?;
             for partition in group {
-                out.extend_from_slice(&partition.partition.to_be_bytes());
+                head.extend_from_slice(&partition.partition.to_be_bytes());
                 let records_len: usize = partition.batches.iter().map(Batch::wire_len).sum();
-                out.extend_from_slice(&u32_len(records_len, "produce records")?.to_be_bytes());
-                for batch in &mut partition.batches {
-                    out.extend_from_slice(batch.wire_bytes());
-                }
+                head.extend_from_slice(&u32_len(records_len, "produce records")?.to_be_bytes());
+                cuts.push(head.len());
+                batch_bytes += records_len;
             }
         }
-        finish_frame(out, start, 0)?;
+        finish_frame(head, start, batch_bytes)?;
         Ok(())
+    }
+
+    /// The frame [`Self::encode`] described, in order: pieces of `head` and the batches.
+    pub(crate) fn io_slices<'a>(&'a mut self, head: &'a [u8], cuts: &[usize]) -> Vec<IoSlice<'a>> {
+        let batches: usize = self.partitions.iter().map(|partition| partition.batches.len()).sum();
+        let mut slices = Vec::with_capacity(batches + cuts.len() + 1);
+        let mut from = 0;
+        for (partition, &cut) in self.partitions.iter_mut().zip(cuts) {
+            slices.push(IoSlice::new(&head[from..cut]));
+            from = cut;
+            for batch in &mut partition.batches {
+                slices.push(IoSlice::new(batch.wire_bytes()));
+            }
+        }
+        slices.push(IoSlice::new(&head[from..]));
+        slices
     }
 }
 
@@ -121,8 +142,10 @@ mod tests {
             partition: 0,
             batches: vec![batch(&[b"w"])],
         });
-        let mut out = Vec::new();
-        request.encode(Acks::Leader, 1234, CorrelationId(9), &mut out).unwrap();
+        let (mut head, mut cuts) = (Vec::new(), Vec::new());
+        request.encode(Acks::Leader, 1234, CorrelationId(9), &mut head, &mut cuts).unwrap();
+        let out: Vec<u8> =
+            request.io_slices(&head, &cuts).iter().flat_map(|s| s.to_vec()).collect();
 
         let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX_DEFAULT);
         decoder.feed(&out);

@@ -26,8 +26,9 @@ use crate::error::ClientError;
 const IDLE_WAIT: Duration = Duration::from_millis(500);
 
 /// A produce request's response (or failure), handed over by a connection reader thread.
+/// The request itself stays with the sender loop (its batches were written from there).
 struct Completed {
-    request: ProduceBatches,
+    ticket: u64,
     result: Result<Frame, ClientError>,
     address: String,
 }
@@ -35,7 +36,12 @@ struct Completed {
 struct SenderLoop<'a> {
     shared: &'a Arc<ProducerShared>,
     completed_sender: Sender<Completed>,
-    in_flight_requests: usize,
+    /// Requests awaiting their response, by ticket.
+    in_flight: HashMap<u64, ProduceBatches>,
+    next_ticket: u64,
+    /// The current request frame's bytes other than its batches, reused.
+    head: Vec<u8>,
+    cuts: Vec<usize>,
 }
 
 /// What one pass over the queues found.
@@ -61,7 +67,14 @@ pub(super) fn run(shared: &Arc<ProducerShared>, wake: &Receiver<()>) {
     let _stopped_on_exit = StoppedOnExit(shared);
     // Unbounded, yet bounded in practice: one request per partition is in flight at a time.
     let (completed_sender, completed) = crossbeam_channel::unbounded();
-    let mut sender = SenderLoop { shared, completed_sender, in_flight_requests: 0 };
+    let mut sender = SenderLoop {
+        shared,
+        completed_sender,
+        in_flight: HashMap::new(),
+        next_ticket: 0,
+        head: Vec::new(),
+        cuts: Vec::new(),
+    };
     loop {
         while let Ok(done) = completed.try_recv() {
             sender.complete(done);
@@ -69,7 +82,7 @@ pub(super) fn run(shared: &Arc<ProducerShared>, wake: &Receiver<()>) {
         let now = Instant::now();
         let pass = sender.drain(now);
         if shared.closing.load(Ordering::Acquire)
-            && sender.in_flight_requests == 0
+            && sender.in_flight.is_empty()
             && !pass.anything_pending
         {
             break;
@@ -237,42 +250,56 @@ impl SenderLoop<'_> {
         let correlation_id = connection.next_correlation_id();
         let request_timeout = shared.cluster.config.request_timeout;
         let timeout_ms = u32::try_from(request_timeout.as_millis()).unwrap_or(u32::MAX);
-        let mut frame =
-            Vec::with_capacity(request.record_bytes + 64 * request.partitions.len() + 64);
+        self.head.clear();
+        self.cuts.clear();
+        let acks = shared.config.acks;
         if let Err(error) =
-            request.encode(shared.config.acks, timeout_ms, correlation_id, &mut frame)
+            request.encode(acks, timeout_ms, correlation_id, &mut self.head, &mut self.cuts)
         {
             return self.settle_all(request, &Err(ClientError::Encode(error)));
         }
-        if shared.config.acks == Acks::None {
+        if acks == Acks::None {
             let unknown = BatchOutcome { base_offset: -1, log_append_time: None };
-            let result = connection.send(correlation_id, &frame, None).map(|()| unknown);
-            return self.settle_all_outcome(request, result);
+            let mut frame = request.io_slices(&self.head, &self.cuts);
+            let result = connection.send_vectored(correlation_id, &mut frame, None);
+            drop(frame);
+            return self.settle_all_outcome(request, result.map(|()| unknown));
         }
-        self.in_flight_requests += 1;
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
         let completed = self.completed_sender.clone();
         let completion: crate::connection::Completion = Box::new(move |result| {
-            let _ignored = completed.send(Completed { request, result, address });
+            let _ignored = completed.send(Completed { ticket, result, address });
         });
-        // Any failure reaches the completion; `send` itself cannot fail when one is given.
-        let _ignored =
-            connection.send(correlation_id, &frame, Some((completion, "produce", request_timeout)));
+        // Any failure reaches the completion; `send` itself cannot fail when one is given. The
+        // completion is only read by this thread's loop, after the request is in `in_flight`.
+        let mut frame = request.io_slices(&self.head, &self.cuts);
+        let _ignored = connection.send_vectored(
+            correlation_id,
+            &mut frame,
+            Some((completion, "produce", request_timeout)),
+        );
+        drop(frame);
+        self.in_flight.insert(ticket, request);
     }
 
     fn complete(&mut self, done: Completed) {
-        self.in_flight_requests = self.in_flight_requests.saturating_sub(1);
+        let Some(request) = self.in_flight.remove(&done.ticket) else {
+            tracing::error!(ticket = done.ticket, "a produce response for no request in flight");
+            return;
+        };
         let frame = match done.result {
             Ok(frame) => frame,
-            Err(error) => return self.settle_all(done.request, &Err(error)),
+            Err(error) => return self.settle_all(request, &Err(error)),
         };
         let response = match ProduceResponse::decode(frame.header.api_version, &frame.body) {
             Ok(response) => response,
             Err(error) => {
                 let error = ClientError::decode(&done.address, &error);
-                return self.settle_all(done.request, &Err(error));
+                return self.settle_all(request, &Err(error));
             }
         };
-        for partition in done.request.partitions {
+        for partition in request.partitions {
             let answer = response
                 .topics
                 .iter()
