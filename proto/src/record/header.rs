@@ -347,7 +347,10 @@ pub fn batch_total_len(bytes: &[u8], batch_bytes_max: usize) -> Result<usize, Ba
 /// a slice shorter than the header yields the CRC of nothing rather than a panic.
 #[inline]
 pub fn compute_crc(batch: &[u8]) -> u32 {
-    crc32c::crc32c(batch.get(OFFSET_ATTRIBUTES..).unwrap_or_default())
+    crc_fast::checksum(
+        crc_fast::CrcAlgorithm::Crc32Iscsi,
+        batch.get(OFFSET_ATTRIBUTES..).unwrap_or_default(),
+    ) as u32
 }
 
 /// Computes the CRC-32C of `batch` (exactly one batch, header included) and stores it in the
