@@ -65,7 +65,7 @@ impl Drop for StoppedOnExit<'_> {
 
 pub(super) fn run(shared: &Arc<ProducerShared>, wake: &Receiver<()>) {
     let _stopped_on_exit = StoppedOnExit(shared);
-    // Unbounded, yet bounded in practice: one request per partition is in flight at a time.
+    // Unbounded, yet bounded in practice: at most `max_in_flight` requests per partition.
     let (completed_sender, completed) = crossbeam_channel::unbounded();
     let mut sender = SenderLoop {
         shared,

@@ -19,8 +19,7 @@
 //!   `/proc/self/fd`, so a segment deleted meanwhile is still the one read) and up to
 //!   [`DIRECT_READ_AHEAD`] reads of at most [`DIRECT_READ_BYTES`], covering exactly the
 //!   slice's pages, are in flight on the executor's ring while each finished buffer is
-//!   written to the socket. One
-//!   copy (into the socket) instead of none, but no page cache: segments are written with
+//!   written to the socket. One copy (into the socket) instead of none, but no page cache: segments are written with
 //!   O_DIRECT, so sendfile first reads them into fresh page-cache pages, which on a VM backed
 //!   lazily costs the first-touch rate, and its synchronous reads stall the executor. Reads
 //!   see the same bytes sendfile would: a slice ends at or below the written end, and written
@@ -91,13 +90,16 @@
 //! per-thread pool (at most [`COPY_BUFFERS_POOLED_MAX`] kept), never shared across cores.
 
 use std::cell::RefCell;
+use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::fs::FileExt;
+use std::rc::Rc;
 
 use futures_lite::{AsyncWrite, AsyncWriteExt};
 use sluice_proto::api::splice::{WirePart, WirePlan};
 
+use crate::storage::segment::{align_down, align_up};
 use crate::storage::FileSlice;
 
 /// How record bytes go from segment files to the socket.
@@ -192,8 +194,9 @@ pub const COPY_CHUNK_BYTES: usize = 256 * 1024;
 /// Page-cache drops cover whole aligned blocks of this size (the largest folio).
 const DROP_ALIGN_BYTES: u64 = 2 << 20;
 
-/// Largest O_DIRECT read of [`SendMode::Direct`] (a shorter slice reads just its pages). Measured, 5 GB cold catch-up, alternating: 1 MiB reads
-/// 874 / 939 / 861 MiB/s against 695 / 800 / 710 with 256 KiB reads.
+/// Largest O_DIRECT read of [`SendMode::Direct`] (a shorter slice reads just its pages).
+/// Measured, 5 GB cold catch-up, alternating: 1 MiB reads 874 / 939 / 861 MiB/s against
+/// 695 / 800 / 710 with 256 KiB reads.
 pub const DIRECT_READ_BYTES: usize = 1024 * 1024;
 
 /// O_DIRECT reads in flight ahead of the socket per slice being sent.
@@ -496,15 +499,15 @@ where
     let file = glommio::io::DmaFile::open(format!("/proc/self/fd/{}", slice.raw_fd()))
         .await
         .map_err(file_error(stats.bytes_sent))?;
-    let file = std::rc::Rc::new(file);
+    let file = Rc::new(file);
     let end = slice.position() + slice.length();
     let mut chunks = DirectChunks::new(slice.position(), end);
-    let mut pending = std::collections::VecDeque::with_capacity(DIRECT_READ_AHEAD);
+    let mut pending = VecDeque::with_capacity(DIRECT_READ_AHEAD);
     let outcome = async {
         loop {
             while pending.len() < DIRECT_READ_AHEAD {
                 let Some(chunk) = chunks.next() else { break };
-                let file = std::rc::Rc::clone(&file);
+                let file = Rc::clone(&file);
                 let read =
                     async move { file.read_at_aligned(chunk.read_from, chunk.read_len).await };
                 pending.push_back((chunk, glommio::spawn_local(read)));
@@ -526,7 +529,7 @@ where
     for (_, read) in pending {
         let _ignored = read.await;
     }
-    if let Ok(file) = std::rc::Rc::try_unwrap(file) {
+    if let Ok(file) = Rc::try_unwrap(file) {
         if let Err(error) = file.close().await {
             tracing::debug!(%error, "closing a direct reader failed");
         }
@@ -536,27 +539,27 @@ where
 
 /// One O_DIRECT read of [`direct_slice`]: the aligned range read and the part of it sent.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct DirectChunk {
+struct DirectChunk {
     /// Aligned file position of the read.
-    pub read_from: u64,
+    read_from: u64,
     /// Aligned length of the read.
-    pub read_len: usize,
+    read_len: usize,
     /// Bytes at the start of the read that precede the slice.
-    pub skip: usize,
+    skip: usize,
     /// Bytes of the slice in this read.
-    pub send_len: usize,
+    send_len: usize,
 }
 
 /// The reads covering `[start, end)`: page-aligned, at most [`DIRECT_READ_BYTES`] each, in
 /// order, every byte of the range sent exactly once.
 #[derive(Clone, Debug)]
-pub(crate) struct DirectChunks {
+struct DirectChunks {
     position: u64,
     end: u64,
 }
 
 impl DirectChunks {
-    pub(crate) fn new(start: u64, end: u64) -> DirectChunks {
+    fn new(start: u64, end: u64) -> DirectChunks {
         DirectChunks { position: start, end }
     }
 }
@@ -568,18 +571,14 @@ impl Iterator for DirectChunks {
         if self.position >= self.end {
             return None;
         }
-        let read_from = self.position / DIRECT_ALIGN_BYTES * DIRECT_ALIGN_BYTES;
+        let read_from = align_down(self.position);
         let skip = (self.position - read_from) as usize;
-        let aligned_end = self.end.div_ceil(DIRECT_ALIGN_BYTES) * DIRECT_ALIGN_BYTES;
-        let read_len = (aligned_end - read_from).min(DIRECT_READ_BYTES as u64) as usize;
+        let read_len = (align_up(self.end) - read_from).min(DIRECT_READ_BYTES as u64) as usize;
         let send_len = ((read_from + read_len as u64).min(self.end) - self.position) as usize;
         self.position += send_len as u64;
         Some(DirectChunk { read_from, read_len, skip, send_len })
     }
 }
-
-/// Alignment of O_DIRECT reads (the page size; the logical block size is at most this).
-const DIRECT_ALIGN_BYTES: u64 = 4096;
 
 thread_local! {
     static COPY_BUFFERS: RefCell<Vec<Box<[u8]>>> = const { RefCell::new(Vec::new()) };
@@ -645,13 +644,14 @@ impl Drop for NonBlockingGuard {
 
 #[cfg(test)]
 mod tests {
-    use super::{DirectChunk, DirectChunks, DIRECT_ALIGN_BYTES, DIRECT_READ_BYTES};
+    use super::{DirectChunk, DirectChunks, DIRECT_READ_BYTES};
+    use crate::storage::config::IO_ALIGNMENT_BYTES;
 
     /// Every range: reads aligned, at most the maximum, contiguous, covering exactly the
     /// range's pages, and the sent parts are the range, each byte once, in order.
     #[test]
     fn direct_reads_cover_exactly_the_slice_pages() {
-        let page = DIRECT_ALIGN_BYTES;
+        let page = IO_ALIGNMENT_BYTES;
         let max = DIRECT_READ_BYTES as u64;
         let points = [0, 1, 100, page - 1, page, page + 7, max - 1, max, max + 3, 3 * max + 4095];
         for &start in &points {

@@ -18,10 +18,12 @@
 //! * **Written.** A write round writes every staged byte with O_DIRECT (glommio DMA file) from
 //!   the page holding the previous end: positions and lengths are multiples of 4096
 //!   ([`config::IO_ALIGNMENT_BYTES`]); the partial last page stays in memory and is written again,
-//!   with the new bytes after it, by the next round, zero-padded on the file. Once a round
-//!   returns, its batches are *written*: readers see them ([`ReplicaLog::wait_written`]).
-//!   A background task per active segment writes zeros over the preallocated space some MiB
-//!   ahead of the log end ([`LogConfig::zero_fill_bytes`]), so that appends overwrite written
+//!   with the new bytes after it, by the next round, zero-padded on the file. A round's writes
+//!   never overlap and are issued together. Once a round returns, its batches are *written*:
+//!   readers see them ([`ReplicaLog::wait_written`]).
+//!   When [`LogConfig::zero_fill_bytes`] is not 0 (the SPU's default is 0), a background task
+//!   per active segment writes zeros over the preallocated space some MiB
+//!   ahead of the log end, so that appends overwrite written
 //!   blocks and their fdatasync needs no journal commit. It is started by a round when due,
 //!   writes only past everything appended, and a round that would reach the range being
 //!   zeroed waits for it; roll, truncate and close wait for it too (its gate is the third
