@@ -20,7 +20,7 @@ use std::thread::JoinHandle;
 use sluice_proto::api::ApiKey;
 
 use super::process::{self, ProcessSample};
-use super::{api_label, Counter, Gauge, MetricsRegistry};
+use super::{api_label, Counter, Gauge, MetricsRegistry, Timing, TIMING_BUCKETS_MICROS};
 
 /// The path that serves the metrics.
 pub const METRICS_PATH: &str = "/metrics";
@@ -151,6 +151,26 @@ pub fn render(registry: &MetricsRegistry, process: &ProcessSample, out: &mut Str
                 let label = api_label(*api);
                 let _ = writeln!(out, "{name}{{core=\"{index}\",api=\"{label}\"}} {value}");
             }
+        }
+    }
+    for timing in Timing::ALL {
+        let (name, help) = timing.describe();
+        family(out, name, "histogram", help);
+        for (index, core) in cores.iter().enumerate() {
+            let snapshot = core.timing(timing);
+            let mut cumulative = 0;
+            for (bucket, count) in snapshot.buckets.iter().enumerate() {
+                cumulative += count;
+                let bound = TIMING_BUCKETS_MICROS.get(bucket).map_or_else(
+                    || "+Inf".to_owned(),
+                    |micros| format!("{}", *micros as f64 / 1e6),
+                );
+                let _ =
+                    writeln!(out, "{name}_bucket{{core=\"{index}\",le=\"{bound}\"}} {cumulative}");
+            }
+            let seconds = snapshot.sum_nanos as f64 / 1e9;
+            let _ = writeln!(out, "{name}_sum{{core=\"{index}\"}} {seconds}");
+            let _ = writeln!(out, "{name}_count{{core=\"{index}\"}} {cumulative}");
         }
     }
     family(out, "sluice_spu_cores", "gauge", "Cores (executors) of this SPU.");

@@ -184,6 +184,77 @@ impl Gauge {
     }
 }
 
+/// A latency distribution, per core (a Prometheus histogram in seconds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timing {
+    /// Produce requests with acks: from the request read to its acknowledgement ready.
+    ProduceAck,
+    /// Fetch responses and stream pushes: the send itself (reading the records, direct or
+    /// spliced, and writing them to the socket).
+    FetchSend,
+    /// Replica log write rounds (staged bytes to the segment file).
+    LogWriteRound,
+    /// Replica log fdatasyncs.
+    LogSync,
+}
+
+impl Timing {
+    /// Every timing, in exposition order.
+    pub const ALL: [Timing; 4] =
+        [Timing::ProduceAck, Timing::FetchSend, Timing::LogWriteRound, Timing::LogSync];
+
+    /// Metric name and help text.
+    pub const fn describe(self) -> (&'static str, &'static str) {
+        match self {
+            Timing::ProduceAck => (
+                "sluice_spu_produce_ack_seconds",
+                "Produce requests with acks: from the request read to its acknowledgement.",
+            ),
+            Timing::FetchSend => (
+                "sluice_spu_fetch_send_seconds",
+                "Fetch responses and stream pushes: reading the records and writing them out.",
+            ),
+            Timing::LogWriteRound => {
+                ("sluice_spu_log_write_round_seconds", "Replica log write rounds.")
+            }
+            Timing::LogSync => ("sluice_spu_log_sync_seconds", "Replica log fdatasyncs."),
+        }
+    }
+}
+
+/// Upper bounds of the histogram buckets in microseconds (`+Inf` follows the last).
+pub const TIMING_BUCKETS_MICROS: [u64; 15] = [
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 2_500_000,
+];
+
+/// Buckets of one timing: one count per bound plus `+Inf`, then the sum in nanoseconds.
+const TIMING_CELLS: usize = TIMING_BUCKETS_MICROS.len() + 2;
+
+/// One timing's values as read by the exporter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TimingSnapshot {
+    /// Observations per bucket (not cumulative), `+Inf` last.
+    pub buckets: [u64; TIMING_BUCKETS_MICROS.len() + 1],
+    /// Sum of the observations in nanoseconds.
+    pub sum_nanos: u64,
+}
+
+impl TimingSnapshot {
+    /// Observations in all.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
+fn timing_bucket(elapsed: std::time::Duration) -> usize {
+    let micros = elapsed.as_micros();
+    TIMING_BUCKETS_MICROS
+        .iter()
+        .position(|bound| micros <= u128::from(*bound))
+        .unwrap_or(TIMING_BUCKETS_MICROS.len())
+}
+
 /// The `api` label of an API key: its name in snake case (`produce`, `stream_fetch`).
 pub fn api_label(api: ApiKey) -> String {
     let name = format!("{api:?}");
@@ -216,6 +287,7 @@ pub struct CoreMetrics {
     gauges: [AtomicU64; Gauge::ALL.len()],
     requests: [AtomicU64; API_KEY_COUNT],
     request_errors: [AtomicU64; API_KEY_COUNT],
+    timings: [[AtomicU64; TIMING_CELLS]; Timing::ALL.len()],
 }
 
 /// API keys this build knows (one request and one error counter each, per core).
@@ -228,6 +300,16 @@ impl CoreMetrics {
             gauges: std::array::from_fn(|_| AtomicU64::new(0)),
             requests: std::array::from_fn(|_| AtomicU64::new(0)),
             request_errors: std::array::from_fn(|_| AtomicU64::new(0)),
+            timings: std::array::from_fn(|_| std::array::from_fn(|_| AtomicU64::new(0))),
+        }
+    }
+
+    /// Current values of a timing.
+    pub fn timing(&self, timing: Timing) -> TimingSnapshot {
+        let cells = &self.timings[timing as usize];
+        TimingSnapshot {
+            buckets: std::array::from_fn(|index| cells[index].load(Ordering::Relaxed)),
+            sum_nanos: cells[TIMING_CELLS - 1].load(Ordering::Relaxed),
         }
     }
 
@@ -335,6 +417,13 @@ impl CoreProbe {
         bump(&self.metrics().request_errors[api_index(api)], 1);
     }
 
+    /// Records one observation of `timing`.
+    pub fn observe(&self, timing: Timing, elapsed: std::time::Duration) {
+        let cells = &self.metrics().timings[timing as usize];
+        bump(&cells[timing_bucket(elapsed)], 1);
+        bump(&cells[TIMING_CELLS - 1], u64::try_from(elapsed.as_nanos()).unwrap_or(u64::MAX));
+    }
+
     /// Counts what one zero-copy or copying response send did.
     pub fn response_sent(&self, stats: &crate::server::zero_copy::SendStats) {
         self.add(Counter::BytesSent, stats.bytes_sent);
@@ -347,6 +436,16 @@ impl CoreProbe {
     /// The registry this probe writes into (for reading).
     pub fn registry(&self) -> &Arc<MetricsRegistry> {
         &self.registry
+    }
+}
+
+impl crate::storage::LogObserver for CoreProbe {
+    fn write_round(&self, elapsed: std::time::Duration, _bytes: u64) {
+        self.observe(Timing::LogWriteRound, elapsed);
+    }
+
+    fn sync(&self, elapsed: std::time::Duration) {
+        self.observe(Timing::LogSync, elapsed);
     }
 }
 
@@ -382,9 +481,46 @@ mod tests {
         for (index, gauge) in Gauge::ALL.iter().enumerate() {
             assert_eq!(*gauge as usize, index);
         }
+        names.extend(Timing::ALL.iter().map(|timing| timing.describe().0));
+        for (index, timing) in Timing::ALL.iter().enumerate() {
+            assert_eq!(*timing as usize, index);
+        }
         let count = names.len();
         names.sort_unstable();
         names.dedup();
         assert_eq!(names.len(), count);
+    }
+
+    #[test]
+    fn timings_land_in_their_buckets_and_export_cumulatively() {
+        use std::time::Duration;
+        let (registry, probes) = MetricsRegistry::new(2);
+        let probe = &probes[1];
+        probe.observe(Timing::LogSync, Duration::from_micros(50));
+        probe.observe(Timing::LogSync, Duration::from_micros(51));
+        probe.observe(Timing::LogSync, Duration::from_millis(3));
+        probe.observe(Timing::LogSync, Duration::from_secs(10));
+        let snapshot = registry.core(1).expect("core 1").timing(Timing::LogSync);
+        assert_eq!(snapshot.count(), 4);
+        assert_eq!(snapshot.buckets[0], 1, "50 us is in le=0.00005");
+        assert_eq!(snapshot.buckets[1], 1, "51 us is in le=0.0001");
+        assert_eq!(snapshot.buckets[6], 1, "3 ms is in le=0.005");
+        assert_eq!(snapshot.buckets[TIMING_BUCKETS_MICROS.len()], 1, "10 s is only in +Inf");
+        assert_eq!(snapshot.sum_nanos, 10_003_101_000);
+        let mut text = String::new();
+        exporter::render(&registry, &process::ProcessSample::default(), &mut text);
+        for line in [
+            "# TYPE sluice_spu_log_sync_seconds histogram\n",
+            "sluice_spu_log_sync_seconds_bucket{core=\"1\",le=\"0.00005\"} 1\n",
+            "sluice_spu_log_sync_seconds_bucket{core=\"1\",le=\"0.0001\"} 2\n",
+            "sluice_spu_log_sync_seconds_bucket{core=\"1\",le=\"0.005\"} 3\n",
+            "sluice_spu_log_sync_seconds_bucket{core=\"1\",le=\"2.5\"} 3\n",
+            "sluice_spu_log_sync_seconds_bucket{core=\"1\",le=\"+Inf\"} 4\n",
+            "sluice_spu_log_sync_seconds_sum{core=\"1\"} 10.003101\n",
+            "sluice_spu_log_sync_seconds_count{core=\"1\"} 4\n",
+            "sluice_spu_log_sync_seconds_count{core=\"0\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line} missing from:\n{text}");
+        }
     }
 }

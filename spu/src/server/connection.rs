@@ -43,6 +43,7 @@
 use std::cell::RefCell;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::rc::Rc;
+use std::time::Instant;
 
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
@@ -55,7 +56,7 @@ use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::{decode_header, encode_frame, FrameError, FrameHeader, FRAME_HEADER_LEN};
 use sluice_proto::ids::CorrelationId;
 
-use crate::metrics::{CoreProbe, Counter, Gauge};
+use crate::metrics::{CoreProbe, Counter, Gauge, Timing};
 use crate::server::core::Core;
 use crate::server::handlers::{self, HandlerError};
 use crate::server::stream::{self, Streams};
@@ -142,8 +143,10 @@ async fn write_loop(
                     sent.clear();
                 }
                 let spliced: Vec<&[FileSlice]> = slices.iter().map(Vec::as_slice).collect();
+                let started = Instant::now();
                 match zero_copy::send_plan(&mut stream, buffer, plan, &spliced, mode).await {
                     Ok(stats) => {
+                        probe.observe(Timing::FetchSend, started.elapsed());
                         if drop_sent_pages {
                             // The item is done with: keep its slices, no copy.
                             sent = std::mem::take(slices);
@@ -394,6 +397,7 @@ async fn run_request(
             true
         }
         (Port::Public, ApiKey::Produce) => {
+            let started = Instant::now();
             let staged = handlers::produce_stage(core, header, body).await?;
             if !staged.answers() {
                 return Ok((None, staged.finish(core, &mut out).await?));
@@ -407,6 +411,7 @@ async fn run_request(
                 let mut frame = Vec::new();
                 match staged.finish(&core, &mut frame).await {
                     Ok(failed) => {
+                        core.probe.observe(Timing::ProduceAck, started.elapsed());
                         let _ = sender.send((frame, failed)).await;
                     }
                     Err(error) => tracing::warn!(%error, "produce response does not encode"),

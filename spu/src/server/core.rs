@@ -249,6 +249,7 @@ impl Core {
         let config = log_config(&spec, &self.config);
         match ReplicaLog::open(&directory, config, self.files.clone()).await {
             Ok(log) => {
+                log.set_observer(Rc::clone(&self.probe) as Rc<dyn crate::storage::LogObserver>);
                 tracing::info!(
                     core = self.index,
                     %key,

@@ -143,6 +143,15 @@ struct Shared {
     clock: Rc<dyn Clock>,
     guard: RefCell<DiskGuard>,
     stats: Cell<LogStats>,
+    observer: RefCell<Option<Rc<dyn LogObserver>>>,
+}
+
+/// Told how long each write round and fdatasync took (metrics). Called on the owning core.
+pub trait LogObserver {
+    /// A write round of `bytes` finished (successfully or not) after `elapsed`.
+    fn write_round(&self, elapsed: std::time::Duration, bytes: u64);
+    /// An fdatasync finished after `elapsed`.
+    fn sync(&self, elapsed: std::time::Duration);
 }
 
 /// Counters of one log's I/O.
@@ -268,6 +277,7 @@ impl ReplicaLog {
                 guard: RefCell::new(DiskGuard::new(directory)),
                 config: RefCell::new(config),
                 stats: Cell::new(LogStats::default()),
+                observer: RefCell::new(None),
             }),
         };
         log.load_epochs()?;
@@ -474,6 +484,18 @@ impl ReplicaLog {
         Ok(point.next_offset >= appended.next_offset)
     }
 
+    /// Reports write round and fdatasync durations to `observer` from now on.
+    pub fn set_observer(&self, observer: Rc<dyn LogObserver>) {
+        *self.shared.observer.borrow_mut() = Some(observer);
+    }
+
+    fn observe(&self, report: impl FnOnce(&dyn LogObserver)) {
+        let observer = self.shared.observer.borrow().clone();
+        if let Some(observer) = observer {
+            report(observer.as_ref());
+        }
+    }
+
     /// Writes everything appended so far; returns the log end offset after it.
     pub async fn flush(&self) -> StorageResult<Offset> {
         let _guard = self.shared.gate.acquire().await;
@@ -506,6 +528,8 @@ impl ReplicaLog {
         self.wait_for_zeros(|active| active.round_must_wait_for_zeros(round.end.position)).await;
         // The round's writes go to the device together (they never overlap); written one
         // after another, a round of 30 staging buffers took 30 device latencies (~8 ms).
+        let started = std::time::Instant::now();
+        let round_bytes: u64 = round.writes.iter().map(|(buffer, _)| buffer.len() as u64).sum();
         let mut writes: Vec<_> = round
             .writes
             .into_iter()
@@ -528,6 +552,7 @@ impl ReplicaLog {
                 outcome = Err(StorageError::io(&path, failure));
             }
         }
+        self.observe(|observer| observer.write_round(started.elapsed(), round_bytes));
         if let Err(error) = outcome {
             let written_end = {
                 let mut state = self.shared.state.borrow_mut();
@@ -596,7 +621,10 @@ impl ReplicaLog {
             }
             (Rc::clone(&state.active.direct), state.active.written, state.active.paths.log.clone())
         };
-        file.sync_data().await.at(&path)?;
+        let started = std::time::Instant::now();
+        let synced = file.sync_data().await;
+        self.observe(|observer| observer.sync(started.elapsed()));
+        synced.at(&path)?;
         let mut stats = self.shared.stats.get();
         stats.syncs += 1;
         self.shared.stats.set(stats);

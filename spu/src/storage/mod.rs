@@ -83,5 +83,5 @@ pub mod test_support;
 pub use config::LogConfig;
 pub use error::{StorageError, StorageResult};
 pub use file_cache::SegmentFileCache;
-pub use log::{Appended, Clock, LogStats, ReplicaLog, RetentionReport, SystemClock};
+pub use log::{Appended, Clock, LogObserver, LogStats, ReplicaLog, RetentionReport, SystemClock};
 pub use read::{CopiedRead, FileSlice, ReadSlices};
