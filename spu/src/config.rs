@@ -34,6 +34,8 @@ pub const DELETED_RETENTION_MS_DEFAULT: u64 = 60_000;
 pub const DELETE_BYTES_PER_SECOND_DEFAULT: u64 = 512 << 20;
 /// Default free-space floor of the data volume: appends are refused below it.
 pub const FREE_BYTES_MIN_DEFAULT: u64 = 2 << 30;
+/// Default of `--tail-cache-bytes`: the newest written bytes kept per partition.
+pub const TAIL_CACHE_BYTES_DEFAULT: u64 = 4 << 20;
 
 /// Command-line flags of `sluice-spu`. Each also reads `SLUICE_SPU_<NAME>` and the TOML file
 /// key of the same name with `_` instead of `-`.
@@ -103,6 +105,12 @@ pub struct SpuArgs {
     /// produce throughput and several times the p99 produce latency with 8 MiB).
     #[arg(long, env = "SLUICE_SPU_ZERO_FILL_BYTES")]
     pub zero_fill_bytes: Option<u64>,
+    /// Keep up to this many bytes of each partition's newest writes in memory after writing
+    /// them, so that consumers keeping up get their records without a read from the disk
+    /// (only the last few write rounds are kept: a quiet partition holds little) [default:
+    /// 4 MiB; 0 turns it off].
+    #[arg(long, env = "SLUICE_SPU_TAIL_CACHE_BYTES")]
+    pub tail_cache_bytes: Option<u64>,
     /// Heartbeat interval towards the SC, milliseconds [default: 500].
     #[arg(long, env = "SLUICE_SPU_HEARTBEAT_INTERVAL_MS")]
     pub heartbeat_interval_ms: Option<u64>,
@@ -145,6 +153,7 @@ pub struct FileConfig {
     frame_bytes_max: Option<u32>,
     free_bytes_min: Option<u64>,
     zero_fill_bytes: Option<u64>,
+    tail_cache_bytes: Option<u64>,
     heartbeat_interval_ms: Option<u64>,
     retention_interval_ms: Option<u64>,
     deleted_retention_ms: Option<u64>,
@@ -202,6 +211,8 @@ pub struct SpuConfig {
     pub free_bytes_min: u64,
     /// Zeros written ahead of each active segment's end (0: none).
     pub zero_fill_bytes: u64,
+    /// Newest written bytes kept in memory per partition (0: none).
+    pub tail_cache_bytes: u64,
     /// Heartbeat interval towards the SC.
     pub heartbeat_interval: Duration,
     /// Interval between retention passes.
@@ -361,6 +372,10 @@ impl SpuArgs {
                 .or(file.free_bytes_min)
                 .unwrap_or(FREE_BYTES_MIN_DEFAULT),
             zero_fill_bytes: self.zero_fill_bytes.or(file.zero_fill_bytes).unwrap_or(0),
+            tail_cache_bytes: self
+                .tail_cache_bytes
+                .or(file.tail_cache_bytes)
+                .unwrap_or(TAIL_CACHE_BYTES_DEFAULT),
             heartbeat_interval: Duration::from_millis(heartbeat_interval_ms),
             retention_interval: Duration::from_millis(retention_interval_ms),
             deleted_retention: Duration::from_millis(
@@ -424,6 +439,7 @@ mod tests {
         assert!(config.drop_sent_pages);
         assert!(config.direct_reads);
         assert_eq!(config.zero_fill_bytes, 0);
+        assert_eq!(config.tail_cache_bytes, 4 << 20);
         assert_eq!(config.retention_interval, Duration::from_secs(30));
         assert_eq!(config.replicas_dir(), PathBuf::from("sluice-spu-data/spu-3"));
     }
@@ -436,7 +452,7 @@ mod tests {
             &path,
             "id = 4\nsc = \"a:1,b:2\"\npublic_address = \"127.0.0.2:7000\"\ncores = 60000\n\
              zero_copy = false\ndrop_sent_pages = false\ndirect_reads = false\n\
-             zero_fill_bytes = 8388608\n",
+             zero_fill_bytes = 8388608\ntail_cache_bytes = 0\n",
         )
         .unwrap();
         let args = SpuArgs { config: Some(path), id: Some(5), ..SpuArgs::default() };
@@ -449,6 +465,7 @@ mod tests {
         assert!(!config.drop_sent_pages);
         assert!(!config.direct_reads);
         assert_eq!(config.zero_fill_bytes, 8 << 20);
+        assert_eq!(config.tail_cache_bytes, 0);
     }
 
     #[test]

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_proto::api::ApiKey;
-use sluice_spu::metrics::{api_label, CoreProbe, Counter, Gauge, MetricsRegistry, MetricsServer};
+use sluice_spu::metrics::{
+    api_label, CoreProbe, Counter, Gauge, MetricsRegistry, MetricsServer, Timing,
+};
 use sluice_spu::server::zero_copy::SendStats;
 use sluice_spu::storage::runtime::run_local;
 
@@ -79,8 +81,10 @@ fn counters_of_two_executors_are_served_over_http() {
             file_bytes_zero_copy: 900,
             file_bytes_copied: 2,
             file_bytes_direct: 300,
+            file_bytes_memory: 77,
             writable_waits: 2,
         });
+        probe.observe(Timing::FetchSend, std::time::Duration::from_micros(700));
         probe.set(Gauge::InboxDepth, -0);
     });
     core_zero.join().expect("core 0");
@@ -105,6 +109,11 @@ fn counters_of_two_executors_are_served_over_http() {
     assert_eq!(value("sluice_spu_fetch_zero_copy_bytes_total{core=\"1\"}"), 900.0);
     assert_eq!(value("sluice_spu_fetch_direct_bytes_total{core=\"1\"}"), 300.0);
     assert_eq!(value("sluice_spu_socket_writable_waits_total{core=\"1\"}"), 2.0);
+    assert_eq!(value("sluice_spu_fetch_memory_bytes_total{core=\"1\"}"), 77.0);
+    assert_eq!(value("sluice_spu_fetch_send_seconds_bucket{core=\"1\",le=\"0.0005\"}"), 0.0);
+    assert_eq!(value("sluice_spu_fetch_send_seconds_bucket{core=\"1\",le=\"0.001\"}"), 1.0);
+    assert_eq!(value("sluice_spu_fetch_send_seconds_count{core=\"1\"}"), 1.0);
+    assert_eq!(value("sluice_spu_fetch_send_seconds_count{core=\"0\"}"), 0.0);
     assert_eq!(value("sluice_spu_cores"), 2.0);
     assert!(value("process_resident_memory_bytes") > 0.0);
     assert!(value("process_open_fds") > 0.0);

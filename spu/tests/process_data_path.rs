@@ -239,19 +239,22 @@ fn shared_port_forwards_to_the_owning_core() {
     }
 }
 
-/// Fetches through both ports with direct reads (the default), sendfile (`--direct-reads
-/// false`) and copying (`--zero-copy false`): the same bytes every way, and the metrics say
-/// which path moved them.
+/// Fetches through both ports from the tail cache (the default: the newest writes are still in
+/// memory), and without it with direct reads, sendfile (`--direct-reads false`) and copying
+/// (`--zero-copy false`): the same bytes every way, and the metrics say which path moved them.
 #[test]
 fn zero_copy_switch_serves_identical_bytes_and_counts_them() {
     let mut fetched = Vec::new();
     let direct = "sluice_spu_fetch_direct_bytes_total";
     let sendfile = "sluice_spu_fetch_zero_copy_bytes_total";
     let copied = "sluice_spu_fetch_copied_bytes_total";
+    let memory = "sluice_spu_fetch_memory_bytes_total";
+    let no_cache = "--tail-cache-bytes=0";
     for (flags, name, others) in [
-        (&[][..], direct, [sendfile, copied]),
-        (&["--direct-reads=false"][..], sendfile, [direct, copied]),
-        (&["--zero-copy=false"][..], copied, [direct, sendfile]),
+        (&[no_cache][..], direct, [sendfile, copied, memory]),
+        (&[no_cache, "--direct-reads=false"][..], sendfile, [direct, copied, memory]),
+        (&[no_cache, "--zero-copy=false"][..], copied, [direct, sendfile, memory]),
+        (&[][..], memory, [direct, sendfile, copied]),
     ] {
         let cluster = Cluster::start_with(CORES, flags);
         let topic = cluster.create_topic("copying", 2);
@@ -292,6 +295,7 @@ fn zero_copy_switch_serves_identical_bytes_and_counts_them() {
     }
     assert_eq!(fetched[0], fetched[1], "direct reads and sendfile send the same bytes");
     assert_eq!(fetched[0], fetched[2], "direct reads and copying send the same bytes");
+    assert_eq!(fetched[0], fetched[3], "direct reads and the tail cache send the same bytes");
 }
 
 /// Rough cost of the shared-port forward path against the owner's own port (not a benchmark

@@ -2,7 +2,8 @@
 //! simulated crash (cut, zero or corrupt the non-durable tail of the active segment), reopen and
 //! read, checked against a plain in-memory model.
 //!
-//! `SLUICE_TEST_SEED=<n>` runs one seed; `SLUICE_MODEL_SEEDS=<count>` changes how many.
+//! `SLUICE_TEST_SEED=<n>` runs one seed; `SLUICE_MODEL_SEEDS=<count>` changes how many, and
+//! `SLUICE_MODEL_FIRST_SEED=<n>` where they start (default: from the time of day).
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -375,18 +376,27 @@ fn random_operation_sequences_match_the_model() {
                 .ok()
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(SEEDS_DEFAULT);
-            let first = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .unwrap()
-                .as_secs()
-                % 1_000_000
-                * 1000;
+            let first = std::env::var("SLUICE_MODEL_FIRST_SEED")
+                .ok()
+                .and_then(|v| v.parse().ok())
+                .unwrap_or_else(|| {
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .unwrap()
+                        .as_secs()
+                        % 1_000_000
+                        * 1000
+                });
             (first, count)
         }
     };
     eprintln!("model test: seeds {first}..{} (SLUICE_TEST_SEED=<n> to replay one)", first + count);
     run(move || async move {
         for seed in first..first + count {
+            // Named before it runs: a seed that hangs is the last one printed.
+            if seed % 100 == 0 || count <= 100 {
+                eprintln!("seed {seed}");
+            }
             run_seed(seed).await;
         }
     });

@@ -29,12 +29,15 @@ use socket2::{Domain, Protocol, Socket, Type};
 /// Bytes of the frame prefix before the body (length, key, version, correlation id).
 const FRAME_PREFIX_BYTES: usize = 12;
 
+/// A log configuration whose reads come from the segment files: no tail cache, so that the
+/// send modes' file paths are what these tests exercise.
 fn config(segment_bytes_max: u64) -> LogConfig {
     LogConfig {
         segment_bytes_max,
         free_bytes_min: 0,
         free_space_ratio_min: 0.0,
         zero_fill_bytes: 0,
+        tail_cache_bytes: 0,
         ..LogConfig::default()
     }
 }
@@ -45,9 +48,16 @@ async fn make_log(
     batches: &[(usize, usize)],
     segment_bytes_max: u64,
 ) -> ReplicaLog {
-    let log = ReplicaLog::open(directory, config(segment_bytes_max), SegmentFileCache::default())
-        .await
-        .expect("open log");
+    make_log_with(directory, batches, config(segment_bytes_max)).await
+}
+
+async fn make_log_with(
+    directory: &Path,
+    batches: &[(usize, usize)],
+    config: LogConfig,
+) -> ReplicaLog {
+    let log =
+        ReplicaLog::open(directory, config, SegmentFileCache::default()).await.expect("open log");
     for (index, (records, value_bytes)) in batches.iter().enumerate() {
         let mut batch = make_batch(*records, *value_bytes, TimestampMs(1_000), index as u8);
         log.append(&mut batch, LeaderEpoch(0)).await.expect("append");
@@ -249,6 +259,48 @@ fn sizes_from_empty_to_multi_mebibyte_match_the_copying_path() {
                 assert!(stats.file_bytes_zero_copy > 0);
             }
         }
+    });
+}
+
+#[test]
+fn the_newest_writes_go_out_from_memory_with_the_bytes_of_the_file() {
+    run(|| async {
+        let dir = tempfile::tempdir().expect("tempdir");
+        // Several rounds (a flush every 8 batches), partial pages between them, and a segment
+        // small enough to roll once: the first segment's bytes come from the file, the
+        // active one's from the rounds kept in memory.
+        let batches: Vec<(usize, usize)> = (0..40).map(|i| (3, 9_000 + i * 97)).collect();
+        let cached = LogConfig { tail_cache_bytes: 64 << 20, ..config(900 << 10) };
+        let log = make_log_with(&dir.path().join("tail-0"), &batches, cached).await;
+        let slices = read_all(&log);
+        assert!(slices.len() >= 2, "expected a sealed and the active segment");
+        let from_memory: u64 =
+            slices.iter().filter(|slice| !slice.memory().is_empty()).map(FileSlice::length).sum();
+        let active = slices.last().expect("active segment slice");
+        assert!(!active.memory().is_empty(), "the active segment's newest rounds are kept");
+        assert!(slices[0].memory().is_empty(), "a sealed segment is read from its file");
+        let (buffer, plan) = build(&[("t", &slices)]);
+        let spliced: Vec<&[FileSlice]> = vec![&slices];
+        let expected = expected_wire(&buffer, &plan, &spliced);
+        for mode in [SendMode::ZeroCopy, SendMode::Copy, SendMode::Direct] {
+            let served = serve_once(&buffer, &plan, &spliced, mode, fast_reader, None).await;
+            let stats = served.result.unwrap_or_else(|error| panic!("{mode:?}: {error}"));
+            let received = served.received.expect("reader");
+            assert!(received == expected, "{mode:?}: bytes differ from the file's");
+            assert_eq!(stats.file_bytes_memory, from_memory, "{mode:?}");
+        }
+        // The copying read (forwarded fetches) takes the same bytes and checks their CRCs.
+        let mut copied = Vec::new();
+        let read = log.read_into(Offset(0), u64::MAX, log.log_end_offset(), &mut copied);
+        assert_eq!(read.expect("copying read").batches, 40);
+        let mut from_files = Vec::new();
+        for slice in &slices {
+            use std::os::unix::fs::FileExt;
+            let at = from_files.len();
+            from_files.resize(at + slice.length() as usize, 0);
+            slice.file().read_exact_at(&mut from_files[at..], slice.position()).expect("pread");
+        }
+        assert!(copied == from_files, "the copying read differs from the files");
     });
 }
 

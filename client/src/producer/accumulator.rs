@@ -113,13 +113,16 @@ impl PartitionQueue {
     /// would take it past `batch_bytes` (a record larger than that gets a batch of its own),
     /// and sealed after when it reached `batch_bytes`. `new_batch` makes the batch when none
     /// is open. On failure the queue is as before, and a batch made for this record (empty)
-    /// is handed back for the caller to discard.
-    pub(crate) fn append(
+    /// is handed back for the caller to discard. `handle` makes what the caller keeps of the
+    /// batch (a delivery future needs its shared state; a callback or tag needs nothing, and
+    /// cloning an `Arc` per record costs an atomic on a line the sender thread also touches).
+    pub(crate) fn append<H>(
         &mut self,
         record: Appending<'_>,
         limits: BatchLimits,
         new_batch: impl FnOnce() -> Batch,
-    ) -> Result<Appended, Box<AppendFailure>> {
+        handle: impl FnOnce(&Arc<BatchShared>) -> H,
+    ) -> Result<Appended<H>, Box<AppendFailure>> {
         let mut sealed = false;
         if let Some(open) = &self.open {
             let size = open.builder.record_encoded_len(
@@ -149,7 +152,7 @@ impl PartitionQueue {
                 notify,
             });
         }
-        let batch = Arc::clone(&open.shared);
+        let batch = handle(&open.shared);
         if open.builder.encoded_len() >= limits.batch_bytes {
             sealed |= self.seal_open(limits.compression);
         }
@@ -182,8 +185,9 @@ pub(crate) struct BatchLimits {
 }
 
 /// Where [`PartitionQueue::append`] put a record.
-pub(crate) struct Appended {
-    pub batch: Arc<BatchShared>,
+pub(crate) struct Appended<H> {
+    /// What the caller keeps of the batch.
+    pub batch: H,
     /// Its index within the batch.
     pub index: u32,
     /// Whether a batch was opened for it (the sender must learn its linger deadline).
@@ -417,7 +421,8 @@ mod tests {
         let mut queue = PartitionQueue::default();
         let mut outcomes = Vec::new();
         for _ in 0..5 {
-            let appended = queue.append(appending(&[1; 40]), limits, empty_batch).ok().unwrap();
+            let appended =
+                queue.append(appending(&[1; 40]), limits, empty_batch, Arc::clone).ok().unwrap();
             outcomes.push((appended.index, appended.created, appended.sealed));
         }
         // 61 header bytes + 3 records of 47 bytes fit in 210; the fourth opens a new batch.
@@ -436,7 +441,8 @@ mod tests {
         assert_eq!(queue.sealed[0].reserved_bytes, 120);
         // A record larger than the batch size: the open batch is sealed, the big record gets a
         // batch of its own, sealed at once.
-        let appended = queue.append(appending(&[2; 500]), limits, empty_batch).ok().unwrap();
+        let appended =
+            queue.append(appending(&[2; 500]), limits, empty_batch, Arc::clone).ok().unwrap();
         assert!(appended.created && appended.sealed);
         assert_eq!(appended.index, 0);
         assert!(queue.open.is_none());
@@ -448,10 +454,10 @@ mod tests {
     fn a_record_that_cannot_be_written_leaves_no_empty_batch() {
         let limits = BatchLimits { batch_bytes: 1 << 20, compression: Compression::None };
         let mut queue = PartitionQueue::default();
-        queue.append(appending(b"first"), limits, empty_batch).ok().unwrap();
+        queue.append(appending(b"first"), limits, empty_batch, Arc::clone).ok().unwrap();
         // A timestamp delta that overflows i64 cannot be written into this batch.
         let overflow = Appending { timestamp: TimestampMs(i64::MIN), ..appending(b"x") };
-        let failure = queue.append(overflow, limits, empty_batch).err().unwrap();
+        let failure = queue.append(overflow, limits, empty_batch, Arc::clone).err().unwrap();
         assert!(failure.discarded.is_none());
         assert_eq!(queue.open.as_ref().unwrap().record_count(), 1);
         // Failing on a batch made for the record hands it back instead of leaving it empty.
@@ -460,9 +466,12 @@ mod tests {
         let mut first = empty_batch();
         first.builder.push_record(TimestampMs(i64::MAX), None, None, &[]).unwrap();
         fresh.sealed.push_back(first);
-        assert!(fresh.append(far, limits, empty_batch).is_ok(), "a new batch takes any timestamp");
+        assert!(
+            fresh.append(far, limits, empty_batch, Arc::clone).is_ok(),
+            "a new batch takes any timestamp"
+        );
         let overflow = Appending { timestamp: TimestampMs(i64::MAX), ..appending(b"y") };
-        let failure = fresh.append(overflow, limits, empty_batch).err().unwrap();
+        let failure = fresh.append(overflow, limits, empty_batch, Arc::clone).err().unwrap();
         assert!(failure.discarded.is_none(), "the open batch already had a record");
     }
 

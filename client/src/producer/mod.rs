@@ -109,8 +109,8 @@ impl<'a> ProducerRecord<'a> {
 }
 
 /// Where an appended record went (what its delivery future needs).
-struct AppendedRecord {
-    batch: Arc<BatchShared>,
+struct AppendedRecord<H> {
+    batch: H,
     index: u32,
     timestamp: i64,
 }
@@ -222,7 +222,7 @@ impl Producer {
     /// most `delivery_timeout`. Fails at once for an unknown topic or partition, a record
     /// larger than the buffer, or a closed producer.
     pub fn send(&self, record: &ProducerRecord<'_>) -> Result<DeliveryFuture, ClientError> {
-        let appended = self.append(record, None)?;
+        let appended = self.append(record, None, Arc::clone)?;
         Ok(DeliveryFuture::new(appended.batch, appended.index, appended.timestamp))
     }
 
@@ -233,7 +233,7 @@ impl Producer {
         record: &ProducerRecord<'_>,
         callback: impl FnOnce(Result<RecordMetadata, ClientError>) + Send + 'static,
     ) -> Result<(), ClientError> {
-        self.append(record, Some(Notify::Callback(Box::new(callback)))).map(|_| ())
+        self.append(record, Some(Notify::Callback(Box::new(callback))), |_| ()).map(|_| ())
     }
 
     /// Like [`Producer::send_with_callback`], but the outcome goes to the producer's
@@ -249,7 +249,7 @@ impl Producer {
                     .into(),
             });
         }
-        self.append(record, Some(Notify::Tag(tag))).map(|_| ())
+        self.append(record, Some(Notify::Tag(tag)), |_| ()).map(|_| ())
     }
 
     /// Sends every buffered record now (ignoring linger) and blocks until every record sent
@@ -278,11 +278,12 @@ impl Producer {
         result
     }
 
-    fn append(
+    fn append<H>(
         &self,
         record: &ProducerRecord<'_>,
         notify: Option<Notify>,
-    ) -> Result<AppendedRecord, ClientError> {
+        handle: impl FnOnce(&Arc<BatchShared>) -> H,
+    ) -> Result<AppendedRecord<H>, ClientError> {
         let shared = &self.handle.shared;
         if shared.stopped.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
@@ -320,7 +321,7 @@ impl Producer {
             compression: shared.config.compression,
         };
         let mut queue = lock_queue(&topic.partitions[partition as usize]);
-        let appended = queue.append(appending, limits, || self.new_batch(partition));
+        let appended = queue.append(appending, limits, || self.new_batch(partition), handle);
         drop(queue);
         let appended = match appended {
             Ok(appended) => appended,

@@ -52,6 +52,8 @@ pub struct Clock {
     pub start: Instant,
     /// [`monotonic_nanos`] at `start`.
     pub start_nanos: u64,
+    /// Wall clock at `start`, milliseconds since the Unix epoch (records' create times).
+    pub start_unix_ms: i64,
     /// End of the warm-up (`start` when there is none).
     pub warmup_end: Instant,
 }
@@ -61,7 +63,17 @@ impl Clock {
     pub fn start_now(warmup: Duration) -> Clock {
         let start = Instant::now();
         let start_nanos = monotonic_nanos();
-        Clock { start, start_nanos, warmup_end: start + warmup }
+        let start_unix_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |since| i64::try_from(since.as_millis()).unwrap_or(i64::MAX));
+        Clock { start, start_nanos, start_unix_ms, warmup_end: start + warmup }
+    }
+
+    /// `instant` on the wall clock in milliseconds since the Unix epoch: the create time of a
+    /// record meant to be sent then (no clock read per record).
+    pub fn unix_ms_at(&self, instant: Instant) -> i64 {
+        let since = instant.saturating_duration_since(self.start).as_millis();
+        self.start_unix_ms.saturating_add(i64::try_from(since).unwrap_or(i64::MAX))
     }
 
     /// `instant` on the raw monotonic clock (instants before the start map to it).

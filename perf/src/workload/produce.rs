@@ -69,6 +69,9 @@ pub struct ProduceState {
     record_bytes: u64,
 }
 
+/// Records between two reads of the clock for the give-up deadline.
+const GIVE_UP_CHECK_EVERY: u64 = 1024;
+
 /// The tag of a record sent with [`Producer::send_tagged`]: its intended send time as
 /// nanoseconds after the run's start, and whether it is measured (the top bit). The
 /// delivery listener needs nothing else, so sending allocates nothing per record.
@@ -260,9 +263,12 @@ fn produce_loop(
             None => Instant::now(),
         };
         let measured = intended >= plan.clock.warmup_end;
+        // The clock is read for the give-up check once per GIVE_UP_CHECK_EVERY records: a
+        // clock read per record was a visible share of this thread at 400,000 records/s.
         if measure_end.is_some_and(|end| intended >= end)
             || measured_quota.is_some_and(|quota| measured && measured_sent >= quota)
-            || give_up_at.is_some_and(|give_up_at| Instant::now() >= give_up_at)
+            || (sequence % GIVE_UP_CHECK_EVERY == 0
+                && give_up_at.is_some_and(|give_up_at| Instant::now() >= give_up_at))
         {
             break;
         }
@@ -280,7 +286,8 @@ fn produce_loop(
             key: keys.key(sequence),
             value: Some(&value),
             headers: &[],
-            timestamp: None,
+            // The intended send time, without another clock read.
+            timestamp: Some(plan.clock.unix_ms_at(intended)),
         };
         let sent = producer.send_tagged(&record, tag_of(&plan.clock, intended, measured));
         if let Err(error) = sent {

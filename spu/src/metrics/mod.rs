@@ -61,6 +61,8 @@ pub enum Counter {
     FetchBytesCopied,
     /// Record bytes read with O_DIRECT and sent from those buffers.
     FetchBytesDirect,
+    /// Record bytes sent from the log's memory of its newest writes (no read).
+    FetchBytesMemory,
     /// Times a response waited for the peer to drain a full socket buffer.
     SocketWritableWaits,
     /// Connections accepted.
@@ -73,7 +75,7 @@ pub enum Counter {
 
 impl Counter {
     /// Every counter, in exposition order.
-    pub const ALL: [Counter; 11] = [
+    pub const ALL: [Counter; 12] = [
         Counter::BytesReceived,
         Counter::BytesSent,
         Counter::RecordsProduced,
@@ -81,6 +83,7 @@ impl Counter {
         Counter::FetchBytesZeroCopy,
         Counter::FetchBytesCopied,
         Counter::FetchBytesDirect,
+        Counter::FetchBytesMemory,
         Counter::SocketWritableWaits,
         Counter::ConnectionsAccepted,
         Counter::RequestsUnknownApi,
@@ -111,6 +114,10 @@ impl Counter {
             Counter::FetchBytesDirect => (
                 "sluice_spu_fetch_direct_bytes_total",
                 "Record bytes read with O_DIRECT (no page cache) and sent from those buffers.",
+            ),
+            Counter::FetchBytesMemory => (
+                "sluice_spu_fetch_memory_bytes_total",
+                "Record bytes sent from memory: the newest writes, kept after writing them.",
             ),
             Counter::SocketWritableWaits => (
                 "sluice_spu_socket_writable_waits_total",
@@ -430,6 +437,7 @@ impl CoreProbe {
         self.add(Counter::FetchBytesZeroCopy, stats.file_bytes_zero_copy);
         self.add(Counter::FetchBytesCopied, stats.file_bytes_copied);
         self.add(Counter::FetchBytesDirect, stats.file_bytes_direct);
+        self.add(Counter::FetchBytesMemory, stats.file_bytes_memory);
         self.add(Counter::SocketWritableWaits, stats.writable_waits);
     }
 

@@ -82,6 +82,7 @@ pub fn log_config(spec: &PartitionSpec, spu: &SpuConfig) -> LogConfig {
         retention_bytes: spec.config.retention_bytes,
         free_bytes_min: spu.free_bytes_min,
         zero_fill_bytes: spu.zero_fill_bytes,
+        tail_cache_bytes: usize::try_from(spu.tail_cache_bytes).unwrap_or(usize::MAX),
         ..defaults
     }
 }

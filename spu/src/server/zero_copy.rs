@@ -25,6 +25,9 @@
 //!   see the same bytes sendfile would: a slice ends at or below the written end, and written
 //!   bytes are on disk (an O_DIRECT write completed). A tail page being rewritten by a write
 //!   round holds the same bytes in the slice's range before and after.
+//! * Whatever the mode, a slice whose bytes the log still holds in memory (the newest writes
+//!   of the active segment, [`FileSlice::memory`]) is written from there: a tailing
+//!   consumer's records go out without a read.
 //! * [`SendMode::Copy`]: `pread` into a per-core reused buffer ([`COPY_CHUNK_BYTES`]), then
 //!   `write_all` through the stream. The buffer is not page-aligned: the slices' descriptors
 //!   are buffered (`File::open`, no `O_DIRECT`), so alignment would buy nothing.
@@ -137,6 +140,8 @@ pub struct SendStats {
     pub file_bytes_copied: u64,
     /// Record bytes read with O_DIRECT and written from those buffers (direct mode).
     pub file_bytes_direct: u64,
+    /// Record bytes written from the log's memory of its newest writes (any mode).
+    pub file_bytes_memory: u64,
     /// Times the socket buffer was full and the send waited for the peer to read.
     pub writable_waits: u64,
 }
@@ -274,6 +279,13 @@ where
             }
             WirePart::Splice { index, .. } => {
                 for slice in spliced[*index] {
+                    if !slice.memory().is_empty() {
+                        for piece in slice.memory() {
+                            write_all(stream, piece.as_slice(), &mut stats).await?;
+                            stats.file_bytes_memory += piece.len() as u64;
+                        }
+                        continue;
+                    }
                     match mode {
                         SendMode::ZeroCopy => sendfile_slice(stream, slice, &mut stats).await?,
                         SendMode::Copy => copy_slice(stream, slice, &mut stats).await?,

@@ -54,6 +54,10 @@ pub struct LogConfig {
     /// Allocating ahead keeps what preallocation is for: writes land inside the file's size
     /// (on ext4 a size-extending direct write takes the journalled path).
     pub preallocate_bytes: u64,
+    /// Buffer bytes of the newest write rounds kept in memory to serve reads of the log's
+    /// tail (default 4 MiB; 0 turns it off; see [`crate::storage::recent`]). At most the
+    /// last few rounds are kept, so a quiet replica holds only its last small buffers.
+    pub tail_cache_bytes: usize,
 }
 
 impl Default for LogConfig {
@@ -70,6 +74,7 @@ impl Default for LogConfig {
             write_buffer_bytes: 1 << 20,
             zero_fill_bytes: 8 << 20,
             preallocate_bytes: 64 << 20,
+            tail_cache_bytes: 4 << 20,
         }
     }
 }

@@ -26,7 +26,7 @@ use crate::storage::disk_guard::DiskGuard;
 use crate::storage::error::{IoContext, StorageError, StorageResult};
 use crate::storage::file_cache::SegmentFileCache;
 use crate::storage::read::{self, CopiedRead, ReadSlices};
-use crate::storage::runtime::{self, DirectFile};
+use crate::storage::runtime::{self, DirectFile, SharedBuffer};
 use crate::storage::scan::{BatchMeta, HeaderWalk};
 use crate::storage::segment::{
     self, ActiveSegment, LogPoint, SealedSegment, SegmentPaths, LOG_EXTENSION,
@@ -529,14 +529,22 @@ impl ReplicaLog {
         // The round's writes go to the device together (they never overlap); written one
         // after another, a round of 30 staging buffers took 30 device latencies (~8 ms).
         let started = std::time::Instant::now();
-        let round_bytes: u64 = round.writes.iter().map(|(buffer, _)| buffer.len() as u64).sum();
-        let mut writes: Vec<_> = round
+        let round_bytes: u64 = round.writes.iter().map(|write| write.buffer.len() as u64).sum();
+        // Shared, so the buffers stay readable after the write (reads of the tail).
+        let shared: Vec<(SharedBuffer, u64, usize)> = round
             .writes
             .into_iter()
-            .map(|(buffer, position)| {
+            .map(|write| (write.buffer.into_shared(), write.position, write.data_len))
+            .collect();
+        let mut writes: Vec<_> = shared
+            .iter()
+            .map(|(buffer, position, _)| {
                 let file = Rc::clone(&file);
-                let expected = buffer.len();
-                runtime::spawn(async move { (file.write_at(buffer, position).await, expected) })
+                let buffer = buffer.clone();
+                let position = *position;
+                runtime::spawn(async move {
+                    (file.write_shared_at(&buffer, position).await, buffer.len())
+                })
             })
             .collect();
         let mut outcome = Ok(());
@@ -571,7 +579,7 @@ impl ReplicaLog {
         }
         let zero_fill_due = {
             let mut state = self.shared.state.borrow_mut();
-            state.active.finish_round(round.end);
+            state.active.finish_round(round.end, shared);
             let due = state.active.zero_fill_due(round.end.position);
             if due {
                 state.active.mark_zero_task_spawned();
@@ -886,6 +894,12 @@ impl ReplicaLog {
         let slices = self.read(start, bytes_max, upper)?;
         let begin = out.len();
         for slice in &slices.slices {
+            if !slice.memory().is_empty() {
+                for piece in slice.memory() {
+                    out.extend_from_slice(piece.as_slice());
+                }
+                continue;
+            }
             let at = out.len();
             out.resize(at + slice.length() as usize, 0);
             if let Err(error) = slice.file().read_exact_at(&mut out[at..], slice.position()) {
@@ -1020,6 +1034,7 @@ impl ReplicaLog {
     /// changes apply to the next segment.
     pub fn update_config(&self, config: LogConfig) -> StorageResult<()> {
         config.validate()?;
+        self.shared.state.borrow_mut().active.recent.set_bytes_max(config.tail_cache_bytes);
         *self.shared.config.borrow_mut() = config;
         Ok(())
     }

@@ -20,7 +20,9 @@
 //!   ([`config::IO_ALIGNMENT_BYTES`]); the partial last page stays in memory and is written again,
 //!   with the new bytes after it, by the next round, zero-padded on the file. A round's writes
 //!   never overlap and are issued together. Once a round returns, its batches are *written*:
-//!   readers see them ([`ReplicaLog::wait_written`]).
+//!   readers see them ([`ReplicaLog::wait_written`]). The buffers of the last rounds stay in
+//!   memory ([`recent`], up to [`LogConfig::tail_cache_bytes`]): reads of the newest bytes of
+//!   the active segment take them from there ([`FileSlice::memory`]) instead of the disk.
 //!   When [`LogConfig::zero_fill_bytes`] is not 0 (the SPU's default is 0), a background task
 //!   per active segment writes zeros over the preallocated space some MiB
 //!   ahead of the log end, so that appends overwrite written
@@ -58,7 +60,9 @@
 //!   deleted segment keeps reading it (the handle is refcounted; unlink-after-open).
 //! * **Memory.** A replica holds memory in proportion to its traffic, not to its
 //!   configuration: staging buffers are taken per write round, sized from the replica's recent
-//!   rounds (64 KiB up to [`LogConfig::write_buffer_bytes`]) and freed when written; zero-fill
+//!   rounds (64 KiB up to [`LogConfig::write_buffer_bytes`]) and freed when written and out of
+//!   the tail cache (the last [`recent::RECENT_ROUNDS`] rounds, at most
+//!   [`LogConfig::tail_cache_bytes`] of buffers per log); zero-fill
 //!   writes share one buffer per executor; index pages are resident only where entries are
 //!   (and not at all for sealed segments until a lookup reads them); see
 //!   [`index`] and [`segment`].
@@ -73,6 +77,7 @@ pub mod file_cache;
 pub mod index;
 pub mod log;
 pub mod read;
+pub mod recent;
 pub mod runtime;
 pub mod scan;
 pub mod segment;

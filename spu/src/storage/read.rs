@@ -31,6 +31,7 @@ use sluice_proto::ids::{Offset, TimestampMs};
 use crate::storage::error::{StorageError, StorageResult};
 use crate::storage::file_cache::SegmentFileCache;
 use crate::storage::log::LogState;
+use crate::storage::recent::{MemoryPiece, RecentWrites};
 use crate::storage::scan::{BatchMeta, HeaderWalk, HEADER_CHUNK_BYTES};
 use crate::storage::segment::{LogPoint, SegmentIndexes};
 
@@ -41,6 +42,7 @@ pub struct FileSlice {
     position: u64,
     length: u64,
     segment_base: Offset,
+    memory: Vec<MemoryPiece>,
 }
 
 impl FileSlice {
@@ -63,6 +65,11 @@ impl FileSlice {
     /// Base offset of the segment the slice belongs to.
     pub fn segment_base(&self) -> Offset {
         self.segment_base
+    }
+    /// The slice's bytes in memory, in order (the newest written bytes of the active segment,
+    /// see [`crate::storage::recent`]); empty when they must be read from the file.
+    pub fn memory(&self) -> &[MemoryPiece] {
+        &self.memory
     }
 }
 
@@ -102,6 +109,8 @@ struct SegmentView<'a> {
     path: &'a std::path::Path,
     indexes: &'a SegmentIndexes,
     max_timestamp: Option<TimestampMs>,
+    /// The active segment's newest written bytes.
+    recent: Option<&'a RecentWrites>,
 }
 
 fn segment_views<'a>(
@@ -119,6 +128,7 @@ fn segment_views<'a>(
             path: &segment.paths.log,
             indexes: &segment.indexes,
             max_timestamp: segment.max_timestamp(),
+            recent: None,
         })
     });
     let active = &state.active;
@@ -130,6 +140,7 @@ fn segment_views<'a>(
         path: &active.paths.log,
         indexes: &active.indexes,
         max_timestamp: None,
+        recent: Some(&active.recent),
     };
     sealed.chain(std::iter::once(Ok(active_view)))
 }
@@ -206,7 +217,8 @@ pub(crate) fn read_slices(
             view.end.position,
             batch_bytes_max,
             HEADER_CHUNK_BYTES,
-        );
+        )
+        .with_memory(view.recent);
         let mut slice: Option<(u64, u64)> = None;
         let mut done = false;
         loop {
@@ -262,11 +274,14 @@ pub(crate) fn read_slices(
             }
         }
         if let Some((position, length)) = slice {
+            let memory =
+                view.recent.and_then(|recent| recent.pieces(position, length)).unwrap_or_default();
             result.slices.push(FileSlice {
                 file: Rc::clone(&view.file),
                 position,
                 length,
                 segment_base: view.base_offset,
+                memory,
             });
         }
         if done {

@@ -42,6 +42,8 @@ thread_local! {
 /// shortened ([`WriteBuffer::truncate`]), which is how a partly filled buffer is written.
 pub struct WriteBuffer {
     buffer: DmaBuffer,
+    /// Bytes allocated (the length before any truncation).
+    capacity: usize,
 }
 
 impl WriteBuffer {
@@ -68,6 +70,47 @@ impl WriteBuffer {
     /// Shortens the buffer to `len` bytes (must be aligned for the write to succeed).
     pub fn truncate(&mut self, len: usize) {
         self.buffer.trim_to_size(len.min(self.buffer.len()));
+    }
+
+    /// Bytes allocated for it (what it costs in memory, whatever its current length).
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    /// Makes it shareable: written with [`DirectFile::write_shared_at`] and still readable
+    /// afterwards. Read-only from here on.
+    pub fn into_shared(self) -> SharedBuffer {
+        SharedBuffer { buffer: Rc::new(self.buffer), capacity: self.capacity }
+    }
+}
+
+/// A [`WriteBuffer`] after [`WriteBuffer::into_shared`]: read-only, cheap to clone (a count).
+/// Like every buffer of the executor, it stays on the executor that allocated it.
+#[derive(Clone)]
+pub struct SharedBuffer {
+    buffer: Rc<DmaBuffer>,
+    capacity: usize,
+}
+
+impl SharedBuffer {
+    /// The buffer's bytes (its length after truncation).
+    pub fn as_slice(&self) -> &[u8] {
+        self.buffer.as_bytes()
+    }
+
+    /// Current length.
+    pub fn len(&self) -> usize {
+        self.buffer.len()
+    }
+
+    /// Whether the buffer has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.buffer.is_empty()
+    }
+
+    /// Bytes allocated for it.
+    pub fn capacity(&self) -> usize {
+        self.capacity
     }
 }
 
@@ -110,12 +153,18 @@ impl DirectFile {
     /// Allocates an aligned buffer of `len` bytes (from the executor's registered pool when it
     /// has room, so buffers are reused instead of touched fresh).
     pub fn alloc_buffer(&self, len: usize) -> WriteBuffer {
-        WriteBuffer { buffer: self.dma().alloc_dma_buffer(len) }
+        WriteBuffer { buffer: self.dma().alloc_dma_buffer(len), capacity: len }
     }
 
     /// Writes the whole buffer at `position` (both aligned). Returns the bytes written.
     pub async fn write_at(&self, buffer: WriteBuffer, position: u64) -> io::Result<usize> {
         self.dma().write_at(buffer.buffer, position).await.map_err(os_error)
+    }
+
+    /// Writes the whole shared buffer at `position` (both aligned); the buffer stays readable
+    /// through its other clones while and after it is written. Returns the bytes written.
+    pub async fn write_shared_at(&self, buffer: &SharedBuffer, position: u64) -> io::Result<usize> {
+        self.dma().write_rc_at(Rc::clone(&buffer.buffer), position).await.map_err(os_error)
     }
 
     /// Writes `len` zero bytes at `position` (both aligned). Returns the bytes written.

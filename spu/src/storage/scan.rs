@@ -16,6 +16,7 @@ use sluice_proto::record::{
 };
 
 use crate::storage::error::{StorageError, StorageResult};
+use crate::storage::recent::RecentWrites;
 
 /// Bytes read at a time by scans (one read covers many small batches).
 pub const SCAN_CHUNK_BYTES: usize = 256 * 1024;
@@ -62,6 +63,8 @@ impl BatchMeta {
 /// A read-ahead window over a file.
 pub(crate) struct ChunkReader<'a> {
     file: &'a File,
+    /// Bytes held in memory, tried before the file.
+    memory: Option<&'a RecentWrites>,
     end: u64,
     chunk_bytes: usize,
     buffer: Vec<u8>,
@@ -75,12 +78,15 @@ impl<'a> ChunkReader<'a> {
 
     /// A reader that reads `chunk_bytes` at a time (more only for a longer request).
     pub(crate) fn with_chunk(file: &'a File, end: u64, chunk_bytes: usize) -> ChunkReader<'a> {
-        ChunkReader { file, end, chunk_bytes, buffer: Vec::new(), buffer_start: 0 }
+        ChunkReader { file, memory: None, end, chunk_bytes, buffer: Vec::new(), buffer_start: 0 }
     }
 
     /// Up to `len` bytes at `position` (fewer only at `end`).
     pub(crate) fn bytes(&mut self, position: u64, len: usize) -> io::Result<&[u8]> {
         let available = self.end.saturating_sub(position).min(len as u64) as usize;
+        if let Some(bytes) = self.memory.and_then(|memory| memory.bytes_at(position, available)) {
+            return Ok(bytes);
+        }
         let buffer_end = self.buffer_start + self.buffer.len() as u64;
         if position < self.buffer_start || position + available as u64 > buffer_end {
             let read_len =
@@ -187,6 +193,13 @@ impl<'a> HeaderWalk<'a> {
             expected_offset: None,
             batch_bytes_max,
         }
+    }
+
+    /// Reads what `memory` holds from there instead of the file (the active segment's
+    /// newest written bytes: the same bytes, without a read).
+    pub(crate) fn with_memory(mut self, memory: Option<&'a RecentWrites>) -> HeaderWalk<'a> {
+        self.reader.memory = memory;
+        self
     }
 
     /// Where the next batch starts.

@@ -17,7 +17,8 @@ use sluice_proto::record::BatchHeader;
 use crate::storage::config::{LogConfig, IO_ALIGNMENT_BYTES};
 use crate::storage::error::{IoContext, StorageError, StorageResult};
 use crate::storage::index::{OffsetEntry, OffsetIndex, TimeEntry, TimeIndex};
-use crate::storage::runtime::{DirectFile, WriteBuffer, SHARED_ZEROS_BYTES};
+use crate::storage::recent::RecentWrites;
+use crate::storage::runtime::{DirectFile, SharedBuffer, WriteBuffer, SHARED_ZEROS_BYTES};
 use crate::storage::scan::{recovery_scan, BatchMeta, HeaderWalk};
 
 /// Extension of segment log files.
@@ -258,8 +259,18 @@ struct Chunk {
 /// What the log writes in one round and where the segment ends after it. The writes never
 /// overlap (see [`ActiveSegment::take_round`]): they may be issued together.
 pub(crate) struct WriteRound {
-    pub(crate) writes: Vec<(WriteBuffer, u64)>,
+    pub(crate) writes: Vec<RoundWrite>,
     pub(crate) end: LogPoint,
+}
+
+/// One write of a round.
+pub(crate) struct RoundWrite {
+    /// The bytes to write (page-aligned length; the last write of a round is zero-padded).
+    pub(crate) buffer: WriteBuffer,
+    /// Where they go in the file.
+    pub(crate) position: u64,
+    /// Bytes of data from the start of the buffer (the rest is padding).
+    pub(crate) data_len: usize,
 }
 
 /// The segment that takes appends.
@@ -283,6 +294,8 @@ pub(crate) struct ActiveSegment {
     round_tail_page: Vec<u8>,
     /// Appended or written batches not yet durable, hence not yet indexed.
     unindexed: VecDeque<BatchMeta>,
+    /// The newest written bytes, for reads of the tail (see [`crate::storage::recent`]).
+    pub(crate) recent: RecentWrites,
     /// Size of the next staging buffer: follows the replica's traffic between
     /// [`STAGING_BUFFER_BYTES_MIN`] and [`LogConfig::write_buffer_bytes`] (see
     /// [`ActiveSegment::take_round`]), so idle and slow replicas hold small buffers.
@@ -380,6 +393,7 @@ impl ActiveSegment {
             round_tail_page: Vec::new(),
             tail_page,
             unindexed: VecDeque::new(),
+            recent: RecentWrites::new(config.tail_cache_bytes),
             staging_bytes: STAGING_BUFFER_BYTES_MIN.min(config.write_buffer_bytes),
             write_buffer_bytes: config.write_buffer_bytes,
             zeroed_end: align_up(end.position),
@@ -483,24 +497,35 @@ impl ActiveSegment {
             .into_iter()
             .enumerate()
             .filter_map(|(index, mut chunk)| {
-                let length = if index + 1 < count {
-                    align_down(chunk.used as u64) as usize
+                let (length, data_len) = if index + 1 < count {
+                    let length = align_down(chunk.used as u64) as usize;
+                    (length, length)
                 } else {
                     let padded = align_up(chunk.used as u64) as usize;
                     chunk.buffer.as_mut_slice()[chunk.used..padded].fill(0);
-                    padded
+                    (padded, chunk.used)
                 };
                 chunk.buffer.truncate(length);
-                (length > 0).then_some((chunk.buffer, chunk.file_position))
+                (length > 0).then_some(RoundWrite {
+                    buffer: chunk.buffer,
+                    position: chunk.file_position,
+                    data_len,
+                })
             })
             .collect();
         Some(WriteRound { writes, end: self.appended })
     }
 
-    /// A round completed: its bytes are on the file.
-    pub(crate) fn finish_round(&mut self, end: LogPoint) {
+    /// A round completed: its bytes are on the file. `written` are its buffers (file
+    /// position, data bytes), kept for reads of the tail.
+    pub(crate) fn finish_round(
+        &mut self,
+        end: LogPoint,
+        written: impl IntoIterator<Item = (SharedBuffer, u64, usize)>,
+    ) {
         self.written = end;
         self.written_tail_page = std::mem::take(&mut self.round_tail_page);
+        self.recent.push_round(written);
     }
 
     /// Whether a zero-fill task should be spawned after a round that wrote up to `round_end`
@@ -613,6 +638,7 @@ impl ActiveSegment {
 
     /// Resets the segment to end at `end` after the file was cut there (no staged data).
     pub(crate) fn reset_after_truncate(&mut self, end: LogPoint) -> StorageResult<()> {
+        self.recent.clear();
         self.indexes.truncate(end)?;
         // The cut freed the blocks past it; whatever is there now is unwritten again.
         self.zeroed_end = align_up(end.position);
