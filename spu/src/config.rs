@@ -34,8 +34,8 @@ pub const DELETED_RETENTION_MS_DEFAULT: u64 = 60_000;
 pub const DELETE_BYTES_PER_SECOND_DEFAULT: u64 = 512 << 20;
 /// Default free-space floor of the data volume: appends are refused below it.
 pub const FREE_BYTES_MIN_DEFAULT: u64 = 2 << 30;
-/// Default of `--tail-cache-bytes`: the newest written bytes kept per partition.
-pub const TAIL_CACHE_BYTES_DEFAULT: u64 = 4 << 20;
+/// Default of `--tail-cache-bytes`: memory per core for the partitions' newest writes.
+pub const TAIL_CACHE_BYTES_DEFAULT: u64 = 8 << 20;
 
 /// Command-line flags of `sluice-spu`. Each also reads `SLUICE_SPU_<NAME>` and the TOML file
 /// key of the same name with `_` instead of `-`.
@@ -105,10 +105,10 @@ pub struct SpuArgs {
     /// produce throughput and several times the p99 produce latency with 8 MiB).
     #[arg(long, env = "SLUICE_SPU_ZERO_FILL_BYTES")]
     pub zero_fill_bytes: Option<u64>,
-    /// Keep up to this many bytes of each partition's newest writes in memory after writing
-    /// them, so that consumers keeping up get their records without a read from the disk
-    /// (only the last few write rounds are kept: a quiet partition holds little) [default:
-    /// 4 MiB; 0 turns it off].
+    /// Memory per core for the partitions' newest writes, kept after writing them so that
+    /// consumers keeping up get their records without a read from the disk. Each partition
+    /// of the core gets an equal share and keeps at most its last few write rounds [default:
+    /// 8 MiB; 0 turns it off].
     #[arg(long, env = "SLUICE_SPU_TAIL_CACHE_BYTES")]
     pub tail_cache_bytes: Option<u64>,
     /// Heartbeat interval towards the SC, milliseconds [default: 500].
@@ -211,7 +211,7 @@ pub struct SpuConfig {
     pub free_bytes_min: u64,
     /// Zeros written ahead of each active segment's end (0: none).
     pub zero_fill_bytes: u64,
-    /// Newest written bytes kept in memory per partition (0: none).
+    /// Memory per core for the partitions' newest writes (0: none).
     pub tail_cache_bytes: u64,
     /// Heartbeat interval towards the SC.
     pub heartbeat_interval: Duration,
@@ -439,7 +439,7 @@ mod tests {
         assert!(config.drop_sent_pages);
         assert!(config.direct_reads);
         assert_eq!(config.zero_fill_bytes, 0);
-        assert_eq!(config.tail_cache_bytes, 4 << 20);
+        assert_eq!(config.tail_cache_bytes, 8 << 20);
         assert_eq!(config.retention_interval, Duration::from_secs(30));
         assert_eq!(config.replicas_dir(), PathBuf::from("sluice-spu-data/spu-3"));
     }

@@ -195,6 +195,18 @@ impl Core {
         self.replicas.borrow_mut().clear();
     }
 
+    /// Gives every replica of this core an equal share of the core's tail cache budget
+    /// (`--tail-cache-bytes`): the memory kept is bounded per core however many partitions
+    /// it hosts.
+    fn share_tail_cache(&self) {
+        let replicas = self.replicas();
+        let budget = usize::try_from(self.config.tail_cache_bytes).unwrap_or(usize::MAX);
+        let share = budget / replicas.len().max(1);
+        for replica in replicas {
+            replica.log().set_tail_cache_bytes(share);
+        }
+    }
+
     fn count_replicas(&self) {
         let spu = self.spu();
         let replicas = self.replicas();
@@ -241,6 +253,7 @@ impl Core {
                 None => self.open_replica(key, spec).await,
             }
         }
+        self.share_tail_cache();
         self.count_replicas();
     }
 

@@ -82,7 +82,8 @@ pub fn log_config(spec: &PartitionSpec, spu: &SpuConfig) -> LogConfig {
         retention_bytes: spec.config.retention_bytes,
         free_bytes_min: spu.free_bytes_min,
         zero_fill_bytes: spu.zero_fill_bytes,
-        tail_cache_bytes: usize::try_from(spu.tail_cache_bytes).unwrap_or(usize::MAX),
+        // Set once the replica is open: its share of the core's budget.
+        tail_cache_bytes: 0,
         ..defaults
     }
 }
@@ -172,7 +173,9 @@ impl Replica {
 
     /// Replaces the spec (new leader epoch or topic settings).
     pub fn update_spec(&self, spec: PartitionSpec, spu: &SpuConfig) {
-        let config = log_config(&spec, spu);
+        let mut config = log_config(&spec, spu);
+        // The core sets the tail cache share (see `Core::share_tail_cache`), not the spec.
+        config.tail_cache_bytes = self.log.config().tail_cache_bytes;
         if config != self.log.config() {
             if let Err(error) = self.log.update_config(config) {
                 tracing::warn!(key = %self.key, %error, "topic settings not applied");

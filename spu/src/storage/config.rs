@@ -56,7 +56,9 @@ pub struct LogConfig {
     pub preallocate_bytes: u64,
     /// Buffer bytes of the newest write rounds kept in memory to serve reads of the log's
     /// tail (default 4 MiB; 0 turns it off; see [`crate::storage::recent`]). At most the
-    /// last few rounds are kept, so a quiet replica holds only its last small buffers.
+    /// last few rounds are kept, so a quiet replica holds only its last small buffers. The
+    /// SPU sets each log's share of its core's budget
+    /// ([`crate::storage::ReplicaLog::set_tail_cache_bytes`]).
     pub tail_cache_bytes: usize,
 }
 

@@ -484,6 +484,13 @@ impl ReplicaLog {
         Ok(point.next_offset >= appended.next_offset)
     }
 
+    /// Changes [`LogConfig::tail_cache_bytes`] (kept across rolls); chunks over the new bound
+    /// are dropped now.
+    pub fn set_tail_cache_bytes(&self, bytes: usize) {
+        self.shared.config.borrow_mut().tail_cache_bytes = bytes;
+        self.shared.state.borrow_mut().active.recent.set_bytes_max(bytes);
+    }
+
     /// Reports write round and fdatasync durations to `observer` from now on.
     pub fn set_observer(&self, observer: Rc<dyn LogObserver>) {
         *self.shared.observer.borrow_mut() = Some(observer);

@@ -11,9 +11,11 @@
 //!
 //! Bounds: the chunks of the last [`RECENT_ROUNDS`] write rounds, and at most
 //! [`LogConfig::tail_cache_bytes`](crate::storage::LogConfig::tail_cache_bytes) of buffer
-//! capacity (whole buffers are what the memory costs); older chunks are dropped first. So a
-//! replica keeps memory in proportion to its traffic: an idle one keeps its last rounds'
-//! small buffers, a busy one up to the byte bound.
+//! capacity (whole buffers are what the memory costs); older chunks are dropped first, and a
+//! round's chunk larger than the bound is not kept. The SPU gives each log an equal share of
+//! its core's budget (`--tail-cache-bytes`), so the memory held is bounded per core whatever
+//! the number of partitions; with many partitions each keeps less and their consumers read
+//! more from the disk.
 //!
 //! Invariants: chunks are in file order; each covers `[position, position + valid)` with the
 //! bytes the file holds there (they were written from this very buffer, and a round that
@@ -127,11 +129,12 @@ impl RecentWrites {
         self.bytes
     }
 
-    /// Changes the byte bound (applied at the next round).
+    /// Changes the byte bound, dropping the oldest chunks now if they are over it.
     pub fn set_bytes_max(&mut self, bytes_max: usize) {
         self.bytes_max = bytes_max;
-        if bytes_max == 0 {
-            self.clear();
+        while self.bytes > self.bytes_max {
+            let Some(front) = self.chunks.pop_front() else { break };
+            self.bytes -= front.buffer.capacity();
         }
     }
 
@@ -242,7 +245,18 @@ mod tests {
             assert_eq!(recent.bytes(), 5 * 4096);
             recent.push_round([(chunk(&file, total + 16384, 8 * 4096), total + 16384, 8 * 4096)]);
             assert_eq!(recent.bytes(), 0, "a chunk over the bound is not kept");
+            // Lowering the bound drops the oldest chunks at once.
+            recent.set_bytes_max(1 << 20);
+            for round in 0..3u64 {
+                let position = (64 + round) * 4096;
+                recent.push_round([(chunk(&file, position, 4096), position, 4096)]);
+            }
+            assert_eq!(recent.bytes(), 3 * 4096);
+            recent.set_bytes_max(4096);
+            assert_eq!(recent.bytes(), 4096);
+            assert!(recent.pieces(66 * 4096, 4096).is_some(), "the newest chunk stays");
             recent.set_bytes_max(0);
+            assert_eq!(recent.bytes(), 0);
             recent.push_round([(chunk(&file, 0, 4096), 0, 4096)]);
             assert_eq!(recent.bytes(), 0);
         })
