@@ -533,3 +533,69 @@ fn tagged_sends_report_every_record_once_to_the_listener() {
     let error = plain.send_tagged(&ProducerRecord::new("tagged", b"x"), 1).unwrap_err();
     assert!(error.to_string().contains("producer_with_listener"), "{error}");
 }
+
+/// A listener that takes whole batches and reads only the first record of each.
+#[derive(Default)]
+struct FirstOfEachBatch {
+    batches: AtomicUsize,
+    first_tags: Mutex<Vec<u64>>,
+}
+
+impl sluice_client::DeliveryListener for FirstOfEachBatch {
+    fn delivered(&self, tag: u64, _result: Result<RecordMetadata, ClientError>) {
+        panic!("delivered({tag}) called although delivered_batch is overridden");
+    }
+
+    fn delivered_batch(
+        &self,
+        records: &mut dyn Iterator<Item = (u64, Result<RecordMetadata, ClientError>)>,
+    ) {
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        if let Some((tag, result)) = records.next() {
+            result.expect("delivered");
+            self.first_tags.lock().unwrap().push(tag);
+        }
+    }
+}
+
+#[test]
+fn a_batch_listener_is_called_once_per_batch_and_callbacks_still_run() {
+    let cluster = TestCluster::start(1, 1);
+    cluster.create_topic("batched", 1);
+    let listener = Arc::new(FirstOfEachBatch::default());
+    let producer = cluster
+        .cluster
+        .producer_with_listener(
+            ProducerConfig { batch_bytes: 4096, ..Default::default() },
+            Arc::clone(&listener) as Arc<dyn sluice_client::DeliveryListener>,
+        )
+        .unwrap();
+    let callbacks = Arc::new(AtomicUsize::new(0));
+    let total = 2_000u64;
+    for tag in 0..total {
+        let value = format!("value-{tag:06}");
+        let record = ProducerRecord::new("batched", value.as_bytes());
+        if tag % 10 == 0 {
+            // Mixed into the same batches: boxed callbacks, which must all run even though
+            // the listener leaves most of each batch's tagged records unread.
+            let counter = Arc::clone(&callbacks);
+            producer
+                .send_with_callback(&record, move |result| {
+                    result.expect("delivered");
+                    counter.fetch_add(1, Ordering::Relaxed);
+                })
+                .unwrap();
+        } else {
+            producer.send_tagged(&record, tag).unwrap();
+        }
+    }
+    producer.flush().unwrap();
+    assert_eq!(callbacks.load(Ordering::Relaxed), (total / 10) as usize);
+    let first_tags = std::mem::take(&mut *listener.first_tags.lock().unwrap());
+    let batches = listener.batches.load(Ordering::Relaxed);
+    // ~20 bytes of value per record in 4 KiB batches: many batches, each reported once.
+    assert!(batches >= 10, "{batches} batch calls for {total} records");
+    assert_eq!(first_tags.len(), batches, "every batch held tagged records");
+    assert!(first_tags.windows(2).all(|pair| pair[0] < pair[1]), "batches in send order");
+    assert_eq!(first_tags[0], 1, "the first tagged record (0 went with a callback)");
+}

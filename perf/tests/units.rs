@@ -119,6 +119,13 @@ fn pacer_waits_for_the_intended_time_and_never_hides_lateness() {
     // A record already late is not waited for, and keeps its intended time.
     let late = pacer.wait_for(0);
     assert_eq!(late, start);
+    // A fast schedule (20,000/s): no record returns before its intended time, although the
+    // pacer reads the clock only for records due after its last reading.
+    let fast = Pacer::new(Instant::now(), ProducerSlot { index: 0, count: 1 }, 20_000.0);
+    for sequence in 0..2_000 {
+        let intended = fast.wait_for(sequence);
+        assert!(Instant::now() >= intended, "record {sequence} released early");
+    }
 }
 
 #[test]

@@ -199,6 +199,20 @@ pub(crate) type DeliveryCallback = Box<dyn FnOnce(Result<RecordMetadata, ClientE
 pub trait DeliveryListener: Send + Sync + 'static {
     /// Record `tag` was acknowledged (with its offset) or failed for good.
     fn delivered(&self, tag: u64, result: Result<RecordMetadata, ClientError>);
+
+    /// The tagged records of one batch, in send order, all settled at once (acknowledged
+    /// together, or failed with the same error). The sender calls this once per batch; the
+    /// default calls [`DeliveryListener::delivered`] for each record. Override it to do
+    /// per-batch work once (read a clock, take a lock) instead of per record. Records the
+    /// listener leaves unread are dropped.
+    fn delivered_batch(
+        &self,
+        records: &mut dyn Iterator<Item = (u64, Result<RecordMetadata, ClientError>)>,
+    ) {
+        for (tag, result) in records {
+            self.delivered(tag, result);
+        }
+    }
 }
 
 /// How a record's outcome is reported besides the batch's futures.

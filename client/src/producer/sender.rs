@@ -431,26 +431,30 @@ impl SenderLoop<'_> {
         let shared = self.shared;
         batch.shared.resolve(result.clone());
         let partition = batch.shared.partition();
-        for pending in batch.callbacks {
+        // One pass in send order: boxed callbacks run as the pass reaches them, tagged records
+        // go to the listener's batch call (one call per batch, not per record).
+        let mut records = batch.callbacks.into_iter().filter_map(|pending| {
             let record = match &result {
                 Ok(outcome) => Ok(outcome.record(partition, pending.index, pending.timestamp)),
                 Err(error) => Err(error.clone()),
             };
-            let notified = match pending.notify {
+            match pending.notify {
                 Notify::Callback(callback) => {
-                    catch_unwind(AssertUnwindSafe(move || callback(record)))
-                }
-                Notify::Tag(tag) => match &shared.listener {
-                    Some(listener) => {
-                        catch_unwind(AssertUnwindSafe(|| listener.delivered(tag, record)))
+                    if catch_unwind(AssertUnwindSafe(move || callback(record))).is_err() {
+                        tracing::error!("a producer delivery callback panicked");
                     }
-                    None => Ok(()),
-                },
-            };
-            if notified.is_err() {
-                tracing::error!("a producer delivery callback panicked");
+                    None
+                }
+                Notify::Tag(tag) => Some((tag, record)),
+            }
+        });
+        if let Some(listener) = &shared.listener {
+            if catch_unwind(AssertUnwindSafe(|| listener.delivered_batch(&mut records))).is_err() {
+                tracing::error!("the producer's delivery listener panicked");
             }
         }
+        // What the listener left (or all, without one): the remaining callbacks still run.
+        records.for_each(drop);
         shared.budget.release(batch.reserved_bytes);
         shared.builders.give_back(batch.builder);
         let mut unresolved = shared.unresolved.lock().unwrap_or_else(|poison| poison.into_inner());

@@ -91,6 +91,52 @@ impl DeliveryListener for ProduceState {
         let intended = self.clock.start + Duration::from_nanos(tag & !MEASURED_TAG_BIT);
         self.complete(result, intended, tag & MEASURED_TAG_BIT != 0, self.record_bytes);
     }
+
+    /// A batch's records share one acknowledgement time: one clock read, one histogram lock
+    /// and one update of each counter per batch (per record, these were most of the sender
+    /// thread's own work at 400,000 records/s).
+    fn delivered_batch(
+        &self,
+        records: &mut dyn Iterator<Item = (u64, Result<RecordMetadata, ClientError>)>,
+    ) {
+        let now = Instant::now();
+        let (mut done, mut warmup, mut measured) = (0u64, 0u64, 0u64);
+        let mut latencies = if self.live { None } else { Some(lock(&self.own_latency)) };
+        let mut live_latencies = self.live.then(|| self.stats.latency());
+        for (tag, result) in records {
+            if let Err(error) = result {
+                self.fail(&error);
+                continue;
+            }
+            done += 1;
+            if tag & MEASURED_TAG_BIT == 0 {
+                warmup += 1;
+                continue;
+            }
+            measured += 1;
+            let intended = self.clock.start + Duration::from_nanos(tag & !MEASURED_TAG_BIT);
+            let latency = now.saturating_duration_since(intended);
+            if let Some(histogram) = live_latencies.as_mut() {
+                histogram.record(latency);
+            } else if let Some(histogram) = latencies.as_mut() {
+                histogram.record(latency);
+            }
+        }
+        drop(live_latencies);
+        drop(latencies);
+        if self.live && done > 0 {
+            self.stats.add(done, done * self.record_bytes);
+        }
+        if warmup > 0 {
+            self.warmup_records.fetch_add(warmup, Ordering::Relaxed);
+        }
+        if measured > 0 {
+            self.measured_records.fetch_add(measured, Ordering::Relaxed);
+            self.measured_bytes.fetch_add(measured * self.record_bytes, Ordering::Relaxed);
+            let since_start = now.saturating_duration_since(self.clock.start).as_nanos() as u64;
+            self.last_ack_nanos.fetch_max(since_start, Ordering::Relaxed);
+        }
+    }
 }
 
 /// Totals of all producer threads of a plan.
