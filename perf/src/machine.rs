@@ -7,6 +7,87 @@ use std::process::Command;
 
 use serde::{Deserialize, Serialize};
 
+/// Jiffies of the `cpu` line of `/proc/stat` (all CPUs together), in its order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CpuTimes {
+    user: u64,
+    nice: u64,
+    system: u64,
+    idle: u64,
+    iowait: u64,
+    irq: u64,
+    softirq: u64,
+    steal: u64,
+}
+
+/// Parses the `cpu` line of `/proc/stat` (`None` when it is missing or short).
+pub fn parse_cpu_times(stat: &str) -> Option<CpuTimes> {
+    let line = stat.lines().find(|line| line.starts_with("cpu "))?;
+    let values: Vec<u64> =
+        line.split_whitespace().skip(1).map(|value| value.parse().ok()).collect::<Option<_>>()?;
+    let value = |index: usize| values.get(index).copied();
+    Some(CpuTimes {
+        user: value(0)?,
+        nice: value(1)?,
+        system: value(2)?,
+        idle: value(3)?,
+        iowait: value(4)?,
+        irq: value(5)?,
+        softirq: value(6)?,
+        steal: value(7).unwrap_or(0),
+    })
+}
+
+impl CpuTimes {
+    /// This machine's counters now (`None` without a readable /proc/stat).
+    pub fn sample() -> Option<CpuTimes> {
+        parse_cpu_times(&std::fs::read_to_string("/proc/stat").ok()?)
+    }
+
+    /// Where the time between `self` and `later` went, in percent of all CPUs' time.
+    pub fn usage_until(&self, later: &CpuTimes) -> Option<MachineCpu> {
+        let delta = |from: u64, to: u64| to.saturating_sub(from) as f64;
+        let user = delta(self.user + self.nice, later.user + later.nice);
+        let system = delta(self.system, later.system);
+        let idle = delta(self.idle, later.idle);
+        let iowait = delta(self.iowait, later.iowait);
+        let interrupts = delta(self.irq + self.softirq, later.irq + later.softirq);
+        let steal = delta(self.steal, later.steal);
+        let total = user + system + idle + iowait + interrupts + steal;
+        let percent = |part: f64| 100.0 * part / total;
+        (total > 0.0).then(|| MachineCpu {
+            user_percent: percent(user),
+            system_percent: percent(system),
+            interrupts_percent: percent(interrupts),
+            iowait_percent: percent(iowait),
+            idle_percent: percent(idle),
+            steal_percent: percent(steal),
+        })
+    }
+}
+
+/// Where the machine's CPU time went during a run, in percent of all CPUs' time (from
+/// `/proc/stat`). `steal` is time the hypervisor gave to others while this machine wanted to
+/// run: a run with much of it measured a busy host, not Sluice.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct MachineCpu {
+    /// User time (nice included).
+    pub user_percent: f64,
+    /// System time.
+    pub system_percent: f64,
+    /// Hard and soft interrupts.
+    pub interrupts_percent: f64,
+    /// Idle waiting for I/O.
+    pub iowait_percent: f64,
+    /// Idle.
+    pub idle_percent: f64,
+    /// Taken by the hypervisor.
+    pub steal_percent: f64,
+}
+
+/// A `steal_percent` above this marks a run as disturbed by the host.
+pub const STEAL_PERCENT_DISTURBED: f64 = 5.0;
+
 /// The machine a run happened on.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct MachineInfo {

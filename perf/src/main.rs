@@ -67,8 +67,18 @@ fn suite(args: &SuiteArgs) -> anyhow::Result<ExitCode> {
     println!("{}", table::limits_table(&report.limits));
     println!("{}", table::comparison_table(&report.comparisons));
     for run in &report.runs {
-        if let sluice_perf::report::Measured::Failed(why) = &run.report {
-            println!("{}: FAILED: {why}", run.name);
+        match &run.report {
+            sluice_perf::report::Measured::Failed(why) => println!("{}: FAILED: {why}", run.name),
+            sluice_perf::report::Measured::Ok(measured) => {
+                let steal = measured.machine_cpu.map_or(0.0, |cpu| cpu.steal_percent);
+                if steal > sluice_perf::machine::STEAL_PERCENT_DISTURBED {
+                    println!(
+                        "{}: the hypervisor took {steal:.1}% of the CPUs' time (steal): a busy \
+                         host, not only Sluice, is in its figures",
+                        run.name
+                    );
+                }
+            }
         }
     }
     eprintln!("report written to {}", path.display());

@@ -14,7 +14,7 @@ use crate::error::PerfError;
 use crate::histogram::LatencySummary;
 use crate::limits::fio::FioResult;
 use crate::limits::iperf::IperfResult;
-use crate::machine::{GitInfo, MachineInfo};
+use crate::machine::{GitInfo, MachineCpu, MachineInfo};
 use crate::server_cpu::ProcessUsage;
 
 /// `schema` of a [`RunReport`].
@@ -110,6 +110,10 @@ pub struct RunReport {
     pub results: RunResults,
     /// CPU and memory of the server processes over the measured run.
     pub server_processes: Vec<ProcessUsage>,
+    /// Where the whole machine's CPU time went over the run (absent in older reports, or
+    /// without /proc/stat).
+    #[serde(default)]
+    pub machine_cpu: Option<MachineCpu>,
 }
 
 impl RunReport {
@@ -119,6 +123,7 @@ impl RunReport {
         parameters: WorkloadArgs,
         results: RunResults,
         server_processes: Vec<ProcessUsage>,
+        machine_cpu: Option<MachineCpu>,
     ) -> RunReport {
         RunReport {
             schema: RUN_SCHEMA.into(),
@@ -131,6 +136,7 @@ impl RunReport {
             git: GitInfo::probe(),
             results,
             server_processes,
+            machine_cpu,
         }
     }
 

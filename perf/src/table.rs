@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use crate::histogram::{format_micros, LatencySummary};
+use crate::machine::{MachineCpu, STEAL_PERCENT_DISTURBED};
 use crate::report::{Comparison, Limits, Measured, RunReport};
 use crate::server_cpu::ProcessUsage;
 
@@ -38,6 +39,29 @@ pub fn run_table(report: &RunReport) -> String {
         }
     }
     text.push_str(&process_rows(&report.server_processes));
+    if let Some(cpu) = &report.machine_cpu {
+        text.push_str(&machine_cpu_row(cpu));
+    }
+    text
+}
+
+fn machine_cpu_row(cpu: &MachineCpu) -> String {
+    let mut text = format!(
+        "  machine CPU: user {:.1}%, system {:.1}%, interrupts {:.1}%, iowait {:.1}%, idle \
+         {:.1}%, steal {:.1}%\n",
+        cpu.user_percent,
+        cpu.system_percent,
+        cpu.interrupts_percent,
+        cpu.iowait_percent,
+        cpu.idle_percent,
+        cpu.steal_percent
+    );
+    if cpu.steal_percent > STEAL_PERCENT_DISTURBED {
+        text.push_str(
+            "  warning: the hypervisor took CPU time from this machine during the run (steal): \
+             its figures measured a busy host as much as Sluice\n",
+        );
+    }
     text
 }
 

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 
 use sluice_perf::args::{parse_duration, KeyDistribution, SuiteArgs, WorkloadArgs};
 use sluice_perf::histogram::{LatencyHistogram, LATENCY_US_MAX};
+use sluice_perf::machine::parse_cpu_times;
 use sluice_perf::pacing::{intended_offset, scheduled_count, Pacer, ProducerSlot};
 use sluice_perf::report::{
     suite_file_name, utc_date, Comparison, Limits, Measured, RunReport, RunResults, SuiteReport,
@@ -107,6 +108,44 @@ fn scheduled_count_matches_the_offsets() {
             }
         }
     }
+}
+
+#[test]
+fn machine_cpu_is_split_from_proc_stat_and_flags_steal() {
+    let before = parse_cpu_times(
+        "cpu  1000 10 500 8000 100 0 40 50 0 0\ncpu0 500 5 250 4000 50 0 20 25 0 0\n",
+    )
+    .expect("cpu line");
+    let after = parse_cpu_times("cpu  1290 20 700 8160 200 0 80 250 0 0\n").expect("cpu line");
+    let cpu = before.usage_until(&after).expect("time passed");
+    // 300 user (nice included) + 200 system + 160 idle + 100 iowait + 40 irq + 200 steal.
+    let close = |value: f64, expected: f64| (value - expected).abs() < 1e-9;
+    assert!(close(cpu.user_percent, 30.0), "{cpu:?}");
+    assert!(close(cpu.system_percent, 20.0), "{cpu:?}");
+    assert!(close(cpu.idle_percent, 16.0), "{cpu:?}");
+    assert!(close(cpu.iowait_percent, 10.0), "{cpu:?}");
+    assert!(close(cpu.interrupts_percent, 4.0), "{cpu:?}");
+    assert!(close(cpu.steal_percent, 20.0), "{cpu:?}");
+    assert!(parse_cpu_times("intr 1 2 3\n").is_none());
+    assert!(parse_cpu_times("cpu  1 2 x\n").is_none());
+    assert!(before.usage_until(&before).is_none(), "no time passed");
+    // In a report and its table: the split, and a warning when the host took the CPU.
+    let mut report = RunReport::new(
+        WorkloadKind::Produce,
+        parse_workload_args(&["--records=10"]),
+        sample_results(),
+        Vec::new(),
+        Some(cpu),
+    );
+    let text = sluice_perf::table::run_table(&report);
+    assert!(text.contains("steal 20.0%"), "{text}");
+    assert!(text.contains("warning: the hypervisor took CPU time"), "{text}");
+    let parsed = RunReport::from_json(&serde_json::to_string(&report).unwrap()).unwrap();
+    assert_eq!(parsed.machine_cpu, Some(cpu));
+    report.machine_cpu = None;
+    let older = serde_json::to_string(&report).unwrap().replace(",\"machine_cpu\":null", "");
+    assert!(!older.contains("machine_cpu"), "{older}");
+    assert_eq!(RunReport::from_json(&older).unwrap().machine_cpu, None, "older reports parse");
 }
 
 #[test]
@@ -214,7 +253,7 @@ fn run_report_round_trips_and_checks_its_schema() {
     assert_eq!(results.records_per_second, 500.0);
     assert_eq!(results.bytes_per_second, 512_000.0);
     assert_eq!(results.mebibytes_per_second, 512_000.0 / 1_048_576.0);
-    let report = RunReport::new(WorkloadKind::Produce, parameters, results, Vec::new());
+    let report = RunReport::new(WorkloadKind::Produce, parameters, results, Vec::new(), None);
     let text = serde_json::to_string_pretty(&report).unwrap();
     let parsed = RunReport::from_json(&text).expect("parses");
     assert_eq!(parsed, report);
@@ -261,6 +300,7 @@ fn suite_report_round_trips() {
         parse_workload_args(&["--duration=3s"]),
         sample_results(),
         Vec::new(),
+        None,
     );
     let report = SuiteReport {
         schema: SUITE_SCHEMA.into(),

@@ -13,6 +13,7 @@ use super::topic::{connect, prepare_topic};
 use super::Clock;
 use crate::args::{AckLevel, KeyDistribution, RunLength, WorkloadArgs};
 use crate::error::PerfError;
+use crate::machine::CpuTimes;
 use crate::progress::{LiveStats, Progress};
 use crate::report::{RunReport, RunResults, WorkloadKind};
 use crate::server_cpu::{default_state_file, pids_from_state_file, ServerWatch};
@@ -26,6 +27,7 @@ pub fn run(kind: WorkloadKind, args: &WorkloadArgs) -> Result<RunReport, PerfErr
     let cluster = connect(args)?;
     let partitions = prepare_topic(&cluster, args)?;
     let watch = ServerWatch::start(&server_pids(args)?);
+    let cpu_start = CpuTimes::sample();
     let stats = Arc::new(LiveStats::default());
     let progress = Progress::start(&kind.to_string(), Arc::clone(&stats), args.progress_interval);
     let results = match kind {
@@ -35,7 +37,9 @@ pub fn run(kind: WorkloadKind, args: &WorkloadArgs) -> Result<RunReport, PerfErr
     };
     drop(progress);
     let server_processes = watch.finish();
-    Ok(RunReport::new(kind, args.clone(), results?, server_processes))
+    let machine_cpu =
+        cpu_start.zip(CpuTimes::sample()).and_then(|(start, end)| start.usage_until(&end));
+    Ok(RunReport::new(kind, args.clone(), results?, server_processes, machine_cpu))
 }
 
 /// `--server-pid` values, else the PIDs of the cluster state file (given or default).
