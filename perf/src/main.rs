@@ -70,6 +70,14 @@ fn suite(args: &SuiteArgs) -> anyhow::Result<ExitCode> {
         match &run.report {
             sluice_perf::report::Measured::Failed(why) => println!("{}: FAILED: {why}", run.name),
             sluice_perf::report::Measured::Ok(measured) => {
+                if measured.results.errors > 0 {
+                    println!(
+                        "{}: {} records failed ({}): the figures count only the others",
+                        run.name,
+                        measured.results.errors,
+                        measured.results.first_error.as_deref().unwrap_or("no message")
+                    );
+                }
                 let steal = measured.machine_cpu.map_or(0.0, |cpu| cpu.steal_percent);
                 if steal > sluice_perf::machine::STEAL_PERCENT_DISTURBED {
                     println!(
