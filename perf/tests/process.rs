@@ -162,8 +162,8 @@ fn suite_runs_in_short_form_and_its_report_parses() {
         names,
         [
             "produce-1-partition",
-            "produce-2-partitions",
             "consume-catch-up",
+            "produce-2-partitions",
             "e2e-half-max-rate",
             "produce-100-partitions"
         ]
