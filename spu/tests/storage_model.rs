@@ -16,6 +16,38 @@ use sluice_spu::storage::test_support::{make_batch, run};
 use sluice_spu::storage::{LogConfig, ReplicaLog, SegmentFileCache, StorageError};
 
 const SEEDS_DEFAULT: u64 = 2000;
+/// An operation taking longer than this is reported (seed, operation) and the test aborted:
+/// once, under a loaded full test run, this test ran past nextest's 360 s limit without saying
+/// where, and the same seeds passed when rerun.
+const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// What the test is doing now, for the stall watchdog: (seed, operation index, operation
+/// number drawn, when it began).
+static PROGRESS: std::sync::Mutex<Option<(u64, usize, u32, std::time::Instant)>> =
+    std::sync::Mutex::new(None);
+
+fn progress(seed: u64, index: usize, operation: u32) {
+    let mut progress = PROGRESS.lock().unwrap_or_else(|poison| poison.into_inner());
+    *progress = Some((seed, index, operation, std::time::Instant::now()));
+}
+
+/// Aborts the process, naming the seed and operation, when one operation stalls.
+fn start_stall_watchdog() {
+    std::thread::spawn(|| loop {
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        let stalled = *PROGRESS.lock().unwrap_or_else(|poison| poison.into_inner());
+        if let Some((seed, index, operation, since)) = stalled {
+            if since.elapsed() > STALL_LIMIT {
+                eprintln!(
+                    "model test stalled: seed {seed}, operation #{index} (drawn {operation}) has \
+                     run for {:?}; replay with SLUICE_TEST_SEED={seed} SLUICE_MODEL_VERBOSE=1",
+                    since.elapsed()
+                );
+                std::process::abort();
+            }
+        }
+    });
+}
 const OPERATIONS_PER_SEED: usize = 30;
 
 #[derive(Clone)]
@@ -202,8 +234,9 @@ async fn run_seed(seed: u64) {
     let mut model = Model::default();
     let mut epoch = LeaderEpoch(1);
     let verbose = std::env::var("SLUICE_MODEL_VERBOSE").is_ok();
-    for _ in 0..OPERATIONS_PER_SEED {
+    for index in 0..OPERATIONS_PER_SEED {
         let operation = rng.gen_range(0..100);
+        progress(seed, index, operation);
         if verbose {
             eprintln!(
                 "op {operation}: model [{}, {}) log [{}, {}) durable {}",
@@ -391,6 +424,7 @@ fn random_operation_sequences_match_the_model() {
         }
     };
     eprintln!("model test: seeds {first}..{} (SLUICE_TEST_SEED=<n> to replay one)", first + count);
+    start_stall_watchdog();
     run(move || async move {
         for seed in first..first + count {
             // Named before it runs: a seed that hangs is the last one printed.
