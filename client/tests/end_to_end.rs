@@ -492,18 +492,21 @@ impl sluice_client::DeliveryListener for Collected {
     }
 }
 
+/// A producer with 4 KiB batches reporting tagged sends to `listener`.
+fn small_batch_producer(
+    cluster: &TestCluster,
+    listener: Arc<dyn sluice_client::DeliveryListener>,
+) -> sluice_client::Producer {
+    let config = ProducerConfig { batch_bytes: 4096, ..Default::default() };
+    cluster.cluster.producer_with_listener(config, listener).unwrap()
+}
+
 #[test]
 fn tagged_sends_report_every_record_once_to_the_listener() {
     let cluster = TestCluster::start(1, 1);
     cluster.create_topic("tagged", 2);
     let collected = Arc::new(Collected::default());
-    let producer = cluster
-        .cluster
-        .producer_with_listener(
-            ProducerConfig { batch_bytes: 4096, ..Default::default() },
-            Arc::clone(&collected) as Arc<dyn sluice_client::DeliveryListener>,
-        )
-        .unwrap();
+    let producer = small_batch_producer(&cluster, collected.clone());
     let total = 3_000u64;
     for tag in 0..total {
         let value = format!("value-{tag}");
@@ -563,13 +566,7 @@ fn a_batch_listener_is_called_once_per_batch_and_callbacks_still_run() {
     let cluster = TestCluster::start(1, 1);
     cluster.create_topic("batched", 1);
     let listener = Arc::new(FirstOfEachBatch::default());
-    let producer = cluster
-        .cluster
-        .producer_with_listener(
-            ProducerConfig { batch_bytes: 4096, ..Default::default() },
-            Arc::clone(&listener) as Arc<dyn sluice_client::DeliveryListener>,
-        )
-        .unwrap();
+    let producer = small_batch_producer(&cluster, listener.clone());
     let callbacks = Arc::new(AtomicUsize::new(0));
     let total = 2_000u64;
     for tag in 0..total {

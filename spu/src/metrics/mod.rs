@@ -448,7 +448,7 @@ impl CoreProbe {
 }
 
 impl crate::storage::LogObserver for CoreProbe {
-    fn write_round(&self, elapsed: std::time::Duration, _bytes: u64) {
+    fn write_round(&self, elapsed: std::time::Duration) {
         self.observe(Timing::LogWriteRound, elapsed);
     }
 

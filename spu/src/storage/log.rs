@@ -148,8 +148,8 @@ struct Shared {
 
 /// Told how long each write round and fdatasync took (metrics). Called on the owning core.
 pub trait LogObserver {
-    /// A write round of `bytes` finished (successfully or not) after `elapsed`.
-    fn write_round(&self, elapsed: std::time::Duration, bytes: u64);
+    /// A write round finished (successfully or not) after `elapsed`.
+    fn write_round(&self, elapsed: std::time::Duration);
     /// An fdatasync finished after `elapsed`.
     fn sync(&self, elapsed: std::time::Duration);
 }
@@ -536,7 +536,6 @@ impl ReplicaLog {
         // The round's writes go to the device together (they never overlap); written one
         // after another, a round of 30 staging buffers took 30 device latencies (~8 ms).
         let started = std::time::Instant::now();
-        let round_bytes: u64 = round.writes.iter().map(|write| write.buffer.len() as u64).sum();
         // Shared, so the buffers stay readable after the write (reads of the tail).
         let shared: Vec<(SharedBuffer, u64, usize)> = round
             .writes
@@ -567,7 +566,7 @@ impl ReplicaLog {
                 outcome = Err(StorageError::io(&path, failure));
             }
         }
-        self.observe(|observer| observer.write_round(started.elapsed(), round_bytes));
+        self.observe(|observer| observer.write_round(started.elapsed()));
         if let Err(error) = outcome {
             let written_end = {
                 let mut state = self.shared.state.borrow_mut();

@@ -193,12 +193,23 @@ mod tests {
         pieces.iter().flat_map(|piece| piece.as_slice().to_vec()).collect()
     }
 
-    #[test]
-    fn pieces_cover_ranges_across_overlapping_chunks_and_rounds() {
+    /// Runs `test` on an executor with a direct file to allocate buffers from.
+    fn with_file<F, T>(test: F)
+    where
+        F: FnOnce(DirectFile) -> T,
+        T: std::future::Future<Output = ()>,
+    {
         let directory = tempfile::tempdir().expect("temporary directory");
         let path = directory.path().join("recent");
         run_local("recent-test", 8 << 20, move || async move {
-            let file = DirectFile::open_or_create(&path).await.expect("open");
+            test(DirectFile::open_or_create(&path).await.expect("open")).await
+        })
+        .expect("executor");
+    }
+
+    #[test]
+    fn pieces_cover_ranges_across_overlapping_chunks_and_rounds() {
+        with_file(|file| async move {
             let mut recent = RecentWrites::new(1 << 20);
             // Round 1: two chunks, the first ends at a page, the second holds 5000 bytes.
             recent.push_round([
@@ -215,16 +226,12 @@ mod tests {
             assert!(recent.bytes_at(8190, 4).is_none(), "straddles two chunks");
             assert_eq!(recent.bytes_at(8200, 61).map(<[u8]>::to_vec), Some(expected(8200, 61)));
             assert!(recent.bytes_at(15280, 61).is_none(), "runs past the data");
-        })
-        .expect("executor");
+        });
     }
 
     #[test]
     fn keeps_the_last_rounds_within_the_byte_bound() {
-        let directory = tempfile::tempdir().expect("temporary directory");
-        let path = directory.path().join("recent");
-        run_local("recent-test", 8 << 20, move || async move {
-            let file = DirectFile::open_or_create(&path).await.expect("open");
+        with_file(|file| async move {
             let mut recent = RecentWrites::new(5 * 4096);
             for round in 0..RECENT_ROUNDS + 2 {
                 let position = round * 4096;
@@ -259,7 +266,6 @@ mod tests {
             assert_eq!(recent.bytes(), 0);
             recent.push_round([(chunk(&file, 0, 4096), 0, 4096)]);
             assert_eq!(recent.bytes(), 0);
-        })
-        .expect("executor");
+        });
     }
 }
