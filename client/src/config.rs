@@ -88,7 +88,7 @@ pub enum Partitioner {
 
 /// Producer settings. Defaults: acks all, 64 KiB batches, 5 ms linger, no compression, 32 MiB
 /// buffer, 120 s delivery timeout, 100 ms retry backoff, key partitioner, 5 requests in flight
-/// per partition.
+/// per partition, idempotence on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProducerConfig {
     /// Durability required before a record counts as delivered.
@@ -112,11 +112,19 @@ pub struct ProducerConfig {
     pub retry_backoff: Duration,
     /// Produce requests per partition sent before the first is answered (1 to 16). The SPU
     /// appends a connection's requests in order and acknowledges them together, so more in
-    /// flight means more records per write round and fdatasync. Order within a partition
-    /// holds as long as requests succeed or fail together (a dead connection, a moved
-    /// leader); as with Kafka without idempotence, a request failing alone and retried may
-    /// land after later ones: set 1 where that must never happen.
+    /// flight means more records per write round and fdatasync. With idempotence, order
+    /// within a partition holds across retries at any setting; without it, a request
+    /// failing alone and retried may land after later ones (set 1 where that must never
+    /// happen).
     pub max_in_flight: usize,
+    /// Idempotent produce (with acks `leader` or `all`; acks `none` gets no answers to check,
+    /// so it is off there). Each batch carries the producer's id, an epoch and the sequence
+    /// of its first record per partition; the SPU appends a partition's batches only in
+    /// sequence, so a retried batch never lands after later ones, and a retry of a batch
+    /// that was appended (its answer was lost) is not written again. After a leader change or
+    /// an SPU restart the producer starts a new epoch, and a batch whose outcome it never
+    /// learned may then be written twice (at least once).
+    pub idempotence: bool,
 }
 
 impl Default for ProducerConfig {
@@ -131,6 +139,7 @@ impl Default for ProducerConfig {
             delivery_timeout: Duration::from_secs(120),
             retry_backoff: Duration::from_millis(100),
             max_in_flight: 5,
+            idempotence: true,
         }
     }
 }

@@ -141,6 +141,10 @@ pub struct WorkloadArgs {
     /// Acknowledgement level.
     #[arg(long, value_enum, default_value_t = AckLevel::All)]
     pub acks: AckLevel,
+    /// Produce without idempotence (no producer id or sequence in batches), to compare.
+    #[arg(long)]
+    #[serde(default)]
+    pub no_idempotence: bool,
     /// Open-loop target rate in records/s over all producers (latency measured from each
     /// record's intended send time). Without it producers send as fast as they can.
     #[arg(long)]

@@ -249,6 +249,10 @@ fn run_report_round_trips_and_checks_its_schema() {
         "--warmup=1s",
     ]);
     assert_eq!(parameters.rate, Some(500.0));
+    assert!(!parameters.no_idempotence);
+    assert!(sluice_perf::workload::run::producer_config(&parameters).idempotence);
+    let plain = parse_workload_args(&["--no-idempotence"]);
+    assert!(!sluice_perf::workload::run::producer_config(&plain).idempotence);
     let results = sample_results();
     assert_eq!(results.records_per_second, 500.0);
     assert_eq!(results.bytes_per_second, 512_000.0);

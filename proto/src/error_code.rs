@@ -115,13 +115,16 @@ error_codes! {
     NotController = 41, retriable: true,
         "this SC is not the active controller; retry at the active one";
     InvalidRequest = 42, retriable: false, "the request is malformed";
-    OutOfOrderSequence = 45, retriable: false,
-        "the producer sequence skipped ahead; earlier batches were lost";
+    OutOfOrderSequence = 45, retriable: true,
+        "the batch's sequence is ahead of the partition's next one for its producer: earlier \
+         batches must be appended first (they are retried, or the producer starts a new epoch)";
     DuplicateSequence = 46, retriable: false,
-        "the batch was already appended (an idempotent retry)";
+        "the batch was already appended (an idempotent retry); nothing was written again";
     InvalidProducerEpoch = 47, retriable: false,
         "the producer epoch is older than the current one for this producer id";
-    UnknownProducerId = 59, retriable: false, "the producer id is not known for this partition";
+    UnknownProducerId = 59, retriable: true,
+        "the partition has no sequence state for this producer and epoch (a new leader, a \
+         restart, a truncation): the producer starts a new epoch at sequence 0 and retries";
     FencedLeaderEpoch = 74, retriable: true,
         "the request's leader epoch is older than the partition's current one";
     UnknownLeaderEpoch = 75, retriable: true,

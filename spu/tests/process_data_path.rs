@@ -473,6 +473,92 @@ fn pipelined_produce_requests_are_appended_and_answered_in_order() {
     }
 }
 
+/// A batch of `count` values of `partition` from `first` on, from an idempotent producer.
+fn idempotent_batch(
+    producer: i64,
+    epoch: i16,
+    sequence: i32,
+    first: usize,
+    count: usize,
+) -> Vec<u8> {
+    let mut builder = sluice_proto::record::BatchBuilder::new();
+    builder.set_producer(sluice_proto::record::ProducerState {
+        producer_id: sluice_proto::ids::ProducerId(producer),
+        producer_epoch: epoch,
+        base_sequence: sequence,
+    });
+    for index in first..first + count {
+        let value = value_for(0, index, 64);
+        builder.push_record(TimestampMs(1_000), None, Some(&value), &[]).expect("record");
+    }
+    builder.finish().to_vec()
+}
+
+#[test]
+fn idempotent_batches_are_appended_once_and_in_sequence() {
+    let mut cluster = Cluster::start(CORES);
+    let topic = cluster.create_topic("idempotent", 1);
+    let core = cluster.leader_cores(&topic)[0];
+    let mut client = cluster.core_client(core);
+    let produce = |client: &mut process_common::SpuClient, records: &[u8]| {
+        let answer = client.produce(&topic, 0, records, Acks::All);
+        (answer.error_code, answer.base_offset)
+    };
+    // Producer 77, epoch 0: records 0..5 at sequence 0.
+    let first = idempotent_batch(77, 0, 0, 0, 5);
+    assert_eq!(produce(&mut client, &first), (ErrorCode::None, Some(Offset(0))));
+    // The same batch again (a retry after a lost answer): acknowledged, not written again.
+    assert_eq!(produce(&mut client, &first), (ErrorCode::DuplicateSequence, None));
+    // A batch after a gap (sequence 10, 5 expected) cannot overtake the missing one.
+    let third = idempotent_batch(77, 0, 10, 10, 5);
+    assert_eq!(produce(&mut client, &third), (ErrorCode::OutOfOrderSequence, None));
+    assert_eq!(
+        produce(&mut client, &idempotent_batch(77, 0, 5, 5, 5)),
+        (ErrorCode::None, Some(Offset(5)))
+    );
+    assert_eq!(produce(&mut client, &third), (ErrorCode::None, Some(Offset(10))));
+    // A producer the partition does not know must start at sequence 0.
+    assert_eq!(
+        produce(&mut client, &idempotent_batch(78, 0, 3, 100, 1)),
+        (ErrorCode::UnknownProducerId, None)
+    );
+    // A new epoch starts at 0; after it the old epoch is unknown.
+    assert_eq!(
+        produce(&mut client, &idempotent_batch(77, 1, 0, 15, 2)),
+        (ErrorCode::None, Some(Offset(15)))
+    );
+    assert_eq!(
+        produce(&mut client, &idempotent_batch(77, 0, 15, 100, 1)),
+        (ErrorCode::UnknownProducerId, None)
+    );
+    // One request with a retried batch and a new one: only the new one is written, and no
+    // offset is reported (the request's batches are not contiguous in the log).
+    let mut both = idempotent_batch(77, 1, 0, 15, 2);
+    both.extend_from_slice(&idempotent_batch(77, 1, 2, 17, 3));
+    assert_eq!(produce(&mut client, &both), (ErrorCode::None, None));
+    // Batches without a producer id are not checked.
+    let plain = batch(&[&value_for(0, 20, 64)], 1_000);
+    assert_eq!(produce(&mut client, &plain), (ErrorCode::None, Some(Offset(20))));
+    let fetched = client.fetch_values(&topic, 0, Offset(0), 21);
+    let values: Vec<Vec<u8>> = fetched.iter().map(|(_, value)| value.clone()).collect();
+    let expected: Vec<Vec<u8>> = (0..21).map(|index| value_for(0, index, 64)).collect();
+    assert!(values == expected, "each record once, in sequence order: {} records", values.len());
+    // The state is not rebuilt from the files after a restart: the producer gets "unknown"
+    // once and starts a new epoch (what the client does).
+    drop(client);
+    cluster.restart_spu_after_kill();
+    cluster.wait_served(&topic, 1);
+    let mut client = cluster.core_client(core);
+    assert_eq!(
+        produce(&mut client, &idempotent_batch(77, 1, 5, 100, 1)),
+        (ErrorCode::UnknownProducerId, None)
+    );
+    assert_eq!(
+        produce(&mut client, &idempotent_batch(77, 2, 0, 21, 1)),
+        (ErrorCode::None, Some(Offset(21)))
+    );
+}
+
 /// Fraction of the pages of `path`'s first `length` bytes that are in the page cache.
 fn cached_fraction(path: &std::path::Path, length: usize) -> f64 {
     let file = std::fs::File::open(path).expect("segment file");

@@ -550,3 +550,65 @@ fn segment_files_grow_in_allocation_steps_not_to_the_segment_size() {
         log.close().await.unwrap();
     })
 }
+
+/// `make_batch` with producer id, epoch and base sequence written in (CRC recomputed).
+fn idempotent(records: usize, epoch: i16, sequence: i32, fill: u8) -> Vec<u8> {
+    let mut batch = make_batch(records, 50, TimestampMs(1), fill);
+    sluice_proto::record::set_producer_state(
+        &mut batch,
+        sluice_proto::record::ProducerState {
+            producer_id: sluice_proto::ids::ProducerId(5),
+            producer_epoch: epoch,
+            base_sequence: sequence,
+        },
+    );
+    batch
+}
+
+#[test]
+fn followers_learn_producers_and_truncation_forgets_them() {
+    use sluice_spu::storage::producers::SequenceError;
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let leader = open(&dir.path().join("leader"), small_config()).await;
+        let follower = open(&dir.path().join("follower"), small_config()).await;
+        // The leader appends two batches of producer 5; the follower copies them verbatim.
+        for (sequence, fill) in [(0, 1u8), (3, 2)] {
+            let mut batch = idempotent(3, 0, sequence, fill);
+            leader.append(&mut batch, EPOCH).await.expect("leader append");
+            follower.append_replicated(&batch).await.expect("replicated append");
+        }
+        // Promoted, the follower knows the producer: a retry is a duplicate, a gap is refused,
+        // the next batch is appended.
+        let mut retry = idempotent(3, 0, 3, 2);
+        let duplicate = follower.append(&mut retry, EPOCH).await.unwrap_err();
+        let StorageError::DuplicateSequence { last } = duplicate else {
+            panic!("expected a duplicate: {duplicate:?}");
+        };
+        assert_eq!(last.next_offset, Offset(6));
+        let mut ahead = idempotent(1, 0, 9, 3);
+        let refused = follower.append(&mut ahead, EPOCH).await.unwrap_err();
+        assert!(
+            matches!(
+                refused,
+                StorageError::Sequence(SequenceError::OutOfOrder { expected: 6, .. })
+            ),
+            "{refused:?}"
+        );
+        let appended = follower.append(&mut idempotent(1, 0, 6, 4), EPOCH).await.unwrap();
+        assert_eq!(appended.base_offset, Offset(6));
+        follower.wait_durable(&appended).await.unwrap();
+        // A truncation may remove the producer's batches: its state is forgotten, so a retry
+        // of a removed batch is appended again once the producer starts a new epoch.
+        follower.truncate_to(Offset(3)).await.unwrap();
+        let refused = follower.append(&mut idempotent(3, 0, 3, 2), EPOCH).await.unwrap_err();
+        assert!(
+            matches!(refused, StorageError::Sequence(SequenceError::UnknownProducer { .. })),
+            "{refused:?}"
+        );
+        let again = follower.append(&mut idempotent(3, 1, 0, 2), EPOCH).await.unwrap();
+        assert_eq!(again.base_offset, Offset(3));
+        leader.close().await.unwrap();
+        follower.close().await.unwrap();
+    });
+}

@@ -3,9 +3,11 @@
 //!
 //! Ownership: each partition's [`PartitionQueue`] sits behind its own mutex, taken by `send`
 //! (to append) and by the sender thread (to seal, take and requeue). No lock is held across
-//! I/O. Order: batches leave a partition queue front first, at most one request per partition
-//! is in flight, and a failed request's batches go back to the front, so records of one
-//! partition are written in `send` order even across retries.
+//! I/O. Order: batches leave a partition queue front first and a failed request's batches go
+//! back in send order. With idempotence each batch gets the partition's next sequence number
+//! when it is sealed ([`Sequencing`]); the SPU appends a partition's batches only in sequence,
+//! so records of one partition are written in `send` order even when one of several requests
+//! in flight fails and is retried.
 //!
 //! Memory: [`BufferBudget`] bounds the bytes of records buffered and in flight
 //! (`buffer_bytes_max`); `send` blocks while it is used up. [`BuilderPool`] keeps batch
@@ -15,9 +17,13 @@ use std::collections::VecDeque;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use sluice_proto::ids::ProducerId;
 use sluice_proto::ids::TimestampMs;
 use sluice_proto::object::TopicName;
-use sluice_proto::record::{BatchBuilder, BatchError, Compression, Header, BATCH_HEADER_LEN};
+use sluice_proto::record::{
+    sequence_after, set_producer_state, BatchBuilder, BatchError, Compression, Header,
+    ProducerState, BATCH_HEADER_LEN,
+};
 
 use super::delivery::{BatchShared, Notify, PendingCallback};
 use super::partitioner::StickyPartition;
@@ -43,9 +49,22 @@ pub(crate) struct Batch {
     pub reserved_bytes: usize,
     /// Sequence number in creation order, for `flush`.
     pub sequence: u64,
+    /// Producer id, epoch and base sequence in its header ([`ProducerState::NONE`] without
+    /// idempotence); set when sealed.
+    pub producer: ProducerState,
 }
 
 impl Batch {
+    /// Writes producer id, epoch and base sequence into the batch (its header and CRC are
+    /// rewritten when it is sent; a compressed batch is patched now).
+    pub(crate) fn set_producer(&mut self, producer: ProducerState) {
+        self.producer = producer;
+        self.builder.set_producer(producer);
+        if let Some(compressed) = &mut self.compressed {
+            set_producer_state(compressed, producer);
+        }
+    }
+
     /// The bytes to send: header and (possibly compressed) records, CRC written.
     pub(crate) fn wire_bytes(&mut self) -> &[u8] {
         match &self.compressed {
@@ -76,6 +95,27 @@ impl Batch {
     }
 }
 
+/// A partition's idempotence state on the producer side: the epoch and sequence numbers its
+/// batches get, and what the SPU acknowledged.
+///
+/// Invariants: sealed batches carry consecutive sequences of `epoch` in queue order (a
+/// retried batch goes back in order); `acked_next` is the sequence after the last batch of
+/// the contiguous acknowledged prefix. A batch at the front of the queue whose sequence is
+/// not `acked_next`, once nothing is in flight, means a batch before it failed for good:
+/// the SPU would refuse the rest as out of order forever, so the partition starts a new
+/// epoch and renumbers its batches from 0 ([`PartitionQueue::start_new_epoch`]); so does an
+/// "unknown producer" answer.
+#[derive(Debug, Default)]
+pub(crate) struct Sequencing {
+    pub epoch: i16,
+    /// Base sequence of the next batch sealed.
+    pub next: i32,
+    /// Sequence after the contiguous acknowledged prefix.
+    pub acked_next: i32,
+    /// Start a new epoch before sending again (once nothing is in flight).
+    pub new_epoch_needed: bool,
+}
+
 /// The batches of one partition.
 #[derive(Default)]
 pub(crate) struct PartitionQueue {
@@ -90,18 +130,82 @@ pub(crate) struct PartitionQueue {
     pub retry_at: Option<Instant>,
     /// The last retriable error of this partition, reported if its batches time out.
     pub last_error: Option<ClientError>,
+    /// Epoch and sequences (used with idempotence only).
+    pub sequencing: Sequencing,
 }
 
 impl PartitionQueue {
-    /// Moves the open batch, if any, to the sealed queue. Returns whether one moved.
-    pub(crate) fn seal_open(&mut self, compression: Compression) -> bool {
+    /// Moves the open batch, if any, to the sealed queue, giving it the partition's next
+    /// sequence when `limits.producer` is set. Returns whether one moved.
+    pub(crate) fn seal_open(&mut self, limits: BatchLimits) -> bool {
         match self.open.take() {
             Some(mut batch) => {
-                batch.seal(compression);
+                let producer = match limits.producer {
+                    Some(producer_id) => {
+                        let base_sequence = self.sequencing.next;
+                        self.sequencing.next = sequence_after(base_sequence, batch.record_count());
+                        ProducerState {
+                            producer_id,
+                            producer_epoch: self.sequencing.epoch,
+                            base_sequence,
+                        }
+                    }
+                    None => ProducerState::NONE,
+                };
+                // Before compressing: the compressed batch's header is written from it.
+                batch.producer = producer;
+                batch.builder.set_producer(producer);
+                batch.seal(limits.compression);
                 self.sealed.push_back(batch);
                 true
             }
             None => false,
+        }
+    }
+
+    /// Whether the partition must start a new epoch before it sends: asked for, or a gap
+    /// between the acknowledged prefix and the front batch (a batch before it failed for
+    /// good). Only meaningful with nothing in flight.
+    pub(crate) fn needs_new_epoch(&self) -> bool {
+        let Some(front) = self.sealed.front() else {
+            return false;
+        };
+        front.producer.is_idempotent()
+            && (self.sequencing.new_epoch_needed
+                || front.producer.producer_epoch != self.sequencing.epoch
+                || front.producer.base_sequence != self.sequencing.acked_next)
+    }
+
+    /// Starts a new epoch: renumbers the sealed batches from sequence 0 in queue order. Call
+    /// only with nothing in flight (answers of the old epoch would otherwise still arrive).
+    pub(crate) fn start_new_epoch(&mut self) {
+        let sequencing = &mut self.sequencing;
+        // Epochs stay non-negative: -1 means "no idempotence" on the wire.
+        sequencing.epoch = if sequencing.epoch == i16::MAX { 0 } else { sequencing.epoch + 1 };
+        sequencing.new_epoch_needed = false;
+        sequencing.acked_next = 0;
+        let mut next = 0;
+        for batch in &mut self.sealed {
+            let producer = ProducerState {
+                producer_id: batch.producer.producer_id,
+                producer_epoch: sequencing.epoch,
+                base_sequence: next,
+            };
+            next = sequence_after(next, batch.record_count());
+            batch.set_producer(producer);
+        }
+        sequencing.next = next;
+    }
+
+    /// Notes an acknowledged batch (or one the SPU had appended before): the acknowledged
+    /// prefix grows when it is the next one.
+    pub(crate) fn acknowledged(&mut self, producer: ProducerState, record_count: i32) {
+        let sequencing = &mut self.sequencing;
+        if producer.is_idempotent()
+            && producer.producer_epoch == sequencing.epoch
+            && producer.base_sequence == sequencing.acked_next
+        {
+            sequencing.acked_next = sequence_after(producer.base_sequence, record_count);
         }
     }
 
@@ -132,7 +236,7 @@ impl PartitionQueue {
                 record.headers,
             );
             if !open.builder.is_empty() && open.builder.encoded_len() + size > limits.batch_bytes {
-                sealed = self.seal_open(limits.compression);
+                sealed = self.seal_open(limits);
             }
         }
         let created = self.open.is_none();
@@ -154,7 +258,7 @@ impl PartitionQueue {
         }
         let batch = handle(&open.shared);
         if open.builder.encoded_len() >= limits.batch_bytes {
-            sealed |= self.seal_open(limits.compression);
+            sealed |= self.seal_open(limits);
         }
         Ok(Appended { batch, index, created, sealed })
     }
@@ -177,11 +281,12 @@ pub(crate) struct AppendFailure {
     pub discarded: Option<Batch>,
 }
 
-/// Batch size and codec.
+/// Batch size, codec, and the producer id when idempotent.
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct BatchLimits {
     pub batch_bytes: usize,
     pub compression: Compression,
+    pub producer: Option<ProducerId>,
 }
 
 /// Where [`PartitionQueue::append`] put a record.
@@ -368,6 +473,8 @@ mod tests {
 
     #[test]
     fn sealing_compresses_once_and_keeps_order() {
+        let lz4 =
+            BatchLimits { batch_bytes: 1 << 20, compression: Compression::Lz4, producer: None };
         let mut queue = PartitionQueue::default();
         for round in 0..2u8 {
             let mut builder = BatchBuilder::new();
@@ -380,10 +487,11 @@ mod tests {
                 created: Instant::now(),
                 reserved_bytes: 0,
                 sequence: u64::from(round),
+                producer: ProducerState::NONE,
             });
-            assert!(queue.seal_open(Compression::Lz4));
+            assert!(queue.seal_open(lz4));
         }
-        assert!(!queue.seal_open(Compression::Lz4));
+        assert!(!queue.seal_open(lz4));
         assert_eq!(queue.sealed.len(), 2);
         let mut first = queue.sealed.pop_front().unwrap();
         assert_eq!(first.sequence, 0);
@@ -401,6 +509,7 @@ mod tests {
             created: Instant::now(),
             reserved_bytes: 0,
             sequence: 0,
+            producer: ProducerState::NONE,
         }
     }
 
@@ -417,7 +526,8 @@ mod tests {
 
     #[test]
     fn append_fills_batches_up_to_the_size_and_seals_them() {
-        let limits = BatchLimits { batch_bytes: 210, compression: Compression::None };
+        let limits =
+            BatchLimits { batch_bytes: 210, compression: Compression::None, producer: None };
         let mut queue = PartitionQueue::default();
         let mut outcomes = Vec::new();
         for _ in 0..5 {
@@ -452,7 +562,8 @@ mod tests {
 
     #[test]
     fn a_record_that_cannot_be_written_leaves_no_empty_batch() {
-        let limits = BatchLimits { batch_bytes: 1 << 20, compression: Compression::None };
+        let limits =
+            BatchLimits { batch_bytes: 1 << 20, compression: Compression::None, producer: None };
         let mut queue = PartitionQueue::default();
         queue.append(appending(b"first"), limits, empty_batch, Arc::clone).ok().unwrap();
         // A timestamp delta that overflows i64 cannot be written into this batch.
@@ -473,6 +584,60 @@ mod tests {
         let overflow = Appending { timestamp: TimestampMs(i64::MAX), ..appending(b"y") };
         let failure = fresh.append(overflow, limits, empty_batch, Arc::clone).err().unwrap();
         assert!(failure.discarded.is_none(), "the open batch already had a record");
+    }
+
+    #[test]
+    fn sealed_batches_get_consecutive_sequences_and_a_new_epoch_renumbers_them() {
+        let limits = BatchLimits {
+            batch_bytes: 1 << 20,
+            compression: Compression::None,
+            producer: Some(ProducerId(42)),
+        };
+        let mut queue = PartitionQueue::default();
+        for records in [3, 2, 4] {
+            for _ in 0..records {
+                queue.append(appending(b"v"), limits, empty_batch, Arc::clone).ok().unwrap();
+            }
+            assert!(queue.seal_open(limits));
+        }
+        let states = |queue: &mut PartitionQueue| -> Vec<(i16, i32)> {
+            queue
+                .sealed
+                .iter_mut()
+                .map(|batch| {
+                    let header = *RecordBatch::parse(batch.wire_bytes(), 1 << 20).unwrap().header();
+                    assert_eq!(header.producer_id, ProducerId(42));
+                    (header.producer_epoch, header.base_sequence)
+                })
+                .collect()
+        };
+        assert_eq!(states(&mut queue), [(0, 0), (0, 3), (0, 5)]);
+        assert!(!queue.needs_new_epoch());
+        // The first batch is acknowledged; the second failed for good: a gap before the third.
+        let first = queue.sealed.pop_front().unwrap();
+        queue.acknowledged(first.producer, first.record_count());
+        assert_eq!(queue.sequencing.acked_next, 3);
+        assert!(!queue.needs_new_epoch());
+        queue.sealed.pop_front();
+        assert!(queue.needs_new_epoch());
+        queue.start_new_epoch();
+        assert_eq!(states(&mut queue), [(1, 0)]);
+        assert!(!queue.needs_new_epoch());
+        // An acknowledgement of another epoch or out of line does not move the prefix.
+        queue.acknowledged(first.producer, first.record_count());
+        assert_eq!(queue.sequencing.acked_next, 0);
+        // Asked for explicitly (an unknown producer answer), and kept valid when compressed.
+        let lz4 = BatchLimits { compression: Compression::Lz4, ..limits };
+        queue.append(appending(&[5; 600]), lz4, empty_batch, Arc::clone).ok().unwrap();
+        assert!(queue.seal_open(lz4));
+        assert_eq!(states(&mut queue), [(1, 0), (1, 4)]);
+        queue.sequencing.new_epoch_needed = true;
+        assert!(queue.needs_new_epoch());
+        queue.start_new_epoch();
+        assert_eq!(states(&mut queue), [(2, 0), (2, 4)]);
+        assert_eq!(queue.sequencing.next, 5);
+        let compressed = queue.sealed[1].wire_bytes();
+        sluice_proto::record::validate_batch(compressed, 1 << 20).expect("CRC rewritten");
     }
 
     #[test]

@@ -10,11 +10,16 @@
 //! Delivery guarantees: at least once. A retriable error (not leader, timeout, dropped
 //! connection, ...) puts the batches back at the front of their partition after
 //! `retry_backoff`, until `delivery_timeout` after their creation, in send order. Up to
-//! `max_in_flight` requests per partition are in flight on the partition's one connection and
-//! the SPU appends them in order, so records of a partition are written in `send` order unless
-//! one request fails alone and is retried after later ones succeeded (`max_in_flight = 1`
-//! rules that out, as in Kafka without idempotence). A timeout or a
-//! dropped connection leaves the outcome unknown, so a retry may write a record twice.
+//! `max_in_flight` requests per partition are in flight on the partition's one connection.
+//! With idempotence (the default with acks `leader` and `all`) every batch carries the
+//! producer's id, its partition's epoch and its base sequence, and the SPU appends a
+//! partition's batches only in sequence: a request failing alone cannot be overtaken by later
+//! ones, and a retry of a batch whose answer was lost is not written again. When a batch fails
+//! for good (or the SPU lost the producer's state: a new leader, a restart) the partition
+//! starts a new epoch at sequence 0 once nothing is in flight; a batch whose outcome was
+//! unknown at that point may then be written twice. Without idempotence, a request failing
+//! alone may land after later ones, and a timeout or a dropped connection may write a record
+//! twice.
 //!
 //! Dropping the last handle does not lose buffered records: the sender thread delivers them
 //! (within `delivery_timeout`) and then exits. Call [`Producer::flush`] to wait for that.
@@ -31,9 +36,10 @@ use std::sync::{Arc, Condvar, Mutex, RwLock};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use crossbeam_channel::{Receiver, Sender};
-use sluice_proto::ids::TimestampMs;
+use sluice_proto::api::produce::Acks;
+use sluice_proto::ids::{ProducerId, TimestampMs};
 use sluice_proto::object::TopicName;
-use sluice_proto::record::Header;
+use sluice_proto::record::{Header, ProducerState};
 
 use crate::cluster::ClusterInner;
 use crate::config::{Partitioner, ProducerConfig};
@@ -119,6 +125,8 @@ struct AppendedRecord<H> {
 pub(crate) struct ProducerShared {
     pub cluster: Arc<ClusterInner>,
     pub config: ProducerConfig,
+    /// This producer's id in batch headers, when idempotent (random, 63 bits).
+    pub producer_id: Option<ProducerId>,
     /// Receives the outcomes of [`Producer::send_tagged`].
     pub listener: Option<Arc<dyn DeliveryListener>>,
     pub topics: RwLock<HashMap<String, Arc<TopicQueues>>>,
@@ -141,6 +149,14 @@ pub(crate) struct ProducerShared {
 impl ProducerShared {
     pub(crate) fn wake_sender(&self) {
         let _ignored = self.wake.try_send(());
+    }
+
+    pub(crate) fn batch_limits(&self) -> BatchLimits {
+        BatchLimits {
+            batch_bytes: self.config.batch_bytes,
+            compression: self.config.compression,
+            producer: self.producer_id,
+        }
     }
 }
 
@@ -190,8 +206,14 @@ impl Producer {
     ) -> Result<Producer, ClientError> {
         config.validate()?;
         let (wake, wake_receiver): (Sender<()>, Receiver<()>) = crossbeam_channel::bounded(1);
+        let idempotent = config.idempotence && config.acks != Acks::None;
+        let producer_id = idempotent.then(random_producer_id);
+        if let Some(producer_id) = producer_id {
+            tracing::debug!(producer_id = producer_id.0, "idempotent producer");
+        }
         let shared = Arc::new(ProducerShared {
             cluster,
+            producer_id,
             budget: BufferBudget::new(config.buffer_bytes_max),
             builders: BuilderPool::new(config.batch_bytes),
             config,
@@ -316,10 +338,7 @@ impl Producer {
             reserved_bytes: bytes,
             notify,
         };
-        let limits = BatchLimits {
-            batch_bytes: shared.config.batch_bytes,
-            compression: shared.config.compression,
-        };
+        let limits = shared.batch_limits();
         let mut queue = lock_queue(&topic.partitions[partition as usize]);
         let appended = queue.append(appending, limits, || self.new_batch(partition), handle);
         drop(queue);
@@ -367,6 +386,7 @@ impl Producer {
             created: Instant::now(),
             reserved_bytes: 0,
             sequence,
+            producer: ProducerState::NONE,
         }
     }
 
@@ -426,6 +446,19 @@ fn rand_start(partition_count: u32) -> u32 {
     } else {
         (nanos ^ std::process::id()) % partition_count
     }
+}
+
+/// A producer id from the standard library's randomly keyed hasher (seeded from the OS per
+/// thread), the clock and the process id: unique among producers in practice (63 random
+/// bits), without a round trip to the cluster.
+fn random_producer_id() -> ProducerId {
+    use std::hash::{BuildHasher, Hasher};
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    let nanos =
+        SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |elapsed| elapsed.as_nanos());
+    hasher.write_u128(nanos);
+    hasher.write_u32(std::process::id());
+    ProducerId(i64::try_from(hasher.finish() >> 1).unwrap_or(0))
 }
 
 /// Now, in ms since the Unix epoch.

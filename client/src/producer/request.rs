@@ -119,6 +119,7 @@ mod tests {
             created: Instant::now(),
             reserved_bytes: 0,
             sequence: 0,
+            producer: sluice_proto::record::ProducerState::NONE,
         }
     }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{select, Receiver, Sender};
 use sluice_proto::api::produce::{Acks, ProducePartitionResponse, ProduceResponse};
 use sluice_proto::api::Decode;
+use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::Frame;
 
 use super::accumulator::{lock_queue, Batch, PartitionQueue, TopicQueues};
@@ -183,7 +184,7 @@ impl SenderLoop<'_> {
         if let Some(open) = &queue.open {
             let due = open.created + config.linger;
             if flushing || now >= due {
-                queue.seal_open(config.compression);
+                queue.seal_open(self.shared.batch_limits());
                 topic.sticky.advance_from(partition, topic.partition_count());
             } else {
                 wake_at(pass, due);
@@ -198,7 +199,15 @@ impl SenderLoop<'_> {
             .is_some_and(|batch| now >= batch.created + config.delivery_timeout)
         {
             let last_error = queue.last_error.clone();
-            pass.expired.extend(queue.sealed.pop_front().map(|batch| (batch, last_error)));
+            if let Some(batch) = queue.sealed.pop_front() {
+                // The batches after it could never be appended in sequence.
+                queue.sequencing.new_epoch_needed |= batch.producer.is_idempotent();
+                pass.expired.push((batch, last_error));
+            }
+        }
+        if queue.sequencing.new_epoch_needed && queue.in_flight > 0 {
+            // The new epoch waits for the answers of the old one.
+            return false;
         }
         if let Some(oldest) = queue.sealed.front() {
             wake_at(pass, oldest.created + config.delivery_timeout);
@@ -210,6 +219,15 @@ impl SenderLoop<'_> {
             }
             _ => {
                 queue.retry_at = None;
+                if queue.in_flight == 0 && queue.needs_new_epoch() {
+                    tracing::debug!(
+                        topic = %topic.name,
+                        partition,
+                        epoch = queue.sequencing.epoch,
+                        "starting a new producer epoch"
+                    );
+                    queue.start_new_epoch();
+                }
                 !queue.sealed.is_empty()
             }
         }
@@ -357,7 +375,13 @@ impl SenderLoop<'_> {
         outcome: &Result<ProducePartitionResponse, ClientError>,
     ) {
         let answer = match outcome {
-            Ok(answer) if answer.error_code.is_ok() => *answer,
+            // A duplicate is a batch the SPU had appended before (an idempotent retry).
+            Ok(answer)
+                if answer.error_code.is_ok()
+                    || answer.error_code == ErrorCode::DuplicateSequence =>
+            {
+                *answer
+            }
             Ok(answer) => {
                 let error = ClientError::server(answer.error_code);
                 return self.retry_or_fail(partition, error);
@@ -368,6 +392,9 @@ impl SenderLoop<'_> {
             let mut queue = lock_queue(&partition.topic.partitions[partition.partition as usize]);
             queue.in_flight = queue.in_flight.saturating_sub(1);
             queue.last_error = None;
+            for batch in &partition.batches {
+                queue.acknowledged(batch.producer, batch.record_count());
+            }
         }
         let mut base_offset = answer.base_offset.map_or(-1, |offset| offset.get());
         let log_append_time = answer.log_append_time.map(|time| time.get());
@@ -407,6 +434,14 @@ impl SenderLoop<'_> {
                 queue.last_error = Some(error.clone());
             } else {
                 failed = partition.batches;
+            }
+            // A batch failing for good leaves a gap the SPU would never fill; an unknown
+            // producer means the SPU lost its state: either way, a new epoch (once nothing is
+            // in flight).
+            let unknown_producer =
+                matches!(&error, ClientError::Server { code: ErrorCode::UnknownProducerId, .. });
+            if unknown_producer || failed.iter().any(|batch| batch.producer.is_idempotent()) {
+                queue.sequencing.new_epoch_needed = true;
             }
         }
         if error.is_retriable() && needs_refresh(&error) {

@@ -66,6 +66,7 @@ pub fn producer_config(args: &WorkloadArgs) -> ProducerConfig {
         batch_bytes: args.batch_bytes,
         linger: Duration::from_millis(args.linger_ms),
         max_in_flight: args.max_in_flight,
+        idempotence: !args.no_idempotence,
         partitioner: match args.key_distribution {
             KeyDistribution::None => Partitioner::Sticky,
             _ => Partitioner::Murmur2Key,

@@ -17,7 +17,8 @@
 use super::compression::Compression;
 use super::header::{
     write_crc, BatchError, BatchHeader, TimestampType, BATCH_HEADER_LEN, BATCH_LENGTH_PREFIX,
-    MAGIC_V2, NO_PRODUCER_ID, NO_TIMESTAMP,
+    MAGIC_V2, NO_PRODUCER_ID, NO_TIMESTAMP, OFFSET_BASE_SEQUENCE, OFFSET_PRODUCER_EPOCH,
+    OFFSET_PRODUCER_ID,
 };
 use super::reader::Header;
 use super::varint::{put_varint, put_varlong, varint_len, varlong_len};
@@ -41,6 +42,43 @@ impl ProducerState {
         producer_epoch: -1,
         base_sequence: -1,
     };
+}
+
+impl ProducerState {
+    /// Whether the batch takes part in idempotent produce (a producer id of 0 or more).
+    pub fn is_idempotent(&self) -> bool {
+        self.producer_id.0 >= 0
+    }
+}
+
+/// The sequence number after a batch of `count` records starting at `base`. Sequences run
+/// from 0 to `i32::MAX` and wrap to 0, as in Kafka.
+pub fn sequence_after(base: i32, count: i32) -> i32 {
+    let next = i64::from(base.max(0)) + i64::from(count.max(0));
+    // Both terms are below 2^31, so the sum is below 2^32 and the remainder fits an i32.
+    (next % (i64::from(i32::MAX) + 1)) as i32
+}
+
+/// How far `sequence` lies behind `next` on the wrapping sequence circle (0 when equal).
+pub fn sequence_distance_behind(sequence: i32, next: i32) -> i64 {
+    let modulus = i64::from(i32::MAX) + 1;
+    (i64::from(next) - i64::from(sequence)).rem_euclid(modulus)
+}
+
+/// Rewrites producer id, epoch and base sequence of a finished batch in place and recomputes
+/// its CRC (the fields are inside the CRC range). A producer renumbers its unacknowledged
+/// batches this way when it starts a new epoch.
+///
+/// # Panics
+/// If `batch` is shorter than [`BATCH_HEADER_LEN`] (a caller bug, not an input error).
+pub fn set_producer_state(batch: &mut [u8], producer: ProducerState) {
+    batch[OFFSET_PRODUCER_ID..OFFSET_PRODUCER_ID + 8]
+        .copy_from_slice(&producer.producer_id.0.to_be_bytes());
+    batch[OFFSET_PRODUCER_EPOCH..OFFSET_PRODUCER_EPOCH + 2]
+        .copy_from_slice(&producer.producer_epoch.to_be_bytes());
+    batch[OFFSET_BASE_SEQUENCE..OFFSET_BASE_SEQUENCE + 4]
+        .copy_from_slice(&producer.base_sequence.to_be_bytes());
+    write_crc(batch);
 }
 
 impl Default for ProducerState {

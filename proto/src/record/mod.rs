@@ -93,7 +93,9 @@ pub mod varint;
 #[cfg(test)]
 mod tests;
 
-pub use builder::{BatchBuilder, ProducerState};
+pub use builder::{
+    sequence_after, sequence_distance_behind, set_producer_state, BatchBuilder, ProducerState,
+};
 pub use compression::Compression;
 pub use header::{
     batch_total_len, compute_crc, set_base_offset, set_partition_leader_epoch, validate_batch,

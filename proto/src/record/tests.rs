@@ -528,3 +528,43 @@ fn exercise(bytes: &[u8]) {
         }
     }
 }
+
+#[test]
+fn sequences_wrap_at_i32_max_and_distances_follow() {
+    use super::{sequence_after, sequence_distance_behind};
+    assert_eq!(sequence_after(0, 10), 10);
+    assert_eq!(sequence_after(i32::MAX - 4, 5), 0);
+    assert_eq!(sequence_after(i32::MAX, 3), 2);
+    assert_eq!(sequence_distance_behind(10, 10), 0);
+    assert_eq!(sequence_distance_behind(5, 10), 5);
+    assert_eq!(sequence_distance_behind(i32::MAX - 1, 3), 5);
+    // Ahead of `next` reads as almost a full circle behind.
+    assert_eq!(sequence_distance_behind(11, 10), i64::from(i32::MAX));
+}
+
+#[test]
+fn producer_state_rewrite_keeps_the_batch_valid_in_every_codec() {
+    use super::set_producer_state;
+    let records = sample_records(50);
+    let mut builder = BatchBuilder::with_capacity(64 * 1024);
+    push_all(&mut builder, &records);
+    let mut scratch = Vec::new();
+    for codec in Compression::ALL {
+        let mut bytes = if codec == Compression::None {
+            builder.finish().to_vec()
+        } else {
+            builder.finish_compressed(codec, &mut scratch).unwrap().to_vec()
+        };
+        let renumbered = ProducerState {
+            producer_id: ProducerId(1 << 40),
+            producer_epoch: 7,
+            base_sequence: 99,
+        };
+        set_producer_state(&mut bytes, renumbered);
+        let header = validate_batch(&bytes, BATCH_BYTES_MAX).expect("the CRC was rewritten");
+        assert_eq!(header.producer_id, ProducerId(1 << 40));
+        assert_eq!((header.producer_epoch, header.base_sequence), (7, 99));
+        let batch = RecordBatch::parse(&bytes, BATCH_BYTES_MAX).unwrap();
+        assert_eq!(read_all(&batch), records, "{codec:?}");
+    }
+}

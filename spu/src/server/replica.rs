@@ -15,7 +15,11 @@
 //! Produce: the batches of one partition are framed first (lengths, size limit), then each is
 //! appended in place (the log patches base offset and leader epoch in the caller's buffer, no
 //! copy before the staging buffer). A partition request with several batches is fully
-//! validated (CRC included) before the first append, so it is appended whole or not at all.
+//! validated (CRC included) before the first append, so it is appended whole or not at all
+//! (a storage error in the middle leaves a prefix, which an idempotent producer's retry then
+//! skips as duplicates). Batches of idempotent producers are checked against the log's
+//! producer table ([`crate::storage::producers`]): retries of appended batches are skipped and
+//! answered `DuplicateSequence` when the whole request was such retries.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -31,6 +35,7 @@ use sluice_proto::record::{validate_batch, BATCH_LENGTH_MIN, BATCH_LENGTH_PREFIX
 
 use crate::config::SpuConfig;
 use crate::server::shard::{ListOffsetOutcome, ProduceOutcome, ReadRequest};
+use crate::storage::producers::SequenceError;
 use crate::storage::signal::Signal;
 use crate::storage::{Appended, LogConfig, ReadSlices, ReplicaLog, StorageError};
 
@@ -103,6 +108,11 @@ pub fn error_code(error: &StorageError) -> ErrorCode {
         StorageError::AppendDiscarded { .. } | StorageError::Io { .. } => {
             ErrorCode::RequestTimedOut
         }
+        StorageError::Sequence(SequenceError::OutOfOrder { .. }) => ErrorCode::OutOfOrderSequence,
+        StorageError::Sequence(SequenceError::UnknownProducer { .. }) => {
+            ErrorCode::UnknownProducerId
+        }
+        StorageError::DuplicateSequence { .. } => ErrorCode::DuplicateSequence,
         StorageError::Closed => ErrorCode::ReplicaNotAvailable,
         StorageError::Runtime(_) => ErrorCode::UnknownServerError,
     }
@@ -282,11 +292,17 @@ impl Replica {
         }
         let mut first: Option<Appended> = None;
         let mut last: Option<Appended> = None;
+        // The last appended batch of the producer of skipped duplicates (it covers them).
+        let mut duplicates_covered_by: Option<Appended> = None;
         for range in batches {
             match self.log.append(&mut records[range], epoch).await {
                 Ok(appended) => {
                     first.get_or_insert(appended);
                     last = Some(appended);
+                }
+                Err(StorageError::DuplicateSequence { last: covering }) => {
+                    tracing::debug!(key = %self.key, "idempotent retry of an appended batch");
+                    duplicates_covered_by = Some(covering);
                 }
                 Err(error) => {
                     tracing::debug!(key = %self.key, %error, "append refused");
@@ -294,14 +310,40 @@ impl Replica {
                 }
             }
         }
-        let (Some(first), Some(last)) = (first, last) else {
-            return Err(ProduceOutcome::error(ErrorCode::CorruptMessage));
-        };
-        let outcome = ProduceOutcome {
-            error_code: ErrorCode::None,
-            base_offset: Some(first.base_offset),
-            log_start_offset: Some(self.log.log_start_offset()),
-            records: (last.next_offset.get() - first.base_offset.get()).max(0) as u64,
+        let log_start_offset = Some(self.log.log_start_offset());
+        let (outcome, last) = match (first, last, duplicates_covered_by) {
+            // Every batch appended: their offsets are contiguous from the first.
+            (Some(first), Some(last), None) => (
+                ProduceOutcome {
+                    error_code: ErrorCode::None,
+                    base_offset: Some(first.base_offset),
+                    log_start_offset,
+                    records: (last.next_offset.get() - first.base_offset.get()).max(0) as u64,
+                },
+                last,
+            ),
+            // Some were retries of appended batches: the new ones are appended, but the
+            // request's batches no longer have contiguous offsets, so none is reported.
+            (Some(first), Some(last), Some(_)) => (
+                ProduceOutcome {
+                    error_code: ErrorCode::None,
+                    base_offset: None,
+                    log_start_offset,
+                    records: (last.next_offset.get() - first.base_offset.get()).max(0) as u64,
+                },
+                last,
+            ),
+            // Only retries: answered once what covers them is as durable as `acks` asks.
+            (_, _, Some(covering)) => (
+                ProduceOutcome {
+                    error_code: ErrorCode::DuplicateSequence,
+                    base_offset: None,
+                    log_start_offset,
+                    records: 0,
+                },
+                covering,
+            ),
+            _ => return Err(ProduceOutcome::error(ErrorCode::CorruptMessage)),
         };
         match acks {
             Acks::None => {

@@ -7,6 +7,9 @@ use std::path::PathBuf;
 use sluice_proto::ids::Offset;
 use sluice_proto::record::BatchError;
 
+use super::log::Appended;
+use super::producers::SequenceError;
+
 /// Why a storage operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum StorageError {
@@ -63,6 +66,17 @@ pub enum StorageError {
         /// Offset after the discarded batch.
         next_offset: Offset,
     },
+    /// An idempotent producer's batch is out of order or from an unknown producer or epoch
+    /// ([`crate::storage::producers`]); nothing was appended.
+    #[error("{0}")]
+    Sequence(#[from] SequenceError),
+    /// An idempotent producer's batch was appended before (a retry); nothing was appended
+    /// again. `last` is the producer's last appended batch, which covers it.
+    #[error("duplicate of a batch appended before (an idempotent retry)")]
+    DuplicateSequence {
+        /// The producer's last appended batch.
+        last: Appended,
+    },
     /// The log was closed or a previous write failure left it unusable until reopened.
     #[error("log closed")]
     Closed,
@@ -93,6 +107,8 @@ impl StorageError {
             | StorageError::BatchTooLarge { .. }
             | StorageError::Corruption { .. }
             | StorageError::InvalidRequest(_)
+            | StorageError::Sequence(_)
+            | StorageError::DuplicateSequence { .. }
             | StorageError::Closed
             | StorageError::Runtime(_) => false,
         }

@@ -25,6 +25,7 @@ use crate::storage::config::LogConfig;
 use crate::storage::disk_guard::DiskGuard;
 use crate::storage::error::{IoContext, StorageError, StorageResult};
 use crate::storage::file_cache::SegmentFileCache;
+use crate::storage::producers::{Admission, ProducerTable};
 use crate::storage::read::{self, CopiedRead, ReadSlices};
 use crate::storage::runtime::{self, DirectFile, SharedBuffer};
 use crate::storage::scan::{BatchMeta, HeaderWalk};
@@ -71,6 +72,20 @@ pub struct Appended {
     discard_generation: u64,
 }
 
+#[cfg(test)]
+impl Appended {
+    /// A receipt for unit tests of the layers above.
+    pub(crate) fn for_tests(last_offset: Offset, next_offset: Offset) -> Appended {
+        Appended {
+            base_offset: last_offset,
+            last_offset,
+            next_offset,
+            max_timestamp: TimestampMs(0),
+            discard_generation: 0,
+        }
+    }
+}
+
 /// What retention or `delete_before` removed.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetentionReport {
@@ -93,10 +108,14 @@ pub(crate) struct LogState {
     closed: bool,
     discard_generation: u64,
     discards: VecDeque<(u64, Offset)>,
+    /// Sequence state of idempotent producers ([`super::producers`]).
+    producers: ProducerTable,
 }
 
 impl LogState {
     fn record_discard(&mut self, new_end: Offset) {
+        // The producers' state may name dropped batches: forget it (they start new epochs).
+        self.producers.clear();
         self.discard_generation += 1;
         self.discards.push_back((self.discard_generation, new_end));
         if self.discards.len() > DISCARDS_REMEMBERED {
@@ -262,6 +281,7 @@ impl ReplicaLog {
             closed: false,
             discard_generation: 0,
             discards: VecDeque::new(),
+            producers: ProducerTable::default(),
         };
         let log = ReplicaLog {
             shared: Rc::new(Shared {
@@ -327,10 +347,16 @@ impl ReplicaLog {
                 )));
             }
         }
+        match state.producers.admit(&header)? {
+            Admission::Append => {}
+            Admission::Duplicate { last } => return Err(StorageError::DuplicateSequence { last }),
+        }
         set_base_offset(batch, base_offset);
         set_partition_leader_epoch(batch, epoch);
         let header = BatchHeader { base_offset, partition_leader_epoch: epoch, ..header };
-        self.stage(&mut state, batch, &header)
+        let appended = self.stage(&mut state, batch, &header)?;
+        state.producers.record(&header, appended);
+        Ok(appended)
     }
 
     /// Appends one batch as follower: the batch keeps the offsets and epoch the leader gave it
@@ -350,7 +376,9 @@ impl ReplicaLog {
                 "replicated batch has an older leader epoch".into(),
             ));
         }
-        self.stage(&mut state, batch, &header)
+        let appended = self.stage(&mut state, batch, &header)?;
+        state.producers.record(&header, appended);
+        Ok(appended)
     }
 
     /// Validation, disk guard, roll and backpressure: everything before a batch can be staged.

@@ -30,6 +30,12 @@
 //!   writes only past everything appended, and a round that would reach the range being
 //!   zeroed waits for it; roll, truncate and close wait for it too (its gate is the third
 //!   one they take).
+//! * **Idempotent producers.** A batch with a producer id is checked against the producer's
+//!   sequence state when it gets its offsets ([`producers`]): a retry of an appended batch is
+//!   not appended again ([`StorageError::DuplicateSequence`]), and a batch that would skip
+//!   over missing ones is refused ([`StorageError::Sequence`]), so the log holds each
+//!   producer's batches once and in order. Followers update the state from what they
+//!   replicate; dropping appended batches clears it.
 //! * **Durable.** After an fdatasync returns, everything written before it is *durable*
 //!   ([`ReplicaLog::wait_durable`]). Concurrent waiters share one write round and one
 //!   fdatasync (group commit). Indexes only get entries for durable batches, so an index on
@@ -76,6 +82,7 @@ pub mod error;
 pub mod file_cache;
 pub mod index;
 pub mod log;
+pub mod producers;
 pub mod read;
 pub mod recent;
 pub mod runtime;
