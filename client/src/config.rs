@@ -121,9 +121,11 @@ pub struct ProducerConfig {
     /// so it is off there). Each batch carries the producer's id, an epoch and the sequence
     /// of its first record per partition; the SPU appends a partition's batches only in
     /// sequence, so a retried batch never lands after later ones, and a retry of a batch
-    /// that was appended (its answer was lost) is not written again. After a leader change or
-    /// an SPU restart the producer starts a new epoch, and a batch whose outcome it never
-    /// learned may then be written twice (at least once).
+    /// that was appended (its answer was lost) is not written again, also across an SPU
+    /// restart (the SPU rebuilds the state from the newest batches). Where the SPU lost the
+    /// state (a truncation, a failed write, a new leader without it) the producer starts a
+    /// new epoch, and a batch whose outcome it never learned may then be written twice (at
+    /// least once).
     pub idempotence: bool,
 }
 

@@ -543,18 +543,22 @@ fn idempotent_batches_are_appended_once_and_in_sequence() {
     let values: Vec<Vec<u8>> = fetched.iter().map(|(_, value)| value.clone()).collect();
     let expected: Vec<Vec<u8>> = (0..21).map(|index| value_for(0, index, 64)).collect();
     assert!(values == expected, "each record once, in sequence order: {} records", values.len());
-    // The state is not rebuilt from the files after a restart: the producer gets "unknown"
-    // once and starts a new epoch (what the client does).
+    // After a crash and restart the SPU rebuilds the producers from the newest batches: a
+    // retry of the last batch is still a duplicate and the next sequence follows it.
     drop(client);
     cluster.restart_spu_after_kill();
     cluster.wait_served(&topic, 1);
     let mut client = cluster.core_client(core);
     assert_eq!(
-        produce(&mut client, &idempotent_batch(77, 1, 5, 100, 1)),
-        (ErrorCode::UnknownProducerId, None)
+        produce(&mut client, &idempotent_batch(77, 1, 2, 17, 3)),
+        (ErrorCode::DuplicateSequence, None)
     );
     assert_eq!(
-        produce(&mut client, &idempotent_batch(77, 2, 0, 21, 1)),
+        produce(&mut client, &idempotent_batch(77, 1, 6, 100, 1)),
+        (ErrorCode::OutOfOrderSequence, None)
+    );
+    assert_eq!(
+        produce(&mut client, &idempotent_batch(77, 1, 5, 21, 1)),
         (ErrorCode::None, Some(Offset(21)))
     );
 }

@@ -612,3 +612,31 @@ fn followers_learn_producers_and_truncation_forgets_them() {
         follower.close().await.unwrap();
     });
 }
+
+#[test]
+fn a_reopened_log_rebuilds_its_producers_from_the_newest_batches() {
+    use sluice_spu::storage::producers::SequenceError;
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), small_config()).await;
+        let mut last = None;
+        // Enough batches for several segments and index entries.
+        for index in 0..40 {
+            let mut batch = idempotent(2, 0, index * 2, index as u8);
+            last = Some(log.append(&mut batch, EPOCH).await.unwrap());
+        }
+        log.wait_durable(&last.unwrap()).await.unwrap();
+        log.close().await.unwrap();
+        let log = open(dir.path(), small_config()).await;
+        let duplicate = log.append(&mut idempotent(2, 0, 78, 39), EPOCH).await.unwrap_err();
+        assert!(matches!(duplicate, StorageError::DuplicateSequence { .. }), "{duplicate:?}");
+        let gap = log.append(&mut idempotent(2, 0, 82, 41), EPOCH).await.unwrap_err();
+        assert!(
+            matches!(gap, StorageError::Sequence(SequenceError::OutOfOrder { expected: 80, .. })),
+            "{gap:?}"
+        );
+        let next = log.append(&mut idempotent(2, 0, 80, 40), EPOCH).await.unwrap();
+        assert_eq!(next.base_offset, Offset(80));
+        log.close().await.unwrap();
+    });
+}

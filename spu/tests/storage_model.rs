@@ -31,7 +31,8 @@ fn progress(seed: u64, index: usize, operation: u32) {
     *progress = Some((seed, index, operation, std::time::Instant::now()));
 }
 
-/// Aborts the process, naming the seed and operation, when one operation stalls.
+/// Aborts the process, naming the seed and operation and printing every thread's stack (with
+/// gdb, when installed), when one operation stalls.
 fn start_stall_watchdog() {
     std::thread::spawn(|| loop {
         std::thread::sleep(std::time::Duration::from_secs(1));
@@ -43,6 +44,12 @@ fn start_stall_watchdog() {
                      run for {:?}; replay with SLUICE_TEST_SEED={seed} SLUICE_MODEL_VERBOSE=1",
                     since.elapsed()
                 );
+                // Every thread's stack (the executor's, glommio's blocking threads') says
+                // what the operation waits for; gdb is installed by deploy/dev/setup.
+                let _ = std::process::Command::new("gdb")
+                    .args(["-p", &std::process::id().to_string(), "-batch", "-ex"])
+                    .arg("thread apply all bt 40")
+                    .status();
                 std::process::abort();
             }
         }

@@ -28,7 +28,7 @@ use crate::storage::file_cache::SegmentFileCache;
 use crate::storage::producers::{Admission, ProducerTable};
 use crate::storage::read::{self, CopiedRead, ReadSlices};
 use crate::storage::runtime::{self, DirectFile, SharedBuffer};
-use crate::storage::scan::{BatchMeta, HeaderWalk};
+use crate::storage::scan::{BatchMeta, HeaderWalk, HEADER_CHUNK_BYTES};
 use crate::storage::segment::{
     self, ActiveSegment, LogPoint, SealedSegment, SegmentPaths, LOG_EXTENSION,
 };
@@ -56,6 +56,12 @@ impl Clock for SystemClock {
         TimestampMs(now.as_millis() as i64)
     }
 }
+
+/// How far back from the active segment's end [`ReplicaLog::open`] reads batch headers to
+/// rebuild the idempotent producers' state: what a producer may retry after a restart is
+/// what it had in flight (at most 16 requests of 1 MiB per partition with the Sluice client),
+/// and the headers are read a page at a time, so opening stays cheap with many partitions.
+pub const PRODUCER_SCAN_BYTES: u64 = 16 * 1024 * 1024;
 
 /// Receipt of an append: the offsets assigned. The batch is *appended* (staged in memory);
 /// pass the receipt to [`ReplicaLog::wait_written`] / [`ReplicaLog::wait_durable`].
@@ -302,7 +308,44 @@ impl ReplicaLog {
         };
         log.load_epochs()?;
         log.delete_segments_below_start()?;
+        log.rebuild_producers()?;
         Ok(log)
+    }
+
+    /// Rebuilds the idempotent producers' state from the newest batches of the active
+    /// segment (its last [`PRODUCER_SCAN_BYTES`] at most, from an index entry), so that a
+    /// producer retrying across a restart is still recognized. A producer whose last batch
+    /// lies further back is unknown and starts a new epoch.
+    fn rebuild_producers(&self) -> StorageResult<()> {
+        let mut state = self.shared.state.borrow_mut();
+        let batch_bytes_max = self.shared.config.borrow().batch_bytes_max;
+        let state = &mut *state;
+        let active = &state.active;
+        let end = active.written.position;
+        let start = active
+            .indexes
+            .entry_at_or_below_position(end.saturating_sub(PRODUCER_SCAN_BYTES))
+            .unwrap_or(LogPoint { position: 0, next_offset: active.base_offset });
+        let mut walk = HeaderWalk::with_chunk(
+            &active.read_file,
+            &active.paths.log,
+            start.position,
+            end,
+            batch_bytes_max,
+            HEADER_CHUNK_BYTES,
+        );
+        walk.seek(start.position, start.next_offset);
+        while let Some((header, meta)) = walk.next_header()? {
+            let appended = Appended {
+                base_offset: meta.base_offset,
+                last_offset: Offset(meta.next_offset.0 - 1),
+                next_offset: meta.next_offset,
+                max_timestamp: meta.max_timestamp,
+                discard_generation: state.discard_generation,
+            };
+            state.producers.record(&header, appended);
+        }
+        Ok(())
     }
 
     fn load_epochs(&self) -> StorageResult<()> {

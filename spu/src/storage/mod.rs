@@ -35,7 +35,8 @@
 //!   not appended again ([`StorageError::DuplicateSequence`]), and a batch that would skip
 //!   over missing ones is refused ([`StorageError::Sequence`]), so the log holds each
 //!   producer's batches once and in order. Followers update the state from what they
-//!   replicate; dropping appended batches clears it.
+//!   replicate; dropping appended batches clears it; opening rebuilds it from the newest
+//!   batches of the active segment.
 //! * **Durable.** After an fdatasync returns, everything written before it is *durable*
 //!   ([`ReplicaLog::wait_durable`]). Concurrent waiters share one write round and one
 //!   fdatasync (group commit). Indexes only get entries for durable batches, so an index on

@@ -22,8 +22,9 @@
 //! promoted follower knows the producers), and it is cleared whenever appended batches are
 //! dropped (a failed write round, a truncation): a producer then gets "unknown" once and
 //! starts a new epoch, which may write a batch again whose first attempt's outcome it never
-//! learned (at least once, as without idempotence). It is not rebuilt from the files when a
-//! log is opened, for the same outcome after a restart. It holds at most
+//! learned (at least once, as without idempotence). When a log is opened it is rebuilt from
+//! the newest batches of the active segment ([`super::log::PRODUCER_SCAN_BYTES`]), so retries
+//! across a restart are still recognized. It holds at most
 //! [`PRODUCERS_PER_LOG_MAX`] producers; the one that appended least recently is forgotten
 //! first.
 

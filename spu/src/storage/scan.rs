@@ -216,6 +216,11 @@ impl<'a> HeaderWalk<'a> {
 
     /// The next batch, `None` at `end`.
     pub(crate) fn next_batch(&mut self) -> StorageResult<Option<BatchMeta>> {
+        Ok(self.next_header()?.map(|(_, meta)| meta))
+    }
+
+    /// The next batch with its whole header (producer fields included), `None` at `end`.
+    pub(crate) fn next_header(&mut self) -> StorageResult<Option<(BatchHeader, BatchMeta)>> {
         let position = self.position;
         let header_bytes = self
             .reader
@@ -246,7 +251,7 @@ impl<'a> HeaderWalk<'a> {
         let meta = BatchMeta::from_header(&header, position);
         self.expected_offset = Some(meta.next_offset);
         self.position = meta.end_position();
-        Ok(Some(meta))
+        Ok(Some((header, meta)))
     }
 }
 
