@@ -178,6 +178,10 @@ impl<T> From<Result<T, PerfError>> for Measured<T> {
     }
 }
 
+fn not_in_this_report() -> Measured<FioResult> {
+    Measured::Failed("not measured by the version that wrote this report".into())
+}
+
 /// The machine's limits.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Limits {
@@ -185,6 +189,9 @@ pub struct Limits {
     pub fio_direct_write: Measured<FioResult>,
     /// fio 64 KiB sequential direct writes, fdatasync after each.
     pub fio_direct_write_fdatasync: Measured<FioResult>,
+    /// fio 64 KiB sequential direct reads, 16 in flight (absent from older reports).
+    #[serde(default = "not_in_this_report")]
+    pub fio_direct_read: Measured<FioResult>,
     /// iperf3 single-stream loopback.
     pub iperf3_loopback: Measured<IperfResult>,
 }

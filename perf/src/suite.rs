@@ -1,8 +1,8 @@
 //! `sluice-perf suite`: the machine's limits and Sluice's standard runs in one go, on one
 //! machine, and every Sluice figure beside its limit.
 //!
-//! Steps: fio (64 KiB sequential direct writes, with and without fdatasync) in the data
-//! directory and iperf3 single-stream loopback; a local cluster (1 SPU, all cores); produce to
+//! Steps: fio (64 KiB sequential direct writes, with and without fdatasync, and direct reads
+//! 16 in flight) in the data directory and iperf3 single-stream loopback; a local cluster (1 SPU, all cores); produce to
 //! 1 partition with `acks all` and the catch-up consume of that topic; produce to 2
 //! partitions; end-to-end at half the best produce rate; produce to 100 partitions (last, so
 //! that the SPU's peak resident set, read against its target, covers a core hosting many
@@ -74,10 +74,14 @@ fn measure_limits(args: &SuiteArgs, directory: &Path) -> Limits {
         return Limits {
             fio_direct_write: Measured::Failed(skipped()),
             fio_direct_write_fdatasync: Measured::Failed(skipped()),
+            fio_direct_read: Measured::Failed(skipped()),
             iperf3_loopback: Measured::Failed(skipped()),
         };
     }
-    eprintln!("measuring limits: fio in {}, iperf3 on loopback", directory.display());
+    eprintln!(
+        "measuring limits: fio writes and reads in {}, iperf3 on loopback",
+        directory.display()
+    );
     let fio_run = |fdatasync| {
         Measured::from(fio::run(&FioConfig::sequential_64k(
             directory,
@@ -88,6 +92,10 @@ fn measure_limits(args: &SuiteArgs, directory: &Path) -> Limits {
     Limits {
         fio_direct_write: fio_run(false),
         fio_direct_write_fdatasync: fio_run(true),
+        fio_direct_read: Measured::from(fio::run(&FioConfig::sequential_64k_reads(
+            directory,
+            args.limit_duration,
+        ))),
         iperf3_loopback: iperf::run_loopback(args.limit_duration).into(),
     }
 }
@@ -238,9 +246,16 @@ pub fn compare(limits: &Limits, runs: &[SuiteRun]) -> Vec<Comparison> {
             }
         }
     }
-    if let (Some(report), Some(iperf)) = (run_named(runs, "consume-catch-up"), iperf) {
+    let fio_read = limits.fio_direct_read.value().map(|fio| fio.bytes_per_second);
+    if let Some(report) = run_named(runs, "consume-catch-up") {
         let value = report.results.bytes_per_second / MIB;
-        push("consume catch-up".into(), value, "MiB/s", "iperf3 loopback", iperf / MIB);
+        // The log is larger than memory and written with O_DIRECT: a consumer catching up
+        // reads it from the device, so the device's read bandwidth bounds it too.
+        for (limit, limit_value) in [("iperf3 loopback", iperf), ("fio direct read", fio_read)] {
+            if let Some(limit_value) = limit_value {
+                push("consume catch-up".into(), value, "MiB/s", limit, limit_value / MIB);
+            }
+        }
     }
     if let Some(latency) =
         run_named(runs, "e2e-half-max-rate").and_then(|report| report.results.e2e_latency.as_ref())

@@ -99,6 +99,7 @@ pub fn limits_table(limits: &Limits) -> String {
     for (name, fio) in [
         ("fio 64 KiB direct writes", &limits.fio_direct_write),
         ("fio 64 KiB direct writes + fdatasync", &limits.fio_direct_write_fdatasync),
+        ("fio 64 KiB direct reads, 16 in flight", &limits.fio_direct_read),
     ] {
         row(
             name,

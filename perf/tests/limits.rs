@@ -29,6 +29,14 @@ fn fio_runs_and_its_json_parses() {
         assert!(result.write_latency_p99_us > 0.0, "{result:?}");
         assert_eq!(result.sync_latency_p99_us > 0.0, fdatasync, "{result:?}");
     }
+    let reads = FioConfig {
+        file_bytes: 16 << 20,
+        ..FioConfig::sequential_64k_reads(directory.path(), Duration::from_millis(300))
+    };
+    let result = or_setup(fio::run(&reads), "fio");
+    assert!(result.bytes >= 64 * 1024 && result.bytes % (64 * 1024) == 0, "{result:?}");
+    assert!(result.bytes_per_second > 0.0 && result.write_latency_p99_us > 0.0, "{result:?}");
+    assert_eq!(result.sync_latency_p99_us, 0.0, "{result:?}");
     // The scratch file is gone.
     assert_eq!(std::fs::read_dir(directory.path()).unwrap().count(), 0);
     assert!(fio::parse("").is_err());

@@ -317,6 +317,7 @@ fn suite_report_round_trips() {
         limits: Limits {
             fio_direct_write: Measured::Failed("skipped".into()),
             fio_direct_write_fdatasync: Measured::Failed("skipped".into()),
+            fio_direct_read: Measured::Failed("skipped".into()),
             iperf3_loopback: Measured::Failed("skipped".into()),
         },
         runs: vec![SuiteRun { name: "e2e".into(), report: Measured::Ok(run) }],
@@ -331,6 +332,11 @@ fn suite_report_round_trips() {
     };
     let text = serde_json::to_string(&report).unwrap();
     assert_eq!(SuiteReport::from_json(&text).expect("parses"), report);
+    // A report written before the fio read limit existed still parses.
+    let mut older: serde_json::Value = serde_json::from_str(&text).unwrap();
+    older["limits"].as_object_mut().unwrap().remove("fio_direct_read");
+    let older = SuiteReport::from_json(&older.to_string()).expect("an older report parses");
+    assert!(older.limits.fio_direct_read.value().is_none());
     assert!(
         suite_file_name(report.created_unix_ms, &report.git).starts_with("suite-2023-11-14T2213Z-")
     );

@@ -1,7 +1,9 @@
-//! `fio` sequential direct writes on a directory's filesystem: one job, `psync` engine, queue
-//! depth 1, `--direct=1`, fixed block size, time based inside a bounded file (it wraps around
-//! and never grows past `file_bytes`), optionally `--fdatasync=1` (a durable write per block,
-//! the cost of acknowledging only what is on disk). The scratch file is removed afterwards.
+//! `fio` sequential direct I/O on a directory's filesystem: one job, `--direct=1`, fixed block
+//! size, time based inside a bounded file (it wraps around and never grows past `file_bytes`).
+//! Writes: `psync` engine, queue depth 1, optionally `--fdatasync=1` (a durable write per
+//! block, the cost of acknowledging only what is on disk). Reads: `libaio`, queue depth 16
+//! (the device's sequential read bandwidth, what a consumer catching up on a log larger than
+//! memory is bound by; fio lays the file out first). The scratch file is removed afterwards.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,7 +26,12 @@ pub struct FioConfig {
     pub file_bytes: u64,
     /// `--fdatasync=1`: fdatasync after every write.
     pub fdatasync: bool,
+    /// Sequential reads (queue depth [`READ_QUEUE_DEPTH`]) instead of writes.
+    pub read: bool,
 }
+
+/// Reads in flight for [`FioConfig::sequential_64k_reads`].
+pub const READ_QUEUE_DEPTH: u32 = 16;
 
 impl FioConfig {
     /// 64 KiB sequential direct writes for `runtime` in `directory`, in a 1 GiB file.
@@ -35,7 +42,13 @@ impl FioConfig {
             runtime,
             file_bytes: 1 << 30,
             fdatasync,
+            read: false,
         }
+    }
+
+    /// 64 KiB sequential direct reads for `runtime` in `directory`, of a 1 GiB file.
+    pub fn sequential_64k_reads(directory: &Path, runtime: Duration) -> FioConfig {
+        FioConfig { read: true, ..FioConfig::sequential_64k(directory, runtime, false) }
     }
 }
 
@@ -44,15 +57,16 @@ impl FioConfig {
 pub struct FioResult {
     /// fio's version string.
     pub fio_version: String,
-    /// Bytes written.
+    /// Bytes written (or read).
     pub bytes: u64,
-    /// Time fio spent writing, milliseconds.
+    /// Time fio spent writing (or reading), milliseconds.
     pub runtime_ms: u64,
     /// `bytes / runtime`.
     pub bytes_per_second: f64,
-    /// Writes per second.
+    /// Writes (or reads) per second.
     pub iops: f64,
-    /// 99th percentile completion latency of a write, microseconds (0 when fio left it out).
+    /// 99th percentile completion latency of a write (or read), microseconds (0 when fio left
+    /// it out).
     pub write_latency_p99_us: f64,
     /// 99th percentile fdatasync latency, microseconds (0 without `--fdatasync`).
     pub sync_latency_p99_us: f64,
@@ -70,15 +84,13 @@ pub fn run(config: &FioConfig) -> Result<FioResult, PerfError> {
     let file = config.directory.join(format!("sluice-perf-fio-{}.dat", std::process::id()));
     let _scratch = ScratchFile(file.clone());
     let mut command = Command::new("fio");
-    command.args([
-        "--name=seqwrite",
-        "--rw=write",
-        "--direct=1",
-        "--ioengine=psync",
-        "--iodepth=1",
-        "--time_based",
-        "--output-format=json",
-    ]);
+    command.args(["--direct=1", "--time_based", "--output-format=json"]);
+    if config.read {
+        command.args(["--name=seqread", "--rw=read", "--ioengine=libaio"]);
+        command.arg(format!("--iodepth={READ_QUEUE_DEPTH}"));
+    } else {
+        command.args(["--name=seqwrite", "--rw=write", "--ioengine=psync", "--iodepth=1"]);
+    }
     command.arg(format!("--bs={}", config.block_bytes));
     command.arg(format!("--size={}", config.file_bytes));
     command.arg(format!("--runtime={}ms", config.runtime.as_millis().max(1)));
@@ -101,8 +113,8 @@ pub fn run(config: &FioConfig) -> Result<FioResult, PerfError> {
     parse(&String::from_utf8_lossy(&output.stdout))
 }
 
-/// Parses fio's `--output-format=json` text (the first job's writes). fio may print notices
-/// before the JSON object; they are skipped.
+/// Parses fio's `--output-format=json` text (the first job's writes, or its reads when it
+/// wrote nothing). fio may print notices before the JSON object; they are skipped.
 pub fn parse(text: &str) -> Result<FioResult, PerfError> {
     let bad = |message: String| PerfError::parse("fio JSON output", message);
     let start = text.find('{').ok_or_else(|| bad("no JSON object".into()))?;
@@ -112,11 +124,14 @@ pub fn parse(text: &str) -> Result<FioResult, PerfError> {
     if let Some(error) = job["error"].as_i64().filter(|&error| error != 0) {
         return Err(bad(format!("the job failed with error {error}")));
     }
-    let write = &job["write"];
-    let bytes =
-        write["io_bytes"].as_u64().ok_or_else(|| bad("no jobs[0].write.io_bytes".into()))?;
+    let wrote = job["write"]["io_bytes"].as_u64().is_some_and(|bytes| bytes > 0);
+    let direction = if wrote || job["read"]["io_bytes"].is_null() { "write" } else { "read" };
+    let write = &job[direction];
+    let bytes = write["io_bytes"]
+        .as_u64()
+        .ok_or_else(|| bad(format!("no jobs[0].{direction}.io_bytes")))?;
     let runtime_ms =
-        write["runtime"].as_u64().ok_or_else(|| bad("no jobs[0].write.runtime".into()))?;
+        write["runtime"].as_u64().ok_or_else(|| bad(format!("no jobs[0].{direction}.runtime")))?;
     if runtime_ms == 0 || bytes == 0 {
         return Err(bad(format!("nothing measured: {bytes} bytes in {runtime_ms} ms")));
     }
