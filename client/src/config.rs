@@ -87,7 +87,7 @@ pub enum Partitioner {
 }
 
 /// Producer settings. Defaults: acks all, 64 KiB batches, 5 ms linger, no compression, 32 MiB
-/// buffer, 120 s delivery timeout, 100 ms retry backoff, key partitioner, 5 requests in flight
+/// buffer, 120 s delivery timeout, 100 ms retry backoff, key partitioner, 8 requests in flight
 /// per partition, idempotence on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ProducerConfig {
@@ -140,7 +140,7 @@ impl Default for ProducerConfig {
             buffer_bytes_max: 32 * 1024 * 1024,
             delivery_timeout: Duration::from_secs(120),
             retry_backoff: Duration::from_millis(100),
-            max_in_flight: 5,
+            max_in_flight: 8,
             idempotence: true,
         }
     }
@@ -239,7 +239,7 @@ mod tests {
         assert!(config.validate().is_ok());
         let tiny_buffer = ProducerConfig { buffer_bytes_max: 10, ..ProducerConfig::default() };
         assert!(tiny_buffer.validate().is_err());
-        assert_eq!(config.max_in_flight, 5);
+        assert_eq!(config.max_in_flight, 8);
         for max_in_flight in [0, 17] {
             let config = ProducerConfig { max_in_flight, ..ProducerConfig::default() };
             assert!(config.validate().is_err(), "max_in_flight {max_in_flight}");
