@@ -68,6 +68,8 @@ fn counters_of_two_executors_are_served_over_http() {
             probe.request(ApiKey::Produce);
         }
         probe.add(Counter::RecordsProduced, 42);
+        probe.add(Counter::ProduceDuplicates, 2);
+        probe.add(Counter::ProduceSequenceRefusals, 5);
         probe.request_error(ApiKey::Produce);
         probe.adjust(Gauge::ConnectionsOpen, 3);
         probe.adjust(Gauge::ConnectionsOpen, -1);
@@ -103,6 +105,8 @@ fn counters_of_two_executors_are_served_over_http() {
     assert_eq!(value("sluice_spu_requests_total{core=\"1\",api=\"fetch\"}"), 1.0);
     assert_eq!(value("sluice_spu_requests_total{core=\"1\",api=\"produce\"}"), 0.0);
     assert_eq!(value("sluice_spu_records_produced_total{core=\"0\"}"), 42.0);
+    assert_eq!(value("sluice_spu_produce_duplicates_total{core=\"0\"}"), 2.0);
+    assert_eq!(value("sluice_spu_produce_sequence_refusals_total{core=\"0\"}"), 5.0);
     assert_eq!(value("sluice_spu_connections_open{core=\"0\"}"), 2.0);
     assert_eq!(value("sluice_spu_replicas_leader{core=\"0\"}"), 7.0);
     assert_eq!(value("sluice_spu_bytes_sent_total{core=\"1\"}"), 1000.0);

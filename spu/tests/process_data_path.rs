@@ -543,6 +543,10 @@ fn idempotent_batches_are_appended_once_and_in_sequence() {
     let values: Vec<Vec<u8>> = fetched.iter().map(|(_, value)| value.clone()).collect();
     let expected: Vec<Vec<u8>> = (0..21).map(|index| value_for(0, index, 64)).collect();
     assert!(values == expected, "each record once, in sequence order: {} records", values.len());
+    // One duplicate-only request; one gap and two unknown producers refused.
+    let text = scrape(cluster.spu.metrics_address);
+    assert_eq!(metric_sum(&text, "sluice_spu_produce_duplicates_total"), 1, "{text}");
+    assert_eq!(metric_sum(&text, "sluice_spu_produce_sequence_refusals_total"), 3, "{text}");
     // After a crash and restart the SPU rebuilds the producers from the newest batches: a
     // retry of the last batch is still a duplicate and the next sequence follows it.
     drop(client);

@@ -71,11 +71,17 @@ pub enum Counter {
     RequestsUnknownApi,
     /// Requests handed to another core (partition owned elsewhere).
     RequestsForwarded,
+    /// Partitions of produce requests that held only retries of batches already appended
+    /// (idempotent producers; answered without writing again).
+    ProduceDuplicates,
+    /// Partitions of produce requests refused for their producer sequence (out of order, or
+    /// an unknown producer or epoch).
+    ProduceSequenceRefusals,
 }
 
 impl Counter {
     /// Every counter, in exposition order.
-    pub const ALL: [Counter; 12] = [
+    pub const ALL: [Counter; 14] = [
         Counter::BytesReceived,
         Counter::BytesSent,
         Counter::RecordsProduced,
@@ -88,6 +94,8 @@ impl Counter {
         Counter::ConnectionsAccepted,
         Counter::RequestsUnknownApi,
         Counter::RequestsForwarded,
+        Counter::ProduceDuplicates,
+        Counter::ProduceSequenceRefusals,
     ];
 
     /// Metric name and help text.
@@ -133,6 +141,14 @@ impl Counter {
             Counter::RequestsForwarded => (
                 "sluice_spu_requests_forwarded_total",
                 "Requests handed to the core that owns their partition.",
+            ),
+            Counter::ProduceDuplicates => (
+                "sluice_spu_produce_duplicates_total",
+                "Produce partitions holding only retries of appended batches (not written again).",
+            ),
+            Counter::ProduceSequenceRefusals => (
+                "sluice_spu_produce_sequence_refusals_total",
+                "Produce partitions refused for their producer sequence (out of order, unknown producer).",
             ),
         }
     }

@@ -132,7 +132,14 @@ impl ProduceInProgress {
             for (partition, staged) in staged {
                 let outcome = ops::acknowledge(core, staged).await;
                 core.probe.add(Counter::RecordsProduced, outcome.records);
-                failed |= !outcome.error_code.is_ok();
+                match outcome.error_code {
+                    ErrorCode::DuplicateSequence => core.probe.add(Counter::ProduceDuplicates, 1),
+                    ErrorCode::OutOfOrderSequence | ErrorCode::UnknownProducerId => {
+                        core.probe.add(Counter::ProduceSequenceRefusals, 1);
+                        failed = true;
+                    }
+                    code => failed |= !code.is_ok(),
+                }
                 partitions.push(ProducePartitionResponse {
                     partition,
                     error_code: outcome.error_code,
