@@ -227,7 +227,7 @@ pub enum RunLength {
 /// Parameters of `sluice-perf suite`.
 #[derive(Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SuiteArgs {
-    /// Data directory of the local cluster (and where fio writes). Default: a fresh
+    /// Data directory of the local cluster (and where fio writes and reads). Default: a fresh
     /// directory under /tmp, removed afterwards.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,

@@ -153,8 +153,7 @@ impl PartitionQueue {
                     None => ProducerState::NONE,
                 };
                 // Before compressing: the compressed batch's header is written from it.
-                batch.producer = producer;
-                batch.builder.set_producer(producer);
+                batch.set_producer(producer);
                 batch.seal(limits.compression);
                 self.sealed.push_back(batch);
                 true

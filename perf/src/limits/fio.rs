@@ -124,8 +124,8 @@ pub fn parse(text: &str) -> Result<FioResult, PerfError> {
     if let Some(error) = job["error"].as_i64().filter(|&error| error != 0) {
         return Err(bad(format!("the job failed with error {error}")));
     }
-    let wrote = job["write"]["io_bytes"].as_u64().is_some_and(|bytes| bytes > 0);
-    let direction = if wrote || job["read"]["io_bytes"].is_null() { "write" } else { "read" };
+    let moved = |direction: &str| job[direction]["io_bytes"].as_u64().is_some_and(|b| b > 0);
+    let direction = if moved("read") && !moved("write") { "read" } else { "write" };
     let write = &job[direction];
     let bytes = write["io_bytes"]
         .as_u64()

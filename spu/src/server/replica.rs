@@ -312,22 +312,12 @@ impl Replica {
         }
         let log_start_offset = Some(self.log.log_start_offset());
         let (outcome, last) = match (first, last, duplicates_covered_by) {
-            // Every batch appended: their offsets are contiguous from the first.
-            (Some(first), Some(last), None) => (
+            // Appended. When some batches were retries of appended ones, the request's
+            // batches are no longer contiguous in the log, so no offset is reported.
+            (Some(first), Some(last), skipped) => (
                 ProduceOutcome {
                     error_code: ErrorCode::None,
-                    base_offset: Some(first.base_offset),
-                    log_start_offset,
-                    records: (last.next_offset.get() - first.base_offset.get()).max(0) as u64,
-                },
-                last,
-            ),
-            // Some were retries of appended batches: the new ones are appended, but the
-            // request's batches no longer have contiguous offsets, so none is reported.
-            (Some(first), Some(last), Some(_)) => (
-                ProduceOutcome {
-                    error_code: ErrorCode::None,
-                    base_offset: None,
+                    base_offset: skipped.is_none().then_some(first.base_offset),
                     log_start_offset,
                     records: (last.next_offset.get() - first.base_offset.get()).max(0) as u64,
                 },
