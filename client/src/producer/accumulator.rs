@@ -371,9 +371,11 @@ impl BufferBudget {
                 max_bytes: self.max_bytes,
             });
         }
-        let deadline = Instant::now() + timeout;
         let mut used = self.used_bytes.lock().unwrap_or_else(|poison| poison.into_inner());
+        // The clock is read only when there is no room (a read per record showed in profiles).
+        let mut deadline = None;
         while *used + bytes > self.max_bytes {
+            let deadline = *deadline.get_or_insert_with(|| Instant::now() + timeout);
             let Some(left) = deadline.checked_duration_since(Instant::now()) else {
                 return Err(ClientError::Timeout {
                     operation: "waiting for producer buffer space (buffer_bytes_max)",
