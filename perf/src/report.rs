@@ -189,6 +189,10 @@ pub struct Limits {
     pub fio_direct_write: Measured<FioResult>,
     /// fio 64 KiB sequential direct writes, fdatasync after each.
     pub fio_direct_write_fdatasync: Measured<FioResult>,
+    /// fio 1 MiB sequential direct writes, 4 in flight, fdatasync after every 4 (absent from
+    /// older reports).
+    #[serde(default = "not_in_this_report")]
+    pub fio_grouped_durable_write: Measured<FioResult>,
     /// fio 64 KiB sequential direct reads, 16 in flight (absent from older reports).
     #[serde(default = "not_in_this_report")]
     pub fio_direct_read: Measured<FioResult>,

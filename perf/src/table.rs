@@ -99,6 +99,7 @@ pub fn limits_table(limits: &Limits) -> String {
     for (name, fio) in [
         ("fio 64 KiB direct writes", &limits.fio_direct_write),
         ("fio 64 KiB direct writes + fdatasync", &limits.fio_direct_write_fdatasync),
+        ("fio 1 MiB writes x4, fdatasync per 4", &limits.fio_grouped_durable_write),
         ("fio 64 KiB direct reads, 16 in flight", &limits.fio_direct_read),
     ] {
         row(

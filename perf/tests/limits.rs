@@ -29,6 +29,13 @@ fn fio_runs_and_its_json_parses() {
         assert!(result.write_latency_p99_us > 0.0, "{result:?}");
         assert_eq!(result.sync_latency_p99_us > 0.0, fdatasync, "{result:?}");
     }
+    let grouped = FioConfig {
+        file_bytes: 64 << 20,
+        ..FioConfig::grouped_durable_writes(directory.path(), Duration::from_millis(300))
+    };
+    let result = or_setup(fio::run(&grouped), "fio");
+    assert!(result.bytes >= 1 << 20 && result.bytes % (1 << 20) == 0, "{result:?}");
+    assert!(result.sync_latency_p99_us > 0.0 && result.write_latency_p99_us > 0.0, "{result:?}");
     let reads = FioConfig {
         file_bytes: 16 << 20,
         ..FioConfig::sequential_64k_reads(directory.path(), Duration::from_millis(300))

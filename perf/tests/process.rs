@@ -157,6 +157,7 @@ fn suite_runs_in_short_form_and_its_report_parses() {
     assert!(report.limits.fio_direct_write.value().is_some(), "{:?}", report.limits);
     assert!(report.limits.fio_direct_write_fdatasync.value().is_some());
     assert!(report.limits.fio_direct_read.value().is_some());
+    assert!(report.limits.fio_grouped_durable_write.value().is_some());
     assert!(report.limits.iperf3_loopback.value().is_some());
     let names: Vec<&str> = report.runs.iter().map(|run| run.name.as_str()).collect();
     assert_eq!(
@@ -170,8 +171,8 @@ fn suite_runs_in_short_form_and_its_report_parses() {
         ]
     );
     assert!(report.runs.iter().all(|run| run.report.value().is_some()), "{:?}", report.runs);
-    // Produce against 3 limits (x3), consume against 2, two e2e percentiles, SPU memory.
-    assert_eq!(report.comparisons.len(), 14, "{:?}", report.comparisons);
+    // Produce against 4 limits (x3), consume against 2, two e2e percentiles, SPU memory.
+    assert_eq!(report.comparisons.len(), 17, "{:?}", report.comparisons);
     assert!(report.comparisons.iter().all(|comparison| comparison.ratio.is_finite()));
     assert!(stdout.contains("ratio"), "{stdout}");
 }

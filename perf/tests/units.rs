@@ -318,6 +318,7 @@ fn suite_report_round_trips() {
             fio_direct_write: Measured::Failed("skipped".into()),
             fio_direct_write_fdatasync: Measured::Failed("skipped".into()),
             fio_direct_read: Measured::Failed("skipped".into()),
+            fio_grouped_durable_write: Measured::Failed("skipped".into()),
             iperf3_loopback: Measured::Failed("skipped".into()),
         },
         runs: vec![SuiteRun { name: "e2e".into(), report: Measured::Ok(run) }],
@@ -334,9 +335,12 @@ fn suite_report_round_trips() {
     assert_eq!(SuiteReport::from_json(&text).expect("parses"), report);
     // A report written before the fio read limit existed still parses.
     let mut older: serde_json::Value = serde_json::from_str(&text).unwrap();
-    older["limits"].as_object_mut().unwrap().remove("fio_direct_read");
+    for added_later in ["fio_direct_read", "fio_grouped_durable_write"] {
+        older["limits"].as_object_mut().unwrap().remove(added_later);
+    }
     let older = SuiteReport::from_json(&older.to_string()).expect("an older report parses");
     assert!(older.limits.fio_direct_read.value().is_none());
+    assert!(older.limits.fio_grouped_durable_write.value().is_none());
     assert!(
         suite_file_name(report.created_unix_ms, &report.git).starts_with("suite-2023-11-14T2213Z-")
     );

@@ -1,9 +1,14 @@
 //! `fio` sequential direct I/O on a directory's filesystem: one job, `--direct=1`, fixed block
 //! size, time based inside a bounded file (it wraps around and never grows past `file_bytes`).
 //! Writes: `psync` engine, queue depth 1, optionally `--fdatasync=1` (a durable write per
-//! block, the cost of acknowledging only what is on disk). Reads: `libaio`, queue depth 16
-//! (the device's sequential read bandwidth, what a consumer catching up on a log larger than
-//! memory is bound by; fio lays the file out first). The scratch file is removed afterwards.
+//! block, the cost of acknowledging only what is on disk). *Grouped durable writes*: 1 MiB
+//! blocks, 4 in flight (`libaio`), an fdatasync after every 4, into a file large enough that
+//! the run does not wrap around (its blocks start unwritten, as a new log segment's do): the
+//! device's bandwidth for durable sequential writes with group commit, what an SPU writing a
+//! partition's rounds of several MiB and syncing each is bound by. Reads: `libaio`, queue
+//! depth 16 (the device's sequential read bandwidth, what a consumer catching up on a log
+//! larger than memory is bound by; fio lays the file out first). The scratch file is removed
+//! afterwards.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -24,14 +29,18 @@ pub struct FioConfig {
     pub runtime: Duration,
     /// Size of the scratch file (fio wraps around inside it).
     pub file_bytes: u64,
-    /// `--fdatasync=1`: fdatasync after every write.
-    pub fdatasync: bool,
-    /// Sequential reads (queue depth [`READ_QUEUE_DEPTH`]) instead of writes.
+    /// `--fdatasync=N`: an fdatasync after every N writes; 0: none.
+    pub fdatasync_every: u32,
+    /// I/Os in flight: 1 runs the `psync` engine, more `libaio`.
+    pub queue_depth: u32,
+    /// Sequential reads instead of writes.
     pub read: bool,
 }
 
 /// Reads in flight for [`FioConfig::sequential_64k_reads`].
 pub const READ_QUEUE_DEPTH: u32 = 16;
+/// Writes in flight, and writes per fdatasync, for [`FioConfig::grouped_durable_writes`].
+pub const GROUPED_WRITES: u32 = 4;
 
 impl FioConfig {
     /// 64 KiB sequential direct writes for `runtime` in `directory`, in a 1 GiB file.
@@ -41,14 +50,36 @@ impl FioConfig {
             block_bytes: 64 * 1024,
             runtime,
             file_bytes: 1 << 30,
-            fdatasync,
+            fdatasync_every: u32::from(fdatasync),
+            queue_depth: 1,
             read: false,
         }
     }
 
-    /// 64 KiB sequential direct reads for `runtime` in `directory`, of a 1 GiB file.
+    /// 64 KiB sequential direct reads for `runtime` in `directory`, of a 1 GiB file,
+    /// [`READ_QUEUE_DEPTH`] in flight.
     pub fn sequential_64k_reads(directory: &Path, runtime: Duration) -> FioConfig {
-        FioConfig { read: true, ..FioConfig::sequential_64k(directory, runtime, false) }
+        FioConfig {
+            read: true,
+            queue_depth: READ_QUEUE_DEPTH,
+            ..FioConfig::sequential_64k(directory, runtime, false)
+        }
+    }
+
+    /// 1 MiB sequential direct writes, [`GROUPED_WRITES`] in flight and an fdatasync after
+    /// every [`GROUPED_WRITES`], for `runtime` in `directory`, in a file of 3 GiB per second
+    /// of runtime (at least 1 GiB; preallocated, so it costs no time), so that the writes do
+    /// not wrap around onto written blocks. [`run`] keeps it within a quarter of the free
+    /// space.
+    pub fn grouped_durable_writes(directory: &Path, runtime: Duration) -> FioConfig {
+        let per_second = 3u64 << 30;
+        FioConfig {
+            block_bytes: 1 << 20,
+            file_bytes: ((runtime.as_secs_f64() * per_second as f64) as u64).max(1 << 30),
+            fdatasync_every: GROUPED_WRITES,
+            queue_depth: GROUPED_WRITES,
+            ..FioConfig::sequential_64k(directory, runtime, false)
+        }
     }
 }
 
@@ -85,18 +116,22 @@ pub fn run(config: &FioConfig) -> Result<FioResult, PerfError> {
     let _scratch = ScratchFile(file.clone());
     let mut command = Command::new("fio");
     command.args(["--direct=1", "--time_based", "--output-format=json"]);
-    if config.read {
-        command.args(["--name=seqread", "--rw=read", "--ioengine=libaio"]);
-        command.arg(format!("--iodepth={READ_QUEUE_DEPTH}"));
+    command.args(if config.read {
+        ["--name=seqread", "--rw=read"]
     } else {
-        command.args(["--name=seqwrite", "--rw=write", "--ioengine=psync", "--iodepth=1"]);
-    }
+        ["--name=seqwrite", "--rw=write"]
+    });
+    let queue_depth = config.queue_depth.max(1);
+    command.arg(if queue_depth == 1 { "--ioengine=psync" } else { "--ioengine=libaio" });
+    command.arg(format!("--iodepth={queue_depth}"));
     command.arg(format!("--bs={}", config.block_bytes));
-    command.arg(format!("--size={}", config.file_bytes));
+    let free_quarter = free_bytes(&config.directory).map_or(u64::MAX, |free| free / 4);
+    let file_bytes = config.file_bytes.min(free_quarter).max(config.block_bytes);
+    command.arg(format!("--size={file_bytes}"));
     command.arg(format!("--runtime={}ms", config.runtime.as_millis().max(1)));
     command.arg(format!("--filename={}", file.display()));
-    if config.fdatasync {
-        command.arg("--fdatasync=1");
+    if config.fdatasync_every > 0 && !config.read {
+        command.arg(format!("--fdatasync={}", config.fdatasync_every));
     }
     let output = command.output().map_err(|error| {
         PerfError::tool(
@@ -111,6 +146,21 @@ pub fn run(config: &FioConfig) -> Result<FioResult, PerfError> {
         ));
     }
     parse(&String::from_utf8_lossy(&output.stdout))
+}
+
+/// Bytes available to unprivileged writers on `directory`'s filesystem.
+fn free_bytes(directory: &Path) -> Option<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(directory.as_os_str().as_bytes()).ok()?;
+    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
+    // SAFETY: `path` is NUL-terminated and `stats` is writable; statvfs fills it on success.
+    let rc = unsafe { libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) };
+    if rc != 0 {
+        return None;
+    }
+    // SAFETY: statvfs returned 0, so it initialized `stats`.
+    let stats = unsafe { stats.assume_init() };
+    Some(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 
 /// Parses fio's `--output-format=json` text (the first job's writes, or its reads when it
