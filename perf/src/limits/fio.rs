@@ -150,16 +150,7 @@ pub fn run(config: &FioConfig) -> Result<FioResult, PerfError> {
 
 /// Bytes available to unprivileged writers on `directory`'s filesystem.
 fn free_bytes(directory: &Path) -> Option<u64> {
-    use std::os::unix::ffi::OsStrExt;
-    let path = std::ffi::CString::new(directory.as_os_str().as_bytes()).ok()?;
-    let mut stats = std::mem::MaybeUninit::<libc::statvfs>::uninit();
-    // SAFETY: `path` is NUL-terminated and `stats` is writable; statvfs fills it on success.
-    let rc = unsafe { libc::statvfs(path.as_ptr(), stats.as_mut_ptr()) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: statvfs returned 0, so it initialized `stats`.
-    let stats = unsafe { stats.assume_init() };
+    let stats = rustix::fs::statvfs(directory).ok()?;
     Some(stats.f_bavail.saturating_mul(stats.f_frsize))
 }
 

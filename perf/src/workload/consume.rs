@@ -360,7 +360,7 @@ impl<'a> Reader<'a> {
     /// Adds a poll's counts to the shared state: a handful of atomic operations per poll
     /// instead of seven per record (two consumer threads updating the same counters per
     /// record kept their cache lines moving between the cores).
-    fn apply(&mut self, counts: &PollCounts) {
+    fn apply(&self, counts: &PollCounts) {
         if counts.records == 0 {
             return;
         }

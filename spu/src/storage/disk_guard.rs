@@ -25,19 +25,10 @@ pub struct VolumeSpace {
 
 /// statvfs(2) of the volume holding `path`.
 pub fn volume_space(path: &Path) -> StorageResult<VolumeSpace> {
-    use std::os::unix::ffi::OsStrExt;
-    let c_path = std::ffi::CString::new(path.as_os_str().as_bytes())
-        .map_err(|_| StorageError::InvalidRequest(format!("path {path:?} contains a NUL byte")))?;
-    // SAFETY: statvfs fills the zeroed struct we own; the path is NUL-terminated.
-    let mut stats: libc::statvfs = unsafe { std::mem::zeroed() };
-    let rc = unsafe { libc::statvfs(c_path.as_ptr(), &mut stats) };
-    if rc != 0 {
-        return Err(StorageError::io(path, std::io::Error::last_os_error()));
-    }
-    let fragment = stats.f_frsize as u64;
+    let stats = rustix::fs::statvfs(path).map_err(|errno| StorageError::io(path, errno.into()))?;
     Ok(VolumeSpace {
-        free_bytes: (stats.f_bavail as u64).saturating_mul(fragment),
-        total_bytes: (stats.f_blocks as u64).saturating_mul(fragment),
+        free_bytes: stats.f_bavail.saturating_mul(stats.f_frsize),
+        total_bytes: stats.f_blocks.saturating_mul(stats.f_frsize),
     })
 }
 
