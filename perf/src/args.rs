@@ -227,8 +227,9 @@ pub enum RunLength {
 /// Parameters of `sluice-perf suite`.
 #[derive(Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct SuiteArgs {
-    /// Data directory of the local cluster (and where fio writes and reads). Default: a fresh
-    /// directory under /tmp, removed afterwards.
+    /// Data directory of the local cluster, and where fio writes and reads its scratch file (at
+    /// most 3 GiB per second of --limit-duration and a quarter of the free space, removed after
+    /// each measurement). Default: a fresh directory under /tmp, removed afterwards.
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
     /// Measured time of each Sluice run (after its warm-up).
