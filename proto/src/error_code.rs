@@ -129,7 +129,15 @@ error_codes! {
         "the request's leader epoch is older than the partition's current one";
     UnknownLeaderEpoch = 75, retriable: true,
         "the request's leader epoch is newer than this replica knows";
+    OffsetNotAvailable = 78, retriable: true,
+        "the partition's new leader cannot prove its high watermark yet (its followers have \
+         not reported since it took over); committed reads are answered once it can";
     InvalidRecord = 87, retriable: false, "a record inside the batch is invalid";
+    InvalidUpdateVersion = 95, retriable: true,
+        "the in-sync set proposal was based on an older partition epoch than the SC's; the \
+         leader proposes again from the current one";
+    IneligibleReplica = 107, retriable: true,
+        "a proposed in-sync replica is not a replica of the partition or its SPU is offline";
     SpuNotFound = 1000, retriable: false, "no SPU with that id is registered";
     SpuAlreadyExists = 1001, retriable: false, "an SPU with that id already exists";
     SpuGroupNotFound = 1002, retriable: false, "no SPU group with that name exists";
@@ -152,6 +160,12 @@ error_codes! {
         "the update epoch is older than one already applied";
     SpuBusy = 1013, retriable: true,
         "the SPU's bounded queues are full; back off and retry";
+    LogDiverged = 1014, retriable: true,
+        "the follower's log diverges from the leader's after the offset it asked for; it \
+         truncates at the end offset of its last leader epoch on the leader and fetches again";
+    PartitionOffline = 1015, retriable: true,
+        "no in-sync replica of the partition is online; it serves again when one returns (or, \
+         for a topic that allows unclean election, when any replica does, losing data)";
 }
 
 impl ErrorCode {
@@ -170,6 +184,7 @@ impl ErrorCode {
                 | ErrorCode::FencedLeaderEpoch
                 | ErrorCode::UnknownLeaderEpoch
                 | ErrorCode::ReplicaNotAvailable
+                | ErrorCode::PartitionOffline
         )
     }
 }

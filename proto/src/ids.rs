@@ -48,6 +48,13 @@ id_newtype!(
     LeaderEpoch(i32)
 );
 id_newtype!(
+    /// Version of a partition's leadership and in-sync set, as the SC stores them; the SC bumps
+    /// it at every change of either (an election, an in-sync set grown or shrunk). A leader's
+    /// proposal to change the in-sync set names the version it was based on, so a proposal
+    /// computed from an older state is refused (as Kafka's partition epoch in AlterPartition).
+    PartitionEpoch(u64)
+);
+id_newtype!(
     /// Globally unique id of an SPU.
     SpuId(i32)
 );
@@ -100,6 +107,14 @@ impl LeaderEpoch {
     #[inline]
     pub const fn next(self) -> LeaderEpoch {
         LeaderEpoch(self.0 + 1)
+    }
+}
+
+impl PartitionEpoch {
+    /// The version after this one.
+    #[inline]
+    pub const fn next(self) -> PartitionEpoch {
+        PartitionEpoch(self.0 + 1)
     }
 }
 

@@ -40,6 +40,7 @@ fn spu_status() -> SpuStatus {
         resolution: SpuResolution::Online,
         cores: 2,
         core_public_ports: vec![9010, 9011],
+        core_private_ports: vec![9020, 9021],
         version: "0.1.0".into(),
         last_heartbeat: Some(TimestampMs(1000)),
     }
@@ -58,8 +59,17 @@ fn replica_status(spu: i32) -> ReplicaStatus {
         spu: SpuId(spu),
         high_watermark: Offset(5),
         log_end_offset: Offset(7),
+        durable_end_offset: Offset(6),
         lag_records: 2,
     }
+}
+
+fn spu_peer(id: i32) -> SpuPeer {
+    SpuPeer { spec: spu_spec(id), core_private_ports: vec![9020], online: true }
+}
+
+fn in_sync() -> InSyncSet {
+    InSyncSet { replicas: vec![SpuId(1), SpuId(2)], partition_epoch: PartitionEpoch(4) }
 }
 
 fn partition_spec() -> PartitionSpec {
@@ -79,6 +89,7 @@ fn partition_entry() -> PartitionEntry {
             resolution: PartitionResolution::Online,
             leader: replica_status(1),
             in_sync_replicas: vec![SpuId(1), SpuId(2)],
+            partition_epoch: PartitionEpoch(4),
             replicas: vec![replica_status(2)],
         },
     }
@@ -157,7 +168,7 @@ message_tests!(create_topic_request: CreateTopicRequest = CreateTopicRequest {
         name: topic("t"),
         spec: topic_spec(),
         dry_run: false,
-    }, golden "0174000202000101e0d4030080808080048080400000000180206400");
+    }, golden "0174000202000101e0d403008080808004808040000000018020640000");
 message_tests!(create_topic_request_assigned: CreateTopicRequest = CreateTopicRequest {
         name: topic("t"),
         spec: TopicSpec {
@@ -170,7 +181,7 @@ message_tests!(create_topic_request_assigned: CreateTopicRequest = CreateTopicRe
             ..TopicSpec::default()
         },
         dry_run: true,
-    }, golden "01740101020200040301000080808080048080400105010001");
+    }, golden "0174010102020004030100008080808004808040010501000001");
 message_tests!(delete_topic_request: DeleteTopicRequest =
     DeleteTopicRequest { name: topic("t") }, golden "0174");
 message_tests!(list_topics_request: ListTopicsRequest =
@@ -178,14 +189,14 @@ message_tests!(list_topics_request: ListTopicsRequest =
 message_tests!(list_topics_response: ListTopicsResponse = ListTopicsResponse {
         error_code: ErrorCode::None,
         topics: vec![topic_entry()],
-    }, golden "00010174000202000101e0d40300808080800480804000000001802064040001000202000401");
+    }, golden "00010174000202000101e0d4030080808080048080400000000180206400040001000202000401");
 message_tests!(describe_topic_request: DescribeTopicRequest =
     DescribeTopicRequest { name: topic("t") }, golden "0174");
 message_tests!(describe_topic_response: DescribeTopicResponse = DescribeTopicResponse {
         error_code: ErrorCode::None,
         topic: Some(topic_entry()),
         partitions: vec![partition_entry()],
-    }, golden "00010174000202000101e0d403008080808004808040000000018020640400010002020004010101740002020004010206808080800480804001e0d403000001802064010001020a0e0202020401040a0e02");
+    }, golden "00010174000202000101e0d40300808080800480804000000001802064000400010002020004010101740002020004010206808080800480804001e0d40300000180206401000001020a0e0c020202040401040a0e0c02");
 message_tests!(register_spu_request: RegisterSpuRequest =
     RegisterSpuRequest { spec: spu_spec(5001) }, golden "924e01010272310168ad460168ae4600");
 message_tests!(unregister_spu_request: UnregisterSpuRequest =
@@ -194,7 +205,7 @@ message_tests!(list_spus_request: ListSpusRequest = ListSpusRequest, golden "");
 message_tests!(list_spus_response: ListSpusResponse = ListSpusResponse {
         error_code: ErrorCode::None,
         spus: vec![SpuEntry { spec: spu_spec(1), status: spu_status() }],
-    }, golden "00010201010272310168ad460168ae4600010202b246b34605302e312e3001d00f");
+    }, golden "00010201010272310168ad460168ae4600010202b246b34602bc46bd4605302e312e3001d00f");
 message_tests!(create_spu_group_request: CreateSpuGroupRequest = CreateSpuGroupRequest {
         name: SpuGroupName::new("main").unwrap(),
         spec: SpuGroupSpec {
@@ -224,17 +235,18 @@ message_tests!(list_partitions_request: ListPartitionsRequest =
 message_tests!(list_partitions_response: ListPartitionsResponse = ListPartitionsResponse {
         error_code: ErrorCode::None,
         partitions: vec![partition_entry()],
-    }, golden "000101740002020004010206808080800480804001e0d403000001802064010001020a0e0202020401040a0e02");
+    }, golden "000101740002020004010206808080800480804001e0d40300000180206401000001020a0e0c020202040401040a0e0c02");
 
 // SC <-> SPU.
 message_tests!(spu_register_request: SpuRegisterRequest = SpuRegisterRequest {
         id: SpuId(1),
         cores: 2,
         core_public_ports: vec![9010, 9011],
+        core_private_ports: vec![9020, 9021],
         public_endpoint: Endpoint::new("127.0.0.1", 9005),
         private_endpoint: Endpoint::new("127.0.0.1", 9006),
         version: "0.1.0".into(),
-    }, golden "020202b246b346093132372e302e302e31ad46093132372e302e302e31ae4605302e312e30");
+    }, golden "020202b246b34602bc46bd46093132372e302e302e31ad46093132372e302e302e31ae4605302e312e30");
 message_tests!(spu_register_response_accepted: SpuRegisterResponse =
     SpuRegisterResponse::Accepted, golden "00");
 message_tests!(spu_register_response_refused: SpuRegisterResponse =
@@ -248,19 +260,23 @@ message_tests!(heartbeat_response: HeartbeatResponse = HeartbeatResponse {
     }, golden "0204");
 message_tests!(spu_update_full: SpuUpdate = SpuUpdate {
         epoch: UpdateEpoch(1),
-        changes: Changes::Full(vec![spu_spec(1), spu_spec(2)]),
-    }, golden "0100020201010272310168ad460168ae46000401010272310168ad460168ae4600");
+        changes: Changes::Full(vec![spu_peer(1), spu_peer(2)]),
+    }, golden "0100020201010272310168ad460168ae460001bc46010401010272310168ad460168ae460001bc4601");
 message_tests!(spu_update_delta: SpuUpdate = SpuUpdate {
         epoch: UpdateEpoch(3),
         changes: Changes::Delta {
             base_epoch: UpdateEpoch(2),
-            changes: vec![Change::Upsert(spu_spec(3)), Change::Remove(SpuId(1))],
+            changes: vec![Change::Upsert(spu_peer(3)), Change::Remove(SpuId(1))],
         },
-    }, golden "03010202000601010272310168ad460168ae46000102");
+    }, golden "03010202000601010272310168ad460168ae460001bc46010102");
 message_tests!(replica_update_full: ReplicaUpdate = ReplicaUpdate {
         epoch: UpdateEpoch(1),
-        changes: Changes::Full(vec![ReplicaAssignment { key: key("t", 0), spec: partition_spec() }]),
-    }, golden "01000101740002020004010206808080800480804001e0d4030000018020640100");
+        changes: Changes::Full(vec![ReplicaAssignment {
+            key: key("t", 0),
+            spec: partition_spec(),
+            in_sync: in_sync(),
+        }]),
+    }, golden "01000101740002020004010206808080800480804001e0d40300000180206401000002020404");
 message_tests!(replica_update_delta: ReplicaUpdate = ReplicaUpdate {
         epoch: UpdateEpoch(5),
         changes: Changes::Delta {
@@ -279,9 +295,34 @@ message_tests!(live_replica_status: LiveReplicaStatus = LiveReplicaStatus {
             leader_epoch: LeaderEpoch(3),
             leader: replica_status(1),
             followers: vec![replica_status(2)],
-            in_sync_replicas: vec![SpuId(1), SpuId(2)],
         }],
-    }, golden "020101740006020a0e0201040a0e02020204");
+    }, golden "020101740006020a0e0c0201040a0e0c02");
+
+message_tests!(alter_in_sync_request: AlterInSyncRequest = AlterInSyncRequest {
+        spu: SpuId(1),
+        partitions: vec![AlterInSyncPartition {
+            key: key("t", 0),
+            leader_epoch: LeaderEpoch(3),
+            partition_epoch: PartitionEpoch(4),
+            in_sync_replicas: vec![SpuId(1)],
+        }],
+    }, golden "020101740006040102");
+message_tests!(alter_in_sync_response: AlterInSyncResponse = AlterInSyncResponse {
+        partitions: vec![AlterInSyncResult {
+            key: key("t", 0),
+            error_code: ErrorCode::InvalidUpdateVersion,
+            leader_epoch: LeaderEpoch(3),
+            in_sync: in_sync(),
+        }],
+    }, golden "01017400be010602020404");
+message_tests!(rebalance_leaders_request: RebalanceLeadersRequest =
+    RebalanceLeadersRequest { topic: Some(topic("t")) }, golden "010174");
+message_tests!(rebalance_leaders_response: RebalanceLeadersResponse = RebalanceLeadersResponse {
+        error_code: ErrorCode::None,
+        message: None,
+        moved: vec![key("t", 0)],
+        not_eligible: vec![key("t", 1)],
+    }, golden "00000101740001017401");
 
 // SPU <-> SPU.
 message_tests!(leader_epoch_end_offset_request: LeaderEpochEndOffsetRequest =

@@ -208,11 +208,12 @@ message_tests!(follower_fetch_request: FollowerFetchRequest = FollowerFetchReque
                 fetch_offset: Offset(10),
                 log_end_offset: Offset(10),
                 leader_epoch: Some(LeaderEpoch(3)),
+                last_fetched_epoch: Some(LeaderEpoch(2)),
                 partition_max_bytes: 1 << 20,
             }],
         }],
     },
-    golden "0000138a000000640000000100100000000000010001740000000100000000000000000000000a000000000000000a0000000300100000");
+    golden "0000138a000000640000000100100000000000010001740000000100000000000000000000000a000000000000000a000000030000000200100000");
 
 #[test]
 fn produce_records_are_patched_in_place() {

@@ -232,6 +232,7 @@ fn registration(id: i32) -> SpuRegisterRequest {
         id: SpuId(id),
         cores: 2,
         core_public_ports: vec![],
+        core_private_ports: vec![],
         public_endpoint: Endpoint::new("127.0.0.1", 19005),
         private_endpoint: Endpoint::new("127.0.0.1", 19006),
         version: "test".into(),

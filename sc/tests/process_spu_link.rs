@@ -74,6 +74,7 @@ impl TestSpu {
             id: SpuId(id),
             cores: 4,
             core_public_ports: vec![],
+            core_private_ports: vec![],
             public_endpoint: Endpoint::new("127.0.0.1", 19005),
             private_endpoint: Endpoint::new("127.0.0.1", 19006),
             version: "test-0.1".into(),
@@ -121,7 +122,7 @@ fn spu_registers_gets_replicas_goes_offline_and_returns() {
     assert_eq!(spu.register(1), SpuRegisterResponse::Accepted);
     let spus: SpuUpdate = spu.next_as(ApiKey::SpuUpdate);
     let Changes::Full(specs) = &spus.changes else { panic!("first SPU update must be full") };
-    assert_eq!(specs.iter().map(|spec| spec.id).collect::<Vec<_>>(), [SpuId(1)]);
+    assert_eq!(specs.iter().map(|peer| peer.spec.id).collect::<Vec<_>>(), [SpuId(1)]);
     let replicas: ReplicaUpdate = spu.next_as(ApiKey::ReplicaUpdate);
     let Changes::Full(assignments) = &replicas.changes else { panic!("first update must be full") };
     assert_eq!(assignments.len(), 2);
@@ -164,6 +165,7 @@ fn spu_registers_gets_replicas_goes_offline_and_returns() {
         spu: SpuId(1),
         high_watermark: Offset(42),
         log_end_offset: Offset(43),
+        durable_end_offset: Offset(42),
         lag_records: 0,
     };
     spu.send(&LiveReplicaStatus {
@@ -173,7 +175,6 @@ fn spu_registers_gets_replicas_goes_offline_and_returns() {
             leader_epoch: LeaderEpoch(0),
             leader,
             followers: vec![],
-            in_sync_replicas: vec![SpuId(1)],
         }],
     });
     wait_for("live replica status recorded", || {

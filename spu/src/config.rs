@@ -36,6 +36,10 @@ pub const DELETE_BYTES_PER_SECOND_DEFAULT: u64 = 512 << 20;
 pub const FREE_BYTES_MIN_DEFAULT: u64 = 2 << 30;
 /// Default of `--tail-cache-bytes`: memory per core for the partitions' newest writes.
 pub const TAIL_CACHE_BYTES_DEFAULT: u64 = 8 << 20;
+/// Default time a follower may lag before it leaves the in-sync set (Kafka's default too):
+/// long enough for a follower to ride out a slow disk moment, short enough that acks `all`
+/// does not stall long on a follower that is alive but cannot keep up.
+pub const REPLICA_LAG_MAX_MS_DEFAULT: u64 = 10_000;
 
 /// Command-line flags of `sluice-spu`. Each also reads `SLUICE_SPU_<NAME>` and the TOML file
 /// key of the same name with `_` instead of `-`.
@@ -66,6 +70,15 @@ pub struct SpuArgs {
     /// Per-core client ports are N + core; 0 (default) lets each core bind an OS-chosen port.
     #[arg(long, env = "SLUICE_SPU_CORE_PORT_BASE")]
     pub core_port_base: Option<u16>,
+    /// Per-core replication ports are N + core; 0 (default) lets each core bind an OS-chosen
+    /// port. Followers connect to the port of the core that owns the leader replica, so
+    /// replication bytes never cross cores.
+    #[arg(long, env = "SLUICE_SPU_CORE_PRIVATE_PORT_BASE")]
+    pub core_private_port_base: Option<u16>,
+    /// A follower that has not caught up with its leader's log end for this long leaves the
+    /// in-sync set (the leader proposes it to the SC), milliseconds [default: 10000].
+    #[arg(long, env = "SLUICE_SPU_REPLICA_LAG_MAX_MS")]
+    pub replica_lag_max_ms: Option<u64>,
     /// Replicas live in DIR/spu-<id>/<topic>-<partition>/ [default: ./sluice-spu-data].
     #[arg(long, env = "SLUICE_SPU_DATA_DIR")]
     pub data_dir: Option<PathBuf>,
@@ -144,6 +157,8 @@ pub struct FileConfig {
     private_address: Option<SocketAddr>,
     advertised_host: Option<String>,
     core_port_base: Option<u16>,
+    core_private_port_base: Option<u16>,
+    replica_lag_max_ms: Option<u64>,
     data_dir: Option<PathBuf>,
     cores: Option<u16>,
     metrics_address: Option<SocketAddr>,
@@ -193,6 +208,10 @@ pub struct SpuConfig {
     pub advertised_host: String,
     /// Base of per-core client ports; `None`: OS-chosen.
     pub core_port_base: Option<u16>,
+    /// Base of per-core replication ports; `None`: OS-chosen.
+    pub core_private_port_base: Option<u16>,
+    /// How long a follower may fail to catch up before it leaves the in-sync set.
+    pub replica_lag_max: Duration,
     /// Data directory (replicas under `spu-<id>/`).
     pub data_dir: PathBuf,
     /// Executors.
@@ -334,12 +353,28 @@ impl SpuArgs {
             )));
         }
         let core_port_base = self.core_port_base.or(file.core_port_base).filter(|base| *base > 0);
-        if let Some(base) = core_port_base {
-            if u32::from(base) + u32::from(cores) > u32::from(u16::MAX) {
-                return Err(ConfigError::Invalid(format!(
-                    "--core-port-base {base} + {cores} cores passes port 65535"
-                )));
+        let core_private_port_base =
+            self.core_private_port_base.or(file.core_private_port_base).filter(|base| *base > 0);
+        for (flag, base) in [
+            ("--core-port-base", core_port_base),
+            ("--core-private-port-base", core_private_port_base),
+        ] {
+            if let Some(base) = base {
+                if u32::from(base) + u32::from(cores) > u32::from(u16::MAX) {
+                    return Err(ConfigError::Invalid(format!(
+                        "{flag} {base} + {cores} cores passes port 65535"
+                    )));
+                }
             }
+        }
+        let replica_lag_max_ms = self
+            .replica_lag_max_ms
+            .or(file.replica_lag_max_ms)
+            .unwrap_or(REPLICA_LAG_MAX_MS_DEFAULT);
+        if replica_lag_max_ms < 100 {
+            return Err(ConfigError::Invalid(format!(
+                "--replica-lag-max-ms must be at least 100, got {replica_lag_max_ms}"
+            )));
         }
         Ok(SpuConfig {
             id: SpuId(id),
@@ -354,6 +389,8 @@ impl SpuArgs {
                 .or(file.advertised_host)
                 .unwrap_or_else(|| advertised_default(public_address.ip())),
             core_port_base,
+            core_private_port_base,
+            replica_lag_max: Duration::from_millis(replica_lag_max_ms),
             data_dir: self
                 .data_dir
                 .or(file.data_dir)

@@ -283,6 +283,7 @@ fn private_port_refuses_replication_clearly() {
                 fetch_offset: Offset(0),
                 log_end_offset: Offset(0),
                 leader_epoch: None,
+                last_fetched_epoch: None,
                 partition_max_bytes: 1 << 20,
             }],
         }],

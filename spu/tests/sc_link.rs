@@ -55,6 +55,7 @@ fn registration(id: i32) -> SpuRegisterRequest {
         id: SpuId(id),
         cores: 2,
         core_public_ports: vec![19105, 19106],
+        core_private_ports: vec![19205, 19206],
         public_endpoint: Endpoint::new("127.0.0.1", 19005),
         private_endpoint: Endpoint::new("127.0.0.1", 19006),
         version: "sc-link-test".into(),
@@ -249,6 +250,7 @@ fn status_report(key: &PartitionKey, high_watermark: i64) -> LiveReplicaStatus {
         spu: SpuId(1),
         high_watermark: Offset(high_watermark),
         log_end_offset: Offset(high_watermark),
+        durable_end_offset: Offset(high_watermark),
         lag_records: 0,
     };
     LiveReplicaStatus {
@@ -258,7 +260,6 @@ fn status_report(key: &PartitionKey, high_watermark: i64) -> LiveReplicaStatus {
             leader_epoch: LeaderEpoch(0),
             leader,
             followers: vec![],
-            in_sync_replicas: vec![SpuId(1)],
         }],
     }
 }
@@ -396,7 +397,7 @@ impl ScriptedSc {
 fn assignment(partition: u32) -> ReplicaAssignment {
     let key = PartitionKey::new(TopicName::new("gap").unwrap(), PartitionId(partition));
     let spec = PartitionSpec { leader: SpuId(1), ..PartitionSpec::default() };
-    ReplicaAssignment { key, spec }
+    ReplicaAssignment { key, spec, in_sync: Default::default() }
 }
 
 #[test]

@@ -156,6 +156,10 @@ fn decode_every_type(version: ApiVersion, body: &[u8]) {
     check!(ReplicaUpdate, version, body);
     check!(RequestSnapshot, version, body);
     check!(LiveReplicaStatus, version, body);
+    check!(AlterInSyncRequest, version, body);
+    check!(AlterInSyncResponse, version, body);
+    check!(RebalanceLeadersRequest, version, body);
+    check!(RebalanceLeadersResponse, version, body);
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

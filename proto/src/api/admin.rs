@@ -201,7 +201,31 @@ pub struct ListPartitionsResponse {
     pub partitions: Vec<PartitionEntry>,
 }
 
+/// Moves leadership back to each partition's preferred replica (the first of its replicas)
+/// where that replica is online and in sync and does not lead (of one topic, or all).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebalanceLeadersRequest {
+    /// Only this topic's partitions, when present.
+    pub topic: Option<TopicName>,
+}
+
+/// What a leader rebalance did.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RebalanceLeadersResponse {
+    /// `None`, or why it failed (`TopicNotFound`, `ScUnavailable`).
+    pub error_code: ErrorCode,
+    /// Details for the operator on failure.
+    pub message: Option<String>,
+    /// Partitions whose leadership moved to their preferred replica.
+    pub moved: Vec<PartitionKey>,
+    /// Partitions whose preferred replica does not lead and cannot now (offline or not in
+    /// sync).
+    pub not_eligible: Vec<PartitionKey>,
+}
+
 postcard_v0!(
+    RebalanceLeadersRequest,
+    RebalanceLeadersResponse,
     AdminResponse,
     CreateTopicRequest,
     DeleteTopicRequest,
@@ -233,4 +257,5 @@ requests! {
     DeleteSpuGroupRequest => AdminResponse, DeleteSpuGroup;
     ListSpuGroupsRequest => ListSpuGroupsResponse, ListSpuGroups;
     ListPartitionsRequest => ListPartitionsResponse, ListPartitions;
+    RebalanceLeadersRequest => RebalanceLeadersResponse, RebalanceLeaders;
 }

@@ -32,10 +32,11 @@
 //! | 6 `StreamFetchCancel` | [`stream_fetch::StreamFetchCancel`] | none (the stream ends) | binary |
 //! | 100 `Metadata` | [`metadata::MetadataRequest`] | [`metadata::MetadataResponse`] | postcard |
 //! | 101 `MetadataWatch` | [`metadata::MetadataWatchRequest`] | [`metadata::MetadataWatchUpdate`] (many) | postcard |
-//! | 110..=140 admin | [`admin`] `*Request` | [`admin::AdminResponse`] or `*Response` | postcard |
+//! | 110..=141 admin | [`admin`] `*Request` | [`admin::AdminResponse`] or `*Response` | postcard |
 //! | 200 `SpuRegister` | [`control::SpuRegisterRequest`] | [`control::SpuRegisterResponse`] | postcard |
 //! | 201 `Heartbeat` | [`control::HeartbeatRequest`] | [`control::HeartbeatResponse`] | postcard |
 //! | 202..=205 | [`control::SpuUpdate`], [`control::ReplicaUpdate`], [`control::RequestSnapshot`], [`control::LiveReplicaStatus`] | none | postcard |
+//! | 206 `AlterInSync` | [`control::AlterInSyncRequest`] | [`control::AlterInSyncResponse`] | postcard |
 //! | 300 `FollowerFetch` | [`replication::FollowerFetchRequest`] | [`fetch::FetchResponse`] | binary |
 //! | 301 `LeaderEpochEndOffset` | [`replication::LeaderEpochEndOffsetRequest`] | [`replication::LeaderEpochEndOffsetResponse`] | postcard |
 //!
@@ -206,6 +207,8 @@ api_keys! {
     ListSpuGroups = 132, V0, false;
     /// Client -> SC: list partitions with their statuses.
     ListPartitions = 140, V0, false;
+    /// Client -> SC: move leadership back to preferred replicas that are in sync.
+    RebalanceLeaders = 141, V0, false;
     /// SPU -> SC: first message on the control connection.
     SpuRegister = 200, V0, false;
     /// SC <-> SPU: liveness, either direction.
@@ -218,6 +221,8 @@ api_keys! {
     RequestSnapshot = 204, V0, true;
     /// SPU -> SC: live replica status of the replicas it leads (one-way).
     LiveReplicaStatus = 205, V0, true;
+    /// Leader SPU -> SC: change the in-sync sets of partitions it leads.
+    AlterInSync = 206, V0, false;
     /// Follower SPU -> leader SPU: pull records and the leader's high watermark.
     FollowerFetch = 300, V0, false;
     /// Follower SPU -> leader SPU: end offset of a leader epoch, for truncation.

@@ -13,11 +13,15 @@
 //!     i64 fetch offset             where the follower wants records from
 //!     i64 follower log end offset  what the follower holds (durable); moves the leader's HW
 //!     i32 leader epoch             the epoch the follower follows; the leader fences others
+//!     i32 last fetched epoch       epoch of the follower's last batch (-1: empty log)
 //!     u32 partition max bytes
 //! ```
 //!
 //! The response is a [`FetchResponse`] (same layout, see [`super::fetch`]): the partition
-//! header's high watermark is the leader's HW, which the follower adopts.
+//! header's high watermark is the leader's HW, which the follower adopts. A follower whose
+//! (last fetched epoch, fetch offset) is not a point of the leader's log is answered
+//! `LogDiverged` and finds its truncation point with the epoch query below; its reported end
+//! counts for nothing until then (it may hold batches the leader does not have).
 //!
 //! **Leader epoch end offset** (postcard): after a leader change a follower asks the new leader
 //! for the end offset of the latest epoch it has, and truncates its log to that offset, so logs
@@ -71,12 +75,14 @@ pub struct FollowerFetchPartition {
     pub log_end_offset: Offset,
     /// The epoch the follower follows; `None` when it has not learned one.
     pub leader_epoch: Option<LeaderEpoch>,
+    /// The leader epoch of the follower's last batch; `None` for an empty log.
+    pub last_fetched_epoch: Option<LeaderEpoch>,
     /// Record bytes for this partition at most.
     pub partition_max_bytes: u32,
 }
 
 const TOPIC_BYTES_MIN: usize = 2 + 4;
-const FOLLOWER_PARTITION_BYTES: usize = 4 + 8 + 8 + 4 + 4;
+const FOLLOWER_PARTITION_BYTES: usize = 4 + 8 + 8 + 4 + 4 + 4;
 
 impl Encode for FollowerFetchRequest {
     fn encode(&self, version: ApiVersion, out: &mut Vec<u8>) -> Result<(), EncodeError> {
@@ -94,6 +100,7 @@ impl Encode for FollowerFetchRequest {
                 out.extend_from_slice(&partition.fetch_offset.get().to_be_bytes());
                 out.extend_from_slice(&partition.log_end_offset.get().to_be_bytes());
                 put_optional_epoch(out, partition.leader_epoch);
+                put_optional_epoch(out, partition.last_fetched_epoch);
                 out.extend_from_slice(&partition.partition_max_bytes.to_be_bytes());
             }
         }
@@ -122,6 +129,7 @@ impl Decode<'_> for FollowerFetchRequest {
                     fetch_offset: Offset(reader.i64("fetch offset")?),
                     log_end_offset: Offset(reader.i64("log end offset")?),
                     leader_epoch: read_optional_epoch(&mut reader, "leader epoch")?,
+                    last_fetched_epoch: read_optional_epoch(&mut reader, "last fetched epoch")?,
                     partition_max_bytes: reader.u32("partition max bytes")?,
                 });
             }

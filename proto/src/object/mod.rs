@@ -24,8 +24,8 @@ pub mod topic;
 
 pub use name::{NameError, SpuGroupName, TopicName, NAME_LENGTH_MAX};
 pub use partition::{
-    PartitionKey, PartitionKeyError, PartitionResolution, PartitionSpec, PartitionStatus,
-    ReplicaConfig, ReplicaStatus,
+    InSyncSet, PartitionKey, PartitionKeyError, PartitionResolution, PartitionSpec,
+    PartitionStatus, ReplicaConfig, ReplicaStatus,
 };
 pub use spu::{EncryptionMode, Endpoint, SpuResolution, SpuSpec, SpuStatus, SpuType};
 pub use spu_group::{SpuGroupResolution, SpuGroupSpec, SpuGroupStatus, StorageConfig};

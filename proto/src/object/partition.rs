@@ -2,14 +2,16 @@
 //! the SC), and what the replicas report (status).
 //!
 //! Invariants: the leader is one of the replicas; the leader epoch only grows (the SC bumps it
-//! at every election); the in-sync set always contains the leader.
+//! at every election); the in-sync set (in the status, where the SC keeps it authoritatively)
+//! is never empty for a partition that has been created, contains the leader while the
+//! partition is online, and changes only with a new [`PartitionEpoch`].
 
 use std::fmt;
 use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::ids::{LeaderEpoch, Offset, PartitionId, SpuId};
+use crate::ids::{LeaderEpoch, Offset, PartitionEpoch, PartitionId, SpuId};
 use crate::object::name::{NameError, TopicName};
 use crate::object::topic::{CleanupPolicy, Durability, ReplicaPlacement, TableKind, TopicSpec};
 
@@ -91,6 +93,10 @@ pub struct ReplicaConfig {
     pub min_in_sync_replicas: u16,
     /// Log or primary-key table.
     pub table_kind: TableKind,
+    /// Whether a replica outside the in-sync set may be elected when no in-sync one is online
+    /// (it may lose acknowledged records).
+    #[serde(default)]
+    pub unclean_election: bool,
 }
 
 impl From<&TopicSpec> for ReplicaConfig {
@@ -104,6 +110,7 @@ impl From<&TopicSpec> for ReplicaConfig {
             durability: topic.durability,
             min_in_sync_replicas: topic.min_in_sync_replicas,
             table_kind: topic.table_kind,
+            unclean_election: topic.unclean_election,
         }
     }
 }
@@ -146,8 +153,12 @@ pub struct ReplicaStatus {
     pub spu: SpuId,
     /// High watermark as that replica knows it.
     pub high_watermark: Offset,
-    /// Log end offset: the offset its next append gets.
+    /// Log end offset: the offset after its last written batch.
     pub log_end_offset: Offset,
+    /// The offset after its last durable batch (what it could not lose in a crash): what the
+    /// high watermark and elections count.
+    #[serde(default)]
+    pub durable_end_offset: Offset,
     /// Records behind the leader's log end offset (0 for the leader).
     pub lag_records: u64,
 }
@@ -163,11 +174,13 @@ pub enum PartitionResolution {
     Online,
     /// The leader's SPU is offline; an election is pending.
     LeaderOffline,
-    /// No replica can lead (none in sync and online).
+    /// No replica can lead (no in-sync replica is online, and unclean election is off).
     Offline,
 }
 
-/// Observed state of a partition (from the leader's live replica status).
+/// Observed state of a partition. The in-sync set and its version are the SC's own record
+/// (changed by elections, by the SC when a follower's SPU goes offline, and by accepted
+/// proposals of the leader); the offsets come from the leader's live replica status.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PartitionStatus {
     /// Online or not.
@@ -176,8 +189,27 @@ pub struct PartitionStatus {
     pub leader: ReplicaStatus,
     /// In-sync replicas, leader included.
     pub in_sync_replicas: Vec<SpuId>,
+    /// Version of the leadership and in-sync set; bumped by the SC at every change.
+    #[serde(default)]
+    pub partition_epoch: PartitionEpoch,
     /// Followers' reports, as the leader sees them.
     pub replicas: Vec<ReplicaStatus>,
+}
+
+/// The in-sync set of a partition with the version it has at the SC.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct InSyncSet {
+    /// In-sync replicas, leader included.
+    pub replicas: Vec<SpuId>,
+    /// The partition epoch of this set.
+    pub partition_epoch: PartitionEpoch,
+}
+
+impl PartitionStatus {
+    /// The in-sync set and its version.
+    pub fn in_sync(&self) -> InSyncSet {
+        InSyncSet { replicas: self.in_sync_replicas.clone(), partition_epoch: self.partition_epoch }
+    }
 }
 
 #[cfg(test)]

@@ -96,6 +96,10 @@ pub struct SpuStatus {
     /// Public port of each core, index = core, for shard-aware clients to reach the owning
     /// core directly. Empty when the SPU offers only the shared public port.
     pub core_public_ports: Vec<u16>,
+    /// Private (replication) port of each core, index = core: followers connect to the port
+    /// of the core that owns the leader replica. Empty for SPUs that did not report them.
+    #[serde(default)]
+    pub core_private_ports: Vec<u16>,
     /// The SPU's software version.
     pub version: String,
     /// When the SC last heard from it.

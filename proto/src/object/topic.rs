@@ -169,6 +169,10 @@ pub struct TopicSpec {
     pub table_kind: TableKind,
     /// Flush policy.
     pub durability: Durability,
+    /// Whether a replica outside the in-sync set may become leader when no in-sync replica is
+    /// online. Off by default: such an election may lose acknowledged records.
+    #[serde(default)]
+    pub unclean_election: bool,
 }
 
 impl Default for TopicSpec {
@@ -184,6 +188,7 @@ impl Default for TopicSpec {
             compression: CompressionType::Any,
             table_kind: TableKind::Log,
             durability: Durability::Sync,
+            unclean_election: false,
         }
     }
 }

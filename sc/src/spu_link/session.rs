@@ -9,14 +9,14 @@ use std::time::{Duration, Instant};
 
 use sluice_proto::api::control::{
     HeartbeatRequest, HeartbeatResponse, LiveReplicaStatus, ReplicaAssignment, ReplicaUpdate,
-    RequestSnapshot, SnapshotKind, SpuRegisterRequest, SpuRegisterResponse, SpuUpdate,
+    RequestSnapshot, SnapshotKind, SpuPeer, SpuRegisterRequest, SpuRegisterResponse, SpuUpdate,
 };
 use sluice_proto::api::metadata::{Change, Changes};
 use sluice_proto::api::{ApiKey, ApiVersion, Decode, Encode};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::{encode_frame, Frame, FrameDecoder, FrameHeader};
 use sluice_proto::ids::{CorrelationId, SpuId, UpdateEpoch};
-use sluice_proto::object::{PartitionKey, PartitionSpec, SpuSpec};
+use sluice_proto::object::{InSyncSet, PartitionKey, PartitionSpec};
 
 use super::status::{record_heartbeat, record_live_replica, record_registration};
 use super::{SpuLinkContext, FRAME_BYTES_MAX, REGISTER_TIMEOUT};
@@ -44,9 +44,9 @@ impl From<std::io::Error> for End {
 #[derive(Default)]
 struct Sent {
     spus_epoch: UpdateEpoch,
-    spus: BTreeMap<SpuId, SpuSpec>,
+    spus: BTreeMap<SpuId, SpuPeer>,
     replicas_epoch: UpdateEpoch,
-    replicas: BTreeMap<PartitionKey, PartitionSpec>,
+    replicas: BTreeMap<PartitionKey, (PartitionSpec, InSyncSet)>,
 }
 
 struct Session<'a> {
@@ -207,22 +207,35 @@ fn register<'a>(
     Ok(session)
 }
 
-/// The SPU specs and the replica set this SPU should see in `snapshot`.
-fn desired(
-    snapshot: &Snapshot,
-    id: SpuId,
-) -> (BTreeMap<SpuId, SpuSpec>, BTreeMap<PartitionKey, PartitionSpec>) {
-    let spus = snapshot.spus.iter().map(|(id, spu)| (*id, spu.value.spec.clone())).collect();
+/// The SPU peers and the replica set (with in-sync sets) this SPU should see in `snapshot`.
+fn desired(snapshot: &Snapshot, id: SpuId) -> (BTreeMap<SpuId, SpuPeer>, Replicas) {
+    let spus = snapshot
+        .spus
+        .iter()
+        .map(|(id, spu)| {
+            let peer = SpuPeer {
+                spec: spu.value.spec.clone(),
+                core_private_ports: spu.value.status.core_private_ports.clone(),
+                online: spu.value.status.is_online(),
+            };
+            (*id, peer)
+        })
+        .collect();
     let replicas = snapshot
         .partitions
         .iter()
         .filter(|(_, partition)| {
             partition.value.spec.replicas.iter().any(|replica| replica.spu == id)
         })
-        .map(|(key, partition)| (key.clone(), partition.value.spec.clone()))
+        .map(|(key, partition)| {
+            (key.clone(), (partition.value.spec.clone(), partition.value.status.in_sync()))
+        })
         .collect();
     (spus, replicas)
 }
+
+/// Each hosted partition's spec and in-sync set.
+type Replicas = BTreeMap<PartitionKey, (PartitionSpec, InSyncSet)>;
 
 fn diff<K: Ord + Clone, V: PartialEq + Clone, T>(
     old: &BTreeMap<K, V>,
@@ -242,8 +255,9 @@ fn diff<K: Ord + Clone, V: PartialEq + Clone, T>(
     changes
 }
 
-fn assignment(key: &PartitionKey, spec: &PartitionSpec) -> ReplicaAssignment {
-    ReplicaAssignment { key: key.clone(), spec: spec.clone() }
+fn assignment(key: &PartitionKey, state: &(PartitionSpec, InSyncSet)) -> ReplicaAssignment {
+    let (spec, in_sync) = state;
+    ReplicaAssignment { key: key.clone(), spec: spec.clone(), in_sync: in_sync.clone() }
 }
 
 impl Session<'_> {
@@ -266,7 +280,7 @@ impl Session<'_> {
         }
         if matches!(kind, SnapshotKind::Replicas | SnapshotKind::All) {
             let epoch = UpdateEpoch(self.sent.replicas_epoch.get() + 1);
-            let full = replicas.iter().map(|(key, spec)| assignment(key, spec)).collect();
+            let full = replicas.iter().map(|(key, state)| assignment(key, state)).collect();
             let update = ReplicaUpdate { epoch, changes: Changes::Full(full) };
             let header = self.header(ApiKey::ReplicaUpdate);
             write_message(&mut self.stream, header, &update)?;
@@ -278,7 +292,7 @@ impl Session<'_> {
 
     fn send_deltas(&mut self) -> Result<(), End> {
         let (spus, replicas) = desired(&self.context.cache.snapshot(), self.id);
-        let spu_changes = diff(&self.sent.spus, &spus, |_, spec| spec.clone());
+        let spu_changes = diff(&self.sent.spus, &spus, |_, peer| peer.clone());
         if !spu_changes.is_empty() {
             let base_epoch = self.sent.spus_epoch;
             let epoch = UpdateEpoch(base_epoch.get() + 1);

@@ -52,6 +52,7 @@ pub fn record_registration(
         spu.status.resolution = SpuResolution::Online;
         spu.status.cores = request.cores;
         spu.status.core_public_ports = request.core_public_ports.clone();
+        spu.status.core_private_ports = request.core_private_ports.clone();
         spu.status.version = request.version.clone();
         spu.status.last_heartbeat = Some(now);
         if spu.spec.spu_type == SpuType::Managed {
@@ -104,7 +105,6 @@ pub fn record_live_replica(
         status.resolution = PartitionResolution::Online;
         status.leader = report.leader;
         status.replicas = report.followers.clone();
-        status.in_sync_replicas = report.in_sync_replicas.clone();
         if status == partition.status {
             return false;
         }

@@ -49,9 +49,10 @@ use std::time::Duration;
 
 use futures_lite::future;
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
+use sluice_proto::api::control::SpuPeer;
 use sluice_proto::api::control::{LiveReplica, LiveReplicaStatus, SpuRegisterRequest};
 use sluice_proto::ids::SpuId;
-use sluice_proto::object::{PartitionKey, PartitionSpec, SpuSpec};
+use sluice_proto::object::{PartitionKey, PartitionSpec};
 
 use self::state::EpochView;
 
@@ -103,7 +104,7 @@ pub enum ScLinkEvent {
     /// After every applied full or delta update: the COMPLETE desired replica set.
     Replicas(Arc<BTreeMap<PartitionKey, PartitionSpec>>),
     /// After every applied update: every SPU spec known (peers' endpoints).
-    Spus(Arc<BTreeMap<SpuId, SpuSpec>>),
+    Spus(Arc<BTreeMap<SpuId, SpuPeer>>),
 }
 
 /// Why [`run`] could not run. The link itself never fails on network trouble (it reconnects),
@@ -172,7 +173,7 @@ pub(crate) struct Link {
     pub(crate) status: LocalReceiver<LiveReplicaStatus>,
     /// Whether `status` can still yield (false once every sender is gone).
     pub(crate) status_open: bool,
-    pub(crate) spus: EpochView<SpuId, SpuSpec>,
+    pub(crate) spus: EpochView<SpuId, SpuPeer>,
     pub(crate) replicas: EpochView<PartitionKey, PartitionSpec>,
     /// The latest reported status per partition, resent after a reconnect.
     pub(crate) latest_status: BTreeMap<PartitionKey, LiveReplica>,

@@ -293,7 +293,8 @@ impl Session {
             ApiKey::SpuUpdate => {
                 let update = SpuUpdate::decode(header.api_version, &frame.body)
                     .map_err(|error| protocol(&error))?;
-                let applied = link.spus.apply(update.epoch, update.changes, |spec| (spec.id, spec));
+                let applied =
+                    link.spus.apply(update.epoch, update.changes, |peer| (peer.spec.id, peer));
                 if applied == Applied::Applied {
                     let view = Arc::new(link.spus.objects().clone());
                     if link.events.send(ScLinkEvent::Spus(view)).await.is_err() {

@@ -107,6 +107,7 @@ struct CoreSockets {
     public_shared: OwnedFd,
     public_core: OwnedFd,
     private_shared: OwnedFd,
+    private_core: OwnedFd,
 }
 
 /// A running SPU.
@@ -119,6 +120,8 @@ pub struct Spu {
     pub metrics_address: SocketAddr,
     /// Per-core client addresses, index = core.
     pub core_addresses: Vec<SocketAddr>,
+    /// Per-core replication addresses, index = core.
+    pub core_private_addresses: Vec<SocketAddr>,
     shutdown: Arc<AtomicBool>,
     cores_running: Arc<AtomicUsize>,
     cores: usize,
@@ -161,6 +164,7 @@ struct Bound {
     public_address: SocketAddr,
     private_address: SocketAddr,
     core_addresses: Vec<SocketAddr>,
+    core_private_addresses: Vec<SocketAddr>,
     sockets: Vec<CoreSockets>,
 }
 
@@ -169,6 +173,7 @@ fn bind_all(config: &SpuConfig) -> Result<Bound, StartError> {
     let (public_address, public_fds) = bind_shared(config.public_address, cores)?;
     let (private_address, private_fds) = bind_shared(config.private_address, cores)?;
     let mut core_addresses = Vec::with_capacity(cores);
+    let mut core_private_addresses = Vec::with_capacity(cores);
     let mut sockets = Vec::with_capacity(cores);
     for (core, (public_shared, private_shared)) in
         public_fds.into_iter().zip(private_fds).enumerate()
@@ -177,13 +182,18 @@ fn bind_all(config: &SpuConfig) -> Result<Bound, StartError> {
         let address = SocketAddr::new(public_address.ip(), port);
         let listener = bind(address)?;
         core_addresses.push(local_address(&listener, address)?);
+        let private_port = config.core_private_port_base.map_or(0, |base| base + core as u16);
+        let private_address_core = SocketAddr::new(private_address.ip(), private_port);
+        let private_listener = bind(private_address_core)?;
+        core_private_addresses.push(local_address(&private_listener, private_address_core)?);
         sockets.push(CoreSockets {
             public_shared,
             public_core: OwnedFd::from(listener),
             private_shared,
+            private_core: OwnedFd::from(private_listener),
         });
     }
-    Ok(Bound { public_address, private_address, core_addresses, sockets })
+    Ok(Bound { public_address, private_address, core_addresses, core_private_addresses, sockets })
 }
 
 impl Spu {
@@ -203,7 +213,13 @@ impl Spu {
             source,
         })?;
         let cores = usize::from(config.cores);
-        let Bound { public_address, private_address, core_addresses, sockets } = bind_all(&config)?;
+        let Bound {
+            public_address,
+            private_address,
+            core_addresses,
+            core_private_addresses,
+            sockets,
+        } = bind_all(&config)?;
         let (registry, probes) = MetricsRegistry::new(cores);
         let metrics = MetricsServer::start(config.metrics_address, registry)
             .map_err(|source| StartError::Bind { address: config.metrics_address, source })?;
@@ -212,6 +228,7 @@ impl Spu {
             id: config.id,
             cores: config.cores,
             core_public_ports: core_addresses.iter().map(SocketAddr::port).collect(),
+            core_private_ports: core_private_addresses.iter().map(SocketAddr::port).collect(),
             public_endpoint: Endpoint::new(config.advertised_host.clone(), public_address.port()),
             private_endpoint: Endpoint::new(config.advertised_host.clone(), private_address.port()),
             version: env!("CARGO_PKG_VERSION").to_owned(),
@@ -258,6 +275,7 @@ impl Spu {
             private_address,
             metrics_address,
             core_addresses,
+            core_private_addresses,
             shutdown,
             registered,
             executors,
@@ -279,6 +297,9 @@ impl Spu {
         );
         for (core, address) in self.core_addresses.iter().enumerate() {
             text.push_str(&format!("core.{core}={address}\n"));
+        }
+        for (core, address) in self.core_private_addresses.iter().enumerate() {
+            text.push_str(&format!("core_private.{core}={address}\n"));
         }
         text
     }
@@ -404,7 +425,6 @@ fn leader_statuses(core: &Core) -> Vec<LiveReplica> {
             leader_epoch: replica.spec().leader_epoch,
             leader: replica.status(spu),
             followers: Vec::new(),
-            in_sync_replicas: vec![spu],
         })
         .collect();
     statuses.sort_by(|left, right| left.key.cmp(&right.key));
@@ -418,7 +438,6 @@ fn same_but_offsets(before: &[LiveReplica], after: &[LiveReplica]) -> bool {
         && before.iter().zip(after).all(|(a, b)| {
             a.key == b.key
                 && a.leader_epoch == b.leader_epoch
-                && a.in_sync_replicas == b.in_sync_replicas
                 && same_replica(&a.leader, &b.leader)
                 && a.followers.len() == b.followers.len()
                 && a.followers.iter().zip(&b.followers).all(|(x, y)| same_replica(x, y))
@@ -689,6 +708,7 @@ async fn run_core(setup: CoreSetup) {
         (sockets.public_shared, Port::Public),
         (sockets.public_core, Port::Public),
         (sockets.private_shared, Port::Private),
+        (sockets.private_core, Port::Private),
     ] {
         let fd = fd.into_raw_fd();
         spawn_into(queues.client, accept_loop(Rc::clone(&core), fd, port, Rc::clone(&stop)));
@@ -734,10 +754,10 @@ mod tests {
                 spu: SpuId(1),
                 high_watermark: Offset(end),
                 log_end_offset: Offset(end),
+                durable_end_offset: Offset(end),
                 lag_records: 0,
             },
             followers: Vec::new(),
-            in_sync_replicas: vec![SpuId(1)],
         }
     }
 
@@ -749,8 +769,8 @@ mod tests {
         assert!(!same_but_offsets(&before, &[status(0, 2, 10), status(1, 1, 20)]));
         assert!(!same_but_offsets(&before, &[status(0, 1, 10), status(2, 1, 20)]));
         assert!(!same_but_offsets(&before, &[status(0, 1, 10)]));
-        let mut shrunk = status(1, 1, 20);
-        shrunk.in_sync_replicas.clear();
-        assert!(!same_but_offsets(&before, &[status(0, 1, 10), shrunk]));
+        let mut grown = status(1, 1, 20);
+        grown.followers.push(grown.leader);
+        assert!(!same_but_offsets(&before, &[status(0, 1, 10), grown]));
     }
 }

@@ -449,6 +449,7 @@ impl Replica {
             spu,
             high_watermark: self.log.high_watermark(),
             log_end_offset: self.log.log_end_offset(),
+            durable_end_offset: self.log.durable_end_offset(),
             lag_records: 0,
         }
     }
