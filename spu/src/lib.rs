@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod metrics;
+pub mod replication;
 pub mod sc_link;
 pub mod server;
 pub mod storage;

@@ -398,13 +398,16 @@ fn follower_appends_keep_leader_offsets() {
         let appended = log.append_replicated(&batch).await.unwrap();
         assert_eq!(appended.next_offset, Offset(3));
         let error = log.append_replicated(&batch).await.unwrap_err();
-        assert!(matches!(error, StorageError::InvalidRequest(_)));
+        assert!(matches!(
+            error,
+            StorageError::NotAtLogEnd { base_offset: Offset(0), log_end: Offset(3) }
+        ));
         let mut bad = batch.clone();
         bad[40] ^= 1;
         assert!(matches!(log.append(&mut bad, EPOCH).await, Err(StorageError::InvalidBatch(_))));
         assert!(matches!(
             log.append(&mut batch.clone(), LeaderEpoch(3)).await,
-            Err(StorageError::InvalidRequest(_))
+            Err(StorageError::EpochRegression { epoch: LeaderEpoch(3), latest: LeaderEpoch(4) })
         ));
         log.wait_durable(&appended).await.unwrap();
         assert_eq!(log.epochs()[0].epoch, LeaderEpoch(4));
@@ -566,7 +569,7 @@ fn idempotent(records: usize, epoch: i16, sequence: i32, fill: u8) -> Vec<u8> {
 }
 
 #[test]
-fn followers_learn_producers_and_truncation_forgets_them() {
+fn followers_learn_producers_and_truncation_rebuilds_them() {
     use sluice_spu::storage::producers::SequenceError;
     run(|| async {
         let dir = tempfile::tempdir().unwrap();
@@ -598,15 +601,13 @@ fn followers_learn_producers_and_truncation_forgets_them() {
         let appended = follower.append(&mut idempotent(1, 0, 6, 4), EPOCH).await.unwrap();
         assert_eq!(appended.base_offset, Offset(6));
         follower.wait_durable(&appended).await.unwrap();
-        // A truncation may remove the producer's batches: its state is forgotten, so a retry
-        // of a removed batch is appended again once the producer starts a new epoch.
+        // A truncation removes the producer's later batches: its state is rebuilt from what
+        // the log still holds, so a retry of a removed batch is appended again, in sequence,
+        // and a retry of a kept one is still a duplicate.
         follower.truncate_to(Offset(3)).await.unwrap();
-        let refused = follower.append(&mut idempotent(3, 0, 3, 2), EPOCH).await.unwrap_err();
-        assert!(
-            matches!(refused, StorageError::Sequence(SequenceError::UnknownProducer { .. })),
-            "{refused:?}"
-        );
-        let again = follower.append(&mut idempotent(3, 1, 0, 2), EPOCH).await.unwrap();
+        let kept = follower.append(&mut idempotent(3, 0, 0, 1), EPOCH).await.unwrap_err();
+        assert!(matches!(kept, StorageError::DuplicateSequence { .. }), "{kept:?}");
+        let again = follower.append(&mut idempotent(3, 0, 3, 2), EPOCH).await.unwrap();
         assert_eq!(again.base_offset, Offset(3));
         leader.close().await.unwrap();
         follower.close().await.unwrap();

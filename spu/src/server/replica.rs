@@ -103,6 +103,10 @@ pub fn error_code(error: &StorageError) -> ErrorCode {
         StorageError::BatchTooLarge { .. } => ErrorCode::MessageTooLarge,
         StorageError::Corruption { .. } => ErrorCode::UnknownServerError,
         StorageError::InvalidRequest(_) => ErrorCode::InvalidRequest,
+        // A replica that lost leadership (a newer epoch is in its log already).
+        StorageError::EpochRegression { .. } | StorageError::NotAtLogEnd { .. } => {
+            ErrorCode::NotLeader
+        }
         // Its fate is unknown to the caller only in name: discarded appends are not in the
         // log, but the rule for unknown outcomes applies to I/O errors after staging.
         StorageError::AppendDiscarded { .. } | StorageError::Io { .. } => {

@@ -66,6 +66,19 @@ pub struct EpochEntry {
     pub start_offset: Offset,
 }
 
+/// For a follower's `epoch`: the largest epoch `<=` it in `entries` (a leader-epoch history,
+/// strictly increasing) and the offset where it ended: the next entry's start, or `log_end`
+/// for the last one. `None` when every entry is newer (or there is none).
+pub fn end_offset_for_epoch(
+    entries: &[EpochEntry],
+    log_end: Offset,
+    epoch: LeaderEpoch,
+) -> Option<(LeaderEpoch, Offset)> {
+    let index = entries.partition_point(|entry| entry.epoch <= epoch).checked_sub(1)?;
+    let end = entries.get(index + 1).map_or(log_end, |next| next.start_offset);
+    Some((entries[index].epoch, end))
+}
+
 /// Writes the leader-epoch history.
 pub fn write_epochs(directory: &Path, entries: &[EpochEntry]) -> StorageResult<()> {
     let mut text = format!("{FORMAT_VERSION}\n{}\n", entries.len());

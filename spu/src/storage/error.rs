@@ -4,7 +4,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use sluice_proto::ids::Offset;
+use sluice_proto::ids::{LeaderEpoch, Offset};
 use sluice_proto::record::BatchError;
 
 use super::log::Appended;
@@ -59,6 +59,24 @@ pub enum StorageError {
     /// log's state. Retrying the same call fails again.
     #[error("invalid request: {0}")]
     InvalidRequest(String),
+    /// An append's leader epoch is older than the newest epoch in the log (a leader that was
+    /// replaced appending late). Nothing was appended.
+    #[error("append with leader epoch {epoch} below the log's latest epoch {latest}")]
+    EpochRegression {
+        /// The append's epoch.
+        epoch: LeaderEpoch,
+        /// The newest epoch in the log.
+        latest: LeaderEpoch,
+    },
+    /// A replicated batch does not start at the log's end (the follower's log moved since the
+    /// fetch was made). Nothing was appended; the follower fetches again from its end.
+    #[error("replicated batch starts at {base_offset} but the log ends at {log_end}")]
+    NotAtLogEnd {
+        /// The batch's first offset.
+        base_offset: Offset,
+        /// The log's appended end.
+        log_end: Offset,
+    },
     /// The batch was appended but later dropped before it was written (a failed write round
     /// or a truncation); it is not in the log, so appending it again is safe.
     #[error("append ending at offset {next_offset} was discarded before it was written")]
@@ -107,6 +125,8 @@ impl StorageError {
             | StorageError::BatchTooLarge { .. }
             | StorageError::Corruption { .. }
             | StorageError::InvalidRequest(_)
+            | StorageError::EpochRegression { .. }
+            | StorageError::NotAtLogEnd { .. }
             | StorageError::Sequence(_)
             | StorageError::DuplicateSequence { .. }
             | StorageError::Closed

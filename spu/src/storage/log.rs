@@ -110,6 +110,11 @@ pub(crate) struct LogState {
     high_watermark: Offset,
     high_watermark_checkpointed: Option<Offset>,
     epochs: Vec<EpochEntry>,
+    /// Bumped at every change of `epochs`; `epochs_persisted` is the value last written to the
+    /// leader-epoch checkpoint. Written before any write round that could put a batch of a new
+    /// epoch on the file, so the checkpoint always covers every written batch's epoch.
+    epochs_version: u64,
+    epochs_persisted: u64,
     rolling: bool,
     closed: bool,
     discard_generation: u64,
@@ -119,8 +124,9 @@ pub(crate) struct LogState {
 }
 
 impl LogState {
+    /// Dropped appended batches (a failed round, a truncation): their waiters learn it, and the
+    /// producers' state is rebuilt from what the log still holds (by the caller).
     fn record_discard(&mut self, new_end: Offset) {
-        // The producers' state may name dropped batches: forget it (they start new epochs).
         self.producers.clear();
         self.discard_generation += 1;
         self.discards.push_back((self.discard_generation, new_end));
@@ -146,6 +152,11 @@ impl LogState {
         self.active.written.next_offset
     }
 
+    fn set_epochs(&mut self, epochs: Vec<EpochEntry>) {
+        self.epochs = epochs;
+        self.epochs_version += 1;
+    }
+
     fn size_bytes(&self) -> u64 {
         self.sealed.values().map(|segment| segment.size_bytes).sum::<u64>()
             + self.active.written.position
@@ -161,6 +172,8 @@ struct Shared {
     sync_gate: Rc<IoGate>,
     /// Held by the zero-fill task while it writes; taken last by [`ReplicaLog::exclusive`].
     zero_gate: Rc<IoGate>,
+    /// Serializes high-watermark checkpoint writes (they share a temporary file name).
+    checkpoint_gate: Rc<IoGate>,
     /// Notified whenever the zero-fill task ends.
     zeros_done: Signal,
     roll_done: Signal,
@@ -283,6 +296,8 @@ impl ReplicaLog {
             high_watermark,
             high_watermark_checkpointed: None,
             epochs: Vec::new(),
+            epochs_version: 0,
+            epochs_persisted: 0,
             rolling: false,
             closed: false,
             discard_generation: 0,
@@ -296,6 +311,7 @@ impl ReplicaLog {
                 gate: Rc::new(IoGate::default()),
                 sync_gate: Rc::new(IoGate::default()),
                 zero_gate: Rc::new(IoGate::default()),
+                checkpoint_gate: Rc::new(IoGate::default()),
                 zeros_done: Signal::default(),
                 roll_done: Signal::default(),
                 files,
@@ -384,10 +400,7 @@ impl ReplicaLog {
         let base_offset = state.active.appended.next_offset;
         if let Some(last) = state.epochs.last() {
             if epoch < last.epoch {
-                return Err(StorageError::InvalidRequest(format!(
-                    "append with leader epoch {epoch} below the log's latest epoch {}",
-                    last.epoch
-                )));
+                return Err(StorageError::EpochRegression { epoch, latest: last.epoch });
             }
         }
         match state.producers.admit(&header)? {
@@ -409,15 +422,18 @@ impl ReplicaLog {
         let mut state = self.shared.state.borrow_mut();
         let expected = state.active.appended.next_offset;
         if header.base_offset != expected {
-            return Err(StorageError::InvalidRequest(format!(
-                "replicated batch starts at {} but the log ends at {expected}",
-                header.base_offset
-            )));
+            return Err(StorageError::NotAtLogEnd {
+                base_offset: header.base_offset,
+                log_end: expected,
+            });
         }
-        if state.epochs.last().is_some_and(|last| header.partition_leader_epoch < last.epoch) {
-            return Err(StorageError::InvalidRequest(
-                "replicated batch has an older leader epoch".into(),
-            ));
+        if let Some(last) = state.epochs.last() {
+            if header.partition_leader_epoch < last.epoch {
+                return Err(StorageError::EpochRegression {
+                    epoch: header.partition_leader_epoch,
+                    latest: last.epoch,
+                });
+            }
         }
         let appended = self.stage(&mut state, batch, &header)?;
         state.producers.record(&header, appended);
@@ -481,6 +497,7 @@ impl ReplicaLog {
         }
         let meta = BatchMeta::from_header(header, state.active.appended.position);
         if state.epochs.last().is_none_or(|last| header.partition_leader_epoch > last.epoch) {
+            // Persisted by the next write round, before this batch can reach the file.
             let mut epochs = state.epochs.clone();
             epochs.push(EpochEntry {
                 epoch: header.partition_leader_epoch,
@@ -489,8 +506,7 @@ impl ReplicaLog {
             if epochs.len() > checkpoint::LEADER_EPOCH_ENTRIES_MAX {
                 epochs.remove(0);
             }
-            checkpoint::write_epochs(&self.shared.directory, &epochs)?;
-            state.epochs = epochs;
+            state.set_epochs(epochs);
         }
         state.active.append(batch, meta, self.shared.clock.now_ms());
         Ok(Appended {
@@ -597,6 +613,7 @@ impl ReplicaLog {
     /// A round never writes where the zero-fill task is writing: it waits for the task first.
     /// Afterwards it starts the zero-fill task when due (see [`LogConfig::zero_fill_bytes`]).
     async fn write_round(&self) -> StorageResult<()> {
+        self.persist_epochs().await?;
         let (file, round, path) = {
             let mut state = self.shared.state.borrow_mut();
             let Some(round) = state.active.take_round() else { return Ok(()) };
@@ -652,6 +669,9 @@ impl ReplicaLog {
             if let Err(cut_error) = file.truncate(written_end.position).await {
                 tracing::error!(%cut_error, ?path, "could not cut the log after a failed write");
             }
+            if let Err(rebuild_error) = self.rebuild_producers() {
+                tracing::warn!(%rebuild_error, ?path, "idempotent producers' state not rebuilt");
+            }
             return Err(error);
         }
         let zero_fill_due = {
@@ -670,6 +690,46 @@ impl ReplicaLog {
         stats.write_rounds += 1;
         self.shared.stats.set(stats);
         Ok(())
+    }
+
+    /// Writes the leader-epoch checkpoint if the history changed since it was last written, on
+    /// the executor's blocking thread (caller holds the write gate, which serializes these
+    /// writes).
+    async fn persist_epochs(&self) -> StorageResult<()> {
+        let (version, entries) = {
+            let state = self.shared.state.borrow();
+            if state.epochs_version == state.epochs_persisted {
+                return Ok(());
+            }
+            (state.epochs_version, state.epochs.clone())
+        };
+        let directory = self.shared.directory.clone();
+        runtime::blocking(move || checkpoint::write_epochs(&directory, &entries)).await?;
+        let mut state = self.shared.state.borrow_mut();
+        state.epochs_persisted = state.epochs_persisted.max(version);
+        Ok(())
+    }
+
+    /// Records that a leader of `epoch` takes over at the log's end: the epoch's start offset
+    /// goes into the leader-epoch history (and its checkpoint, before this returns), so a
+    /// follower asking where an older epoch ended gets this offset even before any batch of the
+    /// new epoch is appended. A no-op for an epoch not newer than the log's latest.
+    pub async fn assign_epoch(&self, epoch: LeaderEpoch) -> StorageResult<()> {
+        let _guard = self.shared.gate.acquire().await;
+        {
+            let mut state = self.shared.state.borrow_mut();
+            if state.epochs.last().is_some_and(|last| last.epoch >= epoch) {
+                return Ok(());
+            }
+            let start_offset = state.active.appended.next_offset;
+            let mut epochs = state.epochs.clone();
+            epochs.push(EpochEntry { epoch, start_offset });
+            if epochs.len() > checkpoint::LEADER_EPOCH_ENTRIES_MAX {
+                epochs.remove(0);
+            }
+            state.set_epochs(epochs);
+        }
+        self.persist_epochs().await
     }
 
     /// Waits while the zero-fill task runs and `blocked` holds for the active segment. Never
@@ -775,18 +835,22 @@ impl ReplicaLog {
             self.drop_segments_from(offset).await?;
             self.truncate_active(offset).await?;
         }
-        let mut state = self.shared.state.borrow_mut();
-        let new_end = state.log_end();
-        state.record_discard(new_end);
-        state.epochs.retain(|entry| entry.start_offset < new_end);
-        checkpoint::write_epochs(&self.shared.directory, &state.epochs)?;
-        if new_end < state.log_start {
-            // The batch holding the cut started below the log start: the start follows.
-            checkpoint::write_offset(&self.shared.directory, LOG_START_FILE, new_end)?;
-            state.log_start = new_end;
+        {
+            let mut state = self.shared.state.borrow_mut();
+            let new_end = state.log_end();
+            state.record_discard(new_end);
+            let mut epochs = state.epochs.clone();
+            epochs.retain(|entry| entry.start_offset < new_end);
+            state.set_epochs(epochs);
+            if new_end < state.log_start {
+                // The batch holding the cut started below the log start: the start follows.
+                checkpoint::write_offset(&self.shared.directory, LOG_START_FILE, new_end)?;
+                state.log_start = new_end;
+            }
+            state.high_watermark = state.high_watermark.min(new_end);
         }
-        state.high_watermark = state.high_watermark.min(new_end);
-        Ok(())
+        self.persist_epochs().await?;
+        self.rebuild_producers()
     }
 
     /// Deletes whole segments starting at or after `offset`, newest first; if the active one
@@ -1021,12 +1085,7 @@ impl ReplicaLog {
     /// that epoch ended here (the next epoch's start, or the log end). `None` when unknown.
     pub fn end_offset_for_epoch(&self, epoch: LeaderEpoch) -> Option<(LeaderEpoch, Offset)> {
         let state = self.shared.state.borrow();
-        let index = state.epochs.partition_point(|entry| entry.epoch <= epoch).checked_sub(1)?;
-        let end = state
-            .epochs
-            .get(index + 1)
-            .map_or(state.active.appended.next_offset, |next| next.start_offset);
-        Some((state.epochs[index].epoch, end))
+        checkpoint::end_offset_for_epoch(&state.epochs, state.active.appended.next_offset, epoch)
     }
 
     /// The leader-epoch history (epoch, first offset).
@@ -1066,18 +1125,22 @@ impl ReplicaLog {
         state.high_watermark = high_watermark.clamp(state.log_start, state.log_end());
     }
 
-    /// Writes the high-watermark checkpoint if it changed.
-    pub fn checkpoint_high_watermark(&self) -> StorageResult<()> {
-        let mut state = self.shared.state.borrow_mut();
-        if state.high_watermark_checkpointed == Some(state.high_watermark) {
-            return Ok(());
-        }
-        checkpoint::write_offset(
-            &self.shared.directory,
-            HIGH_WATERMARK_FILE,
-            state.high_watermark,
-        )?;
-        state.high_watermark_checkpointed = Some(state.high_watermark);
+    /// Writes the high-watermark checkpoint if it changed, on the executor's blocking thread.
+    pub async fn checkpoint_high_watermark(&self) -> StorageResult<()> {
+        let _guard = self.shared.checkpoint_gate.acquire().await;
+        let high_watermark = {
+            let state = self.shared.state.borrow();
+            if state.high_watermark_checkpointed == Some(state.high_watermark) {
+                return Ok(());
+            }
+            state.high_watermark
+        };
+        let directory = self.shared.directory.clone();
+        runtime::blocking(move || {
+            checkpoint::write_offset(&directory, HIGH_WATERMARK_FILE, high_watermark)
+        })
+        .await?;
+        self.shared.state.borrow_mut().high_watermark_checkpointed = Some(high_watermark);
         Ok(())
     }
 
@@ -1130,7 +1193,7 @@ impl ReplicaLog {
             self.sync_round().await?;
             self.shared.state.borrow_mut().closed = true;
         }
-        self.checkpoint_high_watermark()?;
+        self.checkpoint_high_watermark().await?;
         let state = self.shared.state.borrow();
         for segment in state.sealed.values() {
             self.shared.files.remove(&segment.paths.log);

@@ -301,6 +301,12 @@ pub async fn probe_direct_io(directory: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Runs a blocking function (file system calls that fsync: checkpoints) on the executor's
+/// blocking thread and waits for it, so the core's tasks keep running meanwhile.
+pub async fn blocking<T: Send + 'static>(work: impl FnOnce() -> T + Send + 'static) -> T {
+    glommio::executor().spawn_blocking(work).await
+}
+
 /// Yields to other tasks of the executor once.
 pub async fn yield_now() {
     glommio::executor().yield_now().await
