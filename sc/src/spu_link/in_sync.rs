@@ -18,7 +18,8 @@
 //! controller or another request wrote in between, it reads again and judges again. A store
 //! failure is answered `ScUnavailable` (the outcome is unknown: a retry based on the old epoch
 //! is refused with the set actually stored). Every answer carries the partition's leader epoch
-//! and in-sync set as they are after the request.
+//! and in-sync set as they are after the request. The session answers once its cache shows the
+//! writes, so whatever the leader does next (and any admin request after it) sees the new set.
 
 use std::collections::BTreeSet;
 
@@ -31,7 +32,7 @@ use sluice_proto::object::InSyncSet;
 
 use crate::cache::Snapshot;
 use crate::objects::{partition_key, PartitionObject};
-use crate::store::{ExpectedVersion, MetadataStore, ObjectKind, TypedStore, Versioned};
+use crate::store::{ExpectedVersion, MetadataStore, ObjectKind, TypedStore, Version, Versioned};
 
 /// Attempts of one proposal's read-judge-write before answering `ScUnavailable`.
 const WRITE_ATTEMPTS_MAX: usize = 5;
@@ -84,6 +85,15 @@ pub fn judge(
     Verdict::Accepted(proposed.clone())
 }
 
+/// The answer to an `AlterInSync` request, and the newest version it wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Answer {
+    /// One result per proposal.
+    pub response: AlterInSyncResponse,
+    /// The newest store version written (`None`: nothing stored).
+    pub newest_write: Option<Version>,
+}
+
 /// Answers an `AlterInSync` request from `proposer`'s control session: judges and stores each
 /// proposal, in order. SPU liveness comes from `snapshot`.
 pub fn alter_in_sync(
@@ -91,9 +101,10 @@ pub fn alter_in_sync(
     snapshot: &Snapshot,
     proposer: SpuId,
     request: &AlterInSyncRequest,
-) -> AlterInSyncResponse {
+) -> Answer {
     let online =
         |spu: SpuId| snapshot.spus.get(&spu).is_some_and(|spu| spu.value.status.is_online());
+    let mut newest_write = None;
     let partitions = request
         .partitions
         .iter()
@@ -102,10 +113,12 @@ pub fn alter_in_sync(
                 tracing::warn!(spu = %proposer, named = %request.spu, "AlterInSync names another SPU");
                 return refusal(proposal, ErrorCode::InvalidRequest);
             }
-            alter_one(store, proposer, proposal, &online)
+            let (result, written) = alter_one(store, proposer, proposal, &online);
+            newest_write = newest_write.max(written);
+            result
         })
         .collect();
-    AlterInSyncResponse { partitions }
+    Answer { response: AlterInSyncResponse { partitions }, newest_write }
 }
 
 fn refusal(proposal: &AlterInSyncPartition, error_code: ErrorCode) -> AlterInSyncResult {
@@ -130,28 +143,29 @@ fn answer(
     }
 }
 
+/// One proposal's result, and the version written if it was stored.
 fn alter_one(
     store: &dyn MetadataStore,
     proposer: SpuId,
     proposal: &AlterInSyncPartition,
     online: &dyn Fn(SpuId) -> bool,
-) -> AlterInSyncResult {
+) -> (AlterInSyncResult, Option<Version>) {
     let Ok(key) = partition_key(&proposal.key) else {
-        return refusal(proposal, ErrorCode::UnknownTopicOrPartition);
+        return (refusal(proposal, ErrorCode::UnknownTopicOrPartition), None);
     };
     for _attempt in 0..WRITE_ATTEMPTS_MAX {
         let read = store.get_typed::<PartitionObject>(ObjectKind::Partition, &key);
         let Versioned { version, value: current, .. } = match read {
             Ok(Some(current)) => current,
-            Ok(None) => return refusal(proposal, ErrorCode::UnknownTopicOrPartition),
+            Ok(None) => return (refusal(proposal, ErrorCode::UnknownTopicOrPartition), None),
             Err(error) => {
                 tracing::warn!(partition = %proposal.key, %error, "cannot read a partition");
-                return refusal(proposal, ErrorCode::ScUnavailable);
+                return (refusal(proposal, ErrorCode::ScUnavailable), None);
             }
         };
         let in_sync = match judge(&current, proposer, proposal, online) {
-            Verdict::Refused(error_code) => return answer(proposal, error_code, &current),
-            Verdict::Unchanged => return answer(proposal, ErrorCode::None, &current),
+            Verdict::Refused(error_code) => return (answer(proposal, error_code, &current), None),
+            Verdict::Unchanged => return (answer(proposal, ErrorCode::None, &current), None),
             Verdict::Accepted(in_sync) => in_sync,
         };
         let mut next = current.clone();
@@ -160,7 +174,7 @@ fn alter_one(
         assert!(next.status.in_sync_replicas.contains(&next.spec.leader));
         let expected = ExpectedVersion::Exactly(version);
         match store.put_typed(ObjectKind::Partition, &key, &next, expected, None) {
-            Ok(_) => {
+            Ok(written) => {
                 tracing::info!(
                     partition = %proposal.key,
                     from = ?current.status.in_sync_replicas,
@@ -168,17 +182,17 @@ fn alter_one(
                     partition_epoch = %next.status.partition_epoch,
                     "in-sync set changed by its leader"
                 );
-                return answer(proposal, ErrorCode::None, &next);
+                return (answer(proposal, ErrorCode::None, &next), Some(written));
             }
             Err(error) if error.is_conflict() => continue,
             Err(error) => {
                 tracing::warn!(partition = %proposal.key, %error, "cannot store an in-sync set");
-                return answer(proposal, ErrorCode::ScUnavailable, &current);
+                return (answer(proposal, ErrorCode::ScUnavailable, &current), None);
             }
         }
     }
     tracing::warn!(partition = %proposal.key, "partition keeps changing; proposal not stored");
-    refusal(proposal, ErrorCode::ScUnavailable)
+    (refusal(proposal, ErrorCode::ScUnavailable), None)
 }
 
 #[cfg(test)]

@@ -118,8 +118,10 @@ fn accepted_sets_are_stored_with_the_next_partition_epoch() {
         key: PartitionKey::new(TopicName::new("other").unwrap(), PartitionId(0)),
         ..proposal(&[1])
     };
-    let response =
+    let answer =
         alter_in_sync(&store, &snapshot, SpuId(1), &request(1, vec![proposal(&[1]), unknown]));
+    assert!(answer.newest_write.is_some());
+    let response = answer.response;
     let [shrunk, missing] = &response.partitions[..] else { panic!("{response:?}") };
     assert_eq!(shrunk.error_code, ErrorCode::None);
     assert_eq!(shrunk.leader_epoch, LeaderEpoch(4));
@@ -130,14 +132,17 @@ fn accepted_sets_are_stored_with_the_next_partition_epoch() {
     assert_eq!(stored.unwrap().value.status.in_sync(), expected);
 
     // The same proposal again is based on an old version: refused, with the stored set.
-    let again = alter_in_sync(&store, &snapshot, SpuId(1), &request(1, vec![proposal(&[1])]));
+    let again =
+        alter_in_sync(&store, &snapshot, SpuId(1), &request(1, vec![proposal(&[1])])).response;
     assert_eq!(again.partitions[0].error_code, ErrorCode::InvalidUpdateVersion);
     assert_eq!(again.partitions[0].in_sync, expected);
     // Adding SPU 3, which is not online in the snapshot, is refused.
     let add = AlterInSyncPartition { partition_epoch: PartitionEpoch(8), ..proposal(&[1, 3]) };
     let refused = alter_in_sync(&store, &snapshot, SpuId(1), &request(1, vec![add]));
-    assert_eq!(refused.partitions[0].error_code, ErrorCode::IneligibleReplica);
+    assert_eq!(refused.newest_write, None);
+    assert_eq!(refused.response.partitions[0].error_code, ErrorCode::IneligibleReplica);
     // A request naming another SPU than the session's is invalid.
-    let foreign = alter_in_sync(&store, &snapshot, SpuId(1), &request(2, vec![proposal(&[1])]));
+    let foreign =
+        alter_in_sync(&store, &snapshot, SpuId(1), &request(2, vec![proposal(&[1])])).response;
     assert_eq!(foreign.partitions[0].error_code, ErrorCode::InvalidRequest);
 }

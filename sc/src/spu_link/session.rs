@@ -28,6 +28,9 @@ use super::{SessionGeneration, SpuLinkContext, FRAME_BYTES_MAX, REGISTER_TIMEOUT
 use crate::cache::Snapshot;
 use crate::controllers::now_ms;
 
+/// Longest wait for the cache to show an accepted in-sync set before answering anyway.
+const WRITE_VISIBLE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
 enum End {
@@ -430,9 +433,15 @@ impl Session<'_> {
                 let request =
                     AlterInSyncRequest::decode(version, &frame.body).map_err(malformed)?;
                 let snapshot = self.context.cache.snapshot();
-                let response =
+                let answer =
                     alter_in_sync(self.context.store.as_ref(), &snapshot, self.id, &request);
-                write_message(&mut self.stream, header, &response)
+                if let Some(version) = answer.newest_write {
+                    // Read-your-writes: whatever follows this answer sees the stored sets.
+                    if !self.context.cache.wait_for_revision(version, WRITE_VISIBLE_TIMEOUT) {
+                        tracing::warn!(spu = %self.id, "in-sync set write not yet in the cache");
+                    }
+                }
+                write_message(&mut self.stream, header, &answer.response)
             }
             other => Err(End::Protocol(format!("unexpected {other} on the control connection"))),
         }
