@@ -87,7 +87,12 @@ impl Model {
 
     /// A controller pass; each write lands with probability `applied` (else it conflicted).
     fn pass(&mut self, preferred_leaders: PreferredLeaders, applied: f64) {
-        let context = ReduceContext { now: NOW, heartbeat_timeout_ms: 60_000, preferred_leaders };
+        let context = ReduceContext {
+            now: NOW,
+            started: TimestampMs(0),
+            heartbeat_timeout_ms: 60_000,
+            preferred_leaders,
+        };
         for action in reduce(&self.snapshot, context) {
             if !self.rng.gen_bool(applied) {
                 continue;

@@ -5,7 +5,9 @@
 //!
 //! - **Listener**: the controller thread ([`run`]) wakes on every cache change (a coalesced
 //!   signal from [`Cache::subscribe`]) and at least every [`BACKSTOP_INTERVAL`] (heartbeat
-//!   timeouts need a clock, and a failed write must be retried even if nothing changes).
+//!   timeouts need a clock, and a failed write must be retried even if nothing changes). An
+//!   SPU's silence counts from the thread's start at the earliest, so a new SC (restarted or
+//!   taking over) does not mark offline SPUs that have not had time to reconnect to it.
 //! - **Reducer**: [`reducer::reduce`], pure over the [`crate::cache::Snapshot`]; see its docs for
 //!   the topic lifecycle that keeps partitions in place across restarts, and [`partitions`] for
 //!   leadership and in-sync sets. Moving leaders back to preferred replicas is allowed in one
@@ -66,6 +68,7 @@ pub fn run(
     let changes = cache.subscribe();
     let heartbeat_timeout_ms =
         i64::try_from(settings.heartbeat_timeout.as_millis()).unwrap_or(i64::MAX);
+    let started = now_ms();
     let mut last_rebalance = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
         match changes.recv_timeout(BACKSTOP_INTERVAL) {
@@ -81,7 +84,8 @@ pub fn run(
         if rebalance_due {
             last_rebalance = Instant::now();
         }
-        let context = ReduceContext { now: now_ms(), heartbeat_timeout_ms, preferred_leaders };
+        let context =
+            ReduceContext { now: now_ms(), started, heartbeat_timeout_ms, preferred_leaders };
         let actions = reducer::reduce(&snapshot, context);
         let mut newest = Version::ZERO;
         for action in actions {

@@ -240,6 +240,7 @@ fn snapshot_with_topic(partitions: u32) -> (Snapshot, TopicName) {
 fn context() -> ReduceContext {
     ReduceContext {
         now: TimestampMs(10_000),
+        started: TimestampMs(0),
         heartbeat_timeout_ms: 2_000,
         preferred_leaders: PreferredLeaders::Leave,
     }

@@ -110,6 +110,8 @@ pub enum Action {
 pub struct ReduceContext {
     /// The current time.
     pub now: TimestampMs,
+    /// When this SC's controller started (its term began).
+    pub started: TimestampMs,
     /// An online SPU whose last heartbeat is older than this is marked offline.
     pub heartbeat_timeout_ms: i64,
     /// Whether this pass moves leadership back to preferred replicas (the controller allows it
@@ -263,12 +265,15 @@ fn missing_partitions(snapshot: &Snapshot, name: &TopicName, topic: &TopicObject
     actions
 }
 
-/// SPUs: an online SPU silent for longer than the heartbeat timeout goes offline.
+/// SPUs: an online SPU silent for longer than the heartbeat timeout goes offline. Silence counts
+/// from the controller's start at the earliest: after a restart or a takeover, SPUs get one
+/// heartbeat timeout to reconnect before their leaderships move.
 pub fn reduce_spus(snapshot: &Snapshot, context: ReduceContext) -> Vec<Action> {
     let mut actions = Vec::new();
     for (id, spu) in &snapshot.spus {
         let status = &spu.value.status;
         let last = status.last_heartbeat.map_or(i64::MIN, TimestampMs::get);
+        let last = last.max(context.started.get());
         let silent_ms = context.now.get().saturating_sub(last);
         if status.resolution == SpuResolution::Online && silent_ms > context.heartbeat_timeout_ms {
             let mut object = spu.value.clone();

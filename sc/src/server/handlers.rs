@@ -7,7 +7,9 @@
 //!   `InvalidReplicaAssignment` or `InvalidConfig`, with the allowed range in the message;
 //! - replication factor above the registered SPU count: `ReplicationFactorAboveSpuCount`;
 //! - an object that exists / does not: `*AlreadyExists` / `*NotFound`;
-//! - a store failure: `ScUnavailable` (retriable; for a write the outcome is unknown).
+//! - a store failure: `ScUnavailable` (retriable; for a write the outcome is unknown);
+//! - `RebalanceLeaders` of a topic that does not exist: `TopicNotFound`; partitions whose
+//!   preferred replica cannot lead now are listed, not an error.
 
 use std::time::Duration;
 
