@@ -64,6 +64,8 @@ struct Session<'a> {
     id: SpuId,
     /// This session's number among the SPU's sessions in this term.
     generation: SessionGeneration,
+    /// The registration's frame header, for the answer.
+    registration: FrameHeader,
     sent: Sent,
     next_correlation_id: i32,
     /// When the SPU's liveness was last written to the store.
@@ -80,7 +82,8 @@ pub(super) fn serve(stream: TcpStream, peer: SocketAddr, context: &SpuLinkContex
         .and_then(|()| register(stream, decoder, context));
     match result {
         Ok(mut session) => {
-            let outcome = session.run();
+            // From here on the SPU is recorded online: any end marks it offline.
+            let outcome = session.accept().and_then(|()| session.run());
             match outcome {
                 Ok(()) => {
                     tracing::info!(spu = %session.id, %peer, "SPU connection closed at shutdown")
@@ -205,10 +208,9 @@ fn register<'a>(
         }
         Err(error) => return Err(refuse(&mut stream, ErrorCode::ScUnavailable, error.to_string())),
     }
-    write_message(&mut stream, frame.header, &SpuRegisterResponse::Accepted)?;
     tracing::info!(spu = %request.id, cores = request.cores, version = %request.version, "SPU registered");
     let now = Instant::now();
-    let mut session = Session {
+    Ok(Session {
         stream,
         decoder,
         context,
@@ -218,9 +220,8 @@ fn register<'a>(
         next_correlation_id: 1,
         last_recorded: now,
         last_heartbeat_sent: now,
-    };
-    session.send_full(SnapshotKind::All)?;
-    Ok(session)
+        registration: frame.header,
+    })
 }
 
 /// The SPU peers and the replica set (with in-sync sets) this SPU should see in `snapshot`.
@@ -281,6 +282,12 @@ impl Session<'_> {
         let correlation_id = CorrelationId(self.next_correlation_id);
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
         FrameHeader { api_key, api_version: ApiVersion(0), correlation_id }
+    }
+
+    /// Answers the registration and sends the full updates.
+    fn accept(&mut self) -> Result<(), End> {
+        write_message(&mut self.stream, self.registration, &SpuRegisterResponse::Accepted)?;
+        self.send_full(SnapshotKind::All)
     }
 
     fn send_full(&mut self, kind: SnapshotKind) -> Result<(), End> {
