@@ -22,8 +22,8 @@ use sluice_proto::api::admin::{
     AdminResponse, CreateSpuGroupRequest, CreateTopicRequest, DeleteSpuGroupRequest,
     DeleteTopicRequest, DescribeTopicRequest, DescribeTopicResponse, ListPartitionsRequest,
     ListPartitionsResponse, ListSpuGroupsRequest, ListSpuGroupsResponse, ListSpusRequest,
-    ListSpusResponse, ListTopicsRequest, ListTopicsResponse, RegisterSpuRequest,
-    UnregisterSpuRequest,
+    ListSpusResponse, ListTopicsRequest, ListTopicsResponse, RebalanceLeadersRequest,
+    RebalanceLeadersResponse, RegisterSpuRequest, UnregisterSpuRequest,
 };
 use sluice_proto::api::metadata::{
     MetadataRequest, MetadataResponse, MetadataWatchRequest, MetadataWatchUpdate,
@@ -216,6 +216,15 @@ impl AdminClient {
         topic: Option<TopicName>,
     ) -> Result<ListPartitionsResponse, ClientError> {
         self.call(&ListPartitionsRequest { topic })
+    }
+
+    /// Moves leadership back to preferred replicas that are online and in sync (of `topic`, or
+    /// of every topic).
+    pub fn rebalance_leaders(
+        &mut self,
+        topic: Option<TopicName>,
+    ) -> Result<RebalanceLeadersResponse, ClientError> {
+        self.call(&RebalanceLeadersRequest { topic })
     }
 
     /// Client metadata of `topics` (all when `None`).

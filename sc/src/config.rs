@@ -24,6 +24,8 @@ pub const PUBLIC_ADDRESS_DEFAULT: &str = "0.0.0.0:9003";
 pub const PRIVATE_ADDRESS_DEFAULT: &str = "0.0.0.0:9004";
 /// Default time without a heartbeat after which an SPU is marked offline.
 pub const HEARTBEAT_TIMEOUT_MS_DEFAULT: u64 = 2_000;
+/// Default interval between automatic moves of leadership back to preferred replicas.
+pub const LEADER_REBALANCE_INTERVAL_MS_DEFAULT: u64 = 10_000;
 /// Default TTL of the leadership session: Consul's minimum, for the fastest takeover.
 pub const LEADER_TTL_MS_DEFAULT: u64 = 10_000;
 /// Default lock delay: short, because every write is fenced anyway; it only spaces out terms.
@@ -92,6 +94,11 @@ pub struct ScArgs {
     /// Milliseconds without a heartbeat before an SPU is marked offline [default: 2000].
     #[arg(long, env = "SLUICE_SC_HEARTBEAT_TIMEOUT_MS")]
     pub heartbeat_timeout_ms: Option<u64>,
+    /// Milliseconds between automatic moves of partition leadership back to the preferred
+    /// replica (the first of a partition's replicas) once it is online and in sync; 0 turns
+    /// them off (then only `RebalanceLeaders` moves them) [default: 10000].
+    #[arg(long, env = "SLUICE_SC_LEADER_REBALANCE_INTERVAL_MS")]
+    pub leader_rebalance_interval_ms: Option<u64>,
     /// Consul store: TTL of the leadership session in milliseconds, 10000 to 86400000. After a
     /// crash of the active SC a standby takes over within one to two TTLs plus the lock delay
     /// [default: 10000].
@@ -130,6 +137,7 @@ pub struct FileConfig {
     topic_retention_ms: Option<u64>,
     topic_segment_bytes: Option<u64>,
     heartbeat_timeout_ms: Option<u64>,
+    leader_rebalance_interval_ms: Option<u64>,
     leader_ttl_ms: Option<u64>,
     leader_lock_delay_ms: Option<u64>,
     leader_check_ttl_ms: Option<u64>,
@@ -174,6 +182,8 @@ pub struct ScConfig {
     pub topic_defaults: TopicDefaults,
     /// Time without a heartbeat before an SPU is offline.
     pub heartbeat_timeout: Duration,
+    /// Interval between automatic moves of leadership back to preferred replicas; `None`: off.
+    pub leader_rebalance_interval: Option<Duration>,
     /// Leadership session settings (Consul store).
     pub leader: LeaderSettings,
     /// Readiness file.
@@ -291,6 +301,12 @@ impl ScArgs {
         if heartbeat_timeout_ms == 0 {
             return Err(ConfigError::Invalid("heartbeat_timeout_ms must be at least 1".into()));
         }
+        let leader_rebalance_interval_ms = self
+            .leader_rebalance_interval_ms
+            .or(file.leader_rebalance_interval_ms)
+            .unwrap_or(LEADER_REBALANCE_INTERVAL_MS_DEFAULT);
+        let leader_rebalance_interval = (leader_rebalance_interval_ms > 0)
+            .then(|| Duration::from_millis(leader_rebalance_interval_ms));
         let leader = LeaderSettings {
             ttl: Duration::from_millis(
                 self.leader_ttl_ms.or(file.leader_ttl_ms).unwrap_or(LEADER_TTL_MS_DEFAULT),
@@ -333,6 +349,7 @@ impl ScArgs {
             store,
             topic_defaults,
             heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms),
+            leader_rebalance_interval,
             leader,
             ready_file: self.ready_file.or(file.ready_file),
         })
@@ -356,7 +373,24 @@ mod tests {
         assert_eq!(config.public_address.port(), 9003);
         assert_eq!(config.private_address.port(), 9004);
         assert_eq!(config.heartbeat_timeout, Duration::from_secs(2));
+        assert_eq!(config.leader_rebalance_interval, Some(Duration::from_secs(10)));
         assert!(matches!(config.store, StoreSettings::Embedded { .. }));
+    }
+
+    #[test]
+    fn leader_rebalance_interval_from_file_and_flag_zero_turns_it_off() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sc.toml");
+        std::fs::write(&path, "leader_rebalance_interval_ms = 2500\n").unwrap();
+        let from_file = ScArgs { config: Some(path.clone()), ..ScArgs::default() };
+        let config = from_file.resolve().unwrap();
+        assert_eq!(config.leader_rebalance_interval, Some(Duration::from_millis(2500)));
+        let off = ScArgs {
+            config: Some(path),
+            leader_rebalance_interval_ms: Some(0),
+            ..ScArgs::default()
+        };
+        assert_eq!(off.resolve().unwrap().leader_rebalance_interval, None);
     }
 
     #[test]

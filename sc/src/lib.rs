@@ -31,7 +31,8 @@
 //! - [`controllers`]: the reconcile loop (listener, pure [`controllers::reducer`], action step)
 //!   for SPU groups, SPUs, topics and partitions.
 //! - [`server`]: the public admin and metadata API; [`admin_client`] is its blocking client.
-//! - [`spu_link`]: the SPU connection manager (registration, updates, heartbeats, live status).
+//! - [`spu_link`]: the SPU connection manager (registration, updates, heartbeats, live status,
+//!   in-sync set proposals).
 //! - [`ha`]: which SC is active (a Consul session lock), standbys, takeover, fencing of every
 //!   write with the term's token ([`store::FencedStore`]), fail-stop on loss.
 //! - [`config`] and [`process`]: the `sluice-sc` binary's flags and thread start-up.
@@ -68,7 +69,9 @@
 //!  |
 //!  +-- sc-private-accept -> sc-spu-<peer> (one per SPU, <= spu_link::SPU_CONNECTIONS_MAX):
 //!                           a standby refuses with NotController; active: registration, full then delta updates on "changed", heartbeats,
-//!                           SPU liveness and live replica status written to the store.
+//!                           SPU liveness and live replica status written to the store,
+//!                           leaders' in-sync set proposals judged and stored; the SPU is
+//!                           offline as soon as its connection ends.
 //! ```
 //!
 //! Shared state is exactly: the `Arc<dyn MetadataStore>` (internally synchronized; the term's

@@ -148,9 +148,12 @@ impl TermPlan {
         }
         {
             let (store, cache, shutdown) = (store.clone(), cache.clone(), self.shutdown.clone());
-            let timeout = self.config.heartbeat_timeout;
+            let settings = crate::controllers::ControllerSettings {
+                heartbeat_timeout: self.config.heartbeat_timeout,
+                leader_rebalance_interval: self.config.leader_rebalance_interval,
+            };
             threads.push(spawn("sc-controllers", move || {
-                crate::controllers::run(store, cache, timeout, shutdown);
+                crate::controllers::run(store, cache, settings, shutdown);
             })?);
         }
         self.server_gate.open(Arc::new(ServerContext {
@@ -163,6 +166,7 @@ impl TermPlan {
             store,
             cache,
             heartbeat_timeout: self.config.heartbeat_timeout,
+            sessions: crate::spu_link::SpuSessions::default(),
             shutdown: self.shutdown.clone(),
         }));
         self.active.store(true, Ordering::Relaxed);

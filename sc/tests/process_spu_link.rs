@@ -3,85 +3,19 @@
 
 mod process_common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
-
-use process_common::{wait_for, ScProcess, CONDITION_TIMEOUT};
+use process_common::test_spu::TestSpu;
+use process_common::{wait_for, ScProcess};
 use sluice_proto::api::control::{
     HeartbeatRequest, LiveReplica, LiveReplicaStatus, ReplicaUpdate, RequestSnapshot, SnapshotKind,
-    SpuRegisterRequest, SpuRegisterResponse, SpuUpdate,
+    SpuRegisterResponse, SpuUpdate,
 };
 use sluice_proto::api::metadata::{Change, Changes};
-use sluice_proto::api::{ApiKey, ApiVersion, Decode, Request};
+use sluice_proto::api::ApiKey;
 use sluice_proto::error_code::ErrorCode;
-use sluice_proto::frame::{encode_request, Frame, FrameDecoder};
-use sluice_proto::ids::{CorrelationId, LeaderEpoch, Offset, PartitionId, SpuId, TimestampMs};
+use sluice_proto::ids::{LeaderEpoch, Offset, PartitionId, SpuId, TimestampMs};
 use sluice_proto::object::{
-    Endpoint, PartitionKey, ReplicaStatus, SpuResolution, SpuSpec, SpuType, TopicName, TopicSpec,
+    PartitionKey, ReplicaStatus, SpuResolution, SpuSpec, SpuType, TopicName, TopicSpec,
 };
-
-/// A minimal SPU: registers, reads updates, heartbeats when told to.
-struct TestSpu {
-    stream: TcpStream,
-    decoder: FrameDecoder,
-    next_correlation_id: i32,
-}
-
-impl TestSpu {
-    fn connect(address: SocketAddr) -> TestSpu {
-        let stream = TcpStream::connect(address).unwrap();
-        stream.set_read_timeout(Some(Duration::from_millis(50))).unwrap();
-        TestSpu { stream, decoder: FrameDecoder::new(64 << 20), next_correlation_id: 1 }
-    }
-
-    fn send<R: Request>(&mut self, request: &R) {
-        let mut out = Vec::new();
-        let correlation_id = CorrelationId(self.next_correlation_id);
-        self.next_correlation_id += 1;
-        encode_request(&mut out, ApiVersion(0), correlation_id, request).unwrap();
-        self.stream.write_all(&out).unwrap();
-    }
-
-    /// The next frame whose key is not `Heartbeat` (heartbeats are skipped, not answered).
-    fn next(&mut self) -> Frame {
-        let deadline = Instant::now() + CONDITION_TIMEOUT;
-        let mut chunk = [0u8; 8192];
-        loop {
-            while let Some(frame) = self.decoder.next_frame().unwrap() {
-                if frame.header.api_key != ApiKey::Heartbeat {
-                    return frame;
-                }
-            }
-            assert!(Instant::now() < deadline, "no frame from the SC in time");
-            match self.stream.read(&mut chunk) {
-                Ok(0) => panic!("the SC closed the connection"),
-                Ok(read) => self.decoder.feed(&chunk[..read]),
-                Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(error) => panic!("read: {error}"),
-            }
-        }
-    }
-
-    fn next_as<T: for<'a> Decode<'a>>(&mut self, key: ApiKey) -> T {
-        let frame = self.next();
-        assert_eq!(frame.header.api_key, key);
-        T::decode(frame.header.api_version, &frame.body).unwrap()
-    }
-
-    fn register(&mut self, id: i32) -> SpuRegisterResponse {
-        self.send(&SpuRegisterRequest {
-            id: SpuId(id),
-            cores: 4,
-            core_public_ports: vec![],
-            core_private_ports: vec![],
-            public_endpoint: Endpoint::new("127.0.0.1", 19005),
-            private_endpoint: Endpoint::new("127.0.0.1", 19006),
-            version: "test-0.1".into(),
-        });
-        self.next_as(ApiKey::SpuRegister)
-    }
-}
 
 fn custom_spu(id: i32) -> SpuSpec {
     SpuSpec { id: SpuId(id), spu_type: SpuType::Custom, ..SpuSpec::default() }
@@ -142,7 +76,7 @@ fn spu_registers_gets_replicas_goes_offline_and_returns() {
     let mut epoch = replicas.epoch;
     let mut added = Vec::new();
     while added.len() < 4 {
-        let update: ReplicaUpdate = spu.next_as(ApiKey::ReplicaUpdate);
+        let update = spu.next_replica_update();
         let Changes::Delta { base_epoch, changes } = update.changes else {
             panic!("delta expected")
         };
@@ -193,11 +127,12 @@ fn spu_registers_gets_replicas_goes_offline_and_returns() {
         (spu_resolution(&sc, 1) == Some(SpuResolution::Online)).then_some(())
     });
 
-    // Deleting a topic removes its replicas from the SPU with a delta.
+    // Deleting a topic removes its replicas from the SPU with a delta (the SPU updates saying
+    // it went offline and came back are skipped).
     assert!(admin.delete_topic(second.clone()).unwrap().error_code.is_ok());
     let mut removed = 0;
     while removed < 4 {
-        let update: ReplicaUpdate = spu.next_as(ApiKey::ReplicaUpdate);
+        let update = spu.next_replica_update();
         let Changes::Delta { base_epoch, changes } = update.changes else {
             panic!("delta expected")
         };

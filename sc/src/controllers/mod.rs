@@ -5,9 +5,13 @@
 //!
 //! - **Listener**: the controller thread ([`run`]) wakes on every cache change (a coalesced
 //!   signal from [`Cache::subscribe`]) and at least every [`BACKSTOP_INTERVAL`] (heartbeat
-//!   timeouts need a clock, and a failed write must be retried even if nothing changes).
+//!   timeouts need a clock, and a failed write must be retried even if nothing changes). An
+//!   SPU's silence counts from the thread's start at the earliest, so a new SC (restarted or
+//!   taking over) does not mark offline SPUs that have not had time to reconnect to it.
 //! - **Reducer**: [`reducer::reduce`], pure over the [`crate::cache::Snapshot`]; see its docs for
-//!   the topic lifecycle that keeps partitions in place across restarts.
+//!   the topic lifecycle that keeps partitions in place across restarts, and [`partitions`] for
+//!   leadership and in-sync sets. Moving leaders back to preferred replicas is allowed in one
+//!   pass per leader rebalance interval (a flag of the pass, so the reducer stays pure).
 //! - **Action step**: [`execute`] writes each action with put-if-version (create = must be
 //!   absent). A conflict means the reducer saw a stale snapshot: it is logged at debug level and
 //!   the next pass decides again. After a pass with writes the thread waits (bounded) until the
@@ -16,16 +20,17 @@
 //! The controller never reads the store directly and never writes the cache: its writes come
 //! back through the store's watch like everyone else's.
 
+pub mod partitions;
 pub mod reducer;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::RecvTimeoutError;
 use sluice_proto::ids::TimestampMs;
 
-use self::reducer::{Action, ReduceContext};
+use self::reducer::{Action, PreferredLeaders, ReduceContext};
 use crate::cache::Cache;
 use crate::objects::{partition_key, spu_group_key, spu_key, topic_key};
 use crate::store::{ExpectedVersion, MetadataStore, ObjectKind, StoreError, TypedStore, Version};
@@ -43,22 +48,44 @@ pub fn now_ms() -> TimestampMs {
     TimestampMs(i64::try_from(elapsed.as_millis()).unwrap_or(i64::MAX))
 }
 
+/// What the controller thread is configured with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ControllerSettings {
+    /// Time without a heartbeat before an SPU is offline.
+    pub heartbeat_timeout: Duration,
+    /// How often leadership may move back to preferred replicas on its own; `None`: never
+    /// (only on an operator's `RebalanceLeaders`).
+    pub leader_rebalance_interval: Option<Duration>,
+}
+
 /// The controller thread's body; returns when `shutdown` is set.
 pub fn run(
     store: Arc<dyn MetadataStore>,
     cache: Arc<Cache>,
-    heartbeat_timeout: Duration,
+    settings: ControllerSettings,
     shutdown: Arc<AtomicBool>,
 ) {
     let changes = cache.subscribe();
-    let heartbeat_timeout_ms = i64::try_from(heartbeat_timeout.as_millis()).unwrap_or(i64::MAX);
+    let heartbeat_timeout_ms =
+        i64::try_from(settings.heartbeat_timeout.as_millis()).unwrap_or(i64::MAX);
+    let started = now_ms();
+    let mut last_rebalance = Instant::now();
     while !shutdown.load(Ordering::Relaxed) {
         match changes.recv_timeout(BACKSTOP_INTERVAL) {
             Ok(()) | Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => return,
         }
         let snapshot = cache.snapshot();
-        let context = ReduceContext { now: now_ms(), heartbeat_timeout_ms };
+        let rebalance_due = settings
+            .leader_rebalance_interval
+            .is_some_and(|interval| last_rebalance.elapsed() >= interval);
+        let preferred_leaders =
+            if rebalance_due { PreferredLeaders::Restore } else { PreferredLeaders::Leave };
+        if rebalance_due {
+            last_rebalance = Instant::now();
+        }
+        let context =
+            ReduceContext { now: now_ms(), started, heartbeat_timeout_ms, preferred_leaders };
         let actions = reducer::reduce(&snapshot, context);
         let mut newest = Version::ZERO;
         for action in actions {
@@ -95,9 +122,19 @@ pub fn execute(store: &dyn MetadataStore, action: &Action) -> Result<Version, St
                 None,
             )
         }
-        Action::UpdatePartition { key, version, object } => {
+        Action::UpdatePartition { key, version, object, events } => {
             let store_key = partition_key(key)?;
-            store.put_typed(ObjectKind::Partition, &store_key, object, exactly(*version), None)
+            let written = store.put_typed(
+                ObjectKind::Partition,
+                &store_key,
+                object,
+                exactly(*version),
+                None,
+            )?;
+            for event in events {
+                partitions::log_event(key, event);
+            }
+            Ok(written)
         }
         Action::DeletePartition { key, version } => {
             tracing::info!(partition = %key, "partition deleted");

@@ -15,15 +15,19 @@
 //!    replicas. The map is written once and never recomputed, so a crash between steps only
 //!    delays the partitions; it cannot place them elsewhere.
 //! 3. Once every partition exists the topic is `provisioned`.
+//!
+//! A partition is created with every replica in sync (partition epoch 1); from then on its
+//! leadership and in-sync set follow the rules of [`super::partitions`].
 
-use sluice_proto::ids::{CoreId, LeaderEpoch, PartitionId, SpuId, TimestampMs};
+use sluice_proto::ids::{CoreId, LeaderEpoch, PartitionEpoch, PartitionId, SpuId, TimestampMs};
 use sluice_proto::object::{
     Endpoint, PartitionAssignment, PartitionKey, PartitionReplicas as TopicPartitionReplicas,
-    PartitionResolution, PartitionSpec, PartitionStatus, ReplicaConfig, ReplicaPlacement,
-    ReplicaSpec, SpuGroupName, SpuGroupResolution, SpuGroupStatus, SpuResolution, SpuSpec,
-    SpuStatus, SpuType, TopicName, TopicResolution, TopicSpec, TopicStatus,
+    PartitionSpec, PartitionStatus, ReplicaConfig, ReplicaPlacement, ReplicaSpec, SpuGroupName,
+    SpuGroupResolution, SpuGroupStatus, SpuResolution, SpuSpec, SpuStatus, SpuType, TopicName,
+    TopicResolution, TopicSpec, TopicStatus,
 };
 
+pub use super::partitions::{reduce_partitions, PartitionEvent, PreferredLeaders};
 use crate::assignment::{
     assign_replicas, AssignmentError, AssignmentRequest, PartitionReplicas, ReplicaLoad,
     ReplicaSlot, SpuResources,
@@ -59,6 +63,8 @@ pub enum Action {
         version: Version,
         /// The new object.
         object: PartitionObject,
+        /// What changed in its leadership or in-sync set (logged once written).
+        events: Vec<PartitionEvent>,
     },
     /// Delete a partition whose topic is gone.
     DeletePartition {
@@ -104,8 +110,13 @@ pub enum Action {
 pub struct ReduceContext {
     /// The current time.
     pub now: TimestampMs,
+    /// When this SC's controller started (its term began).
+    pub started: TimestampMs,
     /// An online SPU whose last heartbeat is older than this is marked offline.
     pub heartbeat_timeout_ms: i64,
+    /// Whether this pass moves leadership back to preferred replicas (the controller allows it
+    /// once per leader rebalance interval).
+    pub preferred_leaders: PreferredLeaders,
 }
 
 /// Every reducer, in dependency order (groups create SPUs, SPUs are needed by topics).
@@ -113,7 +124,7 @@ pub fn reduce(snapshot: &Snapshot, context: ReduceContext) -> Vec<Action> {
     let mut actions = reduce_spu_groups(snapshot);
     actions.extend(reduce_spus(snapshot, context));
     actions.extend(reduce_topics(snapshot));
-    actions.extend(reduce_partitions(snapshot));
+    actions.extend(reduce_partitions(snapshot, context.preferred_leaders));
     actions
 }
 
@@ -242,81 +253,27 @@ fn missing_partitions(snapshot: &Snapshot, name: &TopicName, topic: &TopicObject
             leader_epoch: LeaderEpoch(0),
             config: ReplicaConfig::from(&topic.spec),
         };
-        let object = PartitionObject { spec, status: PartitionStatus::default() };
+        // Every replica starts in sync: there is nothing to lag behind yet.
+        let status = PartitionStatus {
+            in_sync_replicas: entry.replicas.iter().map(|replica| replica.spu).collect(),
+            partition_epoch: PartitionEpoch(1),
+            ..PartitionStatus::default()
+        };
+        let object = PartitionObject { spec, status };
         actions.push(Action::CreatePartition { key, object });
     }
     actions
 }
 
-/// Partitions: delete those whose topic is gone; elect a new leader when the leader's SPU is
-/// offline; otherwise the resolution follows the leader SPU's liveness.
-pub fn reduce_partitions(snapshot: &Snapshot) -> Vec<Action> {
-    let mut actions = Vec::new();
-    for (key, partition) in &snapshot.partitions {
-        if !snapshot.topics.contains_key(&key.topic) {
-            actions.push(Action::DeletePartition { key: key.clone(), version: partition.version });
-            continue;
-        }
-        let leader = snapshot.spus.get(&partition.value.spec.leader);
-        let leader_resolution = leader.map(|spu| spu.value.status.resolution);
-        let mut object = partition.value.clone();
-        match leader_resolution {
-            Some(SpuResolution::Online) => object.status.resolution = PartitionResolution::Online,
-            Some(SpuResolution::Offline) | None => {
-                if !elect_leader(snapshot, &mut object) {
-                    object.status.resolution = PartitionResolution::LeaderOffline;
-                }
-            }
-            Some(SpuResolution::Init) => {}
-        }
-        if object != partition.value {
-            actions.push(Action::UpdatePartition {
-                key: key.clone(),
-                version: partition.version,
-                object,
-            });
-        }
-    }
-    actions
-}
-
-/// Moves leadership to the online in-sync replica with the highest log end offset (replica
-/// order breaks ties) and bumps the leader epoch. Replicas never change, only the leader. A
-/// partition that never reported an in-sync set (no data yet) counts every replica as in sync.
-/// Returns false when no replica qualifies (no unclean election).
-fn elect_leader(snapshot: &Snapshot, partition: &mut PartitionObject) -> bool {
-    let old_leader = partition.spec.leader;
-    let in_sync = &partition.status.in_sync_replicas;
-    let log_end = |spu: SpuId| {
-        let reports = std::iter::once(&partition.status.leader).chain(&partition.status.replicas);
-        reports.filter(|report| report.spu == spu).map(|report| report.log_end_offset).max()
-    };
-    let candidate = partition
-        .spec
-        .replicas
-        .iter()
-        .enumerate()
-        .filter(|(_, replica)| replica.spu != old_leader)
-        .filter(|(_, replica)| in_sync.is_empty() || in_sync.contains(&replica.spu))
-        .filter(|(_, replica)| {
-            snapshot.spus.get(&replica.spu).is_some_and(|spu| spu.value.status.is_online())
-        })
-        .max_by_key(|(index, replica)| (log_end(replica.spu), std::cmp::Reverse(*index)))
-        .map(|(_, replica)| replica.spu);
-    let Some(new_leader) = candidate else { return false };
-    partition.spec.leader = new_leader;
-    partition.spec.leader_epoch = LeaderEpoch(partition.spec.leader_epoch.get().saturating_add(1));
-    partition.status.in_sync_replicas.retain(|spu| *spu != old_leader);
-    partition.status.resolution = PartitionResolution::Online;
-    true
-}
-
-/// SPUs: an online SPU silent for longer than the heartbeat timeout goes offline.
+/// SPUs: an online SPU silent for longer than the heartbeat timeout goes offline. Silence counts
+/// from the controller's start at the earliest: after a restart or a takeover, SPUs get one
+/// heartbeat timeout to reconnect before their leaderships move.
 pub fn reduce_spus(snapshot: &Snapshot, context: ReduceContext) -> Vec<Action> {
     let mut actions = Vec::new();
     for (id, spu) in &snapshot.spus {
         let status = &spu.value.status;
         let last = status.last_heartbeat.map_or(i64::MIN, TimestampMs::get);
+        let last = last.max(context.started.get());
         let silent_ms = context.now.get().saturating_sub(last);
         if status.resolution == SpuResolution::Online && silent_ms > context.heartbeat_timeout_ms {
             let mut object = spu.value.clone();

@@ -1,9 +1,15 @@
 use super::*;
 use crate::cache::Cached;
+use sluice_proto::object::PartitionResolution;
 use sluice_proto::object::{SpuGroupSpec, TopicSpec};
 
 fn context() -> ReduceContext {
-    ReduceContext { now: TimestampMs(10_000), heartbeat_timeout_ms: 2_000 }
+    ReduceContext {
+        now: TimestampMs(10_000),
+        started: TimestampMs(0),
+        heartbeat_timeout_ms: 2_000,
+        preferred_leaders: PreferredLeaders::Leave,
+    }
 }
 
 fn cached<T>(version: u64, value: T) -> Cached<T> {
@@ -185,10 +191,24 @@ fn silent_spu_goes_offline_and_its_partitions_follow() {
     snapshot.revision = Version(50);
     converge(&mut snapshot);
     assert_eq!(snapshot.spus[&SpuId(1)].value.status.resolution, SpuResolution::Offline);
-    assert_eq!(
-        snapshot.partitions[&key].value.status.resolution,
-        PartitionResolution::LeaderOffline
-    );
+    assert_eq!(snapshot.partitions[&key].value.status.resolution, PartitionResolution::Offline);
+}
+
+#[test]
+fn spus_get_a_heartbeat_timeout_to_reconnect_to_a_new_controller() {
+    let mut snapshot = Snapshot::default();
+    let mut spu = custom_spu(1);
+    spu.status.resolution = SpuResolution::Online;
+    spu.status.last_heartbeat = Some(TimestampMs(1_000));
+    snapshot.spus.insert(SpuId(1), cached(1, spu));
+    // Heard from 9 s ago, but this controller started 1.5 s ago: not yet offline.
+    let fresh = ReduceContext { started: TimestampMs(8_500), ..context() };
+    assert!(reduce_spus(&snapshot, fresh).is_empty());
+    let later = ReduceContext { now: TimestampMs(10_501), ..fresh };
+    let [Action::UpdateSpu { object, .. }] = &reduce_spus(&snapshot, later)[..] else {
+        panic!("offline expected")
+    };
+    assert_eq!(object.status.resolution, SpuResolution::Offline);
 }
 
 #[test]
@@ -261,5 +281,6 @@ fn no_election_without_an_online_in_sync_replica() {
     converge(&mut snapshot);
     let after = &snapshot.partitions[&key].value;
     assert_eq!(after.spec.leader, leader, "the other replica's SPU never came online");
-    assert_eq!(after.status.resolution, PartitionResolution::LeaderOffline);
+    assert_eq!(after.status.resolution, PartitionResolution::Offline);
+    assert_eq!(after.status.in_sync_replicas.len(), 2, "the in-sync set is kept");
 }

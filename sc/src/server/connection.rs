@@ -9,8 +9,8 @@ use sluice_proto::api::admin::{
     AdminResponse, CreateSpuGroupRequest, CreateTopicRequest, DeleteSpuGroupRequest,
     DeleteTopicRequest, DescribeTopicRequest, DescribeTopicResponse, ListPartitionsRequest,
     ListPartitionsResponse, ListSpuGroupsRequest, ListSpuGroupsResponse, ListSpusRequest,
-    ListSpusResponse, ListTopicsRequest, ListTopicsResponse, RegisterSpuRequest,
-    UnregisterSpuRequest,
+    ListSpusResponse, ListTopicsRequest, ListTopicsResponse, RebalanceLeadersRequest,
+    RebalanceLeadersResponse, RegisterSpuRequest, UnregisterSpuRequest,
 };
 use sluice_proto::api::metadata::{MetadataRequest, MetadataWatchRequest, MetadataWatchUpdate};
 use sluice_proto::api::{ApiKey, Decode, Encode};
@@ -249,6 +249,15 @@ fn dispatch(frame: &Frame, context: &ServerContext, watch: &mut Option<Watch>) -
             frame,
             |request: ListPartitionsRequest| context.list_partitions(&request),
             |error_code, _| ListPartitionsResponse { error_code, ..Default::default() },
+        ),
+        ApiKey::RebalanceLeaders => with_request(
+            frame,
+            |request: RebalanceLeadersRequest| context.rebalance_leaders(&request),
+            |error_code, message| RebalanceLeadersResponse {
+                error_code,
+                message: Some(message),
+                ..Default::default()
+            },
         ),
         ApiKey::Metadata | ApiKey::MetadataWatch => dispatch_metadata(frame, context, watch),
         other => {

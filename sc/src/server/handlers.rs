@@ -7,7 +7,9 @@
 //!   `InvalidReplicaAssignment` or `InvalidConfig`, with the allowed range in the message;
 //! - replication factor above the registered SPU count: `ReplicationFactorAboveSpuCount`;
 //! - an object that exists / does not: `*AlreadyExists` / `*NotFound`;
-//! - a store failure: `ScUnavailable` (retriable; for a write the outcome is unknown).
+//! - a store failure: `ScUnavailable` (retriable; for a write the outcome is unknown);
+//! - `RebalanceLeaders` of a topic that does not exist: `TopicNotFound`; partitions whose
+//!   preferred replica cannot lead now are listed, not an error.
 
 use std::time::Duration;
 
@@ -15,8 +17,8 @@ use sluice_proto::api::admin::{
     AdminResponse, CreateSpuGroupRequest, CreateTopicRequest, DeleteSpuGroupRequest,
     DeleteTopicRequest, DescribeTopicRequest, DescribeTopicResponse, ListPartitionsRequest,
     ListPartitionsResponse, ListSpuGroupsResponse, ListSpusResponse, ListTopicsRequest,
-    ListTopicsResponse, PartitionEntry, RegisterSpuRequest, SpuEntry, SpuGroupEntry, TopicEntry,
-    UnregisterSpuRequest,
+    ListTopicsResponse, PartitionEntry, RebalanceLeadersRequest, RebalanceLeadersResponse,
+    RegisterSpuRequest, SpuEntry, SpuGroupEntry, TopicEntry, UnregisterSpuRequest,
 };
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::object::{
@@ -26,8 +28,12 @@ use sluice_proto::object::{
 use super::ServerContext;
 use crate::assignment::AssignmentRequest;
 use crate::cache::Snapshot;
+use crate::controllers::partitions::{self, log_event, PartitionEvent, Preferred};
 use crate::controllers::reducer::{assignment_request, spu_resources};
-use crate::objects::{spu_group_key, spu_key, topic_key, SpuGroupObject, SpuObject, TopicObject};
+use crate::objects::{
+    partition_key, spu_group_key, spu_key, topic_key, PartitionObject, SpuGroupObject, SpuObject,
+    TopicObject,
+};
 use crate::store::{ExpectedVersion, ObjectKey, ObjectKind, StoreError, TypedStore, Version};
 
 /// Longest wait for the cache to show an admin write before answering anyway.
@@ -201,6 +207,80 @@ impl ServerContext {
         let snapshot = self.cache.snapshot();
         let partitions = partition_entries(&snapshot, request.topic.as_ref());
         ListPartitionsResponse { error_code: ErrorCode::None, partitions }
+    }
+
+    /// Moves leadership back to each preferred replica that is online and in sync (of one
+    /// topic, or all), now; answers which partitions moved and which cannot move now.
+    pub fn rebalance_leaders(&self, request: &RebalanceLeadersRequest) -> RebalanceLeadersResponse {
+        let snapshot = self.cache.snapshot();
+        if let Some(topic) = &request.topic {
+            if !snapshot.topics.contains_key(topic) {
+                return RebalanceLeadersResponse {
+                    error_code: ErrorCode::TopicNotFound,
+                    message: Some(format!("topic {topic} does not exist")),
+                    ..RebalanceLeadersResponse::default()
+                };
+            }
+        }
+        let online = |spu| snapshot.spus.get(&spu).is_some_and(|spu| spu.value.status.is_online());
+        let mut response = RebalanceLeadersResponse::default();
+        let mut newest = Version::ZERO;
+        for (key, partition) in &snapshot.partitions {
+            if request.topic.as_ref().is_some_and(|topic| *topic != key.topic) {
+                continue;
+            }
+            match partitions::preferred_leader(&partition.value, &online) {
+                Preferred::Leads => {}
+                Preferred::NotEligible => response.not_eligible.push(key.clone()),
+                Preferred::Eligible => match self.restore_preferred(key, &online) {
+                    Ok(Some(version)) => {
+                        newest = newest.max(version);
+                        response.moved.push(key.clone());
+                    }
+                    Ok(None) => response.not_eligible.push(key.clone()),
+                    Err(error) => {
+                        response.error_code = ErrorCode::ScUnavailable;
+                        response.message = Some(format!("metadata store: {error}"));
+                        break;
+                    }
+                },
+            }
+        }
+        if newest > Version::ZERO && !self.cache.wait_for_revision(newest, WRITE_VISIBLE_TIMEOUT) {
+            tracing::warn!(version = newest.get(), "leader moves not yet visible in the cache");
+        }
+        response
+    }
+
+    /// Moves one partition's leadership to its preferred replica if it is still eligible in
+    /// the store; the version written, or `None` when it no longer is.
+    fn restore_preferred(
+        &self,
+        key: &sluice_proto::object::PartitionKey,
+        online: &dyn Fn(sluice_proto::ids::SpuId) -> bool,
+    ) -> Result<Option<Version>, StoreError> {
+        let store_key = partition_key(key)?;
+        for _attempt in 0..5 {
+            let Some(current) =
+                self.store.get_typed::<PartitionObject>(ObjectKind::Partition, &store_key)?
+            else {
+                return Ok(None);
+            };
+            if partitions::preferred_leader(&current.value, online) != Preferred::Eligible {
+                return Ok(None);
+            }
+            let (moved, change) = partitions::restore_preferred(&current.value);
+            let expected = ExpectedVersion::Exactly(current.version);
+            match self.store.put_typed(ObjectKind::Partition, &store_key, &moved, expected, None) {
+                Ok(version) => {
+                    log_event(key, &PartitionEvent::PreferredRestored(change));
+                    return Ok(Some(version));
+                }
+                Err(error) if error.is_conflict() => continue,
+                Err(error) => return Err(error),
+            }
+        }
+        Err(StoreError::Unavailable { reason: format!("partition {key} keeps changing") })
     }
 
     /// Registers a custom SPU.

@@ -1,11 +1,14 @@
-//! Client metadata built from a cache snapshot: partition -> leader SPU, core, endpoints, epoch.
+//! Client metadata built from a cache snapshot: partition -> leader SPU, core, endpoints, epoch,
+//! in-sync set. A partition whose leader cannot serve carries a retriable error: `PartitionOffline`
+//! when no replica may lead (no in-sync replica online), `LeaderNotAvailable` while its leader's
+//! SPU is not online otherwise.
 
 use sluice_proto::api::metadata::{
     Changes, MetadataResponse, MetadataWatchUpdate, PartitionMetadata, SpuMetadata, TopicMetadata,
 };
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::ids::{CoreId, SpuId, UpdateEpoch};
-use sluice_proto::object::TopicName;
+use sluice_proto::object::{PartitionResolution, TopicName};
 use std::collections::BTreeSet;
 
 use crate::cache::Snapshot;
@@ -73,10 +76,11 @@ fn topic_metadata(snapshot: &Snapshot, name: TopicName) -> TopicMetadata {
             let leader = spec.leader_placement();
             let leader_online =
                 snapshot.spus.get(&spec.leader).is_some_and(|spu| spu.value.status.is_online());
-            let error_code = if leader.is_some() && leader_online {
-                ErrorCode::None
-            } else {
-                ErrorCode::LeaderNotAvailable
+            let error_code = match partition.value.status.resolution {
+                PartitionResolution::Offline => ErrorCode::PartitionOffline,
+                PartitionResolution::LeaderOffline => ErrorCode::LeaderNotAvailable,
+                _ if leader.is_some() && leader_online => ErrorCode::None,
+                _ => ErrorCode::LeaderNotAvailable,
             };
             PartitionMetadata {
                 partition: key.partition,
@@ -90,4 +94,66 @@ fn topic_metadata(snapshot: &Snapshot, name: TopicName) -> TopicMetadata {
         })
         .collect();
     TopicMetadata { name, error_code: ErrorCode::None, partitions }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cache::Cached;
+    use crate::controllers::reducer::{managed_spu, placement};
+    use crate::objects::{PartitionObject, TopicObject};
+    use crate::store::Version;
+    use sluice_proto::ids::{LeaderEpoch, PartitionId};
+    use sluice_proto::object::{
+        PartitionKey, PartitionSpec, PartitionStatus, SpuResolution, TopicSpec, TopicStatus,
+    };
+
+    fn snapshot_with(resolution: PartitionResolution, leader_online: bool) -> Snapshot {
+        let name = TopicName::new("t").unwrap();
+        let mut snapshot = Snapshot::default();
+        let topic = TopicObject { spec: TopicSpec::computed(1, 2), status: TopicStatus::default() };
+        snapshot.topics.insert(name.clone(), Cached { version: Version(1), value: topic });
+        for id in [1, 2] {
+            let mut spu = managed_spu(SpuId(id), None);
+            if id == 2 || leader_online {
+                spu.status.resolution = SpuResolution::Online;
+            }
+            snapshot.spus.insert(SpuId(id), Cached { version: Version(1), value: spu });
+        }
+        let partition = PartitionObject {
+            spec: PartitionSpec {
+                replicas: vec![placement(1, 0), placement(2, 1)],
+                leader: SpuId(1),
+                leader_epoch: LeaderEpoch(3),
+                ..PartitionSpec::default()
+            },
+            status: PartitionStatus {
+                resolution,
+                in_sync_replicas: vec![SpuId(1), SpuId(2)],
+                ..PartitionStatus::default()
+            },
+        };
+        let key = PartitionKey::new(name, PartitionId(0));
+        snapshot.partitions.insert(key, Cached { version: Version(2), value: partition });
+        snapshot
+    }
+
+    fn first_partition(snapshot: &Snapshot) -> PartitionMetadata {
+        metadata(snapshot, None).topics[0].partitions[0].clone()
+    }
+
+    #[test]
+    fn partition_errors_follow_the_resolution() {
+        let online = first_partition(&snapshot_with(PartitionResolution::Online, true));
+        assert_eq!(online.error_code, ErrorCode::None);
+        assert_eq!(online.in_sync_replicas, vec![SpuId(1), SpuId(2)]);
+        assert_eq!((online.leader, online.leader_epoch), (SpuId(1), LeaderEpoch(3)));
+        let offline = first_partition(&snapshot_with(PartitionResolution::Offline, false));
+        assert_eq!(offline.error_code, ErrorCode::PartitionOffline);
+        assert!(offline.error_code.is_retriable());
+        let electing = first_partition(&snapshot_with(PartitionResolution::LeaderOffline, false));
+        assert_eq!(electing.error_code, ErrorCode::LeaderNotAvailable);
+        let unseen = first_partition(&snapshot_with(PartitionResolution::Online, false));
+        assert_eq!(unseen.error_code, ErrorCode::LeaderNotAvailable);
+    }
 }

@@ -20,7 +20,14 @@
 //!    an SPU that stops talking goes offline within timeout + one controller pass, and one
 //!    whose SC crashed is marked offline by the next SC too).
 //! 5. `LiveReplicaStatus` from a partition's current leader (matching leader epoch) is written
-//!    into the partition's status.
+//!    into the partition's status (offsets only; the in-sync set is the SC's).
+//! 6. `AlterInSync` from a leader: each proposal is checked and stored, or refused, and
+//!    answered with the partition's current leader epoch and in-sync set ([`in_sync`]).
+//! 7. A session that ends other than by this SC's shutdown (the SPU closed it, an I/O or
+//!    protocol error) marks its SPU offline at once, unless a newer session of the same SPU
+//!    has registered since ([`SpuSessions`]): a crashed SPU's partitions get new leaders within
+//!    a controller pass, not after the heartbeat timeout, which remains for SPUs that go silent
+//!    with their connection open.
 //!
 //! ## Threads and bounds
 //!
@@ -28,13 +35,17 @@
 //! Frames above [`FRAME_BYTES_MAX`], malformed bodies and unexpected keys close the connection
 //! (the SPU reconnects and registers again).
 
+pub mod in_sync;
 mod session;
+mod sessions;
 pub mod status;
 
 use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+pub use sessions::{SessionGeneration, SpuSessions};
 
 use crate::cache::Cache;
 use crate::ha::Gate;
@@ -55,6 +66,8 @@ pub struct SpuLinkContext {
     pub cache: Arc<Cache>,
     /// Time without a heartbeat before an SPU is offline.
     pub heartbeat_timeout: Duration,
+    /// The newest session of each SPU in this term.
+    pub sessions: SpuSessions,
     /// Set to stop.
     pub shutdown: Arc<AtomicBool>,
 }

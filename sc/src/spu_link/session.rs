@@ -1,5 +1,6 @@
 //! One SPU's control connection: registration, full snapshots, epoch-stamped deltas,
-//! heartbeats both ways, live replica status.
+//! heartbeats both ways, live replica status, in-sync set proposals; the SPU is offline as soon
+//! as the connection ends (see the module docs of [`super`]).
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
@@ -8,8 +9,9 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use sluice_proto::api::control::{
-    HeartbeatRequest, HeartbeatResponse, LiveReplicaStatus, ReplicaAssignment, ReplicaUpdate,
-    RequestSnapshot, SnapshotKind, SpuPeer, SpuRegisterRequest, SpuRegisterResponse, SpuUpdate,
+    AlterInSyncRequest, HeartbeatRequest, HeartbeatResponse, LiveReplicaStatus, ReplicaAssignment,
+    ReplicaUpdate, RequestSnapshot, SnapshotKind, SpuPeer, SpuRegisterRequest, SpuRegisterResponse,
+    SpuUpdate,
 };
 use sluice_proto::api::metadata::{Change, Changes};
 use sluice_proto::api::{ApiKey, ApiVersion, Decode, Encode};
@@ -18,10 +20,16 @@ use sluice_proto::frame::{encode_frame, Frame, FrameDecoder, FrameHeader};
 use sluice_proto::ids::{CorrelationId, SpuId, UpdateEpoch};
 use sluice_proto::object::{InSyncSet, PartitionKey, PartitionSpec};
 
-use super::status::{record_heartbeat, record_live_replica, record_registration};
-use super::{SpuLinkContext, FRAME_BYTES_MAX, REGISTER_TIMEOUT};
+use super::in_sync::alter_in_sync;
+use super::status::{
+    record_heartbeat, record_live_replica, record_registration, record_session_end,
+};
+use super::{SessionGeneration, SpuLinkContext, FRAME_BYTES_MAX, REGISTER_TIMEOUT};
 use crate::cache::Snapshot;
 use crate::controllers::now_ms;
+
+/// Longest wait for the cache to show an accepted in-sync set before answering anyway.
+const WRITE_VISIBLE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Why a session ended.
 #[derive(Debug, thiserror::Error)]
@@ -54,6 +62,10 @@ struct Session<'a> {
     decoder: FrameDecoder,
     context: &'a SpuLinkContext,
     id: SpuId,
+    /// This session's number among the SPU's sessions in this term.
+    generation: SessionGeneration,
+    /// The registration's frame header, for the answer.
+    registration: FrameHeader,
     sent: Sent,
     next_correlation_id: i32,
     /// When the SPU's liveness was last written to the store.
@@ -70,12 +82,16 @@ pub(super) fn serve(stream: TcpStream, peer: SocketAddr, context: &SpuLinkContex
         .and_then(|()| register(stream, decoder, context));
     match result {
         Ok(mut session) => {
-            let outcome = session.run();
+            // From here on the SPU is recorded online: any end marks it offline.
+            let outcome = session.accept().and_then(|()| session.run());
             match outcome {
                 Ok(()) => {
                     tracing::info!(spu = %session.id, %peer, "SPU connection closed at shutdown")
                 }
-                Err(end) => tracing::info!(spu = %session.id, %peer, %end, "SPU connection ended"),
+                Err(end) => {
+                    tracing::info!(spu = %session.id, %peer, %end, "SPU connection ended");
+                    session.mark_offline();
+                }
             }
         }
         Err(end) => tracing::info!(%peer, %end, "SPU connection refused or lost at registration"),
@@ -177,6 +193,8 @@ fn register<'a>(
             "an SPU needs at least one core".into(),
         ));
     }
+    // A newer session from here on: the end of an older one no longer marks the SPU offline.
+    let generation = context.sessions.begin(request.id);
     match record_registration(context.store.as_ref(), &request, now_ms()) {
         Ok(Some(version)) => {
             context.cache.wait_for_revision(version, Duration::from_secs(5));
@@ -190,21 +208,20 @@ fn register<'a>(
         }
         Err(error) => return Err(refuse(&mut stream, ErrorCode::ScUnavailable, error.to_string())),
     }
-    write_message(&mut stream, frame.header, &SpuRegisterResponse::Accepted)?;
     tracing::info!(spu = %request.id, cores = request.cores, version = %request.version, "SPU registered");
     let now = Instant::now();
-    let mut session = Session {
+    Ok(Session {
         stream,
         decoder,
         context,
         id: request.id,
+        generation,
         sent: Sent::default(),
         next_correlation_id: 1,
         last_recorded: now,
         last_heartbeat_sent: now,
-    };
-    session.send_full(SnapshotKind::All)?;
-    Ok(session)
+        registration: frame.header,
+    })
 }
 
 /// The SPU peers and the replica set (with in-sync sets) this SPU should see in `snapshot`.
@@ -265,6 +282,12 @@ impl Session<'_> {
         let correlation_id = CorrelationId(self.next_correlation_id);
         self.next_correlation_id = self.next_correlation_id.wrapping_add(1);
         FrameHeader { api_key, api_version: ApiVersion(0), correlation_id }
+    }
+
+    /// Answers the registration and sends the full updates.
+    fn accept(&mut self) -> Result<(), End> {
+        write_message(&mut self.stream, self.registration, &SpuRegisterResponse::Accepted)?;
+        self.send_full(SnapshotKind::All)
     }
 
     fn send_full(&mut self, kind: SnapshotKind) -> Result<(), End> {
@@ -338,6 +361,26 @@ impl Session<'_> {
         Ok(())
     }
 
+    /// The connection ended other than by this SC's shutdown: the SPU is offline now, unless
+    /// it has registered again on a newer connection (or the SC is stopping).
+    fn mark_offline(&self) {
+        if self.context.shutdown.load(Ordering::Relaxed) {
+            return;
+        }
+        let store = self.context.store.as_ref();
+        let written = self
+            .context
+            .sessions
+            .end_if_newest(self.id, self.generation, || record_session_end(store, self.id));
+        match written {
+            None => tracing::debug!(spu = %self.id, "a newer session of the SPU is registered"),
+            Some(Ok(_)) => {}
+            Some(Err(error)) => {
+                tracing::warn!(spu = %self.id, %error, "cannot record the SPU offline; the heartbeat timeout will");
+            }
+        }
+    }
+
     /// Records that the SPU spoke: a store read-modify-write only when the SPU is not online in
     /// the cache or the last record is a refresh interval old (bounds store traffic per SPU).
     fn record_life(&mut self, refresh_interval: Duration, refresh_ms: i64) {
@@ -392,6 +435,20 @@ impl Session<'_> {
                     }
                 }
                 Ok(())
+            }
+            ApiKey::AlterInSync => {
+                let request =
+                    AlterInSyncRequest::decode(version, &frame.body).map_err(malformed)?;
+                let snapshot = self.context.cache.snapshot();
+                let answer =
+                    alter_in_sync(self.context.store.as_ref(), &snapshot, self.id, &request);
+                if let Some(version) = answer.newest_write {
+                    // Read-your-writes: whatever follows this answer sees the stored sets.
+                    if !self.context.cache.wait_for_revision(version, WRITE_VISIBLE_TIMEOUT) {
+                        tracing::warn!(spu = %self.id, "in-sync set write not yet in the cache");
+                    }
+                }
+                write_message(&mut self.stream, header, &answer.response)
             }
             other => Err(End::Protocol(format!("unexpected {other} on the control connection"))),
         }

@@ -1,4 +1,5 @@
-//! Store writes of the SPU connection manager: SPU liveness and live replica status.
+//! Store writes of the SPU connection manager: SPU liveness and live replica status (offsets
+//! only: the in-sync set is changed by the controllers and by [`super::in_sync`]).
 //!
 //! Each write reads the object from the store (not the cache, which may lag) and writes it back
 //! with put-if-version, retrying a few times when a controller wrote in between.
@@ -16,7 +17,7 @@ use crate::store::{
 const WRITE_ATTEMPTS_MAX: usize = 5;
 
 /// Reads `(kind, key)`, applies `change`, writes it back if `change` returned true.
-fn modify<T>(
+pub(super) fn modify<T>(
     store: &dyn MetadataStore,
     kind: ObjectKind,
     key: &crate::store::ObjectKey,
@@ -84,6 +85,22 @@ pub fn record_heartbeat(
         }
         spu.status.resolution = SpuResolution::Online;
         spu.status.last_heartbeat = Some(now);
+        true
+    })
+}
+
+/// Records that the SPU's control connection ended: offline at once (the controllers then
+/// move its leaderships and shrink the in-sync sets it was in).
+pub fn record_session_end(
+    store: &dyn MetadataStore,
+    id: SpuId,
+) -> Result<Option<Version>, StoreError> {
+    modify(store, ObjectKind::Spu, &spu_key(id)?, |spu: &mut SpuObject| {
+        if spu.status.resolution != SpuResolution::Online {
+            return false;
+        }
+        tracing::info!(spu = %id, "SPU offline: its control connection ended");
+        spu.status.resolution = SpuResolution::Offline;
         true
     })
 }
