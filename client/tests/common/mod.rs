@@ -175,6 +175,22 @@ impl SpuProcess {
         }
     }
 
+    /// Sends `signal` (`STOP`, `CONT`, `KILL`, ...) with kill(1) to the SPU process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.0.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// `kill -9`, reaping the process; it stays down.
+    pub fn crash(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+    }
+
     /// `kill -9`, then the same SPU (id, data directory) again, on new ports; waits until it
     /// is registered again.
     pub fn crash_and_restart(&mut self) {
