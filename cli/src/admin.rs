@@ -12,13 +12,13 @@ use sluice_client::{ClientError, ErrorCode};
 use sluice_proto::api::admin::{PartitionEntry, SpuEntry, SpuGroupEntry, TopicEntry};
 use sluice_proto::ids::SpuId;
 use sluice_proto::object::{
-    Endpoint, PartitionResolution, ReplicaPlacement, ReplicaSpec, SpuGroupName, SpuGroupSpec,
-    SpuSpec, SpuType, StorageConfig, TopicName, TopicResolution, TopicSpec,
+    Endpoint, PartitionResolution, ReplicaSpec, SpuGroupName, SpuGroupSpec, SpuSpec, SpuType,
+    StorageConfig, TopicName, TopicResolution, TopicSpec,
 };
 
 use crate::args::{
-    ListArgs, PartitionCommand, PartitionListArgs, SpuCommand, SpuGroupCommand, SpuGroupCreateArgs,
-    SpuRegisterArgs, TopicCommand, TopicCreateArgs, TopicDescribeArgs,
+    ListArgs, SpuCommand, SpuGroupCommand, SpuGroupCreateArgs, SpuRegisterArgs, TopicCommand,
+    TopicCreateArgs, TopicDescribeArgs,
 };
 use crate::output::{self, Table};
 use crate::sc_api::ScApi;
@@ -42,7 +42,8 @@ pub fn topic(sc: &str, command: &TopicCommand) -> anyhow::Result<()> {
     }
 }
 
-fn topic_name(name: &str) -> anyhow::Result<TopicName> {
+/// A topic name given on the command line, checked.
+pub fn topic_name(name: &str) -> anyhow::Result<TopicName> {
     TopicName::new(name).with_context(|| format!("invalid topic name {name:?}"))
 }
 
@@ -58,6 +59,7 @@ pub fn topic_spec(args: &TopicCreateArgs) -> anyhow::Result<TopicSpec> {
             ignore_rack: args.ignore_rack,
         },
         min_in_sync_replicas: args.min_in_sync.unwrap_or(1),
+        unclean_election: args.unclean_election,
         retention_time_ms,
         retention_bytes: args.retention_bytes,
         segment_bytes: args.segment_bytes.unwrap_or(0),
@@ -67,7 +69,10 @@ pub fn topic_spec(args: &TopicCreateArgs) -> anyhow::Result<TopicSpec> {
     let mut check = spec.clone();
     if let ReplicaSpec::Computed { partitions, replication_factor, .. } = &mut check.replicas {
         *partitions = (*partitions).max(1);
-        *replication_factor = (*replication_factor).max(check.min_in_sync_replicas);
+        if *replication_factor == 0 {
+            // The SC's default factor is not known here: let the SC judge min-in-sync then.
+            *replication_factor = check.min_in_sync_replicas.max(1);
+        }
     }
     if check.segment_bytes == 0 {
         check.segment_bytes = TopicSpec::default().segment_bytes;
@@ -188,7 +193,8 @@ pub struct TopicDescription {
 
 fn topic_describe(sc: &str, args: &TopicDescribeArgs) -> anyhow::Result<()> {
     let name = topic_name(&args.name)?;
-    let (topic, partitions) = ScApi::connect(sc)?.describe_topic(&name)?;
+    let api = ScApi::connect(sc)?;
+    let (topic, partitions) = api.describe_topic(&name)?;
     let description = TopicDescription { topic, partitions };
     output::print(args.output.format, &description, || {
         let topic = &description.topic;
@@ -208,13 +214,23 @@ fn topic_describe(sc: &str, args: &TopicDescribeArgs) -> anyhow::Result<()> {
             ("cleanup", snake_name(&spec.cleanup_policy)),
             ("compression", snake_name(&spec.compression)),
             ("durability", snake_name(&spec.durability)),
+            (
+                "unclean election",
+                if spec.unclean_election {
+                    "allowed (may lose acknowledged records)".into()
+                } else {
+                    "off".into()
+                },
+            ),
         ];
         for (setting, value) in settings {
             if !value.is_empty() {
                 table.row(vec![setting.into(), value]);
             }
         }
-        format!("{}\n{}", table.render(), partition_table(&description.partitions).render())
+        let offline = crate::partition::offline_spus(&api);
+        let partitions = crate::partition::table(&description.partitions, &offline);
+        format!("{}\n{}", table.render(), partitions.render())
     })
 }
 
@@ -228,50 +244,6 @@ fn snake_name<T: Serialize>(value: &T) -> String {
         Ok(other) => other.to_string(),
         Err(_) => String::new(),
     }
-}
-
-fn placements(replicas: &[ReplicaPlacement]) -> String {
-    let parts: Vec<String> =
-        replicas.iter().map(|replica| format!("{}/{}", replica.spu, replica.core)).collect();
-    format!("[{}]", parts.join(", "))
-}
-
-fn partition_table(partitions: &[PartitionEntry]) -> Table {
-    let mut table = Table::new(&[
-        "TOPIC",
-        "PARTITION",
-        "LEADER",
-        "REPLICAS (SPU/CORE)",
-        "IN-SYNC",
-        "STATUS",
-        "HW",
-        "LEO",
-        "EPOCH",
-    ]);
-    for partition in partitions {
-        let in_sync: Vec<String> =
-            partition.status.in_sync_replicas.iter().map(SpuId::to_string).collect();
-        table.row(vec![
-            partition.key.topic.to_string(),
-            partition.key.partition.to_string(),
-            partition.spec.leader.to_string(),
-            placements(&partition.spec.replicas),
-            format!("[{}]", in_sync.join(", ")),
-            snake_name(&partition.status.resolution),
-            partition.status.leader.high_watermark.to_string(),
-            partition.status.leader.log_end_offset.to_string(),
-            partition.spec.leader_epoch.to_string(),
-        ]);
-    }
-    table
-}
-
-/// Runs a `partition` command.
-pub fn partition(sc: &str, command: &PartitionCommand) -> anyhow::Result<()> {
-    let PartitionCommand::List(PartitionListArgs { topic, output }) = command;
-    let topic = topic.as_deref().map(topic_name).transpose()?;
-    let partitions = ScApi::connect(sc)?.list_partitions(topic.as_ref())?;
-    output::print(output.format, &partitions, || partition_table(&partitions).render())
 }
 
 /// Runs an `spu` command.
@@ -435,6 +407,26 @@ mod tests {
         assert_eq!((spec.partition_count(), spec.replication_factor()), (3, 2));
         assert_eq!(spec.retention_time_ms, Some(7 * 86_400_000));
         assert_eq!(spec.retention_bytes, Some(1 << 30));
+    }
+
+    #[test]
+    fn replication_settings() {
+        let spec = topic_spec(&create_args(&[
+            "t",
+            "--replication",
+            "3",
+            "--min-in-sync",
+            "2",
+            "--unclean-election",
+        ]))
+        .unwrap();
+        assert_eq!((spec.replication_factor(), spec.min_in_sync_replicas), (3, 2));
+        assert!(spec.unclean_election);
+        assert!(!topic_spec(&create_args(&["t"])).unwrap().unclean_election, "off by default");
+        let error = topic_spec(&create_args(&["t", "-r", "2", "--min-in-sync", "3"])).unwrap_err();
+        assert!(format!("{error:#}").contains("min_in_sync_replicas"), "{error:#}");
+        assert!(topic_spec(&create_args(&["t", "--min-in-sync", "0"])).is_err());
+        assert!(topic_spec(&create_args(&["t", "-r", "0"])).is_ok(), "0 means the SC's default");
     }
 
     #[test]

@@ -105,7 +105,32 @@ Examples:
 Processes: `sluice-sc` and `sluice-spu` are taken from the directory of `sluice` itself, then
 from PATH (override with SLUICE_SC_BIN and SLUICE_SPU_BIN). Their logs go to DIR/logs/ and their
 PIDs and addresses to DIR/cluster.json. Starting again on the same data directory after `stop`
-reattaches the topics and records kept there.";
+reattaches the topics and records kept there.
+
+When part of the cluster in DIR still runs (an SPU or the SC was stopped, killed or crashed),
+start brings back only what is not running, with the settings recorded in DIR/cluster.json
+(store, addresses, SPU ids and cores); the flags of this start apply only to settings that
+were not recorded. With Consul, a new SC is a standby until Consul releases the lock of an SC
+that died (a few seconds); start waits for that election, up to --timeout.";
+
+const CLUSTER_SPU_STOP_EXAMPLES: &str = "\
+Examples:
+  sluice cluster spu stop 5002
+  sluice cluster spu stop 5002 --timeout 10s --data-dir /tmp/sluice
+
+The SPU syncs and leaves; the SC moves the leadership of its partitions to in-sync replicas
+on other SPUs (see `sluice partition list`). `sluice cluster start --local` starts it again;
+it catches up and rejoins the in-sync sets.";
+
+const CLUSTER_SPU_KILL_EXAMPLES: &str = "\
+Examples:
+  sluice cluster spu kill 5002            # like kill -9: a crash
+  sluice partition list                   # new leaders, leader epochs bumped
+  sluice cluster start --local            # starts SPU 5002 again; it catches up
+
+Watching a failover on one machine: start a cluster with --spus 3, create a topic with
+--replication 3 --min-in-sync 2, produce, kill the SPU that leads a partition, and list the
+partitions again.";
 
 /// `sluice cluster ...`
 #[derive(Debug, Subcommand)]
@@ -119,6 +144,45 @@ pub enum ClusterCommand {
     /// Stop the local cluster's processes (by their recorded PIDs); data is kept.
     #[command(after_help = "Example:\n  sluice cluster stop --data-dir /tmp/sluice")]
     Stop(ClusterStopArgs),
+    /// Stop or kill one SPU of the local cluster, e.g. to watch a failover.
+    #[command(subcommand)]
+    Spu(ClusterSpuCommand),
+}
+
+/// `sluice cluster spu ...`
+#[derive(Debug, Subcommand)]
+pub enum ClusterSpuCommand {
+    /// Stop one SPU of the local cluster: SIGTERM, then SIGKILL if it has not exited within
+    /// --timeout.
+    #[command(after_help = CLUSTER_SPU_STOP_EXAMPLES)]
+    Stop(ClusterSpuStopArgs),
+    /// Kill one SPU of the local cluster at once with SIGKILL, like `kill -9` (a crash: no
+    /// sync, connections dropped).
+    #[command(after_help = CLUSTER_SPU_KILL_EXAMPLES)]
+    Kill(ClusterSpuKillArgs),
+}
+
+/// `sluice cluster spu stop`
+#[derive(Clone, Debug, Args)]
+pub struct ClusterSpuStopArgs {
+    /// The SPU's id (`sluice cluster status` lists them).
+    pub id: i32,
+    /// Data directory.
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
+    /// Longest wait for a clean exit after SIGTERM before SIGKILL, e.g. `30s`.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::parse_duration)]
+    pub timeout: std::time::Duration,
+}
+
+/// `sluice cluster spu kill`
+#[derive(Clone, Debug, Args)]
+pub struct ClusterSpuKillArgs {
+    /// The SPU's id (`sluice cluster status` lists them).
+    pub id: i32,
+    /// Data directory.
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
 }
 
 /// Which metadata store the local SC uses.
@@ -204,11 +268,17 @@ const TOPIC_CREATE_EXAMPLES: &str = "\
 Examples:
   sluice topic create orders
   sluice topic create orders --partitions 6 --replication 2
+  sluice topic create orders --partitions 4 --replication 3 --min-in-sync 2
   sluice topic create logs --retention-time 7d --retention-bytes 10GiB --segment-bytes 256MiB
   sluice topic create orders --partitions 3 --dry-run
 
 Unset values take the SC's defaults (sluice-sc --topic-partitions and friends). The command
-returns once every partition has an online leader (see --no-wait).";
+returns once every partition has an online leader (see --no-wait).
+
+Replication: each partition has --replication copies on different SPUs; acks `all` returns
+once every in-sync replica has the record durably, and needs at least --min-in-sync of them
+in sync. If a leader fails, an in-sync replica takes over without losing acknowledged
+records; --unclean-election trades that guarantee for availability.";
 
 /// `sluice topic ...`
 #[derive(Debug, Subcommand)]
@@ -240,9 +310,17 @@ pub struct TopicCreateArgs {
     /// Copies of each partition, on different SPUs [default: the SC's, 1 unless configured].
     #[arg(short, long, visible_alias = "replication-factor")]
     pub replication: Option<u16>,
-    /// Acks `all` needs this many in-sync replicas [default: 1].
+    /// Acks `all` needs this many in-sync replicas, 1 to the replication factor [default: 1].
+    /// With fewer in sync, acks `all` produce is refused (and retried by producers) while
+    /// acks `leader` and reads go on.
     #[arg(long)]
     pub min_in_sync: Option<u16>,
+    /// When no in-sync replica is online, let an out-of-sync replica become leader, so the
+    /// partition serves again sooner. It MAY LOSE ACKNOWLEDGED RECORDS: the new leader lacks
+    /// what it had not copied, and the others truncate to it. Off by default (the partition
+    /// stays offline until an in-sync replica returns).
+    #[arg(long)]
+    pub unclean_election: bool,
     /// Remove sealed segments older than this, e.g. `7d`, `12h`, `30m` [default: keep].
     #[arg(long, value_name = "DURATION", value_parser = units::parse_duration)]
     pub retention_time: Option<std::time::Duration>,
@@ -294,19 +372,55 @@ pub struct ListArgs {
 // ---------------------------------------------------------------------------------------------
 // partition
 
+const PARTITION_LIST_EXAMPLES: &str = "\
+Examples:
+  sluice partition list
+  sluice partition list --topic orders -O json
+
+One row per replica; the partition's status, leader, leader epoch and high watermark (HW) on
+its first row. STATE is leader, in sync, out of sync (not in the in-sync set: it does not
+count for acks all) or offline (its SPU is offline). LEO is the replica's log end offset and
+LAG how many records it is behind the leader, as the leader last reported them. STATUS is
+online, leader offline (an election is pending) or offline (no in-sync replica is online).";
+
+const PARTITION_REBALANCE_EXAMPLES: &str = "\
+Examples:
+  sluice partition rebalance-leaders
+  sluice partition rebalance-leaders --topic orders
+
+Each partition's preferred replica is the first of its replicas. After a failover the
+replicas that took over keep leading when the preferred one returns; this moves leadership
+back wherever the preferred replica is online and in sync, so no SPU is left leading
+everything. Partitions whose preferred replica is offline or still catching up are listed
+as not moved.";
+
 /// `sluice partition ...`
 #[derive(Debug, Subcommand)]
 pub enum PartitionCommand {
-    /// List partitions: leader, replicas, in-sync replicas, high watermark, log end offset.
-    #[command(after_help = "Examples:\n  sluice partition list\n  \
-        sluice partition list --topic orders -O json")]
+    /// List partitions: status, leader and leader epoch, high watermark, and each replica's
+    /// state (in sync or not), log end offset and lag.
+    #[command(after_help = PARTITION_LIST_EXAMPLES)]
     List(PartitionListArgs),
+    /// Move leadership back to each partition's preferred replica where it is in sync.
+    #[command(name = "rebalance-leaders", after_help = PARTITION_REBALANCE_EXAMPLES)]
+    RebalanceLeaders(PartitionRebalanceArgs),
 }
 
 /// `sluice partition list`
 #[derive(Clone, Debug, Args)]
 pub struct PartitionListArgs {
     /// Only this topic's partitions.
+    #[arg(long, short)]
+    pub topic: Option<String>,
+    /// Output format.
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `sluice partition rebalance-leaders`
+#[derive(Clone, Debug, Args)]
+pub struct PartitionRebalanceArgs {
+    /// Only this topic's partitions [default: every topic's].
     #[arg(long, short)]
     pub topic: Option<String>,
     /// Output format.
@@ -565,6 +679,55 @@ mod tests {
     fn beginning_and_offset_conflict() {
         let result = Cli::try_parse_from(["sluice", "consume", "t", "-B", "--offset", "3"]);
         assert!(result.is_err());
+    }
+
+    #[test]
+    fn cluster_spu_commands_parse() {
+        let cli = Cli::try_parse_from(["sluice", "cluster", "spu", "kill", "5002"]).unwrap();
+        let Command::Cluster(ClusterCommand::Spu(ClusterSpuCommand::Kill(args))) = cli.command
+        else {
+            panic!("not cluster spu kill")
+        };
+        assert_eq!((args.id, args.data_dir.data_dir), (5002, None));
+        let cli = Cli::try_parse_from([
+            "sluice",
+            "cluster",
+            "spu",
+            "stop",
+            "5001",
+            "--timeout",
+            "5s",
+            "--data-dir",
+            "/d",
+        ])
+        .unwrap();
+        let Command::Cluster(ClusterCommand::Spu(ClusterSpuCommand::Stop(args))) = cli.command
+        else {
+            panic!("not cluster spu stop")
+        };
+        assert_eq!(args.id, 5001);
+        assert_eq!(args.timeout, std::time::Duration::from_secs(5));
+        assert_eq!(args.data_dir.data_dir, Some(PathBuf::from("/d")));
+        assert!(Cli::try_parse_from(["sluice", "cluster", "spu", "kill"]).is_err(), "id needed");
+        assert!(Cli::try_parse_from(["sluice", "cluster", "spu", "kill", "x"]).is_err());
+    }
+
+    #[test]
+    fn partition_commands_parse() {
+        let cli = Cli::try_parse_from(["sluice", "partition", "rebalance-leaders", "-t", "orders"])
+            .unwrap();
+        let Command::Partition(PartitionCommand::RebalanceLeaders(args)) = cli.command else {
+            panic!("not rebalance-leaders")
+        };
+        assert_eq!(args.topic.as_deref(), Some("orders"));
+        assert_eq!(args.output.format, OutputFormat::Table);
+        let cli = Cli::try_parse_from(["sluice", "partition", "rebalance-leaders", "-O", "json"])
+            .unwrap();
+        let Command::Partition(PartitionCommand::RebalanceLeaders(args)) = cli.command else {
+            panic!("not rebalance-leaders")
+        };
+        assert_eq!((args.topic, args.output.format), (None, OutputFormat::Json));
+        assert!(Cli::try_parse_from(["sluice", "partition", "rebalance-leaders", "extra"]).is_err());
     }
 
     #[test]

@@ -2,7 +2,8 @@
 //! administration (`topic`, `partition`, `spu`, `spu-group`) and data (`produce`, `consume`).
 //!
 //! Module map: [`args`] is the command line (clap), [`local`] the local-cluster launcher,
-//! [`admin`] the administration commands, [`produce`] and [`consume`] the data commands,
+//! [`admin`] the administration commands ([`partition`] the partition ones), [`produce`] and
+//! [`consume`] the data commands,
 //! [`sc_api`] the one place that calls the SDK's admin API, [`output`] tables/JSON/YAML and
 //! [`units`] durations, sizes and times.
 //!
@@ -14,13 +15,14 @@ mod args;
 mod consume;
 mod local;
 mod output;
+mod partition;
 mod produce;
 mod sc_api;
 mod units;
 
 use clap::Parser;
 
-use args::{Cli, ClusterCommand, Command};
+use args::{Cli, ClusterCommand, ClusterSpuCommand, Command};
 
 fn run(cli: Cli) -> anyhow::Result<()> {
     let sc = cli.sc.as_str();
@@ -28,8 +30,14 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(ClusterCommand::Start(args)) => local::start(args),
         Command::Cluster(ClusterCommand::Status(args)) => local::status(args),
         Command::Cluster(ClusterCommand::Stop(args)) => local::stop(args),
+        Command::Cluster(ClusterCommand::Spu(ClusterSpuCommand::Stop(args))) => {
+            local::spu::stop(args)
+        }
+        Command::Cluster(ClusterCommand::Spu(ClusterSpuCommand::Kill(args))) => {
+            local::spu::kill(args)
+        }
         Command::Topic(command) => admin::topic(sc, command),
-        Command::Partition(command) => admin::partition(sc, command),
+        Command::Partition(command) => partition::run(sc, command),
         Command::Spu(command) => admin::spu(sc, command),
         Command::SpuGroup(command) => admin::spu_group(sc, command),
         Command::Produce(args) => produce::run(sc, args),

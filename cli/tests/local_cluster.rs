@@ -210,21 +210,56 @@ fn check_address_hint(cluster: &LocalCluster, sc: &str) {
     assert!(run.stderr.contains(&format!("pass `--sc {sc}`")), "{}", run.stderr);
 }
 
-/// One SPU dies: status says so (exit 1), start refuses to start half a cluster twice.
+/// The pid recorded for `name`.
+fn pid_of(processes: &[Recorded], name: &str) -> u32 {
+    processes.iter().find(|process| process.name == name).unwrap_or_else(|| panic!("{name}")).pid
+}
+
+/// Part of the cluster ends (an SPU killed with `cluster spu kill`, one stopped with `cluster
+/// spu stop`, the SC killed with `kill -9`): status says so (exit 1), and each start brings
+/// back just what is missing, with the same ids, the SC on the same address, and the data.
 fn check_partial_cluster(cluster: &LocalCluster, processes: &[Recorded]) {
-    let victim = processes.iter().find(|process| process.name == "spu-5002").expect("spu-5002");
-    let killed = std::process::Command::new("kill")
-        .args(["-KILL", &victim.pid.to_string()])
-        .status()
-        .expect("run kill");
-    assert!(killed.success());
-    common::wait_until("the killed SPU to be gone", || !pid_alive(victim.pid));
     let dir = cluster.dir_text();
+    let victim = pid_of(processes, "spu-5002");
+    let killed = sluice(&["cluster", "spu", "kill", "5002", "--data-dir", &dir]).success("kill");
+    let expected = format!("SPU 5002 (pid {victim}) killed with SIGKILL");
+    assert!(killed.stdout.contains(&expected), "{}", killed.stdout);
+    assert!(!pid_alive(victim), "SPU 5002 still runs");
+    let again = sluice(&["cluster", "spu", "kill", "5002", "--data-dir", &dir]).success("again");
+    assert!(again.stdout.contains("is not running"), "{}", again.stdout);
+    let unknown = sluice(&["cluster", "spu", "stop", "7", "--data-dir", &dir]);
+    assert_eq!(unknown.status.code(), Some(1), "{}", unknown.stdout);
+    assert!(
+        unknown.stderr.contains("no SPU 7") && unknown.stderr.contains("its SPUs are 5001, 5002")
+    );
+
     let status = sluice(&["cluster", "status", "--data-dir", &dir, "-O", "json"]);
     assert_eq!(status.status.code(), Some(1), "{}", status.stderr);
     assert_eq!(status.json()["running"], false);
     assert!(status.stderr.contains("not (fully) running"), "{}", status.stderr);
-    let start = cluster.start(&[]);
-    assert_eq!(start.status.code(), Some(1), "{}", start.stdout);
-    assert!(start.stderr.contains("sluice cluster stop"), "{}", start.stderr);
+
+    let started = cluster.start(&[]).success("start the missing SPU");
+    assert!(started.stdout.contains("running again: started spu-5002;"), "{}", started.stdout);
+    assert!(started.stderr.contains("restarting SPU 5002 (1 core)"), "{}", started.stderr);
+    let now = cluster.recorded();
+    assert_eq!(pid_of(&now, "sc"), pid_of(processes, "sc"), "the SC was restarted");
+    assert_eq!(pid_of(&now, "spu-5001"), pid_of(processes, "spu-5001"), "SPU 5001 restarted");
+    assert!(pid_alive(pid_of(&now, "spu-5002")));
+    assert_eq!(cluster.status()["running"], true);
+
+    let stopped = sluice(&["cluster", "spu", "stop", "5001", "--data-dir", &dir]).success("stop");
+    assert!(stopped.stdout.contains("stopped after SIGTERM"), "{}", stopped.stdout);
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(cluster.dir().join("cluster.json")).unwrap())
+            .unwrap();
+    let sc = state["sc_public_address"].as_str().expect("SC address").to_owned();
+    let sc_pid = pid_of(&now, "sc");
+    let kill = std::process::Command::new("kill").args(["-KILL", &sc_pid.to_string()]).status();
+    assert!(kill.expect("run kill").success());
+    common::wait_until("the killed SC to be gone", || !pid_alive(sc_pid));
+    let started = cluster.start(&[]).success("start the SC and SPU 5001");
+    assert!(started.stdout.contains("started sc, spu-5001;"), "{}", started.stdout);
+    assert!(started.stderr.contains("restarting the SC (embedded store"), "{}", started.stderr);
+    assert_eq!(cluster.sc_address(), sc, "the SC moved");
+    check_records(&sc);
 }

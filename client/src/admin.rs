@@ -12,8 +12,9 @@ use sluice_proto::api::admin::{
     AdminResponse, CreateSpuGroupRequest, CreateTopicRequest, DeleteSpuGroupRequest,
     DeleteTopicRequest, DescribeTopicRequest, DescribeTopicResponse, ListPartitionsRequest,
     ListPartitionsResponse, ListSpuGroupsRequest, ListSpuGroupsResponse, ListSpusRequest,
-    ListSpusResponse, ListTopicsRequest, ListTopicsResponse, PartitionEntry, RegisterSpuRequest,
-    SpuEntry, SpuGroupEntry, TopicEntry, UnregisterSpuRequest,
+    ListSpusResponse, ListTopicsRequest, ListTopicsResponse, PartitionEntry,
+    RebalanceLeadersRequest, RebalanceLeadersResponse, RegisterSpuRequest, SpuEntry, SpuGroupEntry,
+    TopicEntry, UnregisterSpuRequest,
 };
 use sluice_proto::api::{Decode, Request};
 use sluice_proto::error_code::ErrorCode;
@@ -150,6 +151,30 @@ impl Admin {
         let topic = topic.map(topic_name).transpose()?;
         let response: ListPartitionsResponse = self.read(&ListPartitionsRequest { topic })?;
         Ok(response.partitions)
+    }
+
+    /// Moves the leadership of each partition (of `topic`, or of every topic) back to its
+    /// preferred replica (the first of its replicas) where that replica is online and in sync
+    /// and does not lead already. The response lists the partitions moved and those whose
+    /// preferred replica cannot lead now. Repeating it is harmless (it only ever moves a
+    /// leader to its preferred replica), so a dropped connection retries it at the next SC.
+    /// `TopicNotFound` for an unknown topic; an SC too old to serve it answers
+    /// `InvalidRequest`.
+    pub fn rebalance_leaders(
+        &self,
+        topic: Option<&str>,
+    ) -> Result<RebalanceLeadersResponse, ClientError> {
+        let topic = topic.map(topic_name).transpose()?;
+        let response: RebalanceLeadersResponse = self.sc.call(
+            &RebalanceLeadersRequest { topic },
+            Shape::ErrorCodeFirst,
+            Retry::ReadOnly,
+        )?;
+        if response.error_code.is_ok() {
+            Ok(response)
+        } else {
+            Err(ClientError::server_message(response.error_code, response.message))
+        }
     }
 
     /// Every SPU with its spec and status.

@@ -75,7 +75,7 @@ pub enum ClientError {
         last_error: Option<Box<ClientError>>,
     },
     /// The server refused the request with an error code. Retriable when the code is.
-    #[error("{message} ({code})")]
+    #[error("{message} ({code:?}, code {})", code.code())]
     Server {
         /// The wire error code.
         code: ErrorCode,
@@ -140,6 +140,37 @@ pub enum ClientError {
     Closed,
 }
 
+/// What a client does after a request about a partition failed (a consumer's fetch or list
+/// offsets, a producer's batch).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Recovery {
+    /// Refresh the metadata (the leader may have moved, died or paused), then send the same
+    /// request after the backoff: to the new leader once the metadata names one.
+    RefreshAndRetry,
+    /// Send the same request to the same leader after the backoff: it is the leader, but
+    /// cannot answer yet (a new leader proving its high watermark, a busy SPU, a full disk).
+    Retry,
+    /// Hand the error to the caller: it is not retriable, or retries went on for the window.
+    Fail,
+}
+
+/// The decision after `error`, when requests have been failing for `failing_for` (a
+/// consumer: since its first failure; a producer: the batch's age) and the caller allows
+/// `retry_window` of retries (`request_timeout`; the producer's `delivery_timeout`).
+pub(crate) fn recovery(
+    error: &ClientError,
+    failing_for: Duration,
+    retry_window: Duration,
+) -> Recovery {
+    if !error.is_retriable() || failing_for >= retry_window {
+        Recovery::Fail
+    } else if error.needs_metadata_refresh() {
+        Recovery::RefreshAndRetry
+    } else {
+        Recovery::Retry
+    }
+}
+
 fn delivery_cause(last_error: &Option<Box<ClientError>>) -> String {
     match last_error {
         Some(error) => format!("the last attempt failed with: {error}"),
@@ -170,6 +201,18 @@ impl ClientError {
         }
     }
 
+    /// Whether the error suggests the client's view of partition leaders is stale, so the
+    /// metadata should be refreshed before a retry: leadership moved or is moving (not leader,
+    /// no leader, partition offline, a fenced epoch), or the leader's connection failed or went
+    /// silent (the SPU may have died or paused, and another replica may lead now).
+    pub fn needs_metadata_refresh(&self) -> bool {
+        match self {
+            ClientError::Server { code, .. } => code.needs_metadata_refresh(),
+            ClientError::Connection { .. } | ClientError::Timeout { .. } => true,
+            _ => false,
+        }
+    }
+
     /// The wire error code, for [`ClientError::Server`].
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
@@ -187,6 +230,46 @@ impl ClientError {
     pub(crate) fn server_message(code: ErrorCode, message: Option<String>) -> ClientError {
         let message = message.unwrap_or_else(|| code.description().to_owned());
         ClientError::Server { code, message }
+    }
+
+    /// A data-path refusal of one partition (produce, fetch, list offsets), with a message
+    /// that says what is happening to the partition and what the client does about it; the
+    /// code stays matchable through [`ClientError::code`].
+    pub(crate) fn partition(code: ErrorCode, topic: &str, partition: u32) -> ClientError {
+        let situation = match code {
+            ErrorCode::PartitionOffline => {
+                "is offline: no in-sync replica is online; it serves again when one returns"
+            }
+            ErrorCode::LeaderNotAvailable => "has no leader right now: an election is in progress",
+            ErrorCode::NotLeader | ErrorCode::FencedLeaderEpoch => {
+                "has moved: the SPU asked no longer leads it; following the new leader"
+            }
+            ErrorCode::UnknownLeaderEpoch => {
+                "has a newer leader epoch than this SPU knows yet; retrying"
+            }
+            ErrorCode::OffsetNotAvailable => {
+                "has a new leader that cannot prove its high watermark yet (its followers have \
+                 not reported since it took over); retrying at the same offset"
+            }
+            ErrorCode::NotEnoughReplicas => {
+                "has fewer in-sync replicas than the topic's min-in-sync: acks all was refused \
+                 and nothing was written; retrying until enough replicas are back in sync"
+            }
+            ErrorCode::NotEnoughReplicasAfterAppend => {
+                "lost in-sync replicas after the leader wrote the append (below the topic's \
+                 min-in-sync); retrying (the retry is recognised as a duplicate)"
+            }
+            ErrorCode::UnknownTopicOrPartition | ErrorCode::ReplicaNotAvailable => {
+                "is not served by the SPU asked (a replica being created or moved); retrying"
+            }
+            _ => {
+                return ClientError::Server {
+                    code,
+                    message: format!("partition {topic}/{partition}: {}", code.description()),
+                }
+            }
+        };
+        ClientError::Server { code, message: format!("partition {topic}/{partition} {situation}") }
     }
 
     pub(crate) fn connection(address: &str, error: std::io::Error) -> ClientError {
@@ -221,6 +304,90 @@ mod tests {
         let error = ClientError::server_message(ErrorCode::InvalidConfig, Some("bad".into()));
         assert_eq!(error.code(), Some(ErrorCode::InvalidConfig));
         assert!(error.to_string().starts_with("bad ("), "{error}");
+    }
+
+    #[test]
+    fn server_errors_show_the_code_once() {
+        let text = ClientError::server(ErrorCode::NotLeader).to_string();
+        assert!(text.ends_with("(NotLeader, code 6)"), "{text}");
+        assert_eq!(text.matches("refresh metadata").count(), 1, "{text}");
+    }
+
+    #[test]
+    fn partition_errors_say_what_happens_and_keep_the_code() {
+        let offline = ClientError::partition(ErrorCode::PartitionOffline, "orders", 2);
+        assert_eq!(offline.code(), Some(ErrorCode::PartitionOffline));
+        assert!(offline.is_retriable() && offline.needs_metadata_refresh());
+        let text = offline.to_string();
+        assert!(text.starts_with("partition orders/2 is offline: no in-sync replica"), "{text}");
+        let not_available = ClientError::partition(ErrorCode::OffsetNotAvailable, "orders", 0);
+        assert!(not_available.is_retriable());
+        assert!(!not_available.needs_metadata_refresh(), "the leader is right; only wait");
+        assert!(not_available.to_string().contains("high watermark"), "{not_available}");
+        for code in [ErrorCode::NotEnoughReplicas, ErrorCode::NotEnoughReplicasAfterAppend] {
+            let error = ClientError::partition(code, "orders", 1);
+            assert!(error.is_retriable(), "{code:?}");
+            assert!(error.to_string().contains("min-in-sync"), "{error}");
+        }
+        let other = ClientError::partition(ErrorCode::StorageFull, "t", 0);
+        assert!(other.to_string().starts_with("partition t/0: "), "{other}");
+    }
+
+    #[test]
+    fn dead_or_silent_leaders_refresh_the_metadata() {
+        let closed = ClientError::connection(
+            "127.0.0.1:1",
+            std::io::Error::from(std::io::ErrorKind::ConnectionReset),
+        );
+        assert!(closed.needs_metadata_refresh());
+        let silent = ClientError::Timeout { operation: "fetch", after: Duration::from_secs(1) };
+        assert!(silent.needs_metadata_refresh());
+        assert!(!ClientError::Closed.needs_metadata_refresh());
+        assert!(!ClientError::server(ErrorCode::StorageFull).needs_metadata_refresh());
+    }
+
+    #[test]
+    fn leader_changes_refresh_and_retry_at_the_same_offset() {
+        let window = Duration::from_secs(30);
+        let early = Duration::from_millis(200);
+        let refresh = [
+            ErrorCode::NotLeader,
+            ErrorCode::LeaderNotAvailable,
+            ErrorCode::PartitionOffline,
+            ErrorCode::FencedLeaderEpoch,
+            ErrorCode::UnknownTopicOrPartition,
+        ];
+        for code in refresh {
+            let error = ClientError::partition(code, "t", 0);
+            assert_eq!(recovery(&error, early, window), Recovery::RefreshAndRetry, "{code:?}");
+        }
+        let closed = ClientError::connection(
+            "127.0.0.1:1",
+            std::io::Error::from(std::io::ErrorKind::ConnectionRefused),
+        );
+        assert_eq!(recovery(&closed, early, window), Recovery::RefreshAndRetry);
+        let silent = ClientError::Timeout { operation: "fetch", after: window };
+        assert_eq!(recovery(&silent, early, window), Recovery::RefreshAndRetry);
+    }
+
+    #[test]
+    fn a_new_leader_proving_its_high_watermark_is_waited_for() {
+        let window = Duration::from_secs(30);
+        let error = ClientError::partition(ErrorCode::OffsetNotAvailable, "t", 0);
+        assert_eq!(recovery(&error, Duration::ZERO, window), Recovery::Retry);
+        assert_eq!(recovery(&error, window, window), Recovery::Fail, "bounded by the window");
+        let busy = ClientError::partition(ErrorCode::SpuBusy, "t", 0);
+        assert_eq!(recovery(&busy, Duration::ZERO, window), Recovery::Retry);
+    }
+
+    #[test]
+    fn definite_errors_fail_at_once() {
+        let window = Duration::from_secs(30);
+        let out_of_range = ClientError::partition(ErrorCode::OffsetOutOfRange, "t", 0);
+        assert_eq!(recovery(&out_of_range, Duration::ZERO, window), Recovery::Fail);
+        assert_eq!(recovery(&ClientError::Closed, Duration::ZERO, window), Recovery::Fail);
+        let offline = ClientError::partition(ErrorCode::PartitionOffline, "t", 0);
+        assert_eq!(recovery(&offline, window, window), Recovery::Fail);
     }
 
     #[test]

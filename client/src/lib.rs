@@ -109,7 +109,9 @@ pub use metadata::{core_address, Gap, MetadataSnapshot, Route, RouteError};
 pub use producer::partitioner::{key_partition, murmur2, to_positive};
 pub use producer::{DeliveryFuture, DeliveryListener, Producer, ProducerRecord, RecordMetadata};
 
-pub use sluice_proto::api::admin::{PartitionEntry, SpuEntry, SpuGroupEntry, TopicEntry};
+pub use sluice_proto::api::admin::{
+    PartitionEntry, RebalanceLeadersResponse, SpuEntry, SpuGroupEntry, TopicEntry,
+};
 pub use sluice_proto::api::fetch::Isolation;
 pub use sluice_proto::api::metadata::{PartitionMetadata, SpuMetadata, TopicMetadata};
 pub use sluice_proto::api::produce::Acks;

@@ -1,5 +1,5 @@
-//! `sluice cluster start | status | stop`: a whole cluster on this machine, as background
-//! processes.
+//! `sluice cluster start | status | stop | spu stop | spu kill`: a whole cluster on this
+//! machine, as background processes.
 //!
 //! Start: the SC first (embedded store in `<data-dir>/sc`, or Consul), then an SPU group `local`
 //! created at the SC (kept when it already exists: a second start on the same data directory
@@ -8,26 +8,37 @@
 //! the SC, or fails at a deadline, stopping what it started and showing the failing process'
 //! log.
 //!
+//! A start on a directory whose cluster runs in part ([`Previous::Partial`]: an SPU or the SC
+//! was stopped, killed or crashed) starts only the missing processes, with the settings
+//! recorded in the state file (the SC on the same listen addresses and store, each SPU with its
+//! id and cores), and waits as a fresh start does. On Consul a new SC is a standby until
+//! Consul releases the lock of an SC that died; the start waits for that election
+//! ([`Launch::connect_active_sc`]), with progress, until its deadline.
+//!
 //! Ownership: the processes outlive the command; `<data-dir>/cluster.json` ([`state`]) records
 //! them, and `stop` signals exactly those (PID plus start time), SIGTERM first, SIGKILL after
-//! its timeout.
+//! its timeout. A failed start kills only what it spawned itself.
 
 pub mod process;
+pub mod spu;
 pub mod state;
+mod status;
+mod stop;
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use serde::Serialize;
-use sluice_proto::api::admin::SpuEntry;
+use sluice_client::ClientError;
 
-use crate::args::{ClusterStartArgs, ClusterStatusArgs, ClusterStopArgs, MetadataStore};
-use crate::output::{self, Table};
+use crate::args::{ClusterStartArgs, MetadataStore};
 use crate::sc_api::ScApi;
 use process::Program;
 use state::{ClusterState, ProcessRecord, Role, STATE_VERSION};
+
+pub use status::status;
+pub use stop::stop;
 
 /// Name of the SPU group the local SPUs belong to.
 pub const SPU_GROUP_NAME: &str = "local";
@@ -35,6 +46,8 @@ pub const SPU_GROUP_NAME: &str = "local";
 const KILL_WAIT: Duration = Duration::from_secs(5);
 /// How often the start waits re-check readiness.
 const START_POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// How often a wait for the SC election says it is still waiting.
+const ELECTION_PROGRESS_INTERVAL: Duration = Duration::from_secs(3);
 /// Below this locked-memory limit a failed SPU start mentions the limit as a likely cause.
 const MEMLOCK_BYTES_COMFORTABLE: u64 = 64 << 20;
 
@@ -54,6 +67,34 @@ pub fn resolve_data_dir(flag: Option<&Path>) -> anyhow::Result<PathBuf> {
     Ok(std::env::current_dir().context("cannot read the current directory")?.join(dir))
 }
 
+/// What a previous state file means for a start.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Previous {
+    /// No state file, or nothing of its cluster runs: start everything.
+    Nothing,
+    /// Every recorded process runs: there is nothing to start.
+    AllRunning,
+    /// Some recorded processes run: start the others (their labels).
+    Partial { missing: Vec<String> },
+}
+
+/// Classifies a previous state file by which of its processes `is_running`.
+fn classify(existing: &ClusterState, is_running: impl Fn(&ProcessRecord) -> bool) -> Previous {
+    let missing: Vec<String> = existing
+        .processes
+        .iter()
+        .filter(|record| !is_running(record))
+        .map(ProcessRecord::label)
+        .collect();
+    if missing.is_empty() {
+        Previous::AllRunning
+    } else if missing.len() == existing.processes.len() {
+        Previous::Nothing
+    } else {
+        Previous::Partial { missing }
+    }
+}
+
 /// `sluice cluster start`.
 pub fn start(args: &ClusterStartArgs) -> anyhow::Result<()> {
     if !args.local {
@@ -63,11 +104,20 @@ pub fn start(args: &ClusterStartArgs) -> anyhow::Result<()> {
         );
     }
     let data_dir = resolve_data_dir(args.data_dir.data_dir.as_deref())?;
-    if let Some(existing) = state::load(&data_dir)? {
-        if let Some(message) = check_previous(&existing)? {
-            println!("{message}");
-            return Ok(());
-        }
+    let existing = state::load(&data_dir)?;
+    let previous = existing
+        .as_ref()
+        .map_or(Previous::Nothing, |existing| classify(existing, ProcessRecord::is_running));
+    if let (Previous::AllRunning, Some(existing)) = (&previous, &existing) {
+        println!(
+            "A local cluster already runs from {}: SC at {} ({} SPUs). Stop it with `sluice \
+             cluster stop{}`.",
+            existing.data_dir.display(),
+            existing.sc_public_address,
+            existing.spu_ids().len(),
+            data_dir_flag(&existing.data_dir),
+        );
+        return Ok(());
     }
     let sc_program = process::find_program(Program::Sc)?;
     let spu_program = process::find_program(Program::Spu)?;
@@ -84,40 +134,23 @@ pub fn start(args: &ClusterStartArgs) -> anyhow::Result<()> {
         Ok(_) => String::new(),
         Err(error) => format!("\nnote: cannot raise the locked-memory limit: {error}"),
     };
-    let mut launch = Launch::new(args, data_dir, memlock_hint);
+    let mut launch = match (previous, existing) {
+        (Previous::Partial { missing }, Some(existing)) => {
+            eprintln!(
+                "part of the local cluster in {} runs; starting what does not ({}) with the \
+                 recorded settings",
+                existing.data_dir.display(),
+                missing.join(", ")
+            );
+            Launch::resume(args, existing, memlock_hint)
+        }
+        _ => Launch::fresh(args, data_dir, memlock_hint),
+    };
     let result = launch.run(&sc_program, &spu_program);
     if result.is_err() {
         launch.abort();
     }
     result
-}
-
-/// Decides what to do about a previous state file: `Some(message)` when that cluster still
-/// runs completely, `None` when nothing of it runs, an error when part of it does.
-fn check_previous(existing: &ClusterState) -> anyhow::Result<Option<String>> {
-    let running: Vec<&ProcessRecord> =
-        existing.processes.iter().filter(|record| record.is_running()).collect();
-    if running.is_empty() {
-        return Ok(None);
-    }
-    if running.len() == existing.processes.len() {
-        return Ok(Some(format!(
-            "A local cluster already runs from {}: SC at {} ({} SPUs). Stop it with `sluice \
-             cluster stop{}`.",
-            existing.data_dir.display(),
-            existing.sc_public_address,
-            existing.processes.iter().filter(|record| record.role == Role::Spu).count(),
-            data_dir_flag(&existing.data_dir),
-        )));
-    }
-    let labels: Vec<String> =
-        running.iter().map(|record| format!("{} (pid {})", record.label(), record.pid)).collect();
-    bail!(
-        "part of the local cluster in {} still runs: {}; run `sluice cluster stop{}` first",
-        existing.data_dir.display(),
-        labels.join(", "),
-        data_dir_flag(&existing.data_dir)
-    )
 }
 
 /// ` --data-dir DIR` unless DIR is the default.
@@ -133,66 +166,103 @@ struct Launch<'a> {
     args: &'a ClusterStartArgs,
     deadline: Instant,
     state: ClusterState,
-    children: Vec<Child>,
+    /// Children spawned by this start, with the index of their record in `state.processes`.
+    children: Vec<(usize, Child)>,
     /// Appended to an SPU's start failure when the locked-memory limit is low.
     memlock_hint: String,
+    /// Whether part of the cluster ran already: only missing processes are started, with the
+    /// recorded settings.
+    resuming: bool,
+    /// Labels of the processes this start spawned.
+    started: Vec<String>,
 }
 
 impl<'a> Launch<'a> {
-    fn new(args: &'a ClusterStartArgs, data_dir: PathBuf, memlock_hint: String) -> Launch<'a> {
-        let metadata = match args.metadata {
-            MetadataStore::Embedded => "embedded",
-            MetadataStore::Consul => "consul",
+    /// A start of a whole new cluster (or of one of which nothing runs) from the flags.
+    fn fresh(args: &'a ClusterStartArgs, data_dir: PathBuf, memlock_hint: String) -> Launch<'a> {
+        let (metadata, consul_address) = match args.metadata {
+            MetadataStore::Embedded => ("embedded", None),
+            MetadataStore::Consul => ("consul", Some(args.consul_addr.clone())),
         };
+        let state = ClusterState {
+            version: STATE_VERSION,
+            data_dir,
+            metadata: metadata.into(),
+            sc_public_address: String::new(),
+            sc_private_address: String::new(),
+            spu_group: SPU_GROUP_NAME.into(),
+            processes: Vec::new(),
+            consul_address,
+            sc_public_listen: None,
+            sc_private_listen: None,
+        };
+        Launch::new(args, state, memlock_hint, false)
+    }
+
+    /// A start of the missing processes of a cluster that runs in part.
+    fn resume(
+        args: &'a ClusterStartArgs,
+        existing: ClusterState,
+        memlock_hint: String,
+    ) -> Launch<'a> {
+        Launch::new(args, existing, memlock_hint, true)
+    }
+
+    fn new(
+        args: &'a ClusterStartArgs,
+        state: ClusterState,
+        memlock_hint: String,
+        resuming: bool,
+    ) -> Launch<'a> {
         Launch {
             args,
             deadline: Instant::now() + args.timeout,
-            state: ClusterState {
-                version: STATE_VERSION,
-                data_dir,
-                metadata: metadata.into(),
-                sc_public_address: String::new(),
-                sc_private_address: String::new(),
-                spu_group: SPU_GROUP_NAME.into(),
-                processes: Vec::new(),
-            },
+            state,
             children: Vec::new(),
             memlock_hint,
+            resuming,
+            started: Vec::new(),
         }
     }
 
     fn run(&mut self, sc_program: &Path, spu_program: &Path) -> anyhow::Result<()> {
         let data_dir = self.state.data_dir.clone();
-        eprintln!("starting the SC ({})", sc_program.display());
-        let sc_ready = self.spawn_sc(sc_program)?;
-        self.state.sc_public_address = connectable(ready_value(&sc_ready, "public")?);
-        self.state.sc_private_address = connectable(ready_value(&sc_ready, "private")?);
-        state::save(&self.state)?;
-        let api = ScApi::connect(&self.state.sc_public_address)?;
-        let spu_ids = self.ensure_spu_group(&api)?;
-        let cores = self.args.cores.unwrap_or_else(|| default_cores(spu_ids.len()));
-        eprintln!(
-            "starting {} SPU{} ({} core{} each)",
-            spu_ids.len(),
-            plural(spu_ids.len()),
-            cores,
-            plural(usize::from(cores))
-        );
-        for id in &spu_ids {
-            self.spawn_spu(spu_program, *id, cores)?;
+        if !self.state.sc().is_some_and(ProcessRecord::is_running) {
+            self.start_sc(sc_program)?;
         }
-        self.wait_spus_ready(&spu_ids)?;
+        let api = self.connect_active_sc()?;
+        let spu_ids = self.ensure_spu_group(&api)?;
+        let missing: Vec<i32> = spu_ids
+            .iter()
+            .copied()
+            .filter(|id| !self.state.spu(*id).is_some_and(ProcessRecord::is_running))
+            .collect();
+        if !missing.is_empty() {
+            self.start_spus(spu_program, &missing, spu_ids.len())?;
+        }
         self.wait_spus_online(&api, &spu_ids)?;
-        println!(
-            "Local cluster ready: SC at {}, {} SPU{} online ({}), data in {}.\nStop it with \
-             `sluice cluster stop{}`.",
-            self.state.sc_public_address,
-            spu_ids.len(),
-            plural(spu_ids.len()),
-            spu_ids.iter().map(i32::to_string).collect::<Vec<_>>().join(", "),
-            data_dir.display(),
-            data_dir_flag(&data_dir),
-        );
+        let ids = spu_ids.iter().map(i32::to_string).collect::<Vec<_>>().join(", ");
+        if self.resuming {
+            println!(
+                "Local cluster running again: started {}; SC at {}, {} SPU{} online ({ids}), \
+                 data in {}.",
+                self.started.join(", "),
+                self.state.sc_public_address,
+                spu_ids.len(),
+                plural(spu_ids.len()),
+                data_dir.display(),
+            );
+        } else {
+            println!(
+                "Local cluster ready: SC at {}, {} SPU{} online ({ids}), data in {}.\nStop it \
+                 with `sluice cluster stop{}`.",
+                self.state.sc_public_address,
+                spu_ids.len(),
+                plural(spu_ids.len()),
+                data_dir.display(),
+                data_dir_flag(&data_dir),
+            );
+        }
         if self.state.sc_public_address != crate::args::SC_ADDRESS_DEFAULT {
             println!(
                 "The SC is not at the default address: pass `--sc {}` (or set SLUICE_SC) to \
@@ -211,25 +281,177 @@ impl<'a> Launch<'a> {
         self.state.data_dir.join("logs").join(format!("{label}.log"))
     }
 
+    /// Where the SC listens: the flags on a fresh start; on a restart the addresses the
+    /// previous SC reported (the same ports, where clients and running SPUs connect).
+    fn sc_listen_addresses(&self) -> (String, String) {
+        if !self.resuming {
+            return (self.args.sc_public_address.clone(), self.args.sc_private_address.clone());
+        }
+        let state = &self.state;
+        (
+            state.sc_public_listen.clone().unwrap_or_else(|| state.sc_public_address.clone()),
+            state.sc_private_listen.clone().unwrap_or_else(|| state.sc_private_address.clone()),
+        )
+    }
+
+    /// Starts the SC and waits for its ready file; records where it listens.
+    fn start_sc(&mut self, program: &Path) -> anyhow::Result<()> {
+        if let Some(previous) = self.state.sc() {
+            eprintln!(
+                "restarting the SC ({} store, at {}): its process {} is gone",
+                self.state.metadata, self.state.sc_public_address, previous.pid
+            );
+        } else {
+            eprintln!("starting the SC ({})", program.display());
+        }
+        let ready = self.spawn_sc(program)?;
+        let public = ready_value(&ready, "public")?.to_owned();
+        let private = ready_value(&ready, "private")?.to_owned();
+        self.state.sc_public_address = connectable(&public);
+        self.state.sc_private_address = connectable(&private);
+        self.state.sc_public_listen = Some(public);
+        self.state.sc_private_listen = Some(private);
+        state::save(&self.state)
+    }
+
     fn spawn_sc(&mut self, program: &Path) -> anyhow::Result<Vec<(String, String)>> {
         let ready_file = self.run_dir().join("sc.ready");
         remove_if_present(&ready_file)?;
         let data_dir = &self.state.data_dir;
+        let (public, private) = self.sc_listen_addresses();
         let mut args = vec![
-            format!("--public-address={}", self.args.sc_public_address),
-            format!("--private-address={}", self.args.sc_private_address),
+            format!("--public-address={public}"),
+            format!("--private-address={private}"),
             format!("--data-dir={}", data_dir.join("sc").display()),
             format!("--ready-file={}", ready_file.display()),
         ];
-        match self.args.metadata {
-            MetadataStore::Embedded => args.push("--store=embedded".into()),
-            MetadataStore::Consul => {
+        match self.state.metadata.as_str() {
+            "embedded" => args.push("--store=embedded".into()),
+            "consul" => {
+                let consul = self
+                    .state
+                    .consul_address
+                    .clone()
+                    .unwrap_or_else(|| self.args.consul_addr.clone());
                 args.push("--store=consul".into());
-                args.push(format!("--consul-address={}", self.args.consul_addr));
+                args.push(format!("--consul-address={consul}"));
+                self.state.consul_address = Some(consul);
             }
+            other => bail!(
+                "{} names the metadata store {other:?}, which this sluice does not know; stop \
+                 that cluster with the sluice that started it",
+                state::state_path(data_dir).display()
+            ),
         }
-        self.spawn(program, &args, Role::Sc, None)?;
-        self.wait_ready_file(&ready_file, self.children.len() - 1)
+        let index = self.spawn(program, &args, Role::Sc, None, None)?;
+        self.wait_ready_file(&ready_file, index)
+    }
+
+    /// The admin API of the active SC, waiting while the SC is a standby: on Consul a new SC
+    /// waits until Consul releases the lock of an SC that died (its session is invalidated a
+    /// few seconds after its health check stops passing).
+    fn connect_active_sc(&mut self) -> anyhow::Result<ScApi> {
+        let address = self.state.sc_public_address.clone();
+        let sc_index = self.state.processes.iter().position(|record| record.role == Role::Sc);
+        let mut waiting_since: Option<Instant> = None;
+        let mut progress_at = Instant::now();
+        loop {
+            match ScApi::connect(&address) {
+                Ok(api) => {
+                    if let Some(since) = waiting_since {
+                        eprintln!(
+                            "the SC election is over: the SC at {address} is active (after \
+                             {:.1} s)",
+                            since.elapsed().as_secs_f64()
+                        );
+                    }
+                    return Ok(api);
+                }
+                Err(error) if is_standby(&error) => {}
+                Err(error) => return Err(error),
+            }
+            let now = Instant::now();
+            match waiting_since {
+                None => {
+                    waiting_since = Some(now);
+                    progress_at = now + ELECTION_PROGRESS_INTERVAL;
+                    eprintln!(
+                        "waiting for the SC election: the SC at {address} is a standby until \
+                         Consul releases the lock of the active SC, which takes a few seconds \
+                         after that SC died"
+                    );
+                }
+                Some(since) if now >= progress_at => {
+                    progress_at = now + ELECTION_PROGRESS_INTERVAL;
+                    eprintln!(
+                        "still waiting for the SC election ({:.0} s so far, up to {:?})",
+                        now.duration_since(since).as_secs_f64(),
+                        self.args.timeout
+                    );
+                }
+                Some(_) => {}
+            }
+            if let Some(index) = sc_index {
+                self.check_alive(index)?;
+            }
+            if now >= self.deadline {
+                let log = sc_index.map_or_else(String::new, |index| {
+                    format!("; its log: {}", self.state.processes[index].log_file.display())
+                });
+                bail!(
+                    "the SC at {address} was still a standby after {:?}: no SC of this cluster \
+                     became active. Another SC of this cluster may hold the lock in Consul (at \
+                     {}){log}",
+                    self.args.timeout,
+                    self.state.consul_address.as_deref().unwrap_or("the configured agent")
+                );
+            }
+            std::thread::sleep(START_POLL_INTERVAL);
+        }
+    }
+
+    /// The cores of SPU `id`: as recorded for it, else as recorded for the other SPUs, else
+    /// the flag, else the machine's CPUs shared out.
+    fn spu_cores(&self, id: i32, group_size: usize) -> u16 {
+        let recorded = self
+            .state
+            .spu(id)
+            .and_then(|record| record.cores)
+            .or_else(|| self.state.processes.iter().find_map(|record| record.cores));
+        recorded.or(self.args.cores).unwrap_or_else(|| default_cores(group_size))
+    }
+
+    /// Starts SPUs `ids` of a group of `group_size` and waits for their ready files.
+    fn start_spus(&mut self, program: &Path, ids: &[i32], group_size: usize) -> anyhow::Result<()> {
+        if self.resuming {
+            for id in ids {
+                let cores = self.spu_cores(*id, group_size);
+                match self.state.spu(*id) {
+                    Some(previous) => eprintln!(
+                        "restarting SPU {id} ({cores} core{}): its process {} is gone",
+                        plural(usize::from(cores)),
+                        previous.pid
+                    ),
+                    None => {
+                        eprintln!("starting SPU {id} ({cores} core{})", plural(usize::from(cores)))
+                    }
+                }
+            }
+        } else {
+            let cores = self.spu_cores(ids[0], group_size);
+            eprintln!(
+                "starting {} SPU{} ({} core{} each)",
+                ids.len(),
+                plural(ids.len()),
+                cores,
+                plural(usize::from(cores))
+            );
+        }
+        for id in ids {
+            let cores = self.spu_cores(*id, group_size);
+            self.spawn_spu(program, *id, cores)?;
+        }
+        self.wait_spus_ready(ids)
     }
 
     fn spawn_spu(&mut self, program: &Path, id: i32, cores: u16) -> anyhow::Result<()> {
@@ -245,16 +467,19 @@ impl<'a> Launch<'a> {
             format!("--cores={cores}"),
             format!("--ready-file={}", ready_file.display()),
         ];
-        self.spawn(program, &args, Role::Spu, Some(id))
+        self.spawn(program, &args, Role::Spu, Some(id), Some(cores)).map(drop)
     }
 
+    /// Spawns a process and records it, replacing the record of the process it replaces;
+    /// returns the record's index.
     fn spawn(
         &mut self,
         program: &Path,
         args: &[String],
         role: Role,
         spu_id: Option<i32>,
-    ) -> anyhow::Result<()> {
+        cores: Option<u16>,
+    ) -> anyhow::Result<usize> {
         let label = match spu_id {
             Some(id) => format!("spu-{id}"),
             None => "sc".into(),
@@ -263,16 +488,34 @@ impl<'a> Launch<'a> {
         let child = process::spawn_detached(program, args, &log_file)?;
         let pid = child.id();
         let start_time_ticks = process::start_time_ticks(pid).unwrap_or(0);
-        self.children.push(child);
-        self.state.processes.push(ProcessRecord {
+        let record = ProcessRecord {
             role,
             spu_id,
             pid,
             start_time_ticks,
             public_address: None,
             log_file,
-        });
-        state::save(&self.state)
+            cores,
+        };
+        let replaced = self
+            .state
+            .processes
+            .iter()
+            .position(|previous| previous.role == role && previous.spu_id == spu_id);
+        let index = match replaced {
+            Some(index) => {
+                self.state.processes[index] = record;
+                index
+            }
+            None => {
+                self.state.processes.push(record);
+                self.state.processes.len() - 1
+            }
+        };
+        self.children.push((index, child));
+        self.started.push(label);
+        state::save(&self.state)?;
+        Ok(index)
     }
 
     /// Waits for the ready file of process `index`, failing early if the process exits.
@@ -303,9 +546,18 @@ impl<'a> Launch<'a> {
         }
     }
 
+    /// Fails when the process of record `index` has exited: a child of this start by its
+    /// handle, a process that ran before by its recorded PID.
     fn check_alive(&mut self, index: usize) -> anyhow::Result<()> {
         let record = &self.state.processes[index];
-        if let Ok(Some(status)) = self.children[index].try_wait() {
+        let exit = match self.children.iter_mut().find(|(child_index, _)| *child_index == index) {
+            Some((_, child)) => match child.try_wait() {
+                Ok(Some(status)) => Some(status.to_string()),
+                _ => None,
+            },
+            None => (!record.is_running()).then(|| "it had been running".to_owned()),
+        };
+        if let Some(status) = exit {
             let hint = if record.role == Role::Spu { self.memlock_hint.as_str() } else { "" };
             bail!(
                 "{} exited during start ({status}); its log ({}):\n{}{hint}",
@@ -331,10 +583,12 @@ impl<'a> Launch<'a> {
                     group.spec.replicas
                 );
             }
-            eprintln!(
-                "reattaching the existing cluster: SPU group `{SPU_GROUP_NAME}` with {} SPUs",
-                group.spec.replicas
-            );
+            if !self.resuming {
+                eprintln!(
+                    "reattaching the existing cluster: SPU group `{SPU_GROUP_NAME}` with {} SPUs",
+                    group.spec.replicas
+                );
+            }
             return Ok(group.spec.spu_ids().map(|id| id.get()).collect());
         }
         let spec = sluice_proto::object::SpuGroupSpec {
@@ -351,9 +605,9 @@ impl<'a> Launch<'a> {
         Ok(spec.spu_ids().map(|id| id.get()).collect())
     }
 
-    /// Waits until every SPU wrote its ready file (listeners up, registered).
-    fn wait_spus_ready(&mut self, spu_ids: &[i32]) -> anyhow::Result<()> {
-        for id in spu_ids {
+    /// Waits until SPUs `ids` wrote their ready files (listeners up, registered).
+    fn wait_spus_ready(&mut self, ids: &[i32]) -> anyhow::Result<()> {
+        for id in ids {
             let index = self
                 .state
                 .processes
@@ -384,7 +638,8 @@ impl<'a> Launch<'a> {
             if online == spu_ids.len() {
                 return Ok(());
             }
-            for index in 0..self.children.len() {
+            let spawned: Vec<usize> = self.children.iter().map(|(index, _)| *index).collect();
+            for index in spawned {
                 self.check_alive(index)?;
             }
             if Instant::now() >= self.deadline {
@@ -399,16 +654,29 @@ impl<'a> Launch<'a> {
         }
     }
 
-    /// Stops every child spawned by this start (after a failure) and removes the state file.
+    /// After a failure: stops every child spawned by this start. The state file goes when
+    /// nothing of the cluster runs any more; otherwise it stays, saying what runs.
     fn abort(&mut self) {
-        for child in &mut self.children {
+        for (_, child) in &mut self.children {
             let _ = child.kill();
             let _ = child.wait();
         }
-        if let Err(error) = state::remove(&self.state.data_dir) {
+        let result = if self.state.processes.iter().any(ProcessRecord::is_running) {
+            state::save(&self.state)
+        } else {
+            state::remove(&self.state.data_dir)
+        };
+        if let Err(error) = result {
             eprintln!("warning: {error:#}");
         }
     }
+}
+
+/// Whether connecting failed because every SC reached is a standby (an election is on).
+fn is_standby(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        matches!(cause.downcast_ref::<ClientError>(), Some(ClientError::NoActiveController { .. }))
+    })
 }
 
 fn remove_if_present(path: &Path) -> anyhow::Result<()> {
@@ -451,143 +719,99 @@ fn plural(count: usize) -> &'static str {
     }
 }
 
-/// What `cluster status -O json` prints.
-#[derive(Debug, Serialize)]
-struct StatusReport {
-    data_dir: PathBuf,
-    metadata: String,
-    sc_public_address: String,
-    running: bool,
-    processes: Vec<ProcessStatus>,
-    /// The SPUs as the SC sees them; absent when the SC does not answer.
-    spus: Option<Vec<SpuEntry>>,
-    sc_error: Option<String>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-#[derive(Debug, Serialize)]
-struct ProcessStatus {
-    name: String,
-    pid: u32,
-    running: bool,
-    public_address: Option<String>,
-    log_file: PathBuf,
-}
-
-/// `sluice cluster status`: exits with an error when no local cluster runs.
-pub fn status(args: &ClusterStatusArgs) -> anyhow::Result<()> {
-    let data_dir = resolve_data_dir(args.data_dir.data_dir.as_deref())?;
-    let Some(existing) = state::load(&data_dir)? else {
-        bail!(
-            "no local cluster in {} (no {}); start one with `sluice cluster start --local{}`",
-            data_dir.display(),
-            state::STATE_FILE_NAME,
-            data_dir_flag(&data_dir)
-        );
-    };
-    let processes: Vec<ProcessStatus> = existing
-        .processes
-        .iter()
-        .map(|record| ProcessStatus {
-            name: record.label(),
-            pid: record.pid,
-            running: record.is_running(),
-            public_address: record.public_address.clone(),
-            log_file: record.log_file.clone(),
-        })
-        .collect();
-    let running = processes.iter().all(|process| process.running);
-    let (spus, sc_error) =
-        match ScApi::connect(&existing.sc_public_address).and_then(|api| api.list_spus()) {
-            Ok(spus) => (Some(spus), None),
-            Err(error) => (None, Some(format!("{error:#}"))),
-        };
-    let report = StatusReport {
-        data_dir: existing.data_dir.clone(),
-        metadata: existing.metadata.clone(),
-        sc_public_address: existing.sc_public_address.clone(),
-        running,
-        processes,
-        spus,
-        sc_error,
-    };
-    output::print(args.output.format, &report, || {
-        format!(
-            "Local cluster in {} (metadata: {}), SC at {}\n\n{}{}",
-            report.data_dir.display(),
-            report.metadata,
-            report.sc_public_address,
-            status_table(&report).render(),
-            report.sc_error.as_ref().map_or(String::new(), |error| format!("\n{error}\n"))
-        )
-    })?;
-    if !running {
-        bail!(
-            "the local cluster is not (fully) running; `sluice cluster stop{0}` then `sluice \
-             cluster start --local{0}` restarts it",
-            data_dir_flag(&data_dir)
-        );
-    }
-    Ok(())
-}
-
-fn status_table(report: &StatusReport) -> Table {
-    let mut table = Table::new(&["PROCESS", "PID", "STATE", "ADDRESS", "SC VIEW"]);
-    for process in &report.processes {
-        let spu = report.spus.as_ref().and_then(|spus| {
-            let id: i32 = process.name.strip_prefix("spu-")?.parse().ok()?;
-            spus.iter().find(|spu| spu.spec.id.get() == id)
-        });
-        let sc_view = match (&report.spus, spu) {
-            (_, Some(spu)) => format!("{:?}", spu.status.resolution).to_lowercase(),
-            (Some(_), None) if process.name == "sc" => "reachable".into(),
-            (Some(_), None) => "unknown to the SC".into(),
-            (None, _) => "SC unreachable".into(),
-        };
-        table.row(vec![
-            process.name.clone(),
-            process.pid.to_string(),
-            if process.running { "running" } else { "stopped" }.into(),
-            process.public_address.clone().unwrap_or_default(),
-            sc_view,
-        ]);
-    }
-    table
-}
-
-/// `sluice cluster stop`: SIGTERM to every recorded process, SIGKILL after the timeout.
-pub fn stop(args: &ClusterStopArgs) -> anyhow::Result<()> {
-    let data_dir = resolve_data_dir(args.data_dir.data_dir.as_deref())?;
-    let Some(existing) = state::load(&data_dir)? else {
-        eprintln!("no local cluster in {}: nothing to stop", data_dir.display());
-        return Ok(());
-    };
-    // SPUs first, so they sync and leave while the SC still answers them.
-    let mut ordered: Vec<&ProcessRecord> = existing.processes.iter().collect();
-    ordered.sort_by_key(|record| record.role == Role::Sc);
-    let mut signalled = Vec::new();
-    for record in &ordered {
-        if process::signal(record.pid, record.start_time_ticks, libc::SIGTERM) {
-            signalled.push((record.pid, record.start_time_ticks));
+    fn record(role: Role, spu_id: Option<i32>, pid: u32) -> ProcessRecord {
+        ProcessRecord {
+            role,
+            spu_id,
+            pid,
+            start_time_ticks: 1,
+            public_address: None,
+            log_file: PathBuf::from("/l"),
+            cores: None,
         }
     }
-    let stubborn = process::wait_all_gone(&signalled, args.timeout);
-    for (pid, start_time) in &stubborn {
-        eprintln!("pid {pid} did not exit within {:?} of SIGTERM; sending SIGKILL", args.timeout);
-        process::signal(*pid, *start_time, libc::SIGKILL);
+
+    fn cluster() -> ClusterState {
+        ClusterState {
+            version: STATE_VERSION,
+            data_dir: PathBuf::from("/data"),
+            metadata: "consul".into(),
+            sc_public_address: "127.0.0.1:9003".into(),
+            sc_private_address: "127.0.0.1:9004".into(),
+            spu_group: SPU_GROUP_NAME.into(),
+            processes: vec![
+                record(Role::Sc, None, 10),
+                record(Role::Spu, Some(5001), 11),
+                record(Role::Spu, Some(5002), 12),
+            ],
+            consul_address: None,
+            sc_public_listen: None,
+            sc_private_listen: None,
+        }
     }
-    let left = process::wait_all_gone(&stubborn, KILL_WAIT);
-    if !left.is_empty() {
-        let pids: Vec<String> = left.iter().map(|(pid, _)| pid.to_string()).collect();
-        bail!("processes {} are still running after SIGKILL", pids.join(", "));
+
+    #[test]
+    fn previous_clusters_are_classified_by_what_runs() {
+        let existing = cluster();
+        assert_eq!(classify(&existing, |_| true), Previous::AllRunning);
+        assert_eq!(classify(&existing, |_| false), Previous::Nothing);
+        assert_eq!(
+            classify(&existing, |record| record.pid != 12),
+            Previous::Partial { missing: vec!["spu-5002".into()] }
+        );
+        assert_eq!(
+            classify(&existing, |record| record.role == Role::Spu),
+            Previous::Partial { missing: vec!["sc".into()] }
+        );
     }
-    state::remove(&data_dir)?;
-    println!(
-        "Stopped {} process{} of the local cluster in {}. Data is kept; `sluice cluster start \
-         --local{}` reattaches it.",
-        signalled.len(),
-        if signalled.len() == 1 { "" } else { "es" },
-        data_dir.display(),
-        data_dir_flag(&data_dir)
-    );
-    Ok(())
+
+    fn start_args(extra: &[&str]) -> ClusterStartArgs {
+        use clap::Parser;
+        let mut line = vec!["sluice", "cluster", "start", "--local"];
+        line.extend_from_slice(extra);
+        let cli = crate::args::Cli::try_parse_from(line).unwrap();
+        let crate::args::Command::Cluster(crate::args::ClusterCommand::Start(args)) = cli.command
+        else {
+            panic!("not cluster start")
+        };
+        args
+    }
+
+    #[test]
+    fn a_restart_keeps_the_recorded_settings() {
+        let args = start_args(&["--cores", "4", "--sc-public-address", "127.0.0.1:0"]);
+        let mut existing = cluster();
+        existing.processes[1].cores = Some(2);
+        existing.sc_public_listen = Some("0.0.0.0:9003".into());
+        let launch = Launch::resume(&args, existing.clone(), String::new());
+        assert_eq!(launch.spu_cores(5001, 2), 2, "as recorded for it");
+        assert_eq!(launch.spu_cores(5002, 2), 2, "as recorded for the others");
+        assert_eq!(
+            launch.sc_listen_addresses(),
+            ("0.0.0.0:9003".to_owned(), "127.0.0.1:9004".to_owned()),
+            "the reported listen address, else the recorded one; never the flag's port 0"
+        );
+        // A file of an older sluice without cores: the flag.
+        let launch = Launch::resume(&args, cluster(), String::new());
+        assert_eq!(launch.spu_cores(5001, 2), 4);
+        let fresh = Launch::fresh(&args, PathBuf::from("/data"), String::new());
+        assert_eq!(fresh.sc_listen_addresses().0, "127.0.0.1:0");
+        assert_eq!(fresh.spu_cores(5001, 2), 4);
+    }
+
+    #[test]
+    fn standby_errors_are_recognised_through_context() {
+        let standby = anyhow::Error::new(ClientError::NoActiveController { addresses: "a".into() })
+            .context("cannot connect");
+        assert!(is_standby(&standby));
+        let unreachable = anyhow::Error::new(ClientError::ScUnreachable {
+            addresses: "a".into(),
+            reason: "refused".into(),
+        });
+        assert!(!is_standby(&unreachable));
+    }
 }

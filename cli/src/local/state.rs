@@ -6,6 +6,11 @@
 //! interrupted half-way still leaves a file that `sluice cluster stop` can act on. Removed by a
 //! successful stop. The data itself (SC metadata, SPU replicas) lives beside it and is never
 //! removed by the CLI.
+//!
+//! It also records what a restart of a dead process needs (the SC's store and listen
+//! addresses, each SPU's cores), so `cluster start` can start just the missing processes with
+//! the settings they had. Those fields are optional: files written before them still load,
+//! and a restart then falls back to the start's flags.
 
 use std::path::{Path, PathBuf};
 
@@ -35,6 +40,41 @@ pub struct ClusterState {
     pub spu_group: String,
     /// Every spawned process.
     pub processes: Vec<ProcessRecord>,
+    /// The Consul agent's address with `metadata: consul`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub consul_address: Option<String>,
+    /// The SC's public listen address as it reported it (a wildcard host kept), so a restarted
+    /// SC listens where clients already connect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sc_public_listen: Option<String>,
+    /// The SC's private listen address as it reported it, so a restarted SC listens where the
+    /// running SPUs reconnect.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sc_private_listen: Option<String>,
+}
+
+impl ClusterState {
+    /// The recorded SPU with this id.
+    pub fn spu(&self, id: i32) -> Option<&ProcessRecord> {
+        self.processes.iter().find(|record| record.role == Role::Spu && record.spu_id == Some(id))
+    }
+
+    /// The recorded SC.
+    pub fn sc(&self) -> Option<&ProcessRecord> {
+        self.processes.iter().find(|record| record.role == Role::Sc)
+    }
+
+    /// The recorded SPU ids, ascending.
+    pub fn spu_ids(&self) -> Vec<i32> {
+        let mut ids: Vec<i32> = self
+            .processes
+            .iter()
+            .filter(|record| record.role == Role::Spu)
+            .filter_map(|record| record.spu_id)
+            .collect();
+        ids.sort_unstable();
+        ids
+    }
 }
 
 /// Which part of the cluster a process is.
@@ -62,6 +102,9 @@ pub struct ProcessRecord {
     pub public_address: Option<String>,
     /// Where its stdout and stderr go.
     pub log_file: PathBuf,
+    /// CPU cores of an SPU (`--cores`), for a restart with the same.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cores: Option<u16>,
 }
 
 impl ProcessRecord {
@@ -151,13 +194,37 @@ mod tests {
                 start_time_ticks: 7,
                 public_address: None,
                 log_file: dir.path().join("logs/spu-5001.log"),
+                cores: Some(2),
             }],
+            consul_address: None,
+            sc_public_listen: Some("0.0.0.0:9003".into()),
+            sc_private_listen: None,
         };
         save(&state).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(state));
         remove(dir.path()).unwrap();
         assert_eq!(load(dir.path()).unwrap(), None);
         remove(dir.path()).unwrap();
+    }
+
+    /// A file written before the restart settings were recorded still loads.
+    #[test]
+    fn files_without_restart_settings_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = format!(
+            r#"{{"version":1,"data_dir":{dir:?},"metadata":"consul",
+                "sc_public_address":"127.0.0.1:9003","sc_private_address":"127.0.0.1:9004",
+                "spu_group":"local","processes":[{{"role":"spu","spu_id":5001,"pid":42,
+                "start_time_ticks":7,"public_address":null,"log_file":"/l"}}]}}"#,
+            dir = dir.path()
+        );
+        std::fs::write(state_path(dir.path()), text).unwrap();
+        let state = load(dir.path()).unwrap().unwrap();
+        assert_eq!(state.consul_address, None);
+        assert_eq!(state.sc_public_listen, None);
+        assert_eq!(state.spu(5001).unwrap().cores, None);
+        assert_eq!(state.spu_ids(), [5001]);
+        assert!(state.sc().is_none());
     }
 
     #[test]

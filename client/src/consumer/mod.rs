@@ -17,10 +17,20 @@
 //! one request at a time per connection, so a long poll on the shared connection would stall
 //! the producers using it. List offsets, short, goes over the shared pool.
 //!
-//! Failure modes: retriable errors (not leader, unknown partition while a replica is created,
-//! a dropped connection, a timeout) refresh the metadata and retry with a backoff; if they
-//! persist for `request_timeout` the error is returned. `OffsetOutOfRange` and other
-//! non-retriable codes are returned at once.
+//! Failure modes and leader changes ([`crate::error::recovery`] decides, pure and unit-tested):
+//! - the leader moved, died or paused (`NotLeader`, `LeaderNotAvailable`, `PartitionOffline`,
+//!   a fenced epoch, a closed connection, a timeout): the metadata is refreshed and the same
+//!   fetch (same offset) is sent again after a backoff, to the new leader once the metadata
+//!   names one;
+//! - the leader is right but cannot answer yet (`OffsetNotAvailable` from a new leader that
+//!   cannot prove its high watermark, `SpuBusy`, `StorageFull`): the same fetch is sent again
+//!   to it after the backoff;
+//! - while a fetch is in flight, a change of the partition's route in the metadata (a new
+//!   leader, a new leader epoch, new ports after a restart) abandons it and fetches from the
+//!   new route at once, so a paused leader costs the election time, not a request timeout;
+//! - if retriable errors persist for `request_timeout` the last one is returned (a later
+//!   `poll` starts trying again); `OffsetOutOfRange` and other non-retriable codes are
+//!   returned at once.
 
 mod records;
 
@@ -37,14 +47,14 @@ use sluice_proto::api::list_offsets::{
 use sluice_proto::api::{ApiVersion, Decode};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::{encode_request, Frame};
-use sluice_proto::ids::{Offset, PartitionId, TimestampMs};
+use sluice_proto::ids::{LeaderEpoch, Offset, PartitionId, TimestampMs};
 use sluice_proto::object::TopicName;
 use sluice_proto::record::{BatchHeader, RecordBatch, BATCH_HEADER_LEN};
 
 use crate::cluster::ClusterInner;
 use crate::config::{ConsumerConfig, StartFrom};
 use crate::connection::Connection;
-use crate::error::ClientError;
+use crate::error::{recovery, ClientError, Recovery};
 use crate::metadata::RouteError;
 use records::Filter;
 pub use records::{ConsumerRecord, RecordHeaders, RecordView, Records};
@@ -54,6 +64,9 @@ pub use records::{ConsumerRecord, RecordHeaders, RecordView, Records};
 const FETCH_WAIT_MS: u32 = 500;
 /// Pause before retrying after a retriable error.
 const RETRY_BACKOFF: Duration = Duration::from_millis(100);
+/// How often a consumer waiting for a fetch looks at the metadata for a new route: the
+/// longest a leader change goes unnoticed while a fetch to the old leader hangs.
+const ROUTE_CHECK_INTERVAL: Duration = Duration::from_millis(50);
 /// Largest fetch size: the connection's frame limit minus room for headers.
 const FETCH_BYTES_MAX: u32 = crate::connection::RESPONSE_FRAME_BYTES_MAX - 64 * 1024;
 /// Decompressed bytes of one batch at most (a decompression bomb fails instead).
@@ -68,6 +81,13 @@ pub enum Poll<'a> {
     Idle,
     /// Caught up with the end offset seen at start (only with `stop_at_end`).
     End,
+}
+
+/// Where a fetch went: the leader's core address and the leader epoch it had then.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct RouteSeen {
+    address: String,
+    leader_epoch: LeaderEpoch,
 }
 
 /// The response being handed out.
@@ -121,6 +141,8 @@ pub struct PartitionConsumer {
     fetch_bytes: u32,
     current: Option<Current>,
     in_flight: Option<Receiver<Result<Frame, ClientError>>>,
+    /// The route the in-flight fetch was sent on.
+    in_flight_route: Option<RouteSeen>,
     /// This consumer's own connection for fetches, with its address.
     connection: Option<(String, Arc<Connection>)>,
     retry_at: Option<Instant>,
@@ -179,6 +201,7 @@ impl PartitionConsumer {
             end_offset: None,
             current: None,
             in_flight: None,
+            in_flight_route: None,
             connection: None,
             retry_at: None,
             failing_since: None,
@@ -243,24 +266,25 @@ impl PartitionConsumer {
                 }],
             }],
         };
-        let timeout = self.cluster.config.request_timeout;
-        let deadline = Instant::now() + timeout;
+        let window = self.cluster.config.request_timeout;
+        let started = Instant::now();
         loop {
             let error = match self.try_list_offset(&request) {
                 Ok(offset) => return Ok(offset),
                 Err(error) => error,
             };
-            if !error.is_retriable() || Instant::now() + RETRY_BACKOFF >= deadline {
-                return Err(error);
+            match recovery(&error, started.elapsed() + RETRY_BACKOFF, window) {
+                Recovery::Fail => return Err(error),
+                Recovery::RefreshAndRetry => self.cluster.metadata.request_refresh(),
+                Recovery::Retry => {}
             }
             tracing::debug!(topic = %self.topic, partition = self.partition, %error, "list offsets: retrying");
-            self.cluster.metadata.request_refresh();
             std::thread::sleep(RETRY_BACKOFF);
         }
     }
 
     fn try_list_offset(&self, request: &ListOffsetsRequest) -> Result<Option<i64>, ClientError> {
-        let address = self.leader_address()?;
+        let address = self.route()?.address;
         let connection = self.cluster.pool.get(&address)?;
         let frame =
             connection.call(request, "list offsets", self.cluster.config.request_timeout)?;
@@ -277,21 +301,42 @@ impl PartitionConsumer {
                 reason: "list offsets response without the partition".into(),
             })?;
         if !answer.error_code.is_ok() {
-            return Err(ClientError::server(answer.error_code));
+            return Err(self.partition_error(answer.error_code));
         }
         Ok(answer.offset.map(Offset::get))
     }
 
-    fn leader_address(&self) -> Result<String, ClientError> {
+    fn partition_error(&self, code: ErrorCode) -> ClientError {
+        ClientError::partition(code, self.topic.as_str(), self.partition)
+    }
+
+    /// The partition's leader as the metadata names it now.
+    fn route(&self) -> Result<RouteSeen, ClientError> {
         let snapshot = self.cluster.metadata.cache.snapshot();
         match snapshot.route(self.topic.as_str(), self.partition) {
-            Ok(route) => Ok(route.address),
+            Ok(route) => Ok(RouteSeen { address: route.address, leader_epoch: route.leader_epoch }),
             // The topic was found at open: not in this view yet (or deleted since); retried.
             Err(RouteError::UnknownTopic | RouteError::UnknownPartition { .. }) => {
-                Err(ClientError::server(ErrorCode::UnknownTopicOrPartition))
+                Err(self.partition_error(ErrorCode::UnknownTopicOrPartition))
             }
-            Err(RouteError::NoLeader(code)) => Err(ClientError::server(code)),
+            Err(RouteError::NoLeader(code)) => Err(self.partition_error(code)),
         }
+    }
+
+    /// Whether the metadata names another route than the in-flight fetch's (a new leader or
+    /// epoch, or the leader's new ports after a restart). No route at all (an election in
+    /// progress) is not a move: the fetch in flight may still be answered.
+    fn route_moved(&self) -> bool {
+        let Some(sent_on) = &self.in_flight_route else { return false };
+        self.route().is_ok_and(|now| now != *sent_on)
+    }
+
+    /// Forgets the in-flight fetch and closes the connection it went on (its answer, if one
+    /// ever comes, is dropped), so the next fetch goes to the current route.
+    fn abandon_fetch(&mut self) {
+        self.in_flight = None;
+        self.in_flight_route = None;
+        self.connection = None;
     }
 
     /// The next records, waiting up to `timeout` for them.
@@ -407,12 +452,23 @@ impl PartitionConsumer {
             }
             let Some(receiver) = self.in_flight.as_ref() else { continue };
             let left = deadline.saturating_duration_since(Instant::now());
-            let result = match receiver.recv_timeout(left) {
+            let result = match receiver.recv_timeout(left.min(ROUTE_CHECK_INTERVAL)) {
                 Ok(result) => result,
-                Err(RecvTimeoutError::Timeout) => return Ok(false),
+                Err(RecvTimeoutError::Timeout) => {
+                    if self.route_moved() {
+                        tracing::debug!(topic = %self.topic, partition = self.partition, "leader moved; fetching from the new one");
+                        self.abandon_fetch();
+                        continue;
+                    }
+                    if Instant::now() >= deadline {
+                        return Ok(false);
+                    }
+                    continue;
+                }
                 Err(RecvTimeoutError::Disconnected) => Err(ClientError::Closed),
             };
             self.in_flight = None;
+            self.in_flight_route = None;
             match result.and_then(|frame| self.accept(frame)) {
                 Ok(true) => return Ok(true),
                 Ok(false) => {}
@@ -424,25 +480,27 @@ impl PartitionConsumer {
         }
     }
 
-    /// Schedules a retry for a retriable error that has not persisted too long; returns
-    /// other errors.
+    /// Schedules a retry (at the same offset) for a retriable error that has not persisted
+    /// too long; returns other errors.
     fn retry_later(&mut self, error: ClientError) -> Result<(), ClientError> {
         let now = Instant::now();
         let since = *self.failing_since.get_or_insert(now);
-        if !error.is_retriable() || now.duration_since(since) >= self.cluster.config.request_timeout
-        {
-            self.failing_since = None;
-            return Err(error);
+        match recovery(&error, now.duration_since(since), self.cluster.config.request_timeout) {
+            Recovery::Fail => {
+                self.failing_since = None;
+                return Err(error);
+            }
+            Recovery::RefreshAndRetry => self.cluster.metadata.request_refresh(),
+            Recovery::Retry => {}
         }
-        tracing::debug!(topic = %self.topic, partition = self.partition, %error, "fetch: retrying");
-        self.cluster.metadata.request_refresh();
+        tracing::debug!(topic = %self.topic, partition = self.partition, offset = self.fetch_offset, %error, "fetch: retrying");
         self.retry_at = Some(now + RETRY_BACKOFF);
         Ok(())
     }
 
     fn send_fetch(&mut self) -> Result<(), ClientError> {
-        let address = self.leader_address()?;
-        let connection = self.fetch_connection(&address)?;
+        let route = self.route()?;
+        let connection = self.fetch_connection(&route.address)?;
         let request = FetchRequest {
             isolation: self.config.isolation,
             max_wait_ms: FETCH_WAIT_MS,
@@ -469,6 +527,7 @@ impl PartitionConsumer {
             self.cluster.config.request_timeout + Duration::from_millis(u64::from(FETCH_WAIT_MS));
         connection.send(correlation_id, &frame, Some((completion, "fetch", timeout)))?;
         self.in_flight = Some(receiver);
+        self.in_flight_route = Some(route);
         Ok(())
     }
 
@@ -508,7 +567,7 @@ impl PartitionConsumer {
             (answer.header.error_code, start..start + answer.records.len())
         };
         if !error_code.is_ok() {
-            return Err(ClientError::server(error_code));
+            return Err(self.partition_error(error_code));
         }
         self.failing_since = None;
         if records.is_empty() {

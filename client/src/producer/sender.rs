@@ -4,6 +4,17 @@
 //! One loop, woken by `send` (a new or sealed batch), by a response (over a channel from the
 //! connection reader threads), or by the next deadline (linger, retry backoff). It never
 //! blocks on a socket read; writing a request blocks only while the kernel buffer is full.
+//!
+//! Leader changes and failovers ([`crate::error::recovery`] decides per batch): a partition
+//! without a leader in the metadata (an election, `PartitionOffline`) waits a backoff with a
+//! metadata refresh; a refused or failed request with a retriable error (`NotLeader`,
+//! `NotEnoughReplicas`, `NotEnoughReplicasAfterAppend`, `PartitionOffline`, a closed
+//! connection, a timeout) puts its batches back at the front of their partition in send
+//! order, refreshing the metadata when the leader may have moved, and they are sent again
+//! (to the new leader) after the backoff, until each batch's `delivery_timeout`. The
+//! partition's last such error is kept, so a record that times out says why. Idempotence
+//! makes a retry of a batch that was appended (`NotEnoughReplicasAfterAppend`, a lost
+//! answer) a duplicate, acknowledged without a second write.
 
 use std::collections::HashMap;
 use std::panic::{catch_unwind, AssertUnwindSafe};
@@ -21,7 +32,8 @@ use super::accumulator::{lock_queue, Batch, PartitionQueue, TopicQueues};
 use super::delivery::{BatchOutcome, Notify};
 use super::request::{PartitionBatches, ProduceBatches, PRODUCE_REQUEST_BYTES_MAX};
 use super::ProducerShared;
-use crate::error::ClientError;
+use crate::error::{recovery, ClientError, Recovery};
+use crate::metadata::RouteError;
 
 /// Longest sleep with nothing to do, so a lost wake-up costs at most this much.
 const IDLE_WAIT: Duration = Duration::from_millis(500);
@@ -134,6 +146,14 @@ impl SenderLoop<'_> {
                     Err(reason) => {
                         tracing::debug!(topic = %topic.name, partition, ?reason, "no leader yet");
                         refresh = true;
+                        let code = match reason {
+                            RouteError::NoLeader(code) => code,
+                            RouteError::UnknownTopic | RouteError::UnknownPartition { .. } => {
+                                ErrorCode::UnknownTopicOrPartition
+                            }
+                        };
+                        queue.last_error =
+                            Some(ClientError::partition(code, topic.name.as_str(), partition));
                         let retry_at = now + shared.config.retry_backoff;
                         queue.retry_at = Some(retry_at);
                         wake_at(&mut pass, retry_at);
@@ -383,7 +403,11 @@ impl SenderLoop<'_> {
                 *answer
             }
             Ok(answer) => {
-                let error = ClientError::server(answer.error_code);
+                let error = ClientError::partition(
+                    answer.error_code,
+                    partition.topic.name.as_str(),
+                    partition.partition,
+                );
                 return self.retry_or_fail(partition, error);
             }
             Err(error) => return self.retry_or_fail(partition, error.clone()),
@@ -414,13 +438,17 @@ impl SenderLoop<'_> {
         let config = &self.shared.config;
         let now = Instant::now();
         let mut failed = Vec::new();
+        let mut refresh = false;
         {
             let mut queue = lock_queue(&partition.topic.partitions[partition.partition as usize]);
             queue.in_flight = queue.in_flight.saturating_sub(1);
             if error.is_retriable() {
                 tracing::debug!(topic = %partition.topic.name, partition = partition.partition, %error, "retrying");
                 for batch in partition.batches {
-                    if now >= batch.created + config.delivery_timeout {
+                    let age = now.saturating_duration_since(batch.created);
+                    let decision = recovery(&error, age, config.delivery_timeout);
+                    refresh |= decision == Recovery::RefreshAndRetry;
+                    if decision == Recovery::Fail {
                         failed.push(batch);
                     } else {
                         // Back in send order, also when several requests of the partition
@@ -444,7 +472,7 @@ impl SenderLoop<'_> {
                 queue.sequencing.new_epoch_needed = true;
             }
         }
-        if error.is_retriable() && needs_refresh(&error) {
+        if refresh {
             self.shared.cluster.metadata.request_refresh();
         }
         let failure = if error.is_retriable() {
@@ -521,13 +549,4 @@ fn take_batches(queue: &mut PartitionQueue, request_bytes: usize) -> Option<Vec<
 
 fn wake_at(pass: &mut Pass, at: Instant) {
     pass.next_wake = Some(pass.next_wake.map_or(at, |current| current.min(at)));
-}
-
-/// Whether an error suggests the client's routing is stale.
-fn needs_refresh(error: &ClientError) -> bool {
-    match error {
-        ClientError::Server { code, .. } => code.needs_metadata_refresh(),
-        ClientError::Connection { .. } | ClientError::Timeout { .. } => true,
-        _ => false,
-    }
 }

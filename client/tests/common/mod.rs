@@ -7,6 +7,8 @@
 
 #![allow(dead_code)]
 
+pub mod fake;
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -171,6 +173,22 @@ impl SpuProcess {
             data_dir: data_dir.to_owned(),
             extra: extra.iter().map(|arg| arg.to_string()).collect(),
         }
+    }
+
+    /// Sends `signal` (`STOP`, `CONT`, `KILL`, ...) with kill(1) to the SPU process.
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.0.id().to_string())
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{signal} failed");
+    }
+
+    /// `kill -9`, reaping the process; it stays down.
+    pub fn crash(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
     }
 
     /// `kill -9`, then the same SPU (id, data directory) again, on new ports; waits until it
