@@ -114,29 +114,37 @@ pub struct LeaderState {
     became_leader_at: Instant,
 }
 
+/// What a replica brings to a leadership it takes over.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Takeover {
+    /// The new leader.
+    pub me: SpuId,
+    /// Its leader epoch.
+    pub epoch: LeaderEpoch,
+    /// The log's end when it took over: where the epoch starts.
+    pub epoch_start: Offset,
+    /// Every replica, preferred first.
+    pub replicas: Vec<SpuId>,
+    /// The SC's in-sync set.
+    pub in_sync: InSyncSet,
+    /// The HW the log holds (learned as a follower, or checkpointed).
+    pub high_watermark: Offset,
+}
+
 impl LeaderState {
-    /// Leadership of `me` in `epoch`, taken over at `epoch_start` (the log's end then), with the
-    /// replicas (preferred first), the SC's in-sync set, and the HW the log holds.
-    pub fn new(
-        me: SpuId,
-        epoch: LeaderEpoch,
-        epoch_start: Offset,
-        replicas: &[SpuId],
-        in_sync: InSyncSet,
-        high_watermark: Offset,
-        settings: LeaderSettings,
-        now: Instant,
-    ) -> LeaderState {
+    /// The leadership described by `takeover`, from `now`.
+    pub fn new(takeover: Takeover, settings: LeaderSettings, now: Instant) -> LeaderState {
+        let Takeover { me, epoch, epoch_start, replicas, in_sync, high_watermark } = takeover;
         assert!(
             high_watermark <= epoch_start,
             "HW {high_watermark} past the log end {epoch_start}"
         );
-        let committed = sanitize(me, replicas, in_sync);
+        let committed = sanitize(me, &replicas, in_sync);
         LeaderState {
             me,
             epoch,
             epoch_start,
-            replicas: replicas.to_vec(),
+            replicas,
             committed,
             pending: None,
             followers: BTreeMap::new(),

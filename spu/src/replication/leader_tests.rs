@@ -17,12 +17,14 @@ fn settings(min_in_sync: u16) -> LeaderSettings {
 /// Leader 1 of replicas 1, 2, 3, all in sync, epoch starting at `start` with HW `hw`.
 fn leader(start: i64, hw: i64, now: Instant) -> LeaderState {
     LeaderState::new(
-        LEADER,
-        LeaderEpoch(5),
-        Offset(start),
-        &[SpuId(1), SpuId(2), SpuId(3)],
-        set(&[1, 2, 3], 7),
-        Offset(hw),
+        Takeover {
+            me: LEADER,
+            epoch: LeaderEpoch(5),
+            epoch_start: Offset(start),
+            replicas: [SpuId(1), SpuId(2), SpuId(3)].to_vec(),
+            in_sync: set(&[1, 2, 3], 7),
+            high_watermark: Offset(hw),
+        },
         settings(2),
         now,
     )
@@ -43,12 +45,14 @@ fn fetch(
 fn a_single_replica_commits_what_it_made_durable() {
     let now = Instant::now();
     let mut state = LeaderState::new(
-        LEADER,
-        LeaderEpoch(0),
-        Offset(0),
-        &[LEADER],
-        set(&[1], 1),
-        Offset(0),
+        Takeover {
+            me: LEADER,
+            epoch: LeaderEpoch(0),
+            epoch_start: Offset(0),
+            replicas: [LEADER].to_vec(),
+            in_sync: set(&[1], 1),
+            high_watermark: Offset(0),
+        },
         settings(1),
         now,
     );
@@ -167,12 +171,14 @@ fn a_follower_under_steady_load_counts_as_caught_up() {
 fn a_caught_up_replica_joins_once_it_reached_the_high_watermark_and_the_epoch_start() {
     let start = Instant::now();
     let mut state = LeaderState::new(
-        LEADER,
-        LeaderEpoch(5),
-        Offset(50),
-        &[SpuId(1), SpuId(2), SpuId(3)],
-        set(&[1, 2], 7),
-        Offset(50),
+        Takeover {
+            me: LEADER,
+            epoch: LeaderEpoch(5),
+            epoch_start: Offset(50),
+            replicas: [SpuId(1), SpuId(2), SpuId(3)].to_vec(),
+            in_sync: set(&[1, 2], 7),
+            high_watermark: Offset(50),
+        },
         settings(2),
         start,
     );
@@ -219,12 +225,14 @@ fn a_newer_assignment_replaces_a_pending_proposal() {
 fn sets_without_the_leader_are_never_used() {
     let now = Instant::now();
     let state = LeaderState::new(
-        LEADER,
-        LeaderEpoch(1),
-        Offset(0),
-        &[SpuId(1), SpuId(2)],
-        set(&[2], 3),
-        Offset(0),
+        Takeover {
+            me: LEADER,
+            epoch: LeaderEpoch(1),
+            epoch_start: Offset(0),
+            replicas: [SpuId(1), SpuId(2)].to_vec(),
+            in_sync: set(&[2], 3),
+            high_watermark: Offset(0),
+        },
         settings(1),
         now,
     );
