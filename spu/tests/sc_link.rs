@@ -106,7 +106,9 @@ impl Link {
                         glommio::timer::sleep(Duration::from_millis(10)).await;
                     }
                 };
-                sc_link::run(config, local_events, local_status_receiver, shutdown)
+                // The in-sync proposals' sender stays open for the link's lifetime.
+                let (_proposals, proposals_receiver) = local_channel::new_bounded(4);
+                sc_link::run(config, local_events, local_status_receiver, proposals_receiver, shutdown)
                     .await
                     .expect("valid link configuration");
             })
@@ -130,7 +132,7 @@ impl Link {
     }
 
     /// The next replica set with exactly `count` partitions.
-    fn replicas(&self, count: usize) -> Arc<BTreeMap<PartitionKey, PartitionSpec>> {
+    fn replicas(&self, count: usize) -> Arc<BTreeMap<PartitionKey, ReplicaAssignment>> {
         self.expect(&format!("replica set of {count}"), |event| match event {
             ScLinkEvent::Replicas(replicas) if replicas.len() == count => Some(replicas),
             _ => None,
@@ -297,7 +299,7 @@ fn registers_follows_topics_and_survives_an_sc_restart() {
 
     create_topic(&mut admin, "first", 2);
     let first = link.replicas(2);
-    assert!(first.values().all(|spec| spec.leader == SpuId(1)));
+    assert!(first.values().all(|assignment| assignment.spec.leader == SpuId(1)));
     create_topic(&mut admin, "second", 3);
     let both = link.replicas(5);
     assert!(first.keys().all(|key| both.contains_key(key)), "a delta adds to the set");

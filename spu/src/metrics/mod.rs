@@ -77,11 +77,17 @@ pub enum Counter {
     /// Partitions of produce requests refused for their producer sequence (out of order, or
     /// an unknown producer or epoch).
     ProduceSequenceRefusals,
+    /// Record bytes sent to followers (leader side).
+    ReplicationBytesServed,
+    /// Record bytes received from leaders (follower side).
+    ReplicationBytesFetched,
+    /// In-sync set changes proposed to the SC by this core's leaders.
+    InSyncProposals,
 }
 
 impl Counter {
     /// Every counter, in exposition order.
-    pub const ALL: [Counter; 14] = [
+    pub const ALL: [Counter; 17] = [
         Counter::BytesReceived,
         Counter::BytesSent,
         Counter::RecordsProduced,
@@ -96,6 +102,9 @@ impl Counter {
         Counter::RequestsForwarded,
         Counter::ProduceDuplicates,
         Counter::ProduceSequenceRefusals,
+        Counter::ReplicationBytesServed,
+        Counter::ReplicationBytesFetched,
+        Counter::InSyncProposals,
     ];
 
     /// Metric name and help text.
@@ -150,6 +159,18 @@ impl Counter {
                 "sluice_spu_produce_sequence_refusals_total",
                 "Produce partitions refused for their producer sequence (out of order, unknown producer).",
             ),
+            Counter::ReplicationBytesServed => (
+                "sluice_spu_replication_served_bytes_total",
+                "Record bytes sent to followers by this core's leader replicas.",
+            ),
+            Counter::ReplicationBytesFetched => (
+                "sluice_spu_replication_fetched_bytes_total",
+                "Record bytes received from leaders by this core's follower replicas.",
+            ),
+            Counter::InSyncProposals => (
+                "sluice_spu_in_sync_proposals_total",
+                "In-sync set changes this core's leaders proposed to the SC.",
+            ),
         }
     }
 }
@@ -171,11 +192,13 @@ pub enum Gauge {
     ReplicasFollower,
     /// Open stream-fetch subscriptions.
     StreamsOpen,
+    /// Replicas this core leads whose in-sync set lacks some replica.
+    ReplicasUnderReplicated,
 }
 
 impl Gauge {
     /// Every gauge, in exposition order.
-    pub const ALL: [Gauge; 7] = [
+    pub const ALL: [Gauge; 8] = [
         Gauge::ConnectionsOpen,
         Gauge::RequestsInFlight,
         Gauge::InboxDepth,
@@ -183,6 +206,7 @@ impl Gauge {
         Gauge::ReplicasLeader,
         Gauge::ReplicasFollower,
         Gauge::StreamsOpen,
+        Gauge::ReplicasUnderReplicated,
     ];
 
     /// Metric name and help text.
@@ -203,6 +227,10 @@ impl Gauge {
                 ("sluice_spu_replicas_follower", "Replicas this core follows.")
             }
             Gauge::StreamsOpen => ("sluice_spu_streams_open", "Open stream-fetch subscriptions."),
+            Gauge::ReplicasUnderReplicated => (
+                "sluice_spu_replicas_under_replicated",
+                "Replicas this core leads with fewer in-sync replicas than replicas.",
+            ),
         }
     }
 }

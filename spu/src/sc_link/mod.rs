@@ -49,10 +49,12 @@ use std::time::Duration;
 
 use futures_lite::future;
 use glommio::channels::local_channel::{LocalReceiver, LocalSender};
-use sluice_proto::api::control::SpuPeer;
-use sluice_proto::api::control::{LiveReplica, LiveReplicaStatus, SpuRegisterRequest};
+use sluice_proto::api::control::{
+    AlterInSyncRequest, AlterInSyncResponse, LiveReplica, LiveReplicaStatus, ReplicaAssignment,
+    SpuPeer, SpuRegisterRequest,
+};
 use sluice_proto::ids::SpuId;
-use sluice_proto::object::{PartitionKey, PartitionSpec};
+use sluice_proto::object::PartitionKey;
 
 use self::state::EpochView;
 
@@ -101,10 +103,13 @@ pub enum ScLinkEvent {
         /// Why, for logs.
         reason: String,
     },
-    /// After every applied full or delta update: the COMPLETE desired replica set.
-    Replicas(Arc<BTreeMap<PartitionKey, PartitionSpec>>),
-    /// After every applied update: every SPU spec known (peers' endpoints).
+    /// After every applied full or delta update: the COMPLETE desired replica set (each
+    /// hosted partition's spec and in-sync set).
+    Replicas(Arc<BTreeMap<PartitionKey, ReplicaAssignment>>),
+    /// After every applied update: every SPU known (peers' replication ports).
     Spus(Arc<BTreeMap<SpuId, SpuPeer>>),
+    /// The SC's answers to in-sync proposals sent on the `in_sync` channel.
+    InSyncAnswers(AlterInSyncResponse),
 }
 
 /// Why [`run`] could not run. The link itself never fails on network trouble (it reconnects),
@@ -125,6 +130,7 @@ pub async fn run(
     config: ScLinkConfig,
     events: LocalSender<ScLinkEvent>,
     status: LocalReceiver<LiveReplicaStatus>,
+    in_sync: LocalReceiver<AlterInSyncRequest>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ScLinkError> {
     if config.sc_addresses.is_empty() {
@@ -141,7 +147,7 @@ pub async fn run(
         )));
     }
     let mut shutdown = std::pin::pin!(shutdown);
-    let mut link = Link::new(config, events, status);
+    let mut link = Link::new(config, events, status, in_sync);
     let stopped = async {
         shutdown.as_mut().await;
     };
@@ -166,6 +172,12 @@ pub(crate) enum End {
     },
 }
 
+/// What woke an idle link.
+enum Idle {
+    Status(Option<LiveReplicaStatus>),
+    InSync(Option<AlterInSyncRequest>),
+}
+
 /// State that lives across connections.
 pub(crate) struct Link {
     pub(crate) config: ScLinkConfig,
@@ -173,8 +185,12 @@ pub(crate) struct Link {
     pub(crate) status: LocalReceiver<LiveReplicaStatus>,
     /// Whether `status` can still yield (false once every sender is gone).
     pub(crate) status_open: bool,
+    /// In-sync proposals to send; dropped while no SC is connected (leaders propose again).
+    pub(crate) in_sync: LocalReceiver<AlterInSyncRequest>,
+    /// Whether `in_sync` can still yield.
+    pub(crate) in_sync_open: bool,
     pub(crate) spus: EpochView<SpuId, SpuPeer>,
-    pub(crate) replicas: EpochView<PartitionKey, PartitionSpec>,
+    pub(crate) replicas: EpochView<PartitionKey, ReplicaAssignment>,
     /// The latest reported status per partition, resent after a reconnect.
     pub(crate) latest_status: BTreeMap<PartitionKey, LiveReplica>,
 }
@@ -184,12 +200,15 @@ impl Link {
         config: ScLinkConfig,
         events: LocalSender<ScLinkEvent>,
         status: LocalReceiver<LiveReplicaStatus>,
+        in_sync: LocalReceiver<AlterInSyncRequest>,
     ) -> Link {
         Link {
             config,
             events,
             status,
             status_open: true,
+            in_sync,
+            in_sync_open: true,
             spus: EpochView::default(),
             replicas: EpochView::default(),
             latest_status: BTreeMap::new(),
@@ -267,15 +286,25 @@ impl Link {
             };
             let status = async {
                 if self.status_open {
-                    Some(self.status.recv().await)
+                    Some(Idle::Status(self.status.recv().await))
                 } else {
                     future::pending().await
                 }
             };
-            match future::or(timer, status).await {
+            let in_sync = async {
+                if self.in_sync_open {
+                    Some(Idle::InSync(self.in_sync.recv().await))
+                } else {
+                    future::pending().await
+                }
+            };
+            match future::or(timer, future::or(status, in_sync)).await {
                 None => return,
-                Some(Some(report)) => self.merge_status(&report),
-                Some(None) => self.status_open = false,
+                Some(Idle::Status(Some(report))) => self.merge_status(&report),
+                Some(Idle::Status(None)) => self.status_open = false,
+                // No SC to send it to: the leader proposes again after its proposal timeout.
+                Some(Idle::InSync(Some(_))) => {}
+                Some(Idle::InSync(None)) => self.in_sync_open = false,
             }
         }
     }
@@ -292,7 +321,8 @@ impl Link {
     pub(crate) fn status_to_resend(&mut self) -> Option<LiveReplicaStatus> {
         let id = self.config.register.id;
         let replicas = self.replicas.objects();
-        self.latest_status.retain(|key, _| replicas.get(key).is_some_and(|spec| spec.leader == id));
+        self.latest_status
+            .retain(|key, _| replicas.get(key).is_some_and(|assignment| assignment.spec.leader == id));
         if self.latest_status.is_empty() {
             return None;
         }

@@ -15,8 +15,9 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalSender};
 use glommio::net::TcpStream;
 use sluice_proto::api::control::{
-    HeartbeatRequest, HeartbeatResponse, LiveReplicaStatus, ReplicaUpdate, RequestSnapshot,
-    SnapshotKind, SpuRegisterResponse, SpuUpdate,
+    AlterInSyncRequest, AlterInSyncResponse, HeartbeatRequest, HeartbeatResponse,
+    LiveReplicaStatus, ReplicaUpdate, RequestSnapshot, SnapshotKind, SpuRegisterResponse,
+    SpuUpdate,
 };
 use sluice_proto::api::{ApiKey, ApiVersion, Decode, Encode};
 use sluice_proto::error_code::ErrorCode;
@@ -100,6 +101,14 @@ pub(super) async fn serve(link: &mut Link, address: SocketAddr) -> End {
                     .await
                     .map_err(|reason| End::Served { reason })
             }
+            Wake::InSync(None) => {
+                link.in_sync_open = false;
+                Ok(())
+            }
+            Wake::InSync(Some(request)) => session
+                .send(ApiKey::AlterInSync, &request)
+                .await
+                .map_err(|reason| End::Served { reason }),
         };
         if let Err(end) = outcome {
             return end;
@@ -112,6 +121,7 @@ enum Wake {
     Tick,
     Frame(Option<Incoming>),
     Status(Option<LiveReplicaStatus>),
+    InSync(Option<AlterInSyncRequest>),
 }
 
 /// Waits for the next frame, status report or the heartbeat timer (each arm is cancel-safe).
@@ -132,8 +142,15 @@ async fn wait(
             future::pending().await
         }
     };
+    let in_sync = async {
+        if link.in_sync_open {
+            Wake::InSync(link.in_sync.recv().await)
+        } else {
+            future::pending().await
+        }
+    };
     // `race` picks the first arm at random, so a busy SC cannot starve status reports.
-    future::or(future::race(frame, status), tick).await
+    future::or(future::race(frame, future::race(status, in_sync)), tick).await
 }
 
 /// Connects and registers; returns the stream and the decoder (which may already hold the
@@ -307,7 +324,7 @@ impl Session {
                 let update = ReplicaUpdate::decode(header.api_version, &frame.body)
                     .map_err(|error| protocol(&error))?;
                 let applied = link.replicas.apply(update.epoch, update.changes, |assignment| {
-                    (assignment.key, assignment.spec)
+                    (assignment.key.clone(), assignment)
                 });
                 if applied == Applied::Applied {
                     let view = Arc::new(link.replicas.objects().clone());
@@ -317,6 +334,14 @@ impl Session {
                     self.resend_status(link).await.map_err(|reason| End::Served { reason })?;
                 }
                 self.ask_snapshot(applied, SnapshotKind::Replicas).await
+            }
+            ApiKey::AlterInSync => {
+                let answers = AlterInSyncResponse::decode(header.api_version, &frame.body)
+                    .map_err(|error| protocol(&error))?;
+                if link.events.send(ScLinkEvent::InSyncAnswers(answers)).await.is_err() {
+                    return Err(End::EventsClosed);
+                }
+                Ok(())
             }
             other => {
                 return Err(End::Served { reason: format!("unexpected {other} from the SC") });

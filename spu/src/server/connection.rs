@@ -48,12 +48,10 @@ use std::time::Instant;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
-use sluice_proto::api::fetch::{FetchPartitionHeader, FetchResponse, FetchTopicResponse};
-use sluice_proto::api::replication::FollowerFetchRequest;
 use sluice_proto::api::splice::WirePlan;
-use sluice_proto::api::{ApiKey, ApiVersion, Decode};
+use sluice_proto::api::{ApiKey, ApiVersion};
 use sluice_proto::error_code::ErrorCode;
-use sluice_proto::frame::{decode_header, encode_frame, FrameError, FrameHeader, FRAME_HEADER_LEN};
+use sluice_proto::frame::{decode_header, FrameError, FrameHeader, FRAME_HEADER_LEN};
 use sluice_proto::ids::CorrelationId;
 
 use crate::metrics::{CoreProbe, Counter, Gauge, Timing};
@@ -95,7 +93,7 @@ pub enum Outgoing {
 pub enum Port {
     /// Client API (shared or per-core port).
     Public,
-    /// Replication (followers); not served yet.
+    /// Replication (followers of this core's leader replicas).
     Private,
 }
 
@@ -392,8 +390,17 @@ async fn run_request(
             handlers::api_versions(header, ErrorCode::None, &mut out)?;
             false
         }
-        (Port::Private, _) => {
-            private_refusal(header, body, &mut out)?;
+        (Port::Private, ApiKey::FollowerFetch) => {
+            let (response, summary) =
+                crate::replication::serve::follower_fetch(core, header, body).await?;
+            return Ok((Some(response), summary.errors));
+        }
+        (Port::Private, ApiKey::LeaderEpochEndOffset) => {
+            crate::replication::serve::epoch_end_offsets(core, header, body, &mut out)?
+        }
+        (Port::Private, other) => {
+            tracing::debug!(api_key = %other, "API not served on the SPU's private port");
+            handlers::api_versions(header, ErrorCode::UnknownApiKey, &mut out)?;
             true
         }
         (Port::Public, ApiKey::Produce) => {
@@ -448,38 +455,4 @@ async fn run_request(
         }
     };
     Ok(((!out.is_empty()).then_some(Outgoing::Bytes(out)), failed))
-}
-
-/// Replication is not served yet: follower fetches get `ReplicaNotAvailable` per partition,
-/// anything else the API versions layout with that code.
-fn private_refusal(
-    header: &FrameHeader,
-    body: &[u8],
-    out: &mut Vec<u8>,
-) -> Result<(), HandlerError> {
-    if header.api_key != ApiKey::FollowerFetch {
-        return handlers::api_versions(header, ErrorCode::ReplicaNotAvailable, out);
-    }
-    let request = FollowerFetchRequest::decode(header.api_version, body)
-        .map_err(|source| HandlerError::Undecodable { api_key: ApiKey::FollowerFetch, source })?;
-    let topics = request
-        .topics
-        .into_iter()
-        .map(|topic| FetchTopicResponse {
-            name: topic.name,
-            partitions: topic
-                .partitions
-                .iter()
-                .map(|partition| sluice_proto::api::fetch::FetchPartitionResponse {
-                    header: FetchPartitionHeader::error(
-                        partition.partition,
-                        ErrorCode::ReplicaNotAvailable,
-                    ),
-                    records: Vec::<u8>::new(),
-                })
-                .collect(),
-        })
-        .collect();
-    encode_frame(out, header, &FetchResponse { topics })?;
-    Ok(())
 }

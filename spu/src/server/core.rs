@@ -20,12 +20,16 @@ use std::sync::Arc;
 use glommio::channels::channel_mesh::Senders;
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::TaskQueueHandle;
+use sluice_proto::api::control::{
+    AlterInSyncPartition, AlterInSyncRequest, AlterInSyncResult, ReplicaAssignment,
+};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::ids::{CoreId, SpuId};
-use sluice_proto::object::{PartitionKey, PartitionSpec};
+use sluice_proto::object::PartitionKey;
 
 use crate::config::SpuConfig;
 use crate::metrics::{CoreProbe, Counter, Gauge};
+use crate::replication::fetcher::Fetchers;
 use crate::server::deleted;
 use crate::server::replica::{log_config, Replica};
 use crate::server::shard::{ReplicaSet, ShardMessage, ShardOp, ShardReply};
@@ -70,6 +74,10 @@ pub struct Core {
     reconcile: RefCell<Option<LocalSender<ReplicaSet>>>,
     /// This core's metrics (written only here).
     pub probe: Rc<CoreProbe>,
+    /// The fetcher tasks of this core's follower replicas.
+    pub fetchers: Fetchers,
+    /// Core 0: where in-sync proposals go to the SC link.
+    link_requests: RefCell<Option<LocalSender<AlterInSyncRequest>>>,
 }
 
 /// Replica sets waiting for the reconcile task at most: only the latest matters, so a small
@@ -99,6 +107,8 @@ impl Core {
             next_request_id: Cell::new(1),
             reconcile: RefCell::new(Some(reconcile)),
             probe,
+            fetchers: Fetchers::default(),
+            link_requests: RefCell::new(None),
         });
         (core, sets)
     }
@@ -118,7 +128,7 @@ impl Core {
     /// Where requests for `key` go, or the error code that answers them.
     pub fn route(&self, key: &PartitionKey) -> Result<Route, ErrorCode> {
         let desired = self.desired.borrow();
-        let spec = desired.get(key).ok_or(ErrorCode::UnknownTopicOrPartition)?;
+        let spec = &desired.get(key).ok_or(ErrorCode::UnknownTopicOrPartition)?.spec;
         if spec.leader != self.spu() {
             return Err(ErrorCode::NotLeader);
         }
@@ -135,10 +145,67 @@ impl Core {
         }
         let replica = self.replicas.borrow().get(key).cloned();
         match replica {
-            Some(replica) if replica.is_led_by(self.spu()) => Ok(replica),
+            Some(replica) if replica.is_leader() => Ok(replica),
             Some(_) => Err(ErrorCode::NotLeader),
             None => Err(ErrorCode::ReplicaNotAvailable),
         }
+    }
+
+    /// The open replica `key` if this core owns it, whatever its role.
+    pub fn hosted_replica(&self, key: &PartitionKey) -> Option<Rc<Replica>> {
+        self.replicas.borrow().get(key).cloned()
+    }
+
+    /// Core 0: connects the in-sync proposals to the SC link.
+    pub fn set_link_requests(&self, sender: LocalSender<AlterInSyncRequest>) {
+        *self.link_requests.borrow_mut() = Some(sender);
+    }
+
+    /// Sends in-sync proposals of this core's leaders to the SC (through core 0). A full queue
+    /// or a lost link drops them: the leader proposes again after its proposal timeout.
+    pub async fn send_proposals(&self, partitions: Vec<AlterInSyncPartition>) {
+        if partitions.is_empty() {
+            return;
+        }
+        self.probe.add(Counter::InSyncProposals, partitions.len() as u64);
+        if self.index != 0 {
+            self.send_to(0, ShardMessage::AlterInSync(partitions)).await;
+            return;
+        }
+        let link = self.link_requests.borrow();
+        let Some(link) = link.as_ref() else { return };
+        let request = AlterInSyncRequest { spu: self.spu(), partitions };
+        if link.try_send(request).is_err() {
+            tracing::debug!("in-sync proposals queue full; the leaders propose again later");
+        }
+    }
+
+    /// Applies the SC's answers to this core's leaders; core 0 routes others' to their core.
+    pub async fn deliver_in_sync_answers(&self, results: Vec<AlterInSyncResult>) {
+        let mut others: BTreeMap<usize, Vec<AlterInSyncResult>> = BTreeMap::new();
+        for result in results {
+            let owner = self.placement_core(&result.key);
+            match owner {
+                Some(owner) if owner != self.index => others.entry(owner).or_default().push(result),
+                _ => {
+                    if let Some(replica) = self.hosted_replica(&result.key) {
+                        replica.on_in_sync_answer(&result);
+                    }
+                }
+            }
+        }
+        for (owner, results) in others {
+            self.send_to(owner, ShardMessage::InSyncAnswers(results)).await;
+        }
+    }
+
+    /// The core of this SPU owning `key`'s replica, from the desired set.
+    fn placement_core(&self, key: &PartitionKey) -> Option<usize> {
+        let desired = self.desired.borrow();
+        let assignment = desired.get(key)?;
+        let spu = self.spu();
+        let placement = assignment.spec.replicas.iter().find(|replica| replica.spu == spu)?;
+        Some(self.owner_core(placement.core))
     }
 
     /// Every open replica of this core.
@@ -171,15 +238,15 @@ impl Core {
     }
 
     /// The replicas this core must host: placed on this SPU and this core.
-    fn wanted_here(&self, set: &ReplicaSet) -> BTreeMap<PartitionKey, PartitionSpec> {
+    fn wanted_here(&self, set: &ReplicaSet) -> BTreeMap<PartitionKey, ReplicaAssignment> {
         let spu = self.spu();
         set.iter()
-            .filter(|(_, spec)| {
-                spec.replicas.iter().any(|replica| {
+            .filter(|(_, assignment)| {
+                assignment.spec.replicas.iter().any(|replica| {
                     replica.spu == spu && self.owner_core(replica.core) == self.index
                 })
             })
-            .map(|(key, spec)| (key.clone(), spec.clone()))
+            .map(|(key, assignment)| (key.clone(), assignment.clone()))
             .collect()
     }
 
@@ -189,6 +256,7 @@ impl Core {
             let latest = self.desired();
             self.reconcile_once(&latest).await;
         }
+        self.fetchers.stop_all();
         for replica in self.replicas() {
             replica.close().await;
         }
@@ -208,14 +276,13 @@ impl Core {
     }
 
     fn count_replicas(&self) {
-        let spu = self.spu();
         let replicas = self.replicas();
-        let leaders = replicas.iter().filter(|replica| replica.is_led_by(spu)).count();
+        let leaders = replicas.iter().filter(|replica| replica.is_leader()).count();
         self.probe.set(Gauge::ReplicasLeader, leaders as i64);
         self.probe.set(Gauge::ReplicasFollower, (replicas.len() - leaders) as i64);
     }
 
-    async fn reconcile_once(&self, set: &ReplicaSet) {
+    async fn reconcile_once(self: &Rc<Self>, set: &ReplicaSet) {
         let wanted = self.wanted_here(set);
         let obsolete: Vec<Rc<Replica>> = self
             .replicas
@@ -242,22 +309,25 @@ impl Core {
                 ),
             }
         }
-        for (key, spec) in wanted {
+        for (key, assignment) in wanted {
             let existing = self.replicas.borrow().get(&key).cloned();
             match existing {
                 Some(replica) => {
-                    if replica.spec() != spec {
-                        replica.update_spec(spec, &self.config);
+                    if replica.spec() != assignment.spec || replica.in_sync() != assignment.in_sync
+                    {
+                        replica.apply_assignment(assignment.spec, assignment.in_sync, &self.config).await;
                     }
                 }
-                None => self.open_replica(key, spec).await,
+                None => self.open_replica(key, assignment).await,
             }
         }
         self.share_tail_cache();
         self.count_replicas();
+        self.fetchers.reconcile(self);
     }
 
-    async fn open_replica(&self, key: PartitionKey, spec: PartitionSpec) {
+    async fn open_replica(&self, key: PartitionKey, assignment: ReplicaAssignment) {
+        let ReplicaAssignment { spec, in_sync, .. } = assignment;
         let directory = self.config.replicas_dir().join(key.to_string());
         let config = log_config(&spec, &self.config);
         match ReplicaLog::open(&directory, config, self.files.clone()).await {
@@ -269,7 +339,8 @@ impl Core {
                     log_end = %log.log_end_offset(),
                     "replica open"
                 );
-                let replica = Replica::new(key.clone(), log, spec);
+                let replica = Replica::new(key.clone(), log, spec.clone(), &self.config);
+                replica.apply_assignment(spec, in_sync, &self.config).await;
                 self.replicas.borrow_mut().insert(key, replica);
             }
             Err(error) => {

@@ -108,7 +108,8 @@ pub async fn produce_stage(
         for partition in topic.partitions {
             let key = PartitionKey::new(topic.name.clone(), partition.partition);
             let records = &mut body[partition.records];
-            let staged = ops::stage_produce(core, key, records, request.acks).await;
+            let staged =
+                ops::stage_produce(core, key, records, request.acks, request.timeout_ms).await;
             partitions.push((partition.partition, staged));
         }
         topics.push((topic.name, partitions));
@@ -282,12 +283,23 @@ pub async fn fetch(
         }
         wait_any(core, &request, &reads, deadline).await;
     };
+    let names: Vec<&TopicName> = request.topics.iter().map(|topic| &topic.name).collect();
+    fetch_response(header, &names, reads)
+}
+
+/// Encodes the reads of a fetch (or follower fetch) as one response: copied records inline,
+/// file slices spliced at send time.
+pub fn fetch_response(
+    header: &FrameHeader,
+    names: &[&TopicName],
+    reads: Vec<Vec<PartitionRead>>,
+) -> Result<(Outgoing, FetchSummary), HandlerError> {
     let mut summary = FetchSummary::default();
     let mut buffer = Vec::with_capacity(256);
     let mut writer = FetchResponseWriter::begin(&mut buffer, &response_header(header));
     let mut spliced = Vec::new();
-    for (topic, reads) in request.topics.iter().zip(reads) {
-        writer.topic(&topic.name)?;
+    for (name, reads) in names.iter().zip(reads) {
+        writer.topic(name)?;
         for read in reads {
             summary.records += read.record_count();
             summary.errors |= !read.header.error_code.is_ok();

@@ -115,15 +115,16 @@ pub async fn stage_produce(
     key: PartitionKey,
     records: &mut [u8],
     acks: Acks,
+    timeout_ms: u32,
 ) -> StagedProduce {
     match core.route(&key) {
         Err(code) => StagedProduce::Settled(ProduceOutcome::error(code)),
         Ok(Route::Local) => match core.local_replica(&key) {
-            Ok(replica) => replica.stage_produce(records, acks).await,
+            Ok(replica) => replica.stage_produce(records, acks, timeout_ms).await,
             Err(code) => StagedProduce::Settled(ProduceOutcome::error(code)),
         },
         Ok(Route::Remote(owner)) => {
-            let op = ShardOp::Produce { key, acks, records: records.to_vec() };
+            let op = ShardOp::Produce { key, acks, timeout_ms, records: records.to_vec() };
             StagedProduce::Settled(match core.forward(owner, op).await {
                 ShardReply::Produce(outcome) => outcome,
                 other => ProduceOutcome::error(unexpected(&other)),
@@ -293,8 +294,10 @@ pub const FORWARDED_WAIT_MAX: Duration = Duration::from_secs(60);
 /// Runs a forwarded operation on the owning core.
 pub async fn execute(core: &Rc<Core>, op: ShardOp) -> ShardReply {
     match op {
-        ShardOp::Produce { key, acks, mut records } => match core.local_replica(&key) {
-            Ok(replica) => ShardReply::Produce(replica.produce(&mut records, acks).await),
+        ShardOp::Produce { key, acks, timeout_ms, mut records } => match core.local_replica(&key) {
+            Ok(replica) => {
+                ShardReply::Produce(replica.produce(&mut records, acks, timeout_ms).await)
+            }
             Err(code) => ShardReply::Failed(code),
         },
         ShardOp::Fetch { key, read } => match core.local_replica(&key) {
@@ -354,6 +357,9 @@ pub async fn serve_peer(
             }
             ShardMessage::Reply { id, reply } => core.deliver_reply(id, reply),
             ShardMessage::Replicas(set) => core.set_desired(set),
+            ShardMessage::Peers(peers) => core.fetchers.set_peers(&core, peers),
+            ShardMessage::AlterInSync(partitions) => core.send_proposals(partitions).await,
+            ShardMessage::InSyncAnswers(results) => core.deliver_in_sync_answers(results).await,
             ShardMessage::Status { core: from, replicas } => {
                 if let Some(on_status) = &on_status {
                     on_status(from, replicas);

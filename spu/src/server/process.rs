@@ -69,6 +69,9 @@ const LISTEN_BACKLOG: i32 = 1024;
 const STATUS_QUEUE_CAPACITY: usize = 16;
 /// SC link events queued at most for core 0's fan-out.
 const EVENT_QUEUE_CAPACITY: usize = 64;
+/// In-sync proposal batches queued for the SC link at most (a full queue drops a batch; its
+/// leaders propose again after their proposal timeout).
+const IN_SYNC_QUEUE_CAPACITY: usize = 64;
 
 /// Why the SPU could not start.
 #[derive(Debug, thiserror::Error)]
@@ -415,16 +418,16 @@ async fn accept_loop(core: Rc<Core>, fd: RawFd, port: Port, stop: Rc<Signal>) {
 
 /// The live status of every replica this core leads.
 fn leader_statuses(core: &Core) -> Vec<LiveReplica> {
-    let spu = core.spu();
     let mut statuses: Vec<LiveReplica> = core
         .replicas()
         .into_iter()
-        .filter(|replica| replica.is_led_by(spu))
-        .map(|replica| LiveReplica {
-            key: replica.key().clone(),
-            leader_epoch: replica.spec().leader_epoch,
-            leader: replica.status(spu),
-            followers: Vec::new(),
+        .filter_map(|replica| {
+            Some(LiveReplica {
+                key: replica.key().clone(),
+                leader_epoch: replica.leader_epoch()?,
+                leader: replica.status(),
+                followers: replica.follower_statuses(),
+            })
         })
         .collect();
     statuses.sort_by(|left, right| left.key.cmp(&right.key));
@@ -488,6 +491,22 @@ async fn report_status(core: Rc<Core>, local: Option<Rc<StatusMerge>>, stop: Rc<
 
 /// How often core 0 looks for dropped replicas' directories to remove.
 const PURGE_INTERVAL: Duration = Duration::from_secs(1);
+/// How often each replica's high watermark is checkpointed (when it moved): after a crash a
+/// replica restarts from at most this far behind, which only delays committed reads on a new
+/// leader until its followers report (the HW is then proven again).
+const HIGH_WATERMARK_CHECKPOINT_INTERVAL: Duration = Duration::from_secs(5);
+
+/// Each leader's in-sync proposal, if it wants one, sent to the SC through core 0; and the
+/// under-replicated count.
+async fn propose_in_sync(core: &Core) {
+    let now = std::time::Instant::now();
+    let replicas = core.replicas();
+    let proposals: Vec<_> =
+        replicas.iter().filter_map(|replica| replica.propose_in_sync(now)).collect();
+    core.send_proposals(proposals).await;
+    let under = replicas.iter().filter(|replica| replica.is_under_replicated()).count();
+    core.probe.set(crate::metrics::Gauge::ReplicasUnderReplicated, under as i64);
+}
 
 /// Syncs relaxed topics when due, applies retention every `retention_interval` of the
 /// configuration and (core 0) removes dropped replicas' files (see [`super::deleted`]).
@@ -496,6 +515,7 @@ async fn background_timer(core: Rc<Core>, stop: Rc<Signal>) {
     let interval = core.config.retention_interval;
     let mut retention_due = std::time::Instant::now() + interval;
     let mut purge_due = std::time::Instant::now();
+    let mut checkpoint_due = std::time::Instant::now() + HIGH_WATERMARK_CHECKPOINT_INTERVAL;
     let purging = Rc::new(std::cell::Cell::new(false));
     loop {
         let stopped = future::or(
@@ -539,9 +559,14 @@ async fn background_timer(core: Rc<Core>, stop: Rc<Signal>) {
             .detach();
             purge_due = std::time::Instant::now() + PURGE_INTERVAL;
         }
+        propose_in_sync(&core).await;
         let retention = std::time::Instant::now() >= retention_due;
         if retention {
             retention_due = std::time::Instant::now() + interval;
+        }
+        let checkpoint = std::time::Instant::now() >= checkpoint_due;
+        if checkpoint {
+            checkpoint_due = std::time::Instant::now() + HIGH_WATERMARK_CHECKPOINT_INTERVAL;
         }
         for replica in core.replicas() {
             if retention {
@@ -550,6 +575,11 @@ async fn background_timer(core: Rc<Core>, stop: Rc<Signal>) {
                 }
             }
             replica.background_sync().await;
+            if checkpoint && !replica.is_closed() {
+                if let Err(error) = replica.log().checkpoint_high_watermark().await {
+                    tracing::warn!(key = %replica.key(), %error, "high-watermark checkpoint failed");
+                }
+            }
         }
     }
 }
@@ -587,6 +617,8 @@ async fn run_link(
     stop: Rc<Signal>,
 ) {
     let (events, incoming) = local_channel::new_bounded(EVENT_QUEUE_CAPACITY);
+    let (in_sync_sender, in_sync) = local_channel::new_bounded(IN_SYNC_QUEUE_CAPACITY);
+    core.set_link_requests(in_sync_sender);
     let config = ScLinkConfig {
         sc_addresses: core.config.sc_addresses.clone(),
         register,
@@ -597,7 +629,7 @@ async fn run_link(
     let stop_link = Rc::clone(&stop);
     let link = glommio::spawn_local(async move {
         let shutdown = async move { stop_link.changed(generation).await };
-        if let Err(error) = sc_link::run(config, events, status, shutdown).await {
+        if let Err(error) = sc_link::run(config, events, status, in_sync, shutdown).await {
             tracing::error!(%error, "the SC link stopped");
         }
     });
@@ -616,7 +648,15 @@ async fn run_link(
                     core.send_to(peer, ShardMessage::Replicas(Arc::clone(&set))).await;
                 }
             }
-            ScLinkEvent::Spus(_) => {}
+            ScLinkEvent::Spus(peers) => {
+                core.fetchers.set_peers(&core, Arc::clone(&peers));
+                for peer in (0..core.cores).filter(|peer| *peer != core.index) {
+                    core.send_to(peer, ShardMessage::Peers(Arc::clone(&peers))).await;
+                }
+            }
+            ScLinkEvent::InSyncAnswers(answers) => {
+                core.deliver_in_sync_answers(answers.partitions).await;
+            }
         }
     }
     link.await;

@@ -1,16 +1,21 @@
 //! One hosted replica on its owning core: the storage log plus what serving it needs (the
-//! partition spec, a signal woken when new records become visible, the edge mapping of storage
-//! errors to client error codes).
+//! partition spec, its replication role, a signal woken when new records become visible or the
+//! role changes, the edge mapping of storage errors to client error codes).
 //!
 //! Ownership: a [`Replica`] lives in one core's [`super::core::Core`] and is only touched by
 //! that core's tasks (`Rc`, `RefCell`s never borrowed across an `.await`).
 //!
-//! Watermarks while replication does not exist (every replica is its own in-sync set): the
-//! high watermark (HW) is the durable end for topics with `Durability::Sync` and the written
-//! end for `Durability::Relaxed`; acks `all` therefore equals acks `leader`. The log end
-//! offset (LEO) is the written end: uncommitted readers see a batch once it is on the file.
-//! Relaxed topics are synced by the core's background timer every `flush_interval_ms` (their
-//! `flush_bytes_max` is not applied yet: the log exposes no unsynced byte count).
+//! Roles ([`crate::replication`]): a replica leads or follows for a leader epoch. As leader
+//! its high watermark (HW) is the smallest acknowledged end of the in-sync set
+//! ([`crate::replication::leader`]); acks `leader` waits for its own durability, acks `all` for
+//! the HW to pass the append with at least `min-in-sync` replicas in sync (refused with
+//! `NotEnoughReplicas` before appending when fewer are), and an append whose leadership ends
+//! before that is answered `RequestTimedOut` (its outcome is unknown). A replica's
+//! *acknowledged end* is its durable end for topics with `Durability::Sync` and its written
+//! end for `Durability::Relaxed`. The log end offset (LEO) is the written end: uncommitted
+//! readers see a batch once it is on the file. Relaxed topics are synced by the core's
+//! background timer every `flush_interval_ms` (their `flush_bytes_max` is not applied yet: the
+//! log exposes no unsynced byte count).
 //!
 //! Produce: the batches of one partition are framed first (lengths, size limit), then each is
 //! appended in place (the log patches base offset and leader epoch in the caller's buffer, no
@@ -28,24 +33,37 @@ use sluice_proto::api::fetch::{FetchPartitionHeader, Isolation};
 use sluice_proto::api::list_offsets::OffsetSpec;
 use sluice_proto::api::produce::Acks;
 use sluice_proto::error_code::ErrorCode;
-use sluice_proto::ids::{Offset, PartitionId, SpuId};
+use sluice_proto::ids::{LeaderEpoch, Offset, PartitionId, SpuId};
 use sluice_proto::object::topic::Durability;
-use sluice_proto::object::{PartitionKey, PartitionSpec, ReplicaStatus};
+use sluice_proto::object::{InSyncSet, PartitionKey, PartitionSpec, ReplicaStatus};
 use sluice_proto::record::{validate_batch, BATCH_LENGTH_MIN, BATCH_LENGTH_PREFIX};
 
 use crate::config::SpuConfig;
+use crate::replication::leader::{AckState, LeaderSettings};
+use crate::replication::role::Role;
 use crate::server::shard::{ListOffsetOutcome, ProduceOutcome, ReadRequest};
 use crate::storage::producers::SequenceError;
-use crate::storage::signal::Signal;
+use crate::storage::signal::{IoGate, Signal};
 use crate::storage::{Appended, LogConfig, ReadSlices, ReplicaLog, StorageError};
 
 /// A replica hosted by this core.
 pub struct Replica {
-    key: PartitionKey,
-    log: ReplicaLog,
-    spec: RefCell<PartitionSpec>,
-    /// Bumped whenever the LEO or the HW moves (wakes long-polls and streams).
-    visible: Signal,
+    pub(crate) key: PartitionKey,
+    pub(crate) log: ReplicaLog,
+    pub(crate) spec: RefCell<PartitionSpec>,
+    /// The in-sync set the SC last sent.
+    pub(crate) in_sync: RefCell<InSyncSet>,
+    /// Leader or follower, for the spec's epoch.
+    pub(crate) role: RefCell<Role>,
+    /// Held by whoever changes the log as follower (appends, cuts) and by role changes, so a
+    /// promotion never races a replicated append.
+    pub(crate) role_gate: Rc<IoGate>,
+    /// This SPU.
+    pub(crate) me: SpuId,
+    /// How long a follower may lag before it leaves the in-sync set.
+    pub(crate) lag_max: std::time::Duration,
+    /// Bumped whenever the LEO, the HW or the role moves (wakes long-polls, streams and acks).
+    pub(crate) visible: Signal,
     closed: Cell<bool>,
     /// When a relaxed topic's log was last synced by the background timer.
     last_sync: Cell<std::time::Instant>,
@@ -65,17 +83,32 @@ pub struct PendingProduce {
     replica: Rc<Replica>,
     last: Appended,
     outcome: ProduceOutcome,
+    acks: Acks,
+    epoch: LeaderEpoch,
+    deadline: std::time::Instant,
 }
 
 impl PendingProduce {
-    /// Waits for the acks level (written, then durable unless relaxed); the outcome to answer.
+    /// Waits for the acks level (written, then durable unless relaxed; for acks `all`, the HW
+    /// past the append); the outcome to answer.
     pub async fn acknowledge(self) -> ProduceOutcome {
-        match self.replica.complete(&self.last).await {
+        if let Err(error) = self.replica.complete(&self.last).await {
+            return ProduceOutcome::error(error_code(&error));
+        }
+        if self.acks != Acks::All {
+            return self.outcome;
+        }
+        match self.replica.wait_committed(self.epoch, self.last.next_offset, self.deadline).await {
             Ok(()) => self.outcome,
-            Err(error) => ProduceOutcome::error(error_code(&error)),
+            Err(code) => ProduceOutcome::error(code),
         }
     }
 }
+
+/// Bounds of a produce request's `timeout_ms`: how long an acks `all` append waits for its
+/// replicas before it is answered `RequestTimedOut`.
+const PRODUCE_WAIT_MS_MIN: u64 = 100;
+const PRODUCE_WAIT_MS_MAX: u64 = 300_000;
 
 /// The storage settings of a replica: its spec's topic settings and the SPU's own.
 pub fn log_config(spec: &PartitionSpec, spu: &SpuConfig) -> LogConfig {
@@ -91,6 +124,11 @@ pub fn log_config(spec: &PartitionSpec, spu: &SpuConfig) -> LogConfig {
         tail_cache_bytes: 0,
         ..defaults
     }
+}
+
+/// The leader settings of a replica: its spec's minimum in-sync count, the SPU's lag limit.
+pub fn leader_settings(spec: &PartitionSpec, lag_max: std::time::Duration) -> LeaderSettings {
+    LeaderSettings { min_in_sync: spec.config.min_in_sync_replicas, lag_max }
 }
 
 /// The client error code for a storage error (the one edge mapping).
@@ -124,7 +162,7 @@ pub fn error_code(error: &StorageError) -> ErrorCode {
 
 /// Splits `records` into whole batches (byte ranges) without trusting lengths beyond the
 /// buffer; a batch over `batch_bytes_max` is `MessageTooLarge`, bad framing `CorruptMessage`.
-fn frame_batches(
+pub(crate) fn frame_batches(
     records: &[u8],
     batch_bytes_max: usize,
 ) -> Result<Vec<std::ops::Range<usize>>, ErrorCode> {
@@ -156,18 +194,21 @@ fn frame_batches(
 }
 
 impl Replica {
-    /// Wraps an opened log.
-    pub fn new(key: PartitionKey, log: ReplicaLog, spec: PartitionSpec) -> Rc<Replica> {
-        let replica = Rc::new(Replica {
+    /// Wraps an opened log; it serves once [`Replica::apply_assignment`] gave it a role.
+    pub fn new(key: PartitionKey, log: ReplicaLog, spec: PartitionSpec, spu: &SpuConfig) -> Rc<Replica> {
+        Rc::new(Replica {
             key,
             log,
             spec: RefCell::new(spec),
+            in_sync: RefCell::new(InSyncSet::default()),
+            role: RefCell::new(Role::Starting),
+            role_gate: Rc::new(IoGate::default()),
+            me: spu.id,
+            lag_max: spu.replica_lag_max,
             visible: Signal::default(),
             closed: Cell::new(false),
             last_sync: Cell::new(std::time::Instant::now()),
-        });
-        replica.advance_high_watermark();
-        replica
+        })
     }
 
     /// The partition.
@@ -185,9 +226,14 @@ impl Replica {
         self.spec.borrow().clone()
     }
 
-    /// Replaces the spec (new leader epoch or topic settings).
-    pub fn update_spec(&self, spec: PartitionSpec, spu: &SpuConfig) {
-        let mut config = log_config(&spec, spu);
+    /// The in-sync set the SC last sent.
+    pub fn in_sync(&self) -> InSyncSet {
+        self.in_sync.borrow().clone()
+    }
+
+    /// Replaces the spec's topic settings in the log (the role is [`Replica::apply_assignment`]'s).
+    pub(crate) fn apply_spec_settings(&self, spec: &PartitionSpec, spu: &SpuConfig) {
+        let mut config = log_config(spec, spu);
         // The core sets the tail cache share (see `Core::share_tail_cache`), not the spec.
         config.tail_cache_bytes = self.log.config().tail_cache_bytes;
         if config != self.log.config() {
@@ -195,13 +241,11 @@ impl Replica {
                 tracing::warn!(key = %self.key, %error, "topic settings not applied");
             }
         }
-        *self.spec.borrow_mut() = spec;
-        self.visible.notify();
     }
 
-    /// Whether `spu` leads this partition now.
-    pub fn is_led_by(&self, spu: SpuId) -> bool {
-        self.spec.borrow().leader == spu
+    /// Whether this replica leads its partition now.
+    pub fn is_leader(&self) -> bool {
+        matches!(*self.role.borrow(), Role::Leader(_))
     }
 
     /// Stops serving: waiters wake and see the replica gone. Files stay.
@@ -218,18 +262,75 @@ impl Replica {
         self.closed.get()
     }
 
-    fn relaxed(&self) -> bool {
+    pub(crate) fn relaxed(&self) -> bool {
         matches!(self.spec.borrow().config.durability, Durability::Relaxed { .. })
     }
 
-    /// Sets the HW from what is durable (or written, for relaxed topics) and wakes readers.
+    /// What this replica could not lose: its durable end (its written end for relaxed topics).
+    pub fn acknowledged_end(&self) -> Offset {
+        if self.relaxed() {
+            self.log.log_end_offset()
+        } else {
+            self.log.durable_end_offset()
+        }
+    }
+
+    /// As leader, recomputes the HW from its own acknowledged end and its followers'; wakes
+    /// readers and waiters either way (the LEO may have moved).
     pub fn advance_high_watermark(&self) {
-        let end =
-            if self.relaxed() { self.log.log_end_offset() } else { self.log.durable_end_offset() };
-        if end > self.log.high_watermark() {
-            self.log.set_high_watermark(end);
+        let own_end = self.acknowledged_end();
+        let moved = match &mut *self.role.borrow_mut() {
+            Role::Leader(leader) => leader.update_high_watermark(own_end).then(|| leader.high_watermark()),
+            _ => None,
+        };
+        if let Some(high_watermark) = moved {
+            assert!(
+                high_watermark >= self.log.high_watermark(),
+                "the HW of {} would go back from {} to {high_watermark}",
+                self.key,
+                self.log.high_watermark()
+            );
+            self.log.set_high_watermark(high_watermark);
         }
         self.visible.notify();
+    }
+
+    /// Waits until the HW passes `end` while this replica leads in `epoch` (acks `all`).
+    async fn wait_committed(
+        &self,
+        epoch: LeaderEpoch,
+        end: Offset,
+        deadline: std::time::Instant,
+    ) -> Result<(), ErrorCode> {
+        loop {
+            let generation = self.visible.generation();
+            let state = match &*self.role.borrow() {
+                Role::Leader(leader) if leader.epoch() == epoch => leader.ack_state(end),
+                // Leadership ended: the append may or may not survive on the new leader.
+                _ => return Err(ErrorCode::RequestTimedOut),
+            };
+            match state {
+                AckState::Acknowledged => return Ok(()),
+                AckState::TooFewInSync => return Err(ErrorCode::NotEnoughReplicasAfterAppend),
+                AckState::Waiting => {}
+            }
+            if self.is_closed() {
+                return Err(ErrorCode::RequestTimedOut);
+            }
+            let now = std::time::Instant::now();
+            if now >= deadline {
+                return Err(ErrorCode::RequestTimedOut);
+            }
+            let changed = async {
+                self.visible.changed(generation).await;
+                true
+            };
+            let expired = async {
+                glommio::timer::sleep(deadline - now).await;
+                false
+            };
+            futures_lite::future::or(changed, expired).await;
+        }
     }
 
     /// The current generation of the visibility signal.
@@ -250,9 +351,15 @@ impl Replica {
         }
     }
 
-    /// Appends the batches in `records` (patched in place) as leader; answers per `acks`.
-    pub async fn produce(self: &Rc<Self>, records: &mut [u8], acks: Acks) -> ProduceOutcome {
-        match self.stage_produce(records, acks).await {
+    /// Appends the batches in `records` (patched in place) as leader; answers per `acks`
+    /// (an acks `all` append waits at most `timeout_ms` for its replicas).
+    pub async fn produce(
+        self: &Rc<Self>,
+        records: &mut [u8],
+        acks: Acks,
+        timeout_ms: u32,
+    ) -> ProduceOutcome {
+        match self.stage_produce(records, acks, timeout_ms).await {
             StagedProduce::Settled(outcome) => outcome,
             StagedProduce::Pending(pending) => pending.acknowledge().await,
         }
@@ -262,8 +369,13 @@ impl Replica {
     /// (offsets assigned, order fixed) and returns what is left to wait for. A connection
     /// runs this in request order and the acknowledgement concurrently, so several requests
     /// of one connection share write rounds and fdatasyncs.
-    pub async fn stage_produce(self: &Rc<Self>, records: &mut [u8], acks: Acks) -> StagedProduce {
-        match self.stage_produce_inner(records, acks).await {
+    pub async fn stage_produce(
+        self: &Rc<Self>,
+        records: &mut [u8],
+        acks: Acks,
+        timeout_ms: u32,
+    ) -> StagedProduce {
+        match self.stage_produce_inner(records, acks, timeout_ms).await {
             Ok(pending) => StagedProduce::Pending(pending),
             Err(outcome) => StagedProduce::Settled(outcome),
         }
@@ -273,11 +385,19 @@ impl Replica {
         self: &Rc<Self>,
         records: &mut [u8],
         acks: Acks,
+        timeout_ms: u32,
     ) -> Result<PendingProduce, ProduceOutcome> {
-        let (epoch, batch_bytes_max) = {
-            let spec = self.spec.borrow();
-            (spec.leader_epoch, spec.config.batch_bytes_max as usize)
+        let batch_bytes_max = self.spec.borrow().config.batch_bytes_max as usize;
+        let epoch = match &*self.role.borrow() {
+            Role::Leader(leader) if acks == Acks::All && !leader.enough_in_sync() => {
+                return Err(ProduceOutcome::error(ErrorCode::NotEnoughReplicas));
+            }
+            Role::Leader(leader) => leader.epoch(),
+            Role::Starting => return Err(ProduceOutcome::error(ErrorCode::ReplicaNotAvailable)),
+            Role::Follower(_) => return Err(ProduceOutcome::error(ErrorCode::NotLeader)),
         };
+        let wait_ms = u64::from(timeout_ms).clamp(PRODUCE_WAIT_MS_MIN, PRODUCE_WAIT_MS_MAX);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_millis(wait_ms);
         let batches = match frame_batches(records, batch_bytes_max) {
             Ok(batches) => batches,
             Err(code) => return Err(ProduceOutcome::error(code)),
@@ -348,9 +468,14 @@ impl Replica {
                 .detach();
                 Err(outcome)
             }
-            Acks::Leader | Acks::All => {
-                Ok(PendingProduce { replica: Rc::clone(self), last, outcome })
-            }
+            Acks::Leader | Acks::All => Ok(PendingProduce {
+                replica: Rc::clone(self),
+                last,
+                outcome,
+                acks,
+                epoch,
+                deadline,
+            }),
         }
     }
 
@@ -384,13 +509,28 @@ impl Replica {
     }
 
     /// `FencedLeaderEpoch` for a reader behind the current leader epoch, `UnknownLeaderEpoch`
-    /// for one ahead of it (this SPU has not seen the newer spec yet).
+    /// for one ahead of it (this SPU has not seen the newer spec yet); `OffsetNotAvailable` for
+    /// a committed reader while this new leader cannot prove its HW yet.
     fn check_epoch(&self, read: &ReadRequest) -> Result<(), ErrorCode> {
         let current = self.spec.borrow().leader_epoch;
         match read.leader_epoch {
-            Some(epoch) if epoch < current => Err(ErrorCode::FencedLeaderEpoch),
-            Some(epoch) if epoch > current => Err(ErrorCode::UnknownLeaderEpoch),
-            _ => Ok(()),
+            Some(epoch) if epoch < current => return Err(ErrorCode::FencedLeaderEpoch),
+            Some(epoch) if epoch > current => return Err(ErrorCode::UnknownLeaderEpoch),
+            _ => {}
+        }
+        self.check_committed(read.isolation)
+    }
+
+    /// Committed reads wait for a new leader's HW to reach its epoch's start (the HW readers
+    /// saw from the previous leader is at most that), so the HW they see never goes back.
+    fn check_committed(&self, isolation: Isolation) -> Result<(), ErrorCode> {
+        match (&*self.role.borrow(), isolation) {
+            (Role::Leader(leader), Isolation::ReadCommitted) if !leader.committed_reads_allowed() => {
+                Err(ErrorCode::OffsetNotAvailable)
+            }
+            (Role::Leader(_), _) => Ok(()),
+            (Role::Starting, _) => Err(ErrorCode::ReplicaNotAvailable),
+            (Role::Follower(_), _) => Err(ErrorCode::NotLeader),
         }
     }
 
@@ -429,6 +569,9 @@ impl Replica {
 
     /// Earliest, latest or by-timestamp offset.
     pub fn list_offset(&self, spec: OffsetSpec, isolation: Isolation) -> ListOffsetOutcome {
+        if let Err(code) = self.check_committed(isolation) {
+            return ListOffsetOutcome::error(code);
+        }
         let found = |offset: Option<Offset>, timestamp| ListOffsetOutcome {
             error_code: ErrorCode::None,
             offset,
@@ -448,12 +591,12 @@ impl Replica {
     }
 
     /// This replica's own status for the live replica status report.
-    pub fn status(&self, spu: SpuId) -> ReplicaStatus {
+    pub fn status(&self) -> ReplicaStatus {
         ReplicaStatus {
-            spu,
+            spu: self.me,
             high_watermark: self.log.high_watermark(),
             log_end_offset: self.log.log_end_offset(),
-            durable_end_offset: self.log.durable_end_offset(),
+            durable_end_offset: self.acknowledged_end(),
             lag_records: 0,
         }
     }

@@ -6,8 +6,10 @@
 //! [`ShardReply`] carrying the same id; the asking core keeps a local map from id to a
 //! one-shot local channel. A reply for an id nobody waits for any more (a long-poll whose
 //! caller already answered) is dropped. Core 0 also sends every core the desired replica set
-//! ([`ShardMessage::Replicas`]) and the other cores send core 0 the live status of the replicas
-//! they lead ([`ShardMessage::Status`]).
+//! ([`ShardMessage::Replicas`]) and the peers ([`ShardMessage::Peers`]); the other cores send
+//! core 0 the live status of the replicas they lead ([`ShardMessage::Status`]) and their
+//! in-sync set proposals for the SC ([`ShardMessage::AlterInSync`]), whose answers core 0
+//! routes back to the owning core ([`ShardMessage::InSyncAnswers`]).
 //!
 //! Failure modes: a peer whose queue is full makes the sender wait (back-pressure, bounded by
 //! [`MESH_QUEUE_CAPACITY`]); a closed mesh (shutdown) turns a forwarded request into
@@ -17,20 +19,26 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use sluice_proto::api::control::LiveReplica;
+use sluice_proto::api::control::{
+    AlterInSyncPartition, AlterInSyncResult, LiveReplica, ReplicaAssignment, SpuPeer,
+};
 use sluice_proto::api::fetch::{FetchPartitionHeader, Isolation};
 use sluice_proto::api::list_offsets::OffsetSpec;
 use sluice_proto::api::produce::Acks;
 use sluice_proto::error_code::ErrorCode;
-use sluice_proto::ids::{LeaderEpoch, Offset, TimestampMs};
-use sluice_proto::object::{PartitionKey, PartitionSpec};
+use sluice_proto::ids::{LeaderEpoch, Offset, SpuId, TimestampMs};
+use sluice_proto::object::PartitionKey;
 
 /// Messages queued between two cores at most (each direction); a full queue makes the sender
 /// wait, so a slow core slows its callers instead of growing memory.
 pub const MESH_QUEUE_CAPACITY: usize = 1024;
 
-/// The desired replica set as core 0 received it from the SC.
-pub type ReplicaSet = Arc<BTreeMap<PartitionKey, PartitionSpec>>;
+/// The desired replica set as core 0 received it from the SC: each hosted partition's spec and
+/// in-sync set.
+pub type ReplicaSet = Arc<BTreeMap<PartitionKey, ReplicaAssignment>>;
+
+/// The peers as core 0 received them from the SC.
+pub type Peers = Arc<BTreeMap<SpuId, SpuPeer>>;
 
 /// A message between two cores.
 pub enum ShardMessage {
@@ -57,6 +65,12 @@ pub enum ShardMessage {
         /// One entry per replica it leads.
         replicas: Vec<LiveReplica>,
     },
+    /// Core 0 -> every core: the peers (their replication ports).
+    Peers(Peers),
+    /// Any core -> core 0: in-sync set proposals of the replicas it leads, for the SC.
+    AlterInSync(Vec<AlterInSyncPartition>),
+    /// Core 0 -> the owning core: the SC's answers to its proposals.
+    InSyncAnswers(Vec<AlterInSyncResult>),
 }
 
 /// An operation forwarded to the core owning the replica.
@@ -67,6 +81,8 @@ pub enum ShardOp {
         key: PartitionKey,
         /// Durability before the answer.
         acks: Acks,
+        /// Longest wait for the replicas (acks `all`), from the request.
+        timeout_ms: u32,
         /// Whole batches, copied once from the receiving core's buffer.
         records: Vec<u8>,
     },

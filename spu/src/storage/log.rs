@@ -917,6 +917,23 @@ impl ReplicaLog {
         self.shared.state.borrow_mut().active.reset_after_truncate(cut)
     }
 
+    /// Empties the log and restarts it at `offset` (a follower whose whole log lies below the
+    /// leader's log start).
+    pub async fn reset_to(&self, offset: Offset) -> StorageResult<()> {
+        let _guards = self.exclusive().await;
+        self.write_round().await?;
+        self.sync_round().await?;
+        self.restart_at(offset).await?;
+        {
+            let mut state = self.shared.state.borrow_mut();
+            state.record_discard(offset);
+            state.set_epochs(Vec::new());
+            state.high_watermark = offset;
+        }
+        self.persist_epochs().await?;
+        self.rebuild_producers()
+    }
+
     /// Empties the log and restarts it at `offset`.
     async fn restart_at(&self, offset: Offset) -> StorageResult<()> {
         let config = self.shared.config.borrow().clone();

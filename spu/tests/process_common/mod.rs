@@ -10,6 +10,8 @@
 
 #![allow(dead_code)]
 
+pub mod replicated;
+
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};

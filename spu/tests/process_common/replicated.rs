@@ -1,0 +1,134 @@
+//! A replicated cluster for process tests: an SC on this process's threads and several real
+//! `sluice-spu` children (each with its own data directory, killed by handle on drop), plus
+//! helpers to find leaders, wait for in-sync sets, and read a replica's log from its files.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use sluice_proto::api::admin::PartitionEntry;
+use sluice_proto::ids::{Offset, PartitionId, SpuId};
+use sluice_proto::object::{PartitionKey, SpuSpec, SpuType, TopicName, TopicSpec};
+
+use super::{wait_for, ScGuard, SpuClient, SpuProcess};
+
+/// Extra flags of every SPU: a short lag limit so tests see in-sync changes quickly.
+pub const SPU_FLAGS: &[&str] = &["--replica-lag-max-ms=3000", "--heartbeat-interval-ms=200"];
+
+/// An SC and `n` SPUs with ids 1..=n, one core each.
+pub struct Replicated {
+    pub spus: Vec<Option<SpuProcess>>,
+    pub sc: ScGuard,
+    pub dir: tempfile::TempDir,
+}
+
+impl Replicated {
+    pub fn start(count: usize) -> Replicated {
+        let dir = tempfile::tempdir().expect("temporary directory");
+        let sc = ScGuard::start(&dir.path().join("sc"));
+        for id in 1..=count as i32 {
+            let spec = SpuSpec { id: SpuId(id), spu_type: SpuType::Custom, ..SpuSpec::default() };
+            let registered = sc.admin().register_spu(spec).expect("register an SPU");
+            assert!(registered.error_code.is_ok(), "{registered:?}");
+        }
+        let mut cluster = Replicated { spus: Vec::new(), sc, dir };
+        for id in 1..=count as i32 {
+            let spu = cluster.spawn(id);
+            cluster.spus.push(Some(spu));
+        }
+        cluster
+    }
+
+    pub fn data_dir(&self, id: i32) -> PathBuf {
+        self.dir.path().join(format!("spu-data-{id}"))
+    }
+
+    fn spawn(&self, id: i32) -> SpuProcess {
+        SpuProcess::start(id, self.sc.private_address, &self.data_dir(id), 1, SPU_FLAGS)
+    }
+
+    pub fn spu(&mut self, id: i32) -> &mut SpuProcess {
+        self.spus[id as usize - 1].as_mut().expect("the SPU runs")
+    }
+
+    /// `kill -9` of SPU `id`.
+    pub fn kill(&mut self, id: i32) {
+        if let Some(mut spu) = self.spus[id as usize - 1].take() {
+            spu.kill();
+        }
+    }
+
+    /// Starts SPU `id` again on its data directory.
+    pub fn restart(&mut self, id: i32) {
+        self.kill(id);
+        let spu = self.spawn(id);
+        self.spus[id as usize - 1] = Some(spu);
+    }
+
+    pub fn create_topic(&self, name: &str, partitions: u32, replication: u16, min_in_sync: u16) -> TopicName {
+        let topic = TopicName::new(name).expect("topic name");
+        let spec = TopicSpec { min_in_sync_replicas: min_in_sync, ..TopicSpec::computed(partitions, replication) };
+        let created = self.sc.admin().create_topic(topic.clone(), spec).expect("create topic");
+        assert!(created.error_code.is_ok(), "{created:?}");
+        for partition in 0..partitions {
+            self.wait_in_sync(&topic, partition, usize::from(replication));
+        }
+        topic
+    }
+
+    /// The partition as the SC stores it.
+    pub fn partition(&self, topic: &TopicName, partition: u32) -> PartitionEntry {
+        let key = PartitionKey::new(topic.clone(), PartitionId(partition));
+        let partitions = self.sc.admin().list_partitions(Some(topic.clone())).expect("partitions");
+        partitions.partitions.into_iter().find(|entry| entry.key == key).expect("the partition")
+    }
+
+    /// Waits until the partition's in-sync set has `count` members and its leader answers
+    /// committed reads.
+    pub fn wait_in_sync(&self, topic: &TopicName, partition: u32, count: usize) -> PartitionEntry {
+        wait_for(&format!("{count} in-sync replicas of {topic}-{partition}"), || {
+            let entry = self.partition(topic, partition);
+            (entry.status.in_sync_replicas.len() == count).then_some(entry)
+        })
+    }
+
+    /// A client of the current leader's core of `topic`-`partition`, once it serves.
+    pub fn leader_client(&mut self, topic: &TopicName, partition: u32) -> (SpuId, SpuClient) {
+        let entry = self.partition(topic, partition);
+        let leader = entry.spec.leader;
+        let core = entry.spec.leader_placement().expect("leader placement").core;
+        let spu = self.spu(leader.get());
+        (leader, SpuClient::connect(spu.core_addresses[core.index() % spu.core_addresses.len()]))
+    }
+}
+
+/// The record batches of a replica's log, read from its segment files (sorted by base offset),
+/// until the first position that does not hold a whole batch (the preallocated zeros).
+pub fn log_batches(spu_data_dir: &Path, spu: i32, key: &PartitionKey) -> Vec<(Offset, Vec<u8>)> {
+    let directory = spu_data_dir.join(format!("spu-{spu}")).join(key.to_string());
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(&directory)
+        .map(|entries| entries.filter_map(|entry| Some(entry.ok()?.path())).collect())
+        .unwrap_or_default();
+    segments.retain(|path| path.extension().is_some_and(|extension| extension == "log"));
+    segments.sort();
+    let mut batches = Vec::new();
+    for segment in segments {
+        let bytes = std::fs::read(&segment).expect("read a segment");
+        let mut position = 0;
+        while let Some(header) = bytes.get(position..position + 12) {
+            let base = i64::from_be_bytes(header[..8].try_into().unwrap());
+            let length = i32::from_be_bytes(header[8..12].try_into().unwrap());
+            if length <= 0 {
+                break;
+            }
+            let end = position + 12 + length as usize;
+            let Some(batch) = bytes.get(position..end) else { break };
+            if sluice_proto::record::validate_batch(batch, 64 << 20).is_err() {
+                break;
+            }
+            batches.push((Offset(base), batch.to_vec()));
+            position = end;
+        }
+    }
+    batches
+}
