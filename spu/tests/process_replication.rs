@@ -111,8 +111,21 @@ fn two_replicas_down_refuse_acks_all_and_keep_committed_reads() {
     }
     cluster.wait_in_sync(&topic, 0, 1);
     let (_, mut client) = cluster.leader_client(&topic, 0);
-    let refused = client.produce(&topic, 0, &batch(&[b"late"], 1), Acks::All);
-    assert_eq!(refused.error_code, ErrorCode::NotEnoughReplicas);
+    // The SC stored the shrink before the leader heard its answer: until then an append may
+    // still go in and be refused after it (NotEnoughReplicasAfterAppend); then every acks
+    // `all` produce is refused before its append.
+    wait_for("acks all refused before the append", || {
+        let refused = client.produce(&topic, 0, &batch(&[b"late"], 1), Acks::All);
+        match refused.error_code {
+            ErrorCode::NotEnoughReplicas => Some(()),
+            ErrorCode::NotEnoughReplicasAfterAppend => None,
+            other => panic!("acks all with one in-sync replica of three answered {other:?}"),
+        }
+    });
+    for _ in 0..3 {
+        let refused = client.produce(&topic, 0, &batch(&[b"late"], 1), Acks::All);
+        assert_eq!(refused.error_code, ErrorCode::NotEnoughReplicas);
+    }
     let read = read_all(&mut cluster, &topic);
     for (offset, value) in &acknowledged {
         assert_eq!(read.get(offset), Some(value));

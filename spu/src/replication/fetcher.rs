@@ -190,9 +190,18 @@ impl Fetchers {
 /// One group's task: connects to the leader core and runs sessions until the group stops.
 async fn run_group(core: Rc<Core>, leader: LeaderCore, group: Rc<Group>) {
     let mut backoff = BACKOFF_MIN;
+    let mut warned = false;
     while !group.stopped.get() {
         let generation = group.changed.generation();
         let Some(address) = core.fetchers.address(leader) else {
+            if !warned {
+                warned = true;
+                tracing::warn!(
+                    leader = %leader.spu,
+                    core = leader.core,
+                    "the leader's private endpoint is not known or does not resolve; its followers here wait (check the SPU's registered private endpoint)"
+                );
+            }
             group.changed_or(generation, IDLE_WAIT).await;
             continue;
         };

@@ -7,8 +7,10 @@
 use std::path::{Path, PathBuf};
 
 use sluice_proto::api::admin::PartitionEntry;
+use sluice_proto::api::fetch::Isolation;
+use sluice_proto::error_code::ErrorCode;
 use sluice_proto::ids::{Offset, PartitionId, SpuId};
-use sluice_proto::object::{PartitionKey, SpuSpec, SpuType, TopicName, TopicSpec};
+use sluice_proto::object::{Endpoint, PartitionKey, SpuSpec, SpuType, TopicName, TopicSpec};
 
 use super::{wait_for, ScGuard, SpuClient, SpuProcess};
 
@@ -27,7 +29,13 @@ impl Replicated {
         let dir = tempfile::tempdir().expect("temporary directory");
         let sc = ScGuard::start(&dir.path().join("sc"));
         for id in 1..=count as i32 {
-            let spec = SpuSpec { id: SpuId(id), spu_type: SpuType::Custom, ..SpuSpec::default() };
+            let spec = SpuSpec {
+                id: SpuId(id),
+                spu_type: SpuType::Custom,
+                public_endpoint: Endpoint::new("127.0.0.1", 0),
+                private_endpoint: Endpoint::new("127.0.0.1", 0),
+                ..SpuSpec::default()
+            };
             let registered = sc.admin().register_spu(spec).expect("register an SPU");
             assert!(registered.error_code.is_ok(), "{registered:?}");
         }
@@ -98,7 +106,16 @@ impl Replicated {
         let leader = entry.spec.leader;
         let core = entry.spec.leader_placement().expect("leader placement").core;
         let spu = self.spu(leader.get());
-        (leader, SpuClient::connect(spu.core_addresses[core.index() % spu.core_addresses.len()]))
+        let mut client = SpuClient::connect(spu.core_addresses[core.index() % spu.core_addresses.len()]);
+        wait_for(&format!("SPU {leader} to lead {topic}-{partition}"), || {
+            let (header, _) = client.fetch(topic, partition, Offset(0), (0, 0), Isolation::ReadUncommitted);
+            let serving = !matches!(
+                header.error_code,
+                ErrorCode::UnknownTopicOrPartition | ErrorCode::NotLeader | ErrorCode::ReplicaNotAvailable
+            );
+            serving.then_some(())
+        });
+        (leader, client)
     }
 }
 
