@@ -12,6 +12,7 @@
 //! or a tool sends; malformed output is a [`error::PerfError::Parse`].
 
 pub mod args;
+pub mod check;
 pub mod cluster;
 pub mod error;
 pub mod histogram;

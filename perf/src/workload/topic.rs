@@ -32,14 +32,18 @@ pub fn prepare_topic(cluster: &Cluster, args: &WorkloadArgs) -> Result<u32, Perf
     wait_for_leaders(cluster, &args.topic, TOPIC_READY_TIMEOUT)
 }
 
-/// Waits until `topic` exists and each of its partitions routes to a leader.
+/// Waits until `topic` exists and each of its partitions (as many as its spec says) routes to
+/// a leader.
 pub fn wait_for_leaders(
     cluster: &Cluster,
     topic: &str,
     timeout: Duration,
 ) -> Result<u32, PerfError> {
+    // The metadata shows a new topic's partitions as they are created; its spec says how many
+    // there will be (the SDK asks the SC for it).
+    let expected = cluster.partition_count(topic).unwrap_or(0);
     let ready = cluster.wait_for_metadata(timeout, |snapshot| {
-        let count = snapshot.partition_count(topic)?;
+        let count = snapshot.partition_count(topic)?.max(expected);
         let routed = (0..count).all(|partition| snapshot.route(topic, partition).is_ok());
         (count > 0 && routed).then_some(count)
     });
