@@ -60,9 +60,10 @@ impl ValueId {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case", tag = "kind")]
 pub enum Outcome {
-    /// Acknowledged at this offset.
+    /// Acknowledged at this offset (-1: acknowledged without an offset, as a retry the server
+    /// recognized but whose first offset it no longer knew).
     Acknowledged {
-        /// The acknowledged offset.
+        /// The acknowledged offset, or -1.
         offset: i64,
     },
     /// Refused for certain: it was never appended.
@@ -112,6 +113,8 @@ pub struct Counts {
     pub sent: u64,
     /// Sends acknowledged.
     pub acknowledged: u64,
+    /// Of those, acknowledged without an offset (their offset is not checked).
+    pub acknowledged_without_offset: u64,
     /// Sends that failed for certain.
     pub failed: u64,
     /// Sends with an unknown outcome.
@@ -150,6 +153,7 @@ impl Counts {
     fn add(&mut self, other: &Counts) {
         self.sent += other.sent;
         self.acknowledged += other.acknowledged;
+        self.acknowledged_without_offset += other.acknowledged_without_offset;
         self.failed += other.failed;
         self.unknown += other.unknown;
         self.read += other.read;
@@ -208,7 +212,12 @@ pub fn analyze(history: &History) -> Analysis {
         let partition = counts.entry(send.partition).or_default();
         partition.sent += 1;
         match send.outcome {
-            Outcome::Acknowledged { .. } => partition.acknowledged += 1,
+            Outcome::Acknowledged { offset } => {
+                partition.acknowledged += 1;
+                if offset < 0 {
+                    partition.acknowledged_without_offset += 1;
+                }
+            }
             Outcome::Failed => partition.failed += 1,
             Outcome::Unknown => partition.unknown += 1,
         }
@@ -266,7 +275,7 @@ pub fn analyze(history: &History) -> Analysis {
         read_ids.insert(send.id, partition);
         match send.outcome {
             Outcome::Acknowledged { offset } => {
-                if distinct.iter().any(|read| *read != offset) {
+                if offset >= 0 && distinct.iter().any(|read| *read != offset) {
                     counts.entry(partition).or_default().inconsistent_offsets += 1;
                     let detail = format!("{shown} acknowledged at {offset}, read at {distinct:?}");
                     analysis.example("inconsistent_offsets", partition, detail);
@@ -457,6 +466,18 @@ mod tests {
         let analysis = analyze(&history);
         assert!(analysis.total.inconsistent_offsets >= 1, "{analysis:#?}");
         assert!(analysis.examples.iter().any(|example| example.kind == "inconsistent_offsets"));
+    }
+
+    #[test]
+    fn an_acknowledgement_without_an_offset_is_not_checked_against_one() {
+        let mut history = clean();
+        history.sends[0].outcome = Outcome::Acknowledged { offset: -1 };
+        let analysis = analyze(&history);
+        assert!(analysis.is_valid(), "{analysis:#?}");
+        assert_eq!(analysis.total.acknowledged_without_offset, 1);
+        // Still lost when it is not read.
+        history.final_read.retain(|seen| !(seen.partition == 0 && seen.offset == 0));
+        assert_eq!(analyze(&history).total.lost, 1);
     }
 
     #[test]

@@ -36,7 +36,7 @@ use sluice_proto::error_code::ErrorCode;
 use sluice_proto::ids::{LeaderEpoch, Offset, PartitionId, SpuId};
 use sluice_proto::object::topic::Durability;
 use sluice_proto::object::{InSyncSet, PartitionKey, PartitionSpec, ReplicaStatus};
-use sluice_proto::record::{validate_batch, BATCH_LENGTH_MIN, BATCH_LENGTH_PREFIX};
+use sluice_proto::record::{validate_batch, BatchHeader, BATCH_LENGTH_MIN, BATCH_LENGTH_PREFIX};
 
 use crate::config::SpuConfig;
 use crate::replication::leader::{AckState, LeaderSettings};
@@ -195,7 +195,12 @@ pub(crate) fn frame_batches(
 
 impl Replica {
     /// Wraps an opened log; it serves once [`Replica::apply_assignment`] gave it a role.
-    pub fn new(key: PartitionKey, log: ReplicaLog, spec: PartitionSpec, spu: &SpuConfig) -> Rc<Replica> {
+    pub fn new(
+        key: PartitionKey,
+        log: ReplicaLog,
+        spec: PartitionSpec,
+        spu: &SpuConfig,
+    ) -> Rc<Replica> {
         Rc::new(Replica {
             key,
             log,
@@ -280,7 +285,9 @@ impl Replica {
     pub fn advance_high_watermark(&self) {
         let own_end = self.acknowledged_end();
         let moved = match &mut *self.role.borrow_mut() {
-            Role::Leader(leader) => leader.update_high_watermark(own_end).then(|| leader.high_watermark()),
+            Role::Leader(leader) => {
+                leader.update_high_watermark(own_end).then(|| leader.high_watermark())
+            }
             _ => None,
         };
         if let Some(high_watermark) = moved {
@@ -418,15 +425,30 @@ impl Replica {
         let mut last: Option<Appended> = None;
         // The last appended batch of the producer of skipped duplicates (it covers them).
         let mut duplicates_covered_by: Option<Appended> = None;
+        // Where the retried batches were appended the first time, while they are known and
+        // contiguous: (first base offset, the offset after the last).
+        let mut duplicate_offsets: Option<(Offset, Offset)> = None;
+        let mut duplicates_placed = true;
         for range in batches {
+            let records_in_batch =
+                BatchHeader::parse(&records[range.clone()]).map_or(0, |header| header.record_count);
             match self.log.append(&mut records[range], epoch).await {
                 Ok(appended) => {
                     first.get_or_insert(appended);
                     last = Some(appended);
                 }
-                Err(StorageError::DuplicateSequence { last: covering }) => {
+                Err(StorageError::DuplicateSequence { last: covering, base_offset }) => {
                     tracing::debug!(key = %self.key, "idempotent retry of an appended batch");
                     duplicates_covered_by = Some(covering);
+                    let after = |base: Offset| Offset(base.get() + i64::from(records_in_batch));
+                    duplicate_offsets = match (duplicate_offsets, base_offset) {
+                        (None, Some(base)) if duplicates_placed => Some((base, after(base))),
+                        (Some((start, end)), Some(base)) if base == end => {
+                            Some((start, after(base)))
+                        }
+                        _ => None,
+                    };
+                    duplicates_placed = duplicate_offsets.is_some();
                 }
                 Err(error) => {
                     tracing::debug!(key = %self.key, %error, "append refused");
@@ -447,11 +469,12 @@ impl Replica {
                 },
                 last,
             ),
-            // Only retries: answered once what covers them is as durable as `acks` asks.
+            // Only retries: answered once what covers them is as durable as `acks` asks, with
+            // the offset they got the first time when it is known (as Kafka does).
             (_, _, Some(covering)) => (
                 ProduceOutcome {
                     error_code: ErrorCode::DuplicateSequence,
-                    base_offset: None,
+                    base_offset: duplicate_offsets.map(|(start, _)| start),
                     log_start_offset,
                     records: 0,
                 },
@@ -525,7 +548,9 @@ impl Replica {
     /// saw from the previous leader is at most that), so the HW they see never goes back.
     fn check_committed(&self, isolation: Isolation) -> Result<(), ErrorCode> {
         match (&*self.role.borrow(), isolation) {
-            (Role::Leader(leader), Isolation::ReadCommitted) if !leader.committed_reads_allowed() => {
+            (Role::Leader(leader), Isolation::ReadCommitted)
+                if !leader.committed_reads_allowed() =>
+            {
                 Err(ErrorCode::OffsetNotAvailable)
             }
             (Role::Leader(_), _) => Ok(()),

@@ -7,7 +7,9 @@
 //! * **Next in line** (same epoch, base sequence = the next expected one): appended.
 //! * **A retry of an appended batch** (same epoch, the whole batch behind the next expected
 //!   sequence): not appended again ([`Admission::Duplicate`]); the caller acknowledges it once
-//!   the producer's last appended batch is as durable as the request asks.
+//!   the producer's last appended batch is as durable as the request asks, with the offset the
+//!   batch got the first time when it is one of the producer's last [`RECENT_BATCHES`] batches
+//!   (as Kafka does), so the producer learns where its record is.
 //! * **Ahead** (same epoch, a gap before it): refused as out of order, so a request that
 //!   arrives after an earlier one failed cannot overtake it. The producer retries the earlier
 //!   batches first, or, if they failed for good, starts a new epoch.
@@ -30,13 +32,16 @@
 
 use std::collections::HashMap;
 
-use sluice_proto::ids::ProducerId;
+use sluice_proto::ids::{Offset, ProducerId};
 use sluice_proto::record::{sequence_after, sequence_distance_behind, BatchHeader};
 
 use super::log::Appended;
 
-/// Producers remembered per log (a few KiB each at most: 48 bytes per producer).
+/// Producers remembered per log (about 250 bytes per producer).
 pub const PRODUCERS_PER_LOG_MAX: usize = 1024;
+/// Batches per producer whose offsets a retry is answered with: the most a producer has in
+/// flight per partition (the SDK's `max_in_flight` is at most 16).
+pub const RECENT_BATCHES: usize = 16;
 
 /// Why a batch of an idempotent producer was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -81,6 +86,9 @@ pub enum Admission {
     Duplicate {
         /// The producer's last appended batch.
         last: Appended,
+        /// The offset the batch got when it was appended, when it is one of the producer's
+        /// last [`RECENT_BATCHES`] batches.
+        base_offset: Option<Offset>,
     },
 }
 
@@ -89,6 +97,10 @@ struct ProducerEntry {
     epoch: i16,
     next_sequence: i32,
     last: Appended,
+    /// (base sequence, base offset) of its last batches, a ring indexed by `recent_next`.
+    recent: [(i32, Offset); RECENT_BATCHES],
+    recent_len: u8,
+    recent_next: u8,
     /// When it last appended, in table ticks (for eviction).
     used: u64,
 }
@@ -122,7 +134,11 @@ impl ProducerTable {
         // Behind by at least the batch's own records, and by less than half the sequence
         // circle (more would be a batch from far ahead that wrapped).
         if behind >= count && behind <= i64::from(i32::MAX / 2) {
-            return Ok(Admission::Duplicate { last: entry.last });
+            let base_offset = entry.recent[..usize::from(entry.recent_len)]
+                .iter()
+                .find(|(base_sequence, _)| *base_sequence == sequence)
+                .map(|(_, offset)| *offset);
+            return Ok(Admission::Duplicate { last: entry.last, base_offset });
         }
         Err(SequenceError::OutOfOrder { producer, epoch, sequence, expected: entry.next_sequence })
     }
@@ -134,12 +150,24 @@ impl ProducerTable {
             return;
         }
         self.tick += 1;
-        let entry = ProducerEntry {
-            epoch: header.producer_epoch,
-            next_sequence: sequence_after(header.base_sequence, header.record_count),
-            last: appended,
-            used: self.tick,
+        let mut entry = match self.entries.get(&producer) {
+            Some(entry) if entry.epoch == header.producer_epoch => *entry,
+            _ => ProducerEntry {
+                epoch: header.producer_epoch,
+                next_sequence: 0,
+                last: appended,
+                recent: [(0, Offset(0)); RECENT_BATCHES],
+                recent_len: 0,
+                recent_next: 0,
+                used: 0,
+            },
         };
+        entry.next_sequence = sequence_after(header.base_sequence, header.record_count);
+        entry.last = appended;
+        entry.used = self.tick;
+        entry.recent[usize::from(entry.recent_next)] = (header.base_sequence, appended.base_offset);
+        entry.recent_next = ((usize::from(entry.recent_next) + 1) % RECENT_BATCHES) as u8;
+        entry.recent_len = (usize::from(entry.recent_len) + 1).min(RECENT_BATCHES) as u8;
         if self.entries.len() >= PRODUCERS_PER_LOG_MAX && !self.entries.contains_key(&producer) {
             let oldest = self.entries.iter().min_by_key(|(_, entry)| entry.used).map(|(id, _)| *id);
             if let Some(oldest) = oldest {
@@ -217,14 +245,43 @@ mod tests {
         assert_eq!(offer(&mut table, &header(7, 0, 0, 10), 10), Ok(Admission::Append));
         assert_eq!(offer(&mut table, &header(7, 0, 10, 5), 15), Ok(Admission::Append));
         assert_eq!(table.next_sequence(ProducerId(7)), Some((0, 15)));
-        // Both earlier batches again: duplicates covered by the last appended batch.
-        for retried in [header(7, 0, 0, 10), header(7, 0, 10, 5)] {
+        // Both earlier batches again: duplicates covered by the last appended batch, answered
+        // with the offsets they got.
+        for (retried, at) in [(header(7, 0, 0, 10), 10), (header(7, 0, 10, 5), 15)] {
+            let base_offset = Some(appended(at).base_offset);
             assert_eq!(
                 offer(&mut table, &retried, 99),
-                Ok(Admission::Duplicate { last: appended(15) })
+                Ok(Admission::Duplicate { last: appended(15), base_offset })
             );
         }
         assert_eq!(table.next_sequence(ProducerId(7)), Some((0, 15)));
+    }
+
+    #[test]
+    fn a_retry_older_than_the_recent_batches_has_no_offset() {
+        let mut table = ProducerTable::default();
+        let batches = RECENT_BATCHES as i32 + 3;
+        for sequence in 0..batches {
+            offer(&mut table, &header(7, 0, sequence, 1), i64::from(sequence) + 1).unwrap();
+        }
+        let last = appended(i64::from(batches));
+        for sequence in 0..batches {
+            let expected = (sequence >= 3).then(|| appended(i64::from(sequence) + 1).base_offset);
+            assert_eq!(
+                table.admit(&header(7, 0, sequence, 1)),
+                Ok(Admission::Duplicate { last, base_offset: expected }),
+                "sequence {sequence}"
+            );
+        }
+        // A new epoch starts with no recent batches.
+        offer(&mut table, &header(7, 1, 0, 1), 100).unwrap();
+        assert_eq!(
+            table.admit(&header(7, 1, 0, 1)),
+            Ok(Admission::Duplicate {
+                last: appended(100),
+                base_offset: Some(appended(100).base_offset)
+            })
+        );
     }
 
     #[test]
