@@ -459,11 +459,18 @@ impl Replica {
         let log_start_offset = Some(self.log.log_start_offset());
         let (outcome, last) = match (first, last, duplicates_covered_by) {
             // Appended. When some batches were retries of appended ones, the request's
-            // batches are no longer contiguous in the log, so no offset is reported.
+            // batches may no longer be contiguous in the log: an offset is reported only when
+            // they are.
             (Some(first), Some(last), skipped) => (
                 ProduceOutcome {
                     error_code: ErrorCode::None,
-                    base_offset: skipped.is_none().then_some(first.base_offset),
+                    base_offset: match (skipped, duplicate_offsets) {
+                        (None, _) => Some(first.base_offset),
+                        // Retries of the request's first batches, then its next ones, all in
+                        // one run of the log: the offsets are still the request's.
+                        (Some(_), Some((start, end))) if end == first.base_offset => Some(start),
+                        _ => None,
+                    },
                     log_start_offset,
                     records: (last.next_offset.get() - first.base_offset.get()).max(0) as u64,
                 },
