@@ -47,7 +47,7 @@ use sluice_spu::replication::leader::{
     AckState, LeaderSettings, LeaderState, Takeover, PROPOSAL_TIMEOUT,
 };
 
-const CASES_DEFAULT: u64 = 1500;
+const CASES_DEFAULT: u64 = 2000;
 const STEPS: usize = 600;
 /// Chance that a step crashes an SPU.
 const CRASH_PROBABILITY: f64 = 0.005;
@@ -792,7 +792,7 @@ impl Model {
     // ----- one step and the invariants -----------------------------------------------------
 
     fn step(&mut self) {
-        self.now += Duration::from_millis(self.rng.gen_range(0..120));
+        self.now += Duration::from_millis(self.rng.gen_range(0..30));
         let index = self.rng.gen_range(0..SPUS.len());
         let up = self.spus[index].up;
         if self.rng.gen_bool(CRASH_PROBABILITY) {
@@ -814,7 +814,12 @@ impl Model {
                 83..=84 if up => self.report(index),
                 85 if up => self.spus[index].log.checkpoint_high_watermark(),
                 86..=88 => self.sc_pass(),
-                89..=93 if up => self.assign(index),
+                89..=93 => {
+                    // The SC pushes its assignment to every SPU it has a session with.
+                    for spu in 0..SPUS.len() {
+                        self.assign(spu);
+                    }
+                }
                 94..=96 => self.session_ends(index),
                 97..=99 => self.restart(index),
                 _ => {}
@@ -884,6 +889,24 @@ fn run_case(seed: u64, totals: &mut Totals) -> Result<(), String> {
             model.check();
         }
     }));
+    if std::env::var("SLUICE_MODEL_VERBOSE").is_ok() {
+        for spu in &model.spus {
+            let role = match &spu.role {
+                Role::Starting => "starting".to_owned(),
+                Role::Leader(leader) => format!(
+                    "leader {:?} pending {:?} in sync {:?}",
+                    leader.epoch(),
+                    leader.pending(),
+                    leader.in_sync()
+                ),
+                Role::Follower(follower) => {
+                    format!("follower {:?} {:?}", follower.epoch(), follower.phase())
+                }
+            };
+            eprintln!("{} up {} end {} durable {} hw {} epochs {:?} {role} awaiting {:?} outstanding {:?}", spu.id, spu.up, spu.log.appended_end(), spu.log.durable_end(), spu.log.high_watermark(), spu.log.epochs, spu.awaiting, spu.outstanding.is_some());
+        }
+        eprintln!("sc {:?} network {}", model.sc.partition, model.network.len());
+    }
     totals.acknowledged += model.acknowledged.len();
     totals.leaderships += model.trace.iter().filter(|line| line.contains(" leads in ")).count();
     totals.cuts += model.trace.iter().filter(|line| line.contains(" cuts at ")).count();
