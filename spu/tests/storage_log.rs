@@ -195,6 +195,33 @@ fn roll_by_age_and_find_offsets_by_timestamp() {
 }
 
 #[test]
+fn truncate_at_the_log_end_drops_an_epoch_begun_there() {
+    run(|| async {
+        let dir = tempfile::tempdir().unwrap();
+        let log = open(dir.path(), small_config()).await;
+        append_many(&log, 3, 2, 0).await;
+        // Promoted in epoch 4 at offset 6, demoted before appending anything.
+        log.assign_epoch(LeaderEpoch(4)).await.unwrap();
+        assert_eq!(log.epochs().last().map(|entry| entry.epoch), Some(LeaderEpoch(4)));
+        log.truncate_to(Offset(6)).await.unwrap();
+        assert_eq!(log.log_end_offset(), Offset(6));
+        let epochs: Vec<(LeaderEpoch, Offset)> =
+            log.epochs().iter().map(|entry| (entry.epoch, entry.start_offset)).collect();
+        assert_eq!(epochs, [(EPOCH, Offset(0))]);
+        // Past the end too; and nothing else changes.
+        log.assign_epoch(LeaderEpoch(5)).await.unwrap();
+        log.truncate_to(Offset(9)).await.unwrap();
+        assert_eq!(log.epochs().last().map(|entry| entry.epoch), Some(LeaderEpoch(5)));
+        log.truncate_to(Offset(6)).await.unwrap();
+        assert_eq!(log.epochs().last().map(|entry| entry.epoch), Some(EPOCH));
+        log.close().await.unwrap();
+        let log = open(dir.path(), small_config()).await;
+        assert_eq!(log.epochs().last().map(|entry| entry.epoch), Some(EPOCH));
+        assert_eq!(log.log_end_offset(), Offset(6));
+    });
+}
+
+#[test]
 fn truncate_to_offset_within_and_across_segments() {
     run(|| async {
         let dir = tempfile::tempdir().unwrap();

@@ -19,13 +19,19 @@
 //!    leader, or an in-sync follower that returns first, leads again.
 //! 4. **Leader never connected** (SPU `init`): nothing changes; it has not failed.
 //!
+//! Apart from the passes, [`leader_restarted`] applies when a leader's SPU registers a new
+//! session: it keeps leading, in the next leader epoch. A restart may have cost its log an
+//! unsynced tail that followers already copied; in the same epoch it would append different
+//! records at the same offsets, which followers (who find divergence by epoch) cannot detect.
+//!
 //! ## Invariants (asserted on every decision)
 //!
 //! - The leader is one of the replicas, and it is in the in-sync set (also while the partition
 //!   is offline: the last leader stays in it); the set is never empty, holds only replicas,
 //!   each once.
-//! - The leader epoch only grows, by one at each change of leader; the partition epoch only
-//!   grows, by one at each stored change of leader or in-sync set.
+//! - The leader epoch only grows, by one at each change of leader (or restart of the leader's
+//!   SPU); the partition epoch only grows, by one at each stored change of leader, leader
+//!   epoch or in-sync set.
 //! - A replica outside the in-sync set is elected only when the topic allows unclean election.
 
 use std::cmp::Reverse;
@@ -252,6 +258,25 @@ fn reported_end(status: &PartitionStatus, spu: SpuId) -> Option<Offset> {
             }
         })
         .max()
+}
+
+/// The leader's SPU registered a new session (it restarted, or reconnected): the partition is
+/// led by the same SPU in the next leader epoch (and partition epoch), so that the records it
+/// appends after a crash that cut its unsynced tail never carry the epoch of records followers
+/// may have copied from that tail. `None` when `spu` does not lead the partition.
+pub fn leader_restarted(partition: &PartitionObject, spu: SpuId) -> Option<PartitionObject> {
+    if partition.spec.leader != spu {
+        return None;
+    }
+    let mut restarted = partition.clone();
+    restarted.spec.leader_epoch = partition.spec.leader_epoch.next();
+    restarted.status.partition_epoch = partition.status.partition_epoch.next();
+    if !restarted.status.in_sync_replicas.contains(&spu) {
+        restarted.status.in_sync_replicas.insert(0, spu);
+    }
+    assert!(restarted.spec.leader_epoch > partition.spec.leader_epoch);
+    assert!(restarted.status.partition_epoch > partition.status.partition_epoch);
+    Some(restarted)
 }
 
 /// Whether leadership can move to the preferred replica now.

@@ -292,3 +292,23 @@ fn a_pass_over_an_older_partition_initializes_its_set_in_one_action() {
     assert_eq!(object.status.partition_epoch, PartitionEpoch(1));
     assert_eq!(events, &[PartitionEvent::LeaderAddedToInSync { leader: SpuId(2) }]);
 }
+
+#[test]
+fn a_restarted_leader_leads_in_the_next_epoch() {
+    let before = partition(1, &[1, 2, 3]);
+    let after = leader_restarted(&before, SpuId(1)).expect("SPU 1 leads");
+    assert_eq!(after.spec.leader, SpuId(1));
+    assert_eq!(after.spec.leader_epoch, LeaderEpoch(6));
+    assert_eq!(after.status.partition_epoch, PartitionEpoch(10));
+    assert_eq!(in_sync(&after), [1, 2, 3]);
+    assert_eq!(leader_restarted(&before, SpuId(2)), None, "a follower's restart changes nothing");
+    let offline = PartitionObject {
+        status: PartitionStatus {
+            resolution: PartitionResolution::Offline,
+            ..before.status.clone()
+        },
+        ..before.clone()
+    };
+    let after = leader_restarted(&offline, SpuId(1)).expect("SPU 1 still leads");
+    assert_eq!(after.spec.leader_epoch, LeaderEpoch(6));
+}

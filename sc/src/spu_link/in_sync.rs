@@ -16,9 +16,10 @@
 //! [`alter_in_sync`] reads each partition from the store (not the cache, which may lag),
 //! judges, and writes the new set with the next partition epoch using put-if-version; when a
 //! controller or another request wrote in between, it reads again and judges again. A store
-//! failure is answered `ScUnavailable` (the outcome is unknown: a retry based on the old epoch
-//! is refused with the set actually stored). Every answer carries the partition's leader epoch
-//! and in-sync set as they are after the request. The session answers once its cache shows the
+//! failure is answered `ScUnavailable` without a set (the outcome is unknown: the leader keeps
+//! the proposal and sends it again; a retry based on the old epoch is refused with the set
+//! actually stored). Every other answer carries the partition's leader epoch and in-sync set
+//! as they are after the request. The session answers once its cache shows the
 //! writes, so whatever the leader does next (and any admin request after it) sees the new set.
 
 use std::collections::BTreeSet;
@@ -187,7 +188,9 @@ fn alter_one(
             Err(error) if error.is_conflict() => continue,
             Err(error) => {
                 tracing::warn!(partition = %proposal.key, %error, "cannot store an in-sync set");
-                return (answer(proposal, ErrorCode::ScUnavailable, &current), None);
+                // Without the set: the write may have landed, and an answer naming the set
+                // before it would tell the leader its proposal was refused.
+                return (refusal(proposal, ErrorCode::ScUnavailable), None);
             }
         }
     }

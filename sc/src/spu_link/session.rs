@@ -22,7 +22,8 @@ use sluice_proto::object::{InSyncSet, PartitionKey, PartitionSpec};
 
 use super::in_sync::alter_in_sync;
 use super::status::{
-    record_heartbeat, record_live_replica, record_registration, record_session_end,
+    record_heartbeat, record_leader_restarts, record_live_replica, record_registration,
+    record_session_end,
 };
 use super::{SessionGeneration, SpuLinkContext, FRAME_BYTES_MAX, REGISTER_TIMEOUT};
 use crate::cache::Snapshot;
@@ -206,6 +207,15 @@ fn register<'a>(
                 format!("SPU {} was just removed", request.id),
             ))
         }
+        Err(error) => return Err(refuse(&mut stream, ErrorCode::ScUnavailable, error.to_string())),
+    }
+    // Before the SPU sees its assignments: a leader that restarted must not go on in the epoch
+    // whose unsynced tail it may have lost.
+    match record_leader_restarts(context.store.as_ref(), request.id) {
+        Ok(Some(version)) => {
+            context.cache.wait_for_revision(version, Duration::from_secs(5));
+        }
+        Ok(None) => {}
         Err(error) => return Err(refuse(&mut stream, ErrorCode::ScUnavailable, error.to_string())),
     }
     tracing::info!(spu = %request.id, cores = request.cores, version = %request.version, "SPU registered");

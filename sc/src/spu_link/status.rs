@@ -8,6 +8,7 @@ use sluice_proto::api::control::{LiveReplica, SpuRegisterRequest};
 use sluice_proto::ids::{SpuId, TimestampMs};
 use sluice_proto::object::{PartitionResolution, SpuResolution, SpuType};
 
+use crate::controllers::partitions::leader_restarted;
 use crate::objects::{partition_key, spu_key, PartitionObject, SpuObject};
 use crate::store::{
     ExpectedVersion, MetadataStore, ObjectKind, StoreError, TypedStore, Version, Versioned,
@@ -62,6 +63,35 @@ pub fn record_registration(
         }
         true
     })
+}
+
+/// Records that the SPU registered a new session: every partition it leads continues in the
+/// next leader epoch ([`leader_restarted`]). Returns the newest version written.
+pub fn record_leader_restarts(
+    store: &dyn MetadataStore,
+    id: SpuId,
+) -> Result<Option<Version>, StoreError> {
+    let listing = store.list_typed::<PartitionObject>(ObjectKind::Partition)?;
+    let mut newest = None;
+    for partition in listing.objects.iter().filter(|partition| partition.value.spec.leader == id) {
+        let written = modify(
+            store,
+            ObjectKind::Partition,
+            &partition.key,
+            |partition: &mut PartitionObject| {
+                let Some(restarted) = leader_restarted(partition, id) else { return false };
+                tracing::info!(
+                    spu = %id,
+                    leader_epoch = %restarted.spec.leader_epoch,
+                    "the leader's SPU registered again: its leadership continues in the next epoch"
+                );
+                *partition = restarted;
+                true
+            },
+        )?;
+        newest = newest.max(written);
+    }
+    Ok(newest)
 }
 
 /// Records that the SPU was heard from at `now`: online again if it was not, and the stored

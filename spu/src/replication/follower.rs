@@ -15,6 +15,8 @@
 //! # Invariants
 //!
 //! - The follower appends only at its log end, the leader's bytes, in the epoch it follows.
+//! - After a cut at offset `o`, no batch and no leader-epoch entry starts at or after `o`:
+//!   the history the next fetch reports (its newest epoch) is one the leader can judge.
 //! - A cut never goes below the HW it learned (committed records are on every in-sync
 //!   replica, and a new leader is always one of those), unless the topic allows unclean
 //!   election. Asserted by the fetcher where the cut is made ([`check_cut`]).
@@ -163,7 +165,11 @@ impl FollowerState {
             }
             TruncationStep::Truncate(offset) => {
                 self.enter(Phase::Fetching);
-                if offset < local.log_end {
+                // An epoch entry starting at the cut (an epoch this replica began as leader
+                // and appended nothing in) must go too, or the next fetch names an epoch the
+                // leader never had and the search starts over, forever.
+                let epoch_past_cut = local.epochs.iter().any(|entry| entry.start_offset >= offset);
+                if offset < local.log_end || epoch_past_cut {
                     LogAction::Truncate(offset)
                 } else {
                     LogAction::None
@@ -264,6 +270,27 @@ mod tests {
         );
         assert!(state.generation() > generation);
         assert_eq!(state.next_step(local.latest_epoch(), now), Step::Fetch);
+    }
+
+    #[test]
+    fn an_epoch_entry_at_the_cut_is_cut_even_at_the_log_end() {
+        // This replica led epoch 6 from 30 and appended nothing in it; the new leader had
+        // epoch 4 up to 40.
+        let now = Instant::now();
+        let mut state = FollowerState::new(SpuId(1), LeaderEpoch(7));
+        let history = entries(&[(1, 0), (4, 12), (6, 30)]);
+        let local = LocalLog { epochs: &history, log_end: Offset(30) };
+        assert_eq!(state.next_step(local.latest_epoch(), now), Step::AskEpoch(LeaderEpoch(6)));
+        let answer = EpochAnswer::Ended { epoch: LeaderEpoch(4), end_offset: Offset(40) };
+        assert_eq!(
+            state.on_epoch_answer(local, LeaderEpoch(6), Ok(answer), now),
+            LogAction::Truncate(Offset(30))
+        );
+        // Without such an entry, a cut at the log end is nothing to do.
+        let mut state = FollowerState::new(SpuId(1), LeaderEpoch(7));
+        let history = entries(&[(1, 0), (4, 12)]);
+        let local = LocalLog { epochs: &history, log_end: Offset(30) };
+        assert_eq!(state.on_epoch_answer(local, LeaderEpoch(4), Ok(answer), now), LogAction::None);
     }
 
     #[test]

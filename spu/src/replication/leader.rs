@@ -18,7 +18,16 @@
 //!   under a steady load a follower is always a little behind). A member that has not caught
 //!   up for `lag_max` leaves (a proposal); a replica outside the set whose acknowledged end
 //!   reached both the HW and the epoch's start offset joins (a proposal). One proposal at a
-//!   time; one unanswered for [`PROPOSAL_TIMEOUT`] is given up and proposed again.
+//!   time.
+//! - **A proposal counts until the SC's set moved past the set it changes.** The SC stores a
+//!   proposal only while its set is still the one the proposal is based on, so once the leader
+//!   knows a newer set (an answer in its epoch, or an assignment), the proposal can never be
+//!   stored and is dropped. Until then its members count for the HW: one unanswered for
+//!   [`PROPOSAL_TIMEOUT`] is sent again *unchanged* (the SC may have stored it and the answer
+//!   been lost), and one the SC refused at its base set is kept until the timeout too (an
+//!   earlier copy of it may still be on its way), then made anew. Answers about an older set,
+//!   or from another leader epoch (the SC moved on without this leader: it keeps counting what
+//!   the SC may hold), never release a proposal.
 //! - acks `all` is acknowledged once the HW passed the append and the committed set has at
 //!   least `min_in_sync` members; an append made while fewer are in sync is refused before it
 //!   is written ([`LeaderState::enough_in_sync`]).
@@ -35,6 +44,7 @@
 //! - The committed set always contains the leader and only replicas of the partition; its
 //!   partition epoch only grows.
 //! - A follower's acknowledged end never passes its fetch offset, nor the leader's log end.
+//! - A pending proposal is based on the committed set's partition epoch and names the leader.
 
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -108,6 +118,9 @@ pub struct LeaderState {
     replicas: Vec<SpuId>,
     committed: InSyncSet,
     pending: Option<Proposal>,
+    /// The SC refused a proposal based on the committed set (an answer at the pending
+    /// proposal's base): it is made anew once it times out.
+    pending_refused: bool,
     followers: BTreeMap<SpuId, FollowerProgress>,
     high_watermark: Offset,
     settings: LeaderSettings,
@@ -147,6 +160,7 @@ impl LeaderState {
             replicas,
             committed,
             pending: None,
+            pending_refused: false,
             followers: BTreeMap::new(),
             high_watermark,
             settings,
@@ -285,11 +299,18 @@ impl LeaderState {
     /// proposal is waiting: members that lagged for `lag_max` leave, caught-up replicas join.
     /// The returned proposal is now pending; send it to the SC.
     pub fn propose(&mut self, now: Instant) -> Option<Proposal> {
-        if let Some(pending) = &self.pending {
+        if let Some(pending) = &mut self.pending {
+            assert_eq!(pending.based_on, self.committed.partition_epoch, "a superseded proposal");
+            assert!(pending.in_sync_replicas.contains(&self.me), "a proposal without the leader");
             if now.saturating_duration_since(pending.made_at) < PROPOSAL_TIMEOUT {
                 return None;
             }
-            self.pending = None;
+            if !self.pending_refused {
+                // Its fate is unknown: the SC may hold it. Its members keep counting.
+                pending.made_at = now;
+                return Some(pending.clone());
+            }
+            self.release_pending();
         }
         let wanted: Vec<SpuId> = self
             .replicas
@@ -311,7 +332,13 @@ impl LeaderState {
             made_at: now,
         };
         self.pending = Some(proposal.clone());
+        self.pending_refused = false;
         Some(proposal)
+    }
+
+    fn release_pending(&mut self) {
+        self.pending = None;
+        self.pending_refused = false;
     }
 
     fn last_caught_up(&self, replica: SpuId) -> Instant {
@@ -331,12 +358,25 @@ impl LeaderState {
             && !self.lagging(replica, now)
     }
 
-    /// The SC answered the pending proposal with the set it holds now (`stored`: whether it
-    /// took the proposal). A newer set is adopted either way.
+    /// The SC answered a proposal (this one or an earlier one: answers carry no proposal)
+    /// with its leader epoch and the set it holds after judging it. In this leader's epoch a
+    /// newer set is adopted and releases the pending proposal (it can no longer be stored); a
+    /// set at the pending proposal's base means the SC refused it (see the module docs).
+    /// Anything else is stale, or comes from an SC that moved on without this leader, and
+    /// changes nothing.
     pub fn on_proposal_answer(&mut self, leader_epoch: LeaderEpoch, in_sync: InSyncSet) {
-        self.pending = None;
-        if leader_epoch == self.epoch {
-            self.adopt(in_sync);
+        if leader_epoch != self.epoch {
+            return;
+        }
+        let answered_at = in_sync.partition_epoch;
+        let names_me = in_sync.replicas.contains(&self.me);
+        self.adopt(in_sync);
+        if let Some(pending) = &self.pending {
+            if answered_at > pending.based_on {
+                self.release_pending();
+            } else if answered_at == pending.based_on && names_me {
+                self.pending_refused = true;
+            }
         }
     }
 
@@ -344,7 +384,7 @@ impl LeaderState {
     pub fn on_assignment(&mut self, in_sync: InSyncSet) {
         if self.pending.as_ref().is_some_and(|pending| pending.based_on < in_sync.partition_epoch) {
             // The SC moved on from the set the proposal changed: decide again from the new one.
-            self.pending = None;
+            self.release_pending();
         }
         self.adopt(in_sync);
     }
@@ -365,9 +405,10 @@ impl LeaderState {
         self.committed = in_sync;
         assert!(self.committed.partition_epoch > before);
         if self.pending.as_ref().is_some_and(|pending| {
-            same_members(&pending.in_sync_replicas, &self.committed.replicas)
+            pending.based_on < self.committed.partition_epoch
+                || same_members(&pending.in_sync_replicas, &self.committed.replicas)
         }) {
-            self.pending = None;
+            self.release_pending();
         }
     }
 

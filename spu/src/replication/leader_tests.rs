@@ -143,10 +143,47 @@ fn a_refused_proposal_keeps_the_stored_set() {
     let later = start + LAG_MAX * 2;
     fetch(&mut state, 2, 0, 0, 0, later);
     assert!(state.propose(later).is_some());
-    // Refused: a stale leader epoch. The set stays.
+    // Refused: a stale leader epoch. The set stays, and so does the proposal: the SC moved on
+    // without this leader, which keeps counting every member the SC may hold.
     state.on_proposal_answer(LeaderEpoch(6), set(&[2, 3], 9));
     assert_eq!(state.in_sync(), &set(&[1, 2, 3], 7));
+    assert!(state.pending().is_some());
+}
+
+#[test]
+fn a_proposal_refused_at_its_base_counts_until_it_times_out_then_is_made_anew() {
+    let start = Instant::now();
+    let mut state = leader(0, 0, start);
+    let later = start + LAG_MAX * 2;
+    fetch(&mut state, 2, 0, 0, 0, later);
+    let first = state.propose(later).expect("3 leaves");
+    state.on_proposal_answer(LeaderEpoch(5), set(&[1, 2, 3], 7));
+    assert_eq!(state.pending(), Some(&first), "kept until an earlier copy had time to land");
+    assert_eq!(state.propose(later + PROPOSAL_TIMEOUT / 2), None);
+    // Follower 3 came back meanwhile: the new decision keeps it.
+    let much_later = later + PROPOSAL_TIMEOUT;
+    fetch(&mut state, 3, 0, 0, 0, much_later);
+    fetch(&mut state, 2, 0, 0, 0, much_later);
+    assert_eq!(state.propose(much_later), None, "nothing to change any more");
     assert_eq!(state.pending(), None);
+}
+
+#[test]
+fn a_stale_answer_never_releases_the_pending_proposal() {
+    let start = Instant::now();
+    let mut state = leader(0, 0, start);
+    let later = start + LAG_MAX * 2;
+    fetch(&mut state, 2, 0, 0, 0, later);
+    state.on_assignment(set(&[1, 2, 3], 8));
+    let proposal = state.propose(later).expect("3 leaves");
+    assert_eq!(proposal.based_on, PartitionEpoch(8));
+    // The answer to a proposal based on 7 arrives late.
+    state.on_proposal_answer(LeaderEpoch(5), set(&[1, 2, 3], 7));
+    assert_eq!(state.pending(), Some(&proposal));
+    // The answer to this one: stored.
+    state.on_proposal_answer(LeaderEpoch(5), set(&[1, 2], 9));
+    assert_eq!(state.pending(), None);
+    assert_eq!(state.in_sync(), &set(&[1, 2], 9));
 }
 
 #[test]
@@ -201,9 +238,16 @@ fn an_unanswered_proposal_is_made_again() {
     let start = Instant::now();
     let mut state = leader(0, 0, start);
     let later = start + LAG_MAX * 2;
-    assert!(state.propose(later).is_some());
+    let first = state.propose(later).expect("2 and 3 leave");
     assert!(state.propose(later + PROPOSAL_TIMEOUT / 2).is_none());
-    assert!(state.propose(later + PROPOSAL_TIMEOUT).is_some());
+    // Follower 2 is back: a new decision would keep it, but the SC may hold the first
+    // proposal, so it goes again unchanged (the members it counts still count).
+    let again_at = later + PROPOSAL_TIMEOUT;
+    fetch(&mut state, 2, 0, 0, 0, again_at);
+    let again = state.propose(again_at).expect("sent again");
+    assert_eq!(again.in_sync_replicas, first.in_sync_replicas);
+    assert_eq!(again.based_on, first.based_on);
+    assert_eq!(again.made_at, again_at);
 }
 
 #[test]
@@ -326,4 +370,33 @@ fn random_histories_keep_the_invariants() {
             }
         }
     }
+}
+
+#[test]
+fn an_unanswered_expansion_keeps_counting_the_joining_member() {
+    let start = Instant::now();
+    let mut state = LeaderState::new(
+        Takeover {
+            me: LEADER,
+            epoch: LeaderEpoch(5),
+            epoch_start: Offset(0),
+            replicas: [SpuId(1), SpuId(2), SpuId(3)].to_vec(),
+            in_sync: set(&[1, 2], 7),
+            high_watermark: Offset(0),
+        },
+        settings(2),
+        start,
+    );
+    fetch(&mut state, 2, 10, 10, 10, start);
+    fetch(&mut state, 3, 10, 10, 10, start);
+    assert!(state.update_high_watermark(Offset(10)));
+    let proposal = state.propose(start).expect("3 joins");
+    assert_eq!(proposal.in_sync_replicas, [SpuId(1), SpuId(2), SpuId(3)]);
+    // No answer (the SC may have stored it); 3 stops fetching and lags.
+    let later = start + LAG_MAX + PROPOSAL_TIMEOUT;
+    fetch(&mut state, 2, 20, 20, 20, later);
+    let again = state.propose(later).expect("the same proposal again");
+    assert_eq!(again.in_sync_replicas, proposal.in_sync_replicas);
+    assert!(!state.update_high_watermark(Offset(20)), "3 still counts");
+    assert_eq!(state.high_watermark(), Offset(10));
 }

@@ -819,7 +819,8 @@ impl ReplicaLog {
 
     /// Removes every batch at or after `offset` (a follower diverging from a new leader). The
     /// cut is at a batch boundary: a batch holding `offset` is removed whole. Below the log
-    /// start the log is emptied and restarts at `offset`.
+    /// start the log is emptied and restarts at `offset`. Leader-epoch entries starting at or
+    /// after `offset` go as well, also when no batch does (`offset` at or past the log end).
     pub async fn truncate_to(&self, offset: Offset) -> StorageResult<()> {
         let _guards = self.exclusive().await;
         self.write_round().await?;
@@ -829,6 +830,22 @@ impl ReplicaLog {
             (state.log_start, state.log_end())
         };
         if offset >= log_end {
+            // No batch to cut, but an epoch entry starting here (an epoch begun as leader with
+            // nothing appended in it) goes: the log's newest epoch must be one the new
+            // leader's history can judge.
+            let changed = {
+                let mut state = self.shared.state.borrow_mut();
+                let mut epochs = state.epochs.clone();
+                epochs.retain(|entry| entry.start_offset < offset);
+                let changed = epochs.len() != state.epochs.len();
+                if changed {
+                    state.set_epochs(epochs);
+                }
+                changed
+            };
+            if changed {
+                self.persist_epochs().await?;
+            }
             return Ok(());
         }
         if offset <= log_start {
