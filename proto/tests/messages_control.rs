@@ -43,6 +43,7 @@ fn spu_status() -> SpuStatus {
         core_private_ports: vec![9020, 9021],
         version: "0.1.0".into(),
         last_heartbeat: Some(TimestampMs(1000)),
+        incarnation: None,
     }
 }
 
@@ -205,7 +206,7 @@ message_tests!(list_spus_request: ListSpusRequest = ListSpusRequest, golden "");
 message_tests!(list_spus_response: ListSpusResponse = ListSpusResponse {
         error_code: ErrorCode::None,
         spus: vec![SpuEntry { spec: spu_spec(1), status: spu_status() }],
-    }, golden "00010201010272310168ad460168ae4600010202b246b34602bc46bd4605302e312e3001d00f");
+    }, golden "00010201010272310168ad460168ae4600010202b246b34602bc46bd4605302e312e3001d00f00");
 message_tests!(create_spu_group_request: CreateSpuGroupRequest = CreateSpuGroupRequest {
         name: SpuGroupName::new("main").unwrap(),
         spec: SpuGroupSpec {
@@ -246,7 +247,8 @@ message_tests!(spu_register_request: SpuRegisterRequest = SpuRegisterRequest {
         public_endpoint: Endpoint::new("127.0.0.1", 9005),
         private_endpoint: Endpoint::new("127.0.0.1", 9006),
         version: "0.1.0".into(),
-    }, golden "020202b246b34602bc46bd46093132372e302e302e31ad46093132372e302e302e31ae4605302e312e30");
+        incarnation: 300,
+    }, golden "020202b246b34602bc46bd46093132372e302e302e31ad46093132372e302e302e31ae4605302e312e30ac02");
 message_tests!(spu_register_response_accepted: SpuRegisterResponse =
     SpuRegisterResponse::Accepted, golden "00");
 message_tests!(spu_register_response_refused: SpuRegisterResponse =

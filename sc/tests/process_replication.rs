@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 use process_common::test_spu::TestSpu;
 use process_common::{wait_for, wait_for_within, ScProcess};
 use sluice_proto::api::admin::PartitionEntry;
-use sluice_proto::api::control::{AlterInSyncPartition, AlterInSyncRequest, AlterInSyncResult};
+use sluice_proto::api::control::{
+    AlterInSyncPartition, AlterInSyncRequest, AlterInSyncResult, SpuRegisterResponse,
+};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::ids::{LeaderEpoch, PartitionEpoch, PartitionId, SpuId};
 use sluice_proto::object::{
@@ -298,4 +300,36 @@ fn leadership_returns_to_the_preferred_replica_on_its_own() {
         (entry.spec.leader == SpuId(preferred)).then_some(entry)
     });
     assert_eq!(entry.spec.leader_epoch, LeaderEpoch(2));
+}
+
+#[test]
+fn a_restarted_leader_continues_in_a_new_epoch_and_a_reconnected_one_keeps_its_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cluster = Cluster::start(&dir.path().join("data"), &[], 1);
+    let before = cluster.partition(0);
+    let leader = before.spec.leader.get();
+    let epoch_after = |cluster: &Cluster, epoch: LeaderEpoch| {
+        wait_for(&format!("leader epoch {epoch}"), || {
+            let entry = cluster.partition(0);
+            (entry.spec.leader_epoch >= epoch).then_some(entry)
+        })
+    };
+
+    // The leader's process restarted (another incarnation) and registers before its old
+    // connection's end is noticed: it leads on, in the next epoch.
+    let mut restarted = TestSpu::connect(cluster.sc.private_address);
+    assert_eq!(restarted.register_incarnation(leader, 1_000_001), SpuRegisterResponse::Accepted);
+    drop(cluster.spus.insert(leader, restarted));
+    let after_restart = epoch_after(&cluster, LeaderEpoch(before.spec.leader_epoch.0 + 1));
+    assert_eq!(after_restart.spec.leader.get(), leader);
+    assert_eq!(after_restart.spec.leader_epoch, LeaderEpoch(before.spec.leader_epoch.0 + 1));
+
+    // The same process reconnects (same incarnation): its leadership keeps its epoch.
+    let mut reconnected = TestSpu::connect(cluster.sc.private_address);
+    assert_eq!(reconnected.register_incarnation(leader, 1_000_001), SpuRegisterResponse::Accepted);
+    drop(cluster.spus.insert(leader, reconnected));
+    // The SC answers a registration after its epoch bumps are stored and visible.
+    let after_reconnect = cluster.partition(0);
+    assert_eq!(after_reconnect.spec.leader.get(), leader);
+    assert_eq!(after_reconnect.spec.leader_epoch, after_restart.spec.leader_epoch, "no bump");
 }

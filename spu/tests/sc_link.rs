@@ -59,6 +59,7 @@ fn registration(id: i32) -> SpuRegisterRequest {
         public_endpoint: Endpoint::new("127.0.0.1", 19005),
         private_endpoint: Endpoint::new("127.0.0.1", 19006),
         version: "sc-link-test".into(),
+        incarnation: 7,
     }
 }
 

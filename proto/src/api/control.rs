@@ -41,6 +41,10 @@ pub struct SpuRegisterRequest {
     pub private_endpoint: Endpoint,
     /// Its software version.
     pub version: String,
+    /// A number the SPU process draws when it starts. Another one than last time tells the SC
+    /// the process restarted, and may have lost the unsynced tail of its logs: the partitions
+    /// it leads then continue in a new leader epoch. A reconnection keeps its epochs.
+    pub incarnation: u64,
 }
 
 /// The SC's answer to a registration.

@@ -104,6 +104,9 @@ pub struct SpuStatus {
     pub version: String,
     /// When the SC last heard from it.
     pub last_heartbeat: Option<TimestampMs>,
+    /// The incarnation of its process at its last registration.
+    #[serde(default)]
+    pub incarnation: Option<u64>,
 }
 
 impl SpuStatus {

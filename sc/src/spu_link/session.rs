@@ -23,7 +23,7 @@ use sluice_proto::object::{InSyncSet, PartitionKey, PartitionSpec};
 use super::in_sync::alter_in_sync;
 use super::status::{
     record_heartbeat, record_leader_restarts, record_live_replica, record_registration,
-    record_session_end,
+    record_session_end, restarted_since_last_registration,
 };
 use super::{SessionGeneration, SpuLinkContext, FRAME_BYTES_MAX, REGISTER_TIMEOUT};
 use crate::cache::Snapshot;
@@ -196,6 +196,24 @@ fn register<'a>(
     }
     // A newer session from here on: the end of an older one no longer marks the SPU offline.
     let generation = context.sessions.begin(request.id);
+    // Before the SPU sees its assignments, and before its new incarnation is stored (so a
+    // crash in between bumps again): a leader whose process restarted must not go on in the
+    // epoch whose unsynced tail it may have lost. A reconnection keeps its epochs.
+    let restarted = match restarted_since_last_registration(context.store.as_ref(), &request) {
+        Ok(restarted) => restarted,
+        Err(error) => return Err(refuse(&mut stream, ErrorCode::ScUnavailable, error.to_string())),
+    };
+    if restarted {
+        match record_leader_restarts(context.store.as_ref(), request.id) {
+            Ok(Some(version)) => {
+                context.cache.wait_for_revision(version, Duration::from_secs(5));
+            }
+            Ok(None) => {}
+            Err(error) => {
+                return Err(refuse(&mut stream, ErrorCode::ScUnavailable, error.to_string()))
+            }
+        }
+    }
     match record_registration(context.store.as_ref(), &request, now_ms()) {
         Ok(Some(version)) => {
             context.cache.wait_for_revision(version, Duration::from_secs(5));
@@ -207,15 +225,6 @@ fn register<'a>(
                 format!("SPU {} was just removed", request.id),
             ))
         }
-        Err(error) => return Err(refuse(&mut stream, ErrorCode::ScUnavailable, error.to_string())),
-    }
-    // Before the SPU sees its assignments: a leader that restarted must not go on in the epoch
-    // whose unsynced tail it may have lost.
-    match record_leader_restarts(context.store.as_ref(), request.id) {
-        Ok(Some(version)) => {
-            context.cache.wait_for_revision(version, Duration::from_secs(5));
-        }
-        Ok(None) => {}
         Err(error) => return Err(refuse(&mut stream, ErrorCode::ScUnavailable, error.to_string())),
     }
     tracing::info!(spu = %request.id, cores = request.cores, version = %request.version, "SPU registered");

@@ -56,6 +56,7 @@ pub fn record_registration(
         spu.status.core_public_ports = request.core_public_ports.clone();
         spu.status.core_private_ports = request.core_private_ports.clone();
         spu.status.version = request.version.clone();
+        spu.status.incarnation = Some(request.incarnation);
         spu.status.last_heartbeat = Some(now);
         if spu.spec.spu_type == SpuType::Managed {
             spu.spec.public_endpoint = request.public_endpoint.clone();
@@ -65,7 +66,20 @@ pub fn record_registration(
     })
 }
 
-/// Records that the SPU registered a new session: every partition it leads continues in the
+/// Whether the registering SPU runs another process than at its last registration: then its
+/// logs may have lost their unsynced tails. A first registration is not a restart (nothing was
+/// appended to the replicas it leads yet).
+pub fn restarted_since_last_registration(
+    store: &dyn MetadataStore,
+    request: &SpuRegisterRequest,
+) -> Result<bool, StoreError> {
+    let stored = store.get_typed::<SpuObject>(ObjectKind::Spu, &spu_key(request.id)?)?;
+    Ok(stored.is_some_and(|spu| {
+        spu.value.status.incarnation.is_some_and(|last| last != request.incarnation)
+    }))
+}
+
+/// Records that the SPU's process restarted: every partition it leads continues in the
 /// next leader epoch ([`leader_restarted`]). Returns the newest version written.
 pub fn record_leader_restarts(
     store: &dyn MetadataStore,

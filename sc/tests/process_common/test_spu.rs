@@ -90,8 +90,16 @@ impl TestSpu {
         }
     }
 
-    /// Registers as `id` (4 cores, fixed endpoints).
+    /// Registers as `id` (4 cores, fixed endpoints) as a newly started process (a fresh
+    /// incarnation).
     pub fn register(&mut self, id: i32) -> SpuRegisterResponse {
+        static INCARNATIONS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let incarnation = INCARNATIONS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.register_incarnation(id, incarnation)
+    }
+
+    /// Registers as `id` from the process `incarnation` (the same one again: a reconnection).
+    pub fn register_incarnation(&mut self, id: i32, incarnation: u64) -> SpuRegisterResponse {
         self.send(&SpuRegisterRequest {
             id: SpuId(id),
             cores: 4,
@@ -100,6 +108,7 @@ impl TestSpu {
             public_endpoint: Endpoint::new("127.0.0.1", 19005),
             private_endpoint: Endpoint::new("127.0.0.1", 19006),
             version: "test-0.1".into(),
+            incarnation,
         });
         self.next_as(ApiKey::SpuRegister)
     }

@@ -235,6 +235,7 @@ impl Spu {
             public_endpoint: Endpoint::new(config.advertised_host.clone(), public_address.port()),
             private_endpoint: Endpoint::new(config.advertised_host.clone(), private_address.port()),
             version: env!("CARGO_PKG_VERSION").to_owned(),
+            incarnation: draw_incarnation(),
         };
         let shutdown = Arc::new(AtomicBool::new(false));
         let cores_running = Arc::new(AtomicUsize::new(0));
@@ -778,6 +779,15 @@ async fn run_core(setup: CoreSetup) {
         reconcile.await;
     }
     core.close_mesh();
+}
+
+/// This process's incarnation for the SC: the start time in nanoseconds mixed with the process
+/// id, so two starts of the SPU (even within one clock tick) differ.
+fn draw_incarnation() -> u64 {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |elapsed| elapsed.as_nanos() as u64);
+    nanos ^ (u64::from(std::process::id()) << 40)
 }
 
 #[cfg(test)]
