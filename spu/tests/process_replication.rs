@@ -21,7 +21,12 @@ use sluice_proto::object::{PartitionKey, TopicName};
 
 /// Produces `count` one-record batches with acks all to the partition's leader; returns the
 /// acknowledged (offset, value) pairs.
-fn produce(cluster: &mut Replicated, topic: &TopicName, from: usize, count: usize) -> Vec<(Offset, Vec<u8>)> {
+fn produce(
+    cluster: &mut Replicated,
+    topic: &TopicName,
+    from: usize,
+    count: usize,
+) -> Vec<(Offset, Vec<u8>)> {
     let (_, mut client) = cluster.leader_client(topic, 0);
     (from..from + count)
         .map(|index| {
@@ -65,7 +70,8 @@ fn acks_all_replicates_to_every_in_sync_replica_and_a_leader_crash_loses_nothing
     // Acknowledged means durable on every in-sync replica: every log has every batch.
     let entry = cluster.partition(&topic, 0);
     assert_eq!(entry.status.in_sync_replicas.len(), 3);
-    let leader_log = log_batches(&cluster.data_dir(entry.spec.leader.get()), entry.spec.leader.get(), &key);
+    let leader_log =
+        log_batches(&cluster.data_dir(entry.spec.leader.get()), entry.spec.leader.get(), &key);
     assert_eq!(leader_log.len(), 50);
     for spu in 1..=3 {
         let log = log_batches(&cluster.data_dir(spu), spu, &key);

@@ -108,9 +108,15 @@ impl Link {
                 };
                 // The in-sync proposals' sender stays open for the link's lifetime.
                 let (_proposals, proposals_receiver) = local_channel::new_bounded(4);
-                sc_link::run(config, local_events, local_status_receiver, proposals_receiver, shutdown)
-                    .await
-                    .expect("valid link configuration");
+                sc_link::run(
+                    config,
+                    local_events,
+                    local_status_receiver,
+                    proposals_receiver,
+                    shutdown,
+                )
+                .await
+                .expect("valid link configuration");
             })
             .expect("start a glommio executor (needs `ulimit -l unlimited`)");
         Link { events, status, stop, executor: Some(executor) }

@@ -132,7 +132,8 @@ impl Fetchers {
             .iter()
             .find(|placement| placement.spu == leader)
             .map_or(0, |placement| placement.core.index());
-        let cores = self.peers.borrow().get(&leader).map_or(0, |peer| peer.core_private_ports.len());
+        let cores =
+            self.peers.borrow().get(&leader).map_or(0, |peer| peer.core_private_ports.len());
         LeaderCore { spu: leader, core: if cores == 0 { placed } else { placed % cores } }
     }
 
@@ -169,7 +170,10 @@ impl Fetchers {
             let changed = {
                 let current = group.members.borrow();
                 current.len() != members.len()
-                    || current.iter().zip(&members).any(|((a, x), (b, y))| a != b || !Rc::ptr_eq(x, y))
+                    || current
+                        .iter()
+                        .zip(&members)
+                        .any(|((a, x), (b, y))| a != b || !Rc::ptr_eq(x, y))
             };
             if changed {
                 *group.members.borrow_mut() = members;
@@ -313,13 +317,10 @@ impl Session {
             if remaining.is_zero() {
                 return Err("no answer from the leader in time".into());
             }
-            let read = future::or(
-                async { Some(self.stream.read(&mut self.chunk).await) },
-                async {
-                    glommio::timer::sleep(remaining).await;
-                    None
-                },
-            )
+            let read = future::or(async { Some(self.stream.read(&mut self.chunk).await) }, async {
+                glommio::timer::sleep(remaining).await;
+                None
+            })
             .await;
             match read {
                 None => return Err("no answer from the leader in time".into()),
@@ -357,12 +358,18 @@ impl Session {
             }
             let answer = decode_answer(result);
             let replica = &question.replica;
-            replica.on_epoch_answer(question.followed, question.generation, question.asked, answer).await;
+            replica
+                .on_epoch_answer(question.followed, question.generation, question.asked, answer)
+                .await;
         }
         Ok(())
     }
 
-    async fn fetch(&mut self, core: &Rc<Core>, fetches: Vec<(Rc<Replica>, FetchPosition)>) -> Result<(), String> {
+    async fn fetch(
+        &mut self,
+        core: &Rc<Core>,
+        fetches: Vec<(Rc<Replica>, FetchPosition)>,
+    ) -> Result<(), String> {
         let mut topics: Vec<FollowerFetchTopic> = Vec::new();
         for (replica, position) in &fetches {
             let key = replica.key();
@@ -376,7 +383,10 @@ impl Session {
             };
             match topics.iter_mut().find(|topic| topic.name == key.topic) {
                 Some(topic) => topic.partitions.push(partition),
-                None => topics.push(FollowerFetchTopic { name: key.topic.clone(), partitions: vec![partition] }),
+                None => topics.push(FollowerFetchTopic {
+                    name: key.topic.clone(),
+                    partitions: vec![partition],
+                }),
             }
         }
         let request = FollowerFetchRequest {
@@ -393,13 +403,19 @@ impl Session {
         let mut acknowledging = Vec::new();
         for topic in &response.topics {
             for answer in &topic.partitions {
-                let Some((replica, position)) = find(&fetches, &topic.name, answer.header.partition)
+                let Some((replica, position)) =
+                    find(&fetches, &topic.name, answer.header.partition)
                 else {
                     continue;
                 };
                 let header = answer.header;
                 let appended = replica
-                    .on_fetch_answer(*position, header.error_code, header.log_start_offset, answer.records)
+                    .on_fetch_answer(
+                        *position,
+                        header.error_code,
+                        header.log_start_offset,
+                        answer.records,
+                    )
                     .await;
                 core.probe.add(Counter::ReplicationBytesFetched, answer.records.len() as u64);
                 let replica = Rc::clone(replica);

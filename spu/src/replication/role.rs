@@ -122,7 +122,8 @@ impl Replica {
             self.promote(&spec, in_sync, spu).await;
         } else {
             tracing::info!(key = %self.key, leader = %spec.leader, epoch = %spec.leader_epoch, "following");
-            *self.role.borrow_mut() = Role::Follower(FollowerState::new(spec.leader, spec.leader_epoch));
+            *self.role.borrow_mut() =
+                Role::Follower(FollowerState::new(spec.leader, spec.leader_epoch));
         }
         self.visible.notify();
     }
@@ -149,7 +150,8 @@ impl Replica {
             "leading"
         );
         let settings = leader_settings(spec, spu.replica_lag_max);
-        *self.role.borrow_mut() = Role::Leader(LeaderState::new(takeover, settings, Instant::now()));
+        *self.role.borrow_mut() =
+            Role::Leader(LeaderState::new(takeover, settings, Instant::now()));
         // What it appended as follower may not be durable yet: its own end must count.
         if self.log.durable_end_offset() < self.log.appended_end_offset() {
             if let Err(error) = self.log.sync().await {
@@ -163,7 +165,11 @@ impl Replica {
 
     /// Checks and records a follower's fetch position (the leader side of a follower fetch).
     /// `Ok` means its records from `fetch_offset` may be sent; the HW may have moved.
-    pub fn on_follower_fetch(&self, check: FollowerFetchCheck, now: Instant) -> Result<(), ErrorCode> {
+    pub fn on_follower_fetch(
+        &self,
+        check: FollowerFetchCheck,
+        now: Instant,
+    ) -> Result<(), ErrorCode> {
         let log_end = self.log.log_end_offset();
         let own_end = self.acknowledged_end();
         let moved = {
@@ -178,8 +184,12 @@ impl Replica {
                 return Err(ErrorCode::OffsetOutOfRange);
             }
             let epochs = self.log.epochs();
-            if !divergence::follower_matches(&epochs, log_end, check.last_fetched_epoch, check.fetch_offset)
-            {
+            if !divergence::follower_matches(
+                &epochs,
+                log_end,
+                check.last_fetched_epoch,
+                check.fetch_offset,
+            ) {
                 return Err(ErrorCode::LogDiverged);
             }
             let recorded = leader.on_fetch(
@@ -195,7 +205,11 @@ impl Replica {
             leader.update_high_watermark(own_end).then(|| leader.high_watermark())
         };
         if let Some(high_watermark) = moved {
-            assert!(high_watermark >= self.log.high_watermark(), "the HW of {} went back", self.key);
+            assert!(
+                high_watermark >= self.log.high_watermark(),
+                "the HW of {} went back",
+                self.key
+            );
             self.log.set_high_watermark(high_watermark);
             self.visible.notify();
         }
@@ -330,7 +344,9 @@ impl Replica {
         let epochs = self.log.epochs();
         let local = LocalLog { epochs: &epochs, log_end: self.log.appended_end_offset() };
         let action = match &mut *self.role.borrow_mut() {
-            Role::Follower(follower) => follower.on_epoch_answer(local, asked, answer, Instant::now()),
+            Role::Follower(follower) => {
+                follower.on_epoch_answer(local, asked, answer, Instant::now())
+            }
             _ => return,
         };
         self.apply_log_action(action).await;
@@ -424,8 +440,11 @@ impl Replica {
             return;
         }
         let current = self.log.high_watermark();
-        let adopted =
-            follower::adopt_high_watermark(current, leader_high_watermark, self.log.log_end_offset());
+        let adopted = follower::adopt_high_watermark(
+            current,
+            leader_high_watermark,
+            self.log.log_end_offset(),
+        );
         if adopted > current {
             self.log.set_high_watermark(adopted);
         }

@@ -184,9 +184,10 @@ pub fn epoch_end_offsets(
     body: &[u8],
     out: &mut Vec<u8>,
 ) -> Result<bool, HandlerError> {
-    let request = LeaderEpochEndOffsetRequest::decode(header.api_version, body).map_err(|source| {
-        HandlerError::Undecodable { api_key: ApiKey::LeaderEpochEndOffset, source }
-    })?;
+    let request =
+        LeaderEpochEndOffsetRequest::decode(header.api_version, body).map_err(|source| {
+            HandlerError::Undecodable { api_key: ApiKey::LeaderEpochEndOffset, source }
+        })?;
     let mut failed = false;
     let results = request
         .queries
@@ -217,9 +218,12 @@ pub fn encode_answer(key: PartitionKey, answer: Result<EpochAnswer, ErrorCode>) 
             leader_epoch: LeaderEpoch(-1),
             end_offset: first_offset,
         },
-        Err(error_code) => {
-            EpochEndOffset { key, error_code, leader_epoch: LeaderEpoch(-1), end_offset: Offset(-1) }
-        }
+        Err(error_code) => EpochEndOffset {
+            key,
+            error_code,
+            leader_epoch: LeaderEpoch(-1),
+            end_offset: Offset(-1),
+        },
     }
 }
 

@@ -321,8 +321,9 @@ impl Link {
     pub(crate) fn status_to_resend(&mut self) -> Option<LiveReplicaStatus> {
         let id = self.config.register.id;
         let replicas = self.replicas.objects();
-        self.latest_status
-            .retain(|key, _| replicas.get(key).is_some_and(|assignment| assignment.spec.leader == id));
+        self.latest_status.retain(|key, _| {
+            replicas.get(key).is_some_and(|assignment| assignment.spec.leader == id)
+        });
         if self.latest_status.is_empty() {
             return None;
         }

@@ -315,7 +315,9 @@ impl Core {
                 Some(replica) => {
                     if replica.spec() != assignment.spec || replica.in_sync() != assignment.in_sync
                     {
-                        replica.apply_assignment(assignment.spec, assignment.in_sync, &self.config).await;
+                        replica
+                            .apply_assignment(assignment.spec, assignment.in_sync, &self.config)
+                            .await;
                     }
                 }
                 None => self.open_replica(key, assignment).await,

@@ -195,7 +195,12 @@ pub(crate) fn frame_batches(
 
 impl Replica {
     /// Wraps an opened log; it serves once [`Replica::apply_assignment`] gave it a role.
-    pub fn new(key: PartitionKey, log: ReplicaLog, spec: PartitionSpec, spu: &SpuConfig) -> Rc<Replica> {
+    pub fn new(
+        key: PartitionKey,
+        log: ReplicaLog,
+        spec: PartitionSpec,
+        spu: &SpuConfig,
+    ) -> Rc<Replica> {
         Rc::new(Replica {
             key,
             log,
@@ -280,7 +285,9 @@ impl Replica {
     pub fn advance_high_watermark(&self) {
         let own_end = self.acknowledged_end();
         let moved = match &mut *self.role.borrow_mut() {
-            Role::Leader(leader) => leader.update_high_watermark(own_end).then(|| leader.high_watermark()),
+            Role::Leader(leader) => {
+                leader.update_high_watermark(own_end).then(|| leader.high_watermark())
+            }
             _ => None,
         };
         if let Some(high_watermark) = moved {
@@ -525,7 +532,9 @@ impl Replica {
     /// saw from the previous leader is at most that), so the HW they see never goes back.
     fn check_committed(&self, isolation: Isolation) -> Result<(), ErrorCode> {
         match (&*self.role.borrow(), isolation) {
-            (Role::Leader(leader), Isolation::ReadCommitted) if !leader.committed_reads_allowed() => {
+            (Role::Leader(leader), Isolation::ReadCommitted)
+                if !leader.committed_reads_allowed() =>
+            {
                 Err(ErrorCode::OffsetNotAvailable)
             }
             (Role::Leader(_), _) => Ok(()),

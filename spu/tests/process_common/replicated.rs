@@ -73,9 +73,18 @@ impl Replicated {
         self.spus[id as usize - 1] = Some(spu);
     }
 
-    pub fn create_topic(&self, name: &str, partitions: u32, replication: u16, min_in_sync: u16) -> TopicName {
+    pub fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication: u16,
+        min_in_sync: u16,
+    ) -> TopicName {
         let topic = TopicName::new(name).expect("topic name");
-        let spec = TopicSpec { min_in_sync_replicas: min_in_sync, ..TopicSpec::computed(partitions, replication) };
+        let spec = TopicSpec {
+            min_in_sync_replicas: min_in_sync,
+            ..TopicSpec::computed(partitions, replication)
+        };
         let created = self.sc.admin().create_topic(topic.clone(), spec).expect("create topic");
         assert!(created.error_code.is_ok(), "{created:?}");
         for partition in 0..partitions {
@@ -106,12 +115,16 @@ impl Replicated {
         let leader = entry.spec.leader;
         let core = entry.spec.leader_placement().expect("leader placement").core;
         let spu = self.spu(leader.get());
-        let mut client = SpuClient::connect(spu.core_addresses[core.index() % spu.core_addresses.len()]);
+        let mut client =
+            SpuClient::connect(spu.core_addresses[core.index() % spu.core_addresses.len()]);
         wait_for(&format!("SPU {leader} to lead {topic}-{partition}"), || {
-            let (header, _) = client.fetch(topic, partition, Offset(0), (0, 0), Isolation::ReadUncommitted);
+            let (header, _) =
+                client.fetch(topic, partition, Offset(0), (0, 0), Isolation::ReadUncommitted);
             let serving = !matches!(
                 header.error_code,
-                ErrorCode::UnknownTopicOrPartition | ErrorCode::NotLeader | ErrorCode::ReplicaNotAvailable
+                ErrorCode::UnknownTopicOrPartition
+                    | ErrorCode::NotLeader
+                    | ErrorCode::ReplicaNotAvailable
             );
             serving.then_some(())
         });
