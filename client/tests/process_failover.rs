@@ -4,7 +4,8 @@
 //! acknowledged record.
 //!
 //! Faults: the leader of a partition `kill -9`ed and restarted again and again
-//! (`SLUICE_FAILOVER_KILLS`, default 20); a leader paused (`SIGSTOP`) past the SC's heartbeat
+//! (`SLUICE_FAILOVER_KILLS`, default 20; every fourth time restarted at once, racing the
+//! election); a leader paused (`SIGSTOP`) past the SC's heartbeat
 //! timeout and resumed; every SPU restarted one after another (SIGTERM); the SC `kill -9`ed
 //! while it moves a killed leader's partitions, and restarted on its data directory.
 //!
@@ -94,6 +95,39 @@ struct Workload {
     stop: Arc<AtomicBool>,
     outcomes: Arc<(Mutex<Outcomes>, Condvar)>,
     thread: Option<JoinHandle<()>>,
+    /// Per partition, a committed reader tailing it the whole time: what it read, in order.
+    readers: Vec<JoinHandle<Records>>,
+}
+
+/// (offset, value) pairs, in the order read.
+type Records = Vec<(i64, Vec<u8>)>;
+
+/// Tails a partition with the SDK's consumer (committed reads) until `stop`; returns every
+/// record read, in the order read.
+fn tail(
+    cluster: Cluster,
+    topic: String,
+    partition: u32,
+    stop: Arc<AtomicBool>,
+) -> Vec<(i64, Vec<u8>)> {
+    let config = ConsumerConfig { start: StartFrom::Beginning, ..ConsumerConfig::default() };
+    let mut consumer = cluster.consumer(&topic, partition, config).expect("consumer");
+    let mut read = Vec::new();
+    while !stop.load(Ordering::Acquire) {
+        match consumer.poll(Duration::from_millis(200)) {
+            Ok(Poll::Records(records)) => {
+                for record in records {
+                    let value = record.value.map(|value| value.to_vec()).unwrap_or_default();
+                    read.push((record.offset, value));
+                }
+            }
+            Ok(Poll::Idle | Poll::End) => {}
+            Err(error) => {
+                assert!(error.is_retriable(), "{topic}-{partition}: the reader failed: {error}")
+            }
+        }
+    }
+    read
 }
 
 impl Workload {
@@ -165,7 +199,20 @@ impl Workload {
                 producer.flush().expect("flush");
             })
         };
-        Workload { topic: topic.to_owned(), partitions, stop, outcomes, thread: Some(thread) }
+        let readers = (0..partitions)
+            .map(|partition| {
+                let (cluster, topic, stop) = (cluster.clone(), topic.to_owned(), Arc::clone(&stop));
+                std::thread::spawn(move || tail(cluster, topic, partition, stop))
+            })
+            .collect();
+        Workload {
+            topic: topic.to_owned(),
+            partitions,
+            stop,
+            outcomes,
+            thread: Some(thread),
+            readers,
+        }
     }
 
     fn acknowledged_count(&self) -> u64 {
@@ -189,6 +236,10 @@ impl Workload {
     fn finish(mut self, test: &TestCluster) {
         self.stop.store(true, Ordering::Release);
         self.thread.take().unwrap().join().expect("the producer thread");
+        let read: Vec<Records> = std::mem::take(&mut self.readers)
+            .into_iter()
+            .map(|reader| reader.join().expect("a reader thread"))
+            .collect();
         let outcomes = std::mem::take(&mut *self.outcomes.0.lock().unwrap());
         let failed: Vec<_> = outcomes.failed.iter().take(5).collect();
         assert!(
@@ -200,7 +251,8 @@ impl Workload {
         eprintln!("{} records acknowledged", outcomes.sent);
         for partition in 0..self.partitions {
             wait_in_sync(test, &self.topic, partition, 3);
-            check_partition(test, &self.topic, partition, &outcomes);
+            let stored = check_partition(test, &self.topic, partition, &outcomes);
+            check_reader(&self.topic, partition, &read[partition as usize], &stored);
             check_logs_identical(test, &self.topic, partition);
         }
     }
@@ -266,7 +318,12 @@ fn read_committed(test: &TestCluster, topic: &str, partition: u32) -> BTreeMap<i
 }
 
 /// Every acknowledged record at its offset with its value, none twice, in send order.
-fn check_partition(test: &TestCluster, topic: &str, partition: u32, outcomes: &Outcomes) {
+fn check_partition(
+    test: &TestCluster,
+    topic: &str,
+    partition: u32,
+    outcomes: &Outcomes,
+) -> BTreeMap<i64, Vec<u8>> {
     let stored = read_committed(test, topic, partition);
     let mut seen: HashMap<u64, i64> = HashMap::new();
     for (offset, stored_value) in &stored {
@@ -310,6 +367,35 @@ fn check_partition(test: &TestCluster, topic: &str, partition: u32, outcomes: &O
     if offsets_unknown > 0 {
         eprintln!("{topic}-{partition}: {offsets_unknown} records acknowledged without an offset (duplicates)");
     }
+    stored
+}
+
+/// What a committed reader saw during the faults: offsets only forward, and every record as
+/// it is in the end (a committed read of something later cut or replaced would show here).
+fn check_reader(
+    topic: &str,
+    partition: u32,
+    read: &[(i64, Vec<u8>)],
+    stored: &BTreeMap<i64, Vec<u8>>,
+) {
+    let mut previous = -1;
+    for (offset, value) in read {
+        assert!(
+            *offset > previous,
+            "{topic}-{partition}: the reader got {offset} after {previous}"
+        );
+        previous = *offset;
+        assert_eq!(
+            stored.get(offset),
+            Some(value),
+            "{topic}-{partition}: the reader saw {:?} at {offset}",
+            String::from_utf8_lossy(value)
+        );
+    }
+    eprintln!(
+        "{topic}-{partition}: a committed reader read {} records during the faults",
+        read.len()
+    );
 }
 
 /// Waits until every replica's log holds exactly the leader's batches, which reach its HW.
@@ -392,6 +478,11 @@ fn leaders_killed_again_and_again_lose_nothing() {
         let old = entry.spec.leader;
         let victim = spu_index(&test, old);
         test.spus[victim].crash();
+        if round % 4 == 3 {
+            // Back at once: its registration races the election its death started.
+            test.spus[victim].crash_and_restart();
+            continue;
+        }
         let after = wait_new_leader(&test, topic, partition, old);
         assert!(after.spec.leader_epoch > entry.spec.leader_epoch);
         test.spus[victim].crash_and_restart();
