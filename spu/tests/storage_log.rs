@@ -585,10 +585,11 @@ fn followers_learn_producers_and_truncation_rebuilds_them() {
         // the next batch is appended.
         let mut retry = idempotent(3, 0, 3, 2);
         let duplicate = follower.append(&mut retry, EPOCH).await.unwrap_err();
-        let StorageError::DuplicateSequence { last } = duplicate else {
+        let StorageError::DuplicateSequence { last, base_offset } = duplicate else {
             panic!("expected a duplicate: {duplicate:?}");
         };
         assert_eq!(last.next_offset, Offset(6));
+        assert_eq!(base_offset, Some(Offset(3)), "the offset the leader gave the batch");
         let mut ahead = idempotent(1, 0, 9, 3);
         let refused = follower.append(&mut ahead, EPOCH).await.unwrap_err();
         assert!(

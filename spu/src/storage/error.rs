@@ -94,6 +94,8 @@ pub enum StorageError {
     DuplicateSequence {
         /// The producer's last appended batch.
         last: Appended,
+        /// The offset the batch got when it was appended, if the log still knows it.
+        base_offset: Option<Offset>,
     },
     /// The log was closed or a previous write failure left it unusable until reopened.
     #[error("log closed")]

@@ -405,7 +405,9 @@ impl ReplicaLog {
         }
         match state.producers.admit(&header)? {
             Admission::Append => {}
-            Admission::Duplicate { last } => return Err(StorageError::DuplicateSequence { last }),
+            Admission::Duplicate { last, base_offset } => {
+                return Err(StorageError::DuplicateSequence { last, base_offset })
+            }
         }
         set_base_offset(batch, base_offset);
         set_partition_leader_epoch(batch, epoch);
