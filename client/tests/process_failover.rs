@@ -111,7 +111,14 @@ fn tail(
     stop: Arc<AtomicBool>,
 ) -> Vec<(i64, Vec<u8>)> {
     let config = ConsumerConfig { start: StartFrom::Beginning, ..ConsumerConfig::default() };
-    let mut consumer = cluster.consumer(&topic, partition, config).expect("consumer");
+    // Created while the faults may have begun already (a paused leader times it out).
+    let mut consumer = loop {
+        match cluster.consumer(&topic, partition, config.clone()) {
+            Ok(consumer) => break consumer,
+            Err(error) if error.is_retriable() && !stop.load(Ordering::Acquire) => {}
+            Err(error) => panic!("{topic}-{partition}: no reader: {error}"),
+        }
+    };
     let mut read = Vec::new();
     while !stop.load(Ordering::Acquire) {
         match consumer.poll(Duration::from_millis(200)) {
