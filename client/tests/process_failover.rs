@@ -6,7 +6,7 @@
 //! Faults: the leader of a partition `kill -9`ed and restarted again and again
 //! (`SLUICE_FAILOVER_KILLS`, default 20; every fourth time restarted at once, racing the
 //! election); a leader paused (`SIGSTOP`) past the SC's heartbeat
-//! timeout and resumed; every SPU restarted one after another (SIGTERM); the SC `kill -9`ed
+//! timeout and resumed; a follower paused and resumed; every SPU restarted one after another (SIGTERM); the SC `kill -9`ed
 //! while it moves a killed leader's partitions, and restarted on its data directory.
 //!
 //! After each, [`Workload::finish`] checks: every acknowledged record is readable (committed)
@@ -574,6 +574,24 @@ fn a_paused_leader_is_replaced_acknowledges_nothing_after_and_truncates() {
         // A definite refusal: not written.
         Some((code, _)) => assert_eq!(probe_stored, None, "refused with {code:?}, yet stored"),
     }
+    workload.finish(&test);
+}
+
+#[test]
+fn a_paused_follower_leaves_the_in_sync_set_and_returns() {
+    let topic = "paused-follower";
+    let test = start(topic, 1);
+    let workload = Workload::start(&test, topic, 1);
+    workload.wait_progress("before the pause");
+    let entry = wait_in_sync(&test, topic, 0, 3);
+    let follower = test.spus.iter().find(|spu| SpuId(spu.id) != entry.spec.leader).unwrap();
+    follower.signal("STOP");
+    // acks `all` goes on once the set without it is stored.
+    wait_in_sync(&test, topic, 0, 2);
+    workload.wait_progress("while a follower is paused");
+    follower.signal("CONT");
+    wait_in_sync(&test, topic, 0, 3);
+    workload.wait_progress("after the follower's return");
     workload.finish(&test);
 }
 
