@@ -295,7 +295,9 @@ fn follower_fetch(
 fn private_port_serves_only_replication_and_refuses_the_rest_clearly() {
     let cluster = Cluster::start(CORES);
     let topic = cluster.create_topic("replicated", 1);
-    let mut private = SpuClient::connect(cluster.spu.private_address);
+    // The private port of the core owning the partition: a core serves only its own replicas.
+    let core = cluster.leader_cores(&topic)[0];
+    let mut private = SpuClient::connect(cluster.spu.core_private_addresses[core.index()]);
     // A client API on the private port: `UnknownApiKey`, and the connection stays usable.
     let records = batch(&[b"not here"], 1);
     let produce = ProduceRequest {
