@@ -5,14 +5,20 @@
 //!
 //! Faults: the leader of a partition `kill -9`ed and restarted again and again
 //! (`SLUICE_FAILOVER_KILLS`, default 20; every fourth time restarted at once, racing the
-//! election); a leader paused (`SIGSTOP`) past the SC's heartbeat
-//! timeout and resumed; a follower paused and resumed; every SPU restarted one after another (SIGTERM); the SC `kill -9`ed
-//! while it moves a killed leader's partitions, and restarted on its data directory.
+//! election); a leader paused (`SIGSTOP`) past the SC's heartbeat timeout and resumed, with an
+//! acks `all` produce waiting in its socket; a follower paused and resumed; every SPU
+//! restarted one after another (SIGTERM); the SC `kill -9`ed while it moves a killed leader's
+//! partitions, and restarted on its data directory and ports.
 //!
 //! After each, [`Workload::finish`] checks: every acknowledged record is readable (committed)
 //! at its acknowledged offset with its value, no record is in a partition twice, each
 //! partition holds its acknowledged records in the order they were sent, and every replica's
 //! log is byte-identical to the leader's (segment files read directly) up to the HW and past.
+//! A committed reader tails each partition throughout: it never goes back, and everything it
+//! read is what stayed.
+//!
+//! The producer's request timeout is 5 s: the SDK producer leaves requests in flight at a
+//! paused leader only when they time out (30 s by default), not at the leader change.
 
 mod common;
 
