@@ -507,8 +507,9 @@ fn idempotent_batches_are_appended_once_and_in_sequence() {
     // Producer 77, epoch 0: records 0..5 at sequence 0.
     let first = idempotent_batch(77, 0, 0, 0, 5);
     assert_eq!(produce(&mut client, &first), (ErrorCode::None, Some(Offset(0))));
-    // The same batch again (a retry after a lost answer): acknowledged, not written again.
-    assert_eq!(produce(&mut client, &first), (ErrorCode::DuplicateSequence, None));
+    // The same batch again (a retry after a lost answer): acknowledged with the offset it got,
+    // not written again.
+    assert_eq!(produce(&mut client, &first), (ErrorCode::DuplicateSequence, Some(Offset(0))));
     // A batch after a gap (sequence 10, 5 expected) cannot overtake the missing one.
     let third = idempotent_batch(77, 0, 10, 10, 5);
     assert_eq!(produce(&mut client, &third), (ErrorCode::OutOfOrderSequence, None));
@@ -531,11 +532,11 @@ fn idempotent_batches_are_appended_once_and_in_sequence() {
         produce(&mut client, &idempotent_batch(77, 0, 15, 100, 1)),
         (ErrorCode::UnknownProducerId, None)
     );
-    // One request with a retried batch and a new one: only the new one is written, and no
-    // offset is reported (the request's batches are not contiguous in the log).
+    // One request with a retried batch and a new one: only the new one is written; they lie
+    // one after another in the log, so the request's base offset is the retried batch's.
     let mut both = idempotent_batch(77, 1, 0, 15, 2);
     both.extend_from_slice(&idempotent_batch(77, 1, 2, 17, 3));
-    assert_eq!(produce(&mut client, &both), (ErrorCode::None, None));
+    assert_eq!(produce(&mut client, &both), (ErrorCode::None, Some(Offset(15))));
     // Batches without a producer id are not checked.
     let plain = batch(&[&value_for(0, 20, 64)], 1_000);
     assert_eq!(produce(&mut client, &plain), (ErrorCode::None, Some(Offset(20))));
@@ -555,7 +556,7 @@ fn idempotent_batches_are_appended_once_and_in_sequence() {
     let mut client = cluster.core_client(core);
     assert_eq!(
         produce(&mut client, &idempotent_batch(77, 1, 2, 17, 3)),
-        (ErrorCode::DuplicateSequence, None)
+        (ErrorCode::DuplicateSequence, Some(Offset(17)))
     );
     assert_eq!(
         produce(&mut client, &idempotent_batch(77, 1, 6, 100, 1)),

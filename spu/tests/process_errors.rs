@@ -1,6 +1,6 @@
 //! Failure handling of a real `sluice-spu`: unknown topics and partitions, batches over the
 //! size limit, malformed frames and bodies, clients that disconnect mid-request, replication
-//! requests on the private port, restarts after `kill -9` and SIGTERM. Each case checks the
+//! client requests on the private port, restarts after `kill -9` and SIGTERM. Each case checks the
 //! clear error and that other connections and partitions are unharmed.
 
 mod process_common;
@@ -13,13 +13,13 @@ use process_common::{batch, record_values, value_for, wait_for, Cluster, SpuClie
 use sluice_proto::api::api_versions::ApiVersionsResponse;
 use sluice_proto::api::fetch::{FetchResponse, Isolation};
 use sluice_proto::api::list_offsets::OffsetSpec;
-use sluice_proto::api::produce::Acks;
+use sluice_proto::api::produce::{Acks, ProducePartition, ProduceRequest, ProduceTopic};
 use sluice_proto::api::replication::{
     FollowerFetchPartition, FollowerFetchRequest, FollowerFetchTopic,
 };
 use sluice_proto::api::{ApiKey, ApiVersion, Decode};
 use sluice_proto::error_code::ErrorCode;
-use sluice_proto::ids::{Offset, PartitionId, SpuId};
+use sluice_proto::ids::{LeaderEpoch, Offset, PartitionId, SpuId};
 use sluice_proto::object::{TopicName, TopicSpec};
 
 const CORES: u16 = 2;
@@ -266,12 +266,13 @@ fn clients_disconnecting_mid_request_harm_nothing() {
     }
 }
 
-#[test]
-fn private_port_refuses_replication_clearly() {
-    let cluster = Cluster::start(CORES);
-    let topic = cluster.create_topic("replicated", 1);
-    let mut follower = SpuClient::connect(cluster.spu.private_address);
-    let request = FollowerFetchRequest {
+/// A follower fetch of one partition from offset 0, as SPU 2 following in `leader_epoch`.
+fn follower_fetch(
+    topic: &TopicName,
+    partition: u32,
+    leader_epoch: Option<LeaderEpoch>,
+) -> FollowerFetchRequest {
+    FollowerFetchRequest {
         follower: SpuId(2),
         max_wait_ms: 0,
         min_bytes: 0,
@@ -279,18 +280,53 @@ fn private_port_refuses_replication_clearly() {
         topics: vec![FollowerFetchTopic {
             name: topic.clone(),
             partitions: vec![FollowerFetchPartition {
-                partition: PartitionId(0),
+                partition: PartitionId(partition),
                 fetch_offset: Offset(0),
                 log_end_offset: Offset(0),
-                leader_epoch: None,
+                leader_epoch,
                 last_fetched_epoch: None,
                 partition_max_bytes: 1 << 20,
             }],
         }],
+    }
+}
+
+#[test]
+fn private_port_serves_only_replication_and_refuses_the_rest_clearly() {
+    let cluster = Cluster::start(CORES);
+    let topic = cluster.create_topic("replicated", 1);
+    // The private port of the core owning the partition: a core serves only its own replicas.
+    let core = cluster.leader_cores(&topic)[0];
+    let mut private = SpuClient::connect(cluster.spu.core_private_addresses[core.index()]);
+    // A client API on the private port: `UnknownApiKey`, and the connection stays usable.
+    let records = batch(&[b"not here"], 1);
+    let produce = ProduceRequest {
+        acks: Acks::Leader,
+        timeout_ms: 1_000,
+        topics: vec![ProduceTopic {
+            name: topic.clone(),
+            partitions: vec![ProducePartition {
+                partition: PartitionId(0),
+                records: records.as_slice(),
+            }],
+        }],
     };
-    let frame = follower.call(&request);
+    let frame = private.call(&produce);
+    let response = ApiVersionsResponse::decode(ApiVersion(0), &frame.body).unwrap();
+    assert_eq!(response.error_code, ErrorCode::UnknownApiKey);
+    // A partition this SPU does not host: `NotLeader` (the follower asks again later).
+    let frame = private.call(&follower_fetch(&topic, 7, Some(LeaderEpoch(1))));
     let response = FetchResponse::decode(ApiVersion(0), &frame.body).unwrap();
-    assert_eq!(response.topics[0].partitions[0].header.error_code, ErrorCode::ReplicaNotAvailable);
+    assert_eq!(response.topics[0].partitions[0].header.error_code, ErrorCode::NotLeader);
+    // A follower that names no epoch is behind the leader's: `FencedLeaderEpoch`.
+    let frame = private.call(&follower_fetch(&topic, 0, None));
+    let response = FetchResponse::decode(ApiVersion(0), &frame.body).unwrap();
+    assert_eq!(response.topics[0].partitions[0].header.error_code, ErrorCode::FencedLeaderEpoch);
+    // One ahead of it (the leader has not seen the newer spec yet): `UnknownLeaderEpoch`.
+    let frame = private.call(&follower_fetch(&topic, 0, Some(LeaderEpoch(1_000))));
+    let response = FetchResponse::decode(ApiVersion(0), &frame.body).unwrap();
+    assert_eq!(response.topics[0].partitions[0].header.error_code, ErrorCode::UnknownLeaderEpoch);
+    // Nothing of it harmed the partition.
     assert_serves(&cluster, &topic, 0);
 }
 

@@ -616,7 +616,7 @@ fn followers_learn_producers_and_truncation_rebuilds_them() {
             panic!("expected a duplicate: {duplicate:?}");
         };
         assert_eq!(last.next_offset, Offset(6));
-        assert_eq!(base_offset, Some(Offset(3)), "the retry learns the offset it got");
+        assert_eq!(base_offset, Some(Offset(3)), "the offset the leader gave the batch");
         let mut ahead = idempotent(1, 0, 9, 3);
         let refused = follower.append(&mut ahead, EPOCH).await.unwrap_err();
         assert!(

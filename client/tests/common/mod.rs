@@ -88,33 +88,28 @@ pub struct ScProcess {
     child: ChildGuard,
     pub public_address: SocketAddr,
     pub private_address: SocketAddr,
+    data_dir: PathBuf,
+    heartbeat_timeout_ms: u64,
 }
 
 impl ScProcess {
     pub fn start(data_dir: &Path) -> ScProcess {
+        Self::start_with(data_dir, 5_000)
+    }
+
+    /// An SC that marks an SPU offline after `heartbeat_timeout_ms` without a heartbeat.
+    pub fn start_with(data_dir: &Path, heartbeat_timeout_ms: u64) -> ScProcess {
         std::fs::create_dir_all(data_dir).expect("create the SC's directory");
-        let ready_file = data_dir.join("sc.ready");
-        let child = Command::new(binary("sluice-sc", "SLUICE_SC_BIN"))
-            .args(["--public-address=127.0.0.1:0", "--private-address=127.0.0.1:0"])
-            .arg("--data-dir")
-            .arg(data_dir.join("sc"))
-            .arg("--ready-file")
-            .arg(&ready_file)
-            .arg("--heartbeat-timeout-ms=5000")
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("spawn sluice-sc");
-        let mut child = ChildGuard(child);
-        let text = wait_ready_file(&mut child.0, &ready_file, "sluice-sc");
-        let address = |key: &str| -> SocketAddr {
-            ready_value(&text, key)
-                .unwrap_or_else(|| panic!("no {key} in {text:?}"))
-                .parse()
-                .expect("address")
-        };
-        ScProcess { public_address: address("public"), private_address: address("private"), child }
+        let any = "127.0.0.1:0".parse().unwrap();
+        let (child, public_address, private_address) =
+            spawn_sc(data_dir, heartbeat_timeout_ms, any, any);
+        ScProcess {
+            child,
+            public_address,
+            private_address,
+            data_dir: data_dir.to_owned(),
+            heartbeat_timeout_ms,
+        }
     }
 
     pub fn client_config(&self) -> ClientConfig {
@@ -124,6 +119,58 @@ impl ScProcess {
     pub fn kill(self) {
         drop(self);
     }
+
+    /// `kill -9`, reaping the process; it stays down until [`ScProcess::restart`].
+    pub fn crash(&mut self) {
+        let _ = self.child.0.kill();
+        let _ = self.child.0.wait();
+    }
+
+    /// Starts the SC again on its data directory and its ports (the OS chose them at the first
+    /// start; SPUs and clients know them), once the old process is gone.
+    pub fn restart(&mut self) {
+        self.crash();
+        let (child, _, _) = spawn_sc(
+            &self.data_dir,
+            self.heartbeat_timeout_ms,
+            self.public_address,
+            self.private_address,
+        );
+        self.child = child;
+    }
+}
+
+fn spawn_sc(
+    data_dir: &Path,
+    heartbeat_timeout_ms: u64,
+    public: SocketAddr,
+    private: SocketAddr,
+) -> (ChildGuard, SocketAddr, SocketAddr) {
+    let ready_file = data_dir.join("sc.ready");
+    let _ = std::fs::remove_file(&ready_file);
+    let child = Command::new(binary("sluice-sc", "SLUICE_SC_BIN"))
+        .arg(format!("--public-address={public}"))
+        .arg(format!("--private-address={private}"))
+        .arg("--data-dir")
+        .arg(data_dir.join("sc"))
+        .arg("--ready-file")
+        .arg(&ready_file)
+        .arg(format!("--heartbeat-timeout-ms={heartbeat_timeout_ms}"))
+        .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn sluice-sc");
+    let mut child = ChildGuard(child);
+    let text = wait_ready_file(&mut child.0, &ready_file, "sluice-sc");
+    let address = |key: &str| -> SocketAddr {
+        ready_value(&text, key)
+            .unwrap_or_else(|| panic!("no {key} in {text:?}"))
+            .parse()
+            .expect("address")
+    };
+    let (public, private) = (address("public"), address("private"));
+    (child, public, private)
 }
 
 /// A running `sluice-spu`; killed on drop.
@@ -185,6 +232,37 @@ impl SpuProcess {
         assert!(status.success(), "kill -{signal} failed");
     }
 
+    /// The process id (for signals sent while the test holds no handle to the child).
+    pub fn pid(&self) -> u32 {
+        self.child.0.id()
+    }
+
+    /// Where this SPU keeps its replicas (`spu-<id>/<topic>-<partition>/` below it).
+    pub fn data_root(&self) -> PathBuf {
+        self.data_dir.join("spu")
+    }
+
+    /// The record batches of this SPU's replica of `topic`-`partition`, from its files.
+    pub fn log_batches(&self, topic: &str, partition: u32) -> Vec<(i64, Vec<u8>)> {
+        let directory =
+            self.data_root().join(format!("spu-{}", self.id)).join(format!("{topic}-{partition}"));
+        log_batches(&directory)
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.0.try_wait().expect("poll sluice-spu").is_none()
+    }
+
+    /// SIGTERM, waits until it exited, then the same SPU again (a rolling restart's step).
+    pub fn stop_and_restart(&mut self) {
+        self.signal("TERM");
+        wait_for("the SPU to exit after SIGTERM", || {
+            self.child.0.try_wait().expect("poll sluice-spu").map(|_| ())
+        });
+        self.start_again();
+    }
+
     /// `kill -9`, reaping the process; it stays down.
     pub fn crash(&mut self) {
         let _ = self.child.0.kill();
@@ -194,8 +272,12 @@ impl SpuProcess {
     /// `kill -9`, then the same SPU (id, data directory) again, on new ports; waits until it
     /// is registered again.
     pub fn crash_and_restart(&mut self) {
-        let _ = self.child.0.kill();
-        let _ = self.child.0.wait();
+        self.crash();
+        self.start_again();
+    }
+
+    /// Starts the SPU again (its process is gone) and waits until it is registered.
+    fn start_again(&mut self) {
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         let mut child =
             spawn_spu(self.id, self.cores, self.sc_private_address, &self.data_dir, &extra);
@@ -285,8 +367,18 @@ impl TestCluster {
 
     /// As [`TestCluster::start`], with extra `sluice-spu` flags for every SPU.
     pub fn start_with(spu_count: i32, cores: u16, extra: &[&str]) -> TestCluster {
+        Self::start_configured(spu_count, cores, extra, 5_000)
+    }
+
+    /// As [`TestCluster::start_with`], with the SC's heartbeat timeout.
+    pub fn start_configured(
+        spu_count: i32,
+        cores: u16,
+        extra: &[&str],
+        heartbeat_timeout_ms: u64,
+    ) -> TestCluster {
         let directory = tempfile::tempdir().expect("temp dir");
-        let sc = ScProcess::start(directory.path());
+        let sc = ScProcess::start_with(directory.path(), heartbeat_timeout_ms);
         let cluster = Cluster::connect(sc.client_config()).expect("connect to the SC");
         let spus = (1..=spu_count)
             .map(|id| SpuProcess::start_custom(id, cores, &sc, &cluster, directory.path(), extra))
@@ -321,4 +413,35 @@ impl TestCluster {
             ready.then_some(())
         });
     }
+}
+
+/// The record batches of a replica directory's segment files, as (base offset, bytes), sorted
+/// by base offset, each segment read until the first position that does not hold a whole
+/// valid batch (the preallocated zeros past the log end).
+pub fn log_batches(directory: &Path) -> Vec<(i64, Vec<u8>)> {
+    let mut segments: Vec<PathBuf> = std::fs::read_dir(directory)
+        .map(|entries| entries.filter_map(|entry| Some(entry.ok()?.path())).collect())
+        .unwrap_or_default();
+    segments.retain(|path| path.extension().is_some_and(|extension| extension == "log"));
+    segments.sort();
+    let mut batches = Vec::new();
+    for segment in segments {
+        let Ok(bytes) = std::fs::read(&segment) else { continue };
+        let mut position = 0;
+        while let Some(header) = bytes.get(position..position + 12) {
+            let base = i64::from_be_bytes(header[..8].try_into().unwrap());
+            let length = i32::from_be_bytes(header[8..12].try_into().unwrap());
+            if length <= 0 {
+                break;
+            }
+            let end = position + 12 + length as usize;
+            let Some(batch) = bytes.get(position..end) else { break };
+            if sluice_proto::record::validate_batch(batch, 64 << 20).is_err() {
+                break;
+            }
+            batches.push((base, batch.to_vec()));
+            position = end;
+        }
+    }
+    batches
 }

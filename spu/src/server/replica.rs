@@ -24,7 +24,10 @@
 //! (a storage error in the middle leaves a prefix, which an idempotent producer's retry then
 //! skips as duplicates). Batches of idempotent producers are checked against the log's
 //! producer table ([`crate::storage::producers`]): retries of appended batches are skipped and
-//! answered `DuplicateSequence` when the whole request was such retries.
+//! answered `DuplicateSequence` when the whole request was such retries. A request is
+//! answered with its base offset whenever its batches lie one after another in the log, retries
+//! of recent batches included (the table remembers where they went): the SDK takes it as the
+//! offset of the request's first record.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -36,7 +39,7 @@ use sluice_proto::error_code::ErrorCode;
 use sluice_proto::ids::{LeaderEpoch, Offset, PartitionId, SpuId};
 use sluice_proto::object::topic::Durability;
 use sluice_proto::object::{InSyncSet, PartitionKey, PartitionSpec, ReplicaStatus};
-use sluice_proto::record::{validate_batch, BatchHeader, BATCH_LENGTH_MIN, BATCH_LENGTH_PREFIX};
+use sluice_proto::record::{validate_batch, BATCH_LENGTH_MIN, BATCH_LENGTH_PREFIX};
 
 use crate::config::SpuConfig;
 use crate::replication::leader::{AckState, LeaderSettings};
@@ -191,6 +194,43 @@ pub(crate) fn frame_batches(
         return Err(ErrorCode::CorruptMessage);
     }
     Ok(batches)
+}
+
+/// Where a produce request's batches lie in the log, batch by batch (appended now, or retries
+/// of batches appended before): its base offset, when they lie one after another.
+#[derive(Default)]
+struct Placement {
+    /// The first batch's base offset and the offset after the last batch so far.
+    span: Option<(Offset, Offset)>,
+    /// A batch whose place is unknown, or one not right after the previous.
+    broken: bool,
+}
+
+impl Placement {
+    /// The next batch: its base offset and the offset after it, if known.
+    fn add(&mut self, batch: Option<(Offset, Offset)>) {
+        match (batch, self.span) {
+            (None, _) => self.broken = true,
+            (Some((base, next)), None) => self.span = Some((base, next)),
+            (Some((base, next)), Some((first, end))) => {
+                self.broken |= base != end;
+                self.span = Some((first, next));
+            }
+        }
+    }
+
+    /// The request's base offset, when its batches lie one after another.
+    fn base_offset(&self) -> Option<Offset> {
+        match self.span {
+            Some((first, _)) if !self.broken => Some(first),
+            _ => None,
+        }
+    }
+}
+
+/// A framed batch's last offset delta (its record count less one).
+fn last_offset_delta(batch: &[u8]) -> i32 {
+    i32::from_be_bytes([batch[23], batch[24], batch[25], batch[26]])
 }
 
 impl Replica {
@@ -425,30 +465,20 @@ impl Replica {
         let mut last: Option<Appended> = None;
         // The last appended batch of the producer of skipped duplicates (it covers them).
         let mut duplicates_covered_by: Option<Appended> = None;
-        // Where the retried batches were appended the first time, while they are known and
-        // contiguous: (first base offset, the offset after the last).
-        let mut duplicate_offsets: Option<(Offset, Offset)> = None;
-        let mut duplicates_placed = true;
+        let mut placement = Placement::default();
         for range in batches {
-            let records_in_batch =
-                BatchHeader::parse(&records[range.clone()]).map_or(0, |header| header.record_count);
-            match self.log.append(&mut records[range], epoch).await {
+            let batch = &mut records[range];
+            match self.log.append(batch, epoch).await {
                 Ok(appended) => {
                     first.get_or_insert(appended);
                     last = Some(appended);
+                    placement.add(Some((appended.base_offset, appended.next_offset)));
                 }
                 Err(StorageError::DuplicateSequence { last: covering, base_offset }) => {
                     tracing::debug!(key = %self.key, "idempotent retry of an appended batch");
                     duplicates_covered_by = Some(covering);
-                    let after = |base: Offset| Offset(base.get() + i64::from(records_in_batch));
-                    duplicate_offsets = match (duplicate_offsets, base_offset) {
-                        (None, Some(base)) if duplicates_placed => Some((base, after(base))),
-                        (Some((start, end)), Some(base)) if base == end => {
-                            Some((start, after(base)))
-                        }
-                        _ => None,
-                    };
-                    duplicates_placed = duplicate_offsets.is_some();
+                    let records = i64::from(last_offset_delta(batch)) + 1;
+                    placement.add(base_offset.map(|base| (base, Offset(base.get() + records))));
                 }
                 Err(error) => {
                     tracing::debug!(key = %self.key, %error, "append refused");
@@ -458,30 +488,23 @@ impl Replica {
         }
         let log_start_offset = Some(self.log.log_start_offset());
         let (outcome, last) = match (first, last, duplicates_covered_by) {
-            // Appended. When some batches were retries of appended ones, the request's
-            // batches may no longer be contiguous in the log: an offset is reported only when
-            // they are.
-            (Some(first), Some(last), skipped) => (
+            // Appended. The offset is reported only where the request's batches lie one after
+            // another in the log (retried ones skipped included), as the client counts on.
+            (Some(first), Some(last), _) => (
                 ProduceOutcome {
                     error_code: ErrorCode::None,
-                    base_offset: match (skipped, duplicate_offsets) {
-                        (None, _) => Some(first.base_offset),
-                        // Retries of the request's first batches, then its next ones, all in
-                        // one run of the log: the offsets are still the request's.
-                        (Some(_), Some((start, end))) if end == first.base_offset => Some(start),
-                        _ => None,
-                    },
+                    base_offset: placement.base_offset(),
                     log_start_offset,
                     records: (last.next_offset.get() - first.base_offset.get()).max(0) as u64,
                 },
                 last,
             ),
             // Only retries: answered once what covers them is as durable as `acks` asks, with
-            // the offset they got the first time when it is known (as Kafka does).
+            // the offset they got when appended (while the log knows it, as above).
             (_, _, Some(covering)) => (
                 ProduceOutcome {
                     error_code: ErrorCode::DuplicateSequence,
-                    base_offset: duplicate_offsets.map(|(start, _)| start),
+                    base_offset: placement.base_offset(),
                     log_start_offset,
                     records: 0,
                 },
@@ -663,6 +686,24 @@ mod tests {
         let mut bytes = vec![0u8; 12];
         bytes[8..12].copy_from_slice(&length.to_be_bytes());
         bytes
+    }
+
+    #[test]
+    fn a_request_has_a_base_offset_only_where_its_batches_are_contiguous() {
+        let span = |base: i64, next: i64| Some((Offset(base), Offset(next)));
+        let placed = |batches: &[Option<(Offset, Offset)>]| {
+            let mut placement = Placement::default();
+            for batch in batches {
+                placement.add(*batch);
+            }
+            placement.base_offset()
+        };
+        assert_eq!(placed(&[]), None);
+        assert_eq!(placed(&[span(5, 8)]), Some(Offset(5)));
+        assert_eq!(placed(&[span(5, 8), span(8, 9)]), Some(Offset(5)));
+        assert_eq!(placed(&[span(5, 8), span(9, 10)]), None);
+        assert_eq!(placed(&[None, span(8, 9)]), None);
+        assert_eq!(placed(&[span(5, 8), None]), None);
     }
 
     #[test]

@@ -94,7 +94,7 @@ pub enum StorageError {
     DuplicateSequence {
         /// The producer's last appended batch.
         last: Appended,
-        /// The offset the batch got when it was appended, when still known.
+        /// The offset the batch got when it was appended, if the log still knows it.
         base_offset: Option<Offset>,
     },
     /// The log was closed or a previous write failure left it unusable until reopened.

@@ -8,8 +8,9 @@
 //! * **A retry of an appended batch** (same epoch, the whole batch behind the next expected
 //!   sequence): not appended again ([`Admission::Duplicate`]); the caller acknowledges it once
 //!   the producer's last appended batch is as durable as the request asks, with the offset the
-//!   batch got the first time when it is one of the producer's last [`RECENT_BATCHES`] batches
-//!   (as Kafka does), so the producer learns where its record is.
+//!   batch got when it was appended if it is one of the producer's last
+//!   [`RECENT_BATCHES_PER_PRODUCER`] batches (a retry after a leader change is usually one:
+//!   the new leader replicated it, the producer never got its answer).
 //! * **Ahead** (same epoch, a gap before it): refused as out of order, so a request that
 //!   arrives after an earlier one failed cannot overtake it. The producer retries the earlier
 //!   batches first, or, if they failed for good, starts a new epoch.
@@ -37,11 +38,12 @@ use sluice_proto::record::{sequence_after, sequence_distance_behind, BatchHeader
 
 use super::log::Appended;
 
-/// Producers remembered per log (about 250 bytes per producer).
+/// Producers remembered per log (about 320 bytes each: 272 KiB per log at most).
 pub const PRODUCERS_PER_LOG_MAX: usize = 1024;
-/// Batches per producer whose offsets a retry is answered with: the most a producer has in
-/// flight per partition (the SDK's `max_in_flight` is at most 16).
-pub const RECENT_BATCHES: usize = 16;
+
+/// Batches per producer whose offsets a retry is answered with: as many as a producer may have
+/// in flight to one partition (the SDK allows 16 requests).
+pub const RECENT_BATCHES_PER_PRODUCER: usize = 16;
 
 /// Why a batch of an idempotent producer was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,10 +88,18 @@ pub enum Admission {
     Duplicate {
         /// The producer's last appended batch.
         last: Appended,
-        /// The offset the batch got when it was appended, when it is one of the producer's
-        /// last [`RECENT_BATCHES`] batches.
+        /// The offset the batch got when it was appended, if it is one of the producer's
+        /// recent batches.
         base_offset: Option<Offset>,
     },
+}
+
+/// Where one of a producer's recent batches went.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RecentBatch {
+    base_sequence: i32,
+    record_count: i32,
+    base_offset: Offset,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -97,10 +107,9 @@ struct ProducerEntry {
     epoch: i16,
     next_sequence: i32,
     last: Appended,
-    /// (base sequence, base offset) of its last batches, a ring indexed by `recent_next`.
-    recent: [(i32, Offset); RECENT_BATCHES],
-    recent_len: u8,
-    recent_next: u8,
+    /// The producer's last batches in this epoch, a ring; `recent_next` is the next slot.
+    recent: [Option<RecentBatch>; RECENT_BATCHES_PER_PRODUCER],
+    recent_next: usize,
     /// When it last appended, in table ticks (for eviction).
     used: u64,
 }
@@ -134,10 +143,14 @@ impl ProducerTable {
         // Behind by at least the batch's own records, and by less than half the sequence
         // circle (more would be a batch from far ahead that wrapped).
         if behind >= count && behind <= i64::from(i32::MAX / 2) {
-            let base_offset = entry.recent[..usize::from(entry.recent_len)]
+            let base_offset = entry
+                .recent
                 .iter()
-                .find(|(base_sequence, _)| *base_sequence == sequence)
-                .map(|(_, offset)| *offset);
+                .flatten()
+                .find(|batch| {
+                    batch.base_sequence == sequence && batch.record_count == header.record_count
+                })
+                .map(|batch| batch.base_offset);
             return Ok(Admission::Duplicate { last: entry.last, base_offset });
         }
         Err(SequenceError::OutOfOrder { producer, epoch, sequence, expected: entry.next_sequence })
@@ -150,24 +163,26 @@ impl ProducerTable {
             return;
         }
         self.tick += 1;
-        let mut entry = match self.entries.get(&producer) {
-            Some(entry) if entry.epoch == header.producer_epoch => *entry,
-            _ => ProducerEntry {
-                epoch: header.producer_epoch,
-                next_sequence: 0,
-                last: appended,
-                recent: [(0, Offset(0)); RECENT_BATCHES],
-                recent_len: 0,
-                recent_next: 0,
-                used: 0,
-            },
+        let (mut recent, mut recent_next) = match self.entries.get(&producer) {
+            Some(entry) if entry.epoch == header.producer_epoch => {
+                (entry.recent, entry.recent_next)
+            }
+            _ => ([None; RECENT_BATCHES_PER_PRODUCER], 0),
         };
-        entry.next_sequence = sequence_after(header.base_sequence, header.record_count);
-        entry.last = appended;
-        entry.used = self.tick;
-        entry.recent[usize::from(entry.recent_next)] = (header.base_sequence, appended.base_offset);
-        entry.recent_next = ((usize::from(entry.recent_next) + 1) % RECENT_BATCHES) as u8;
-        entry.recent_len = (usize::from(entry.recent_len) + 1).min(RECENT_BATCHES) as u8;
+        recent[recent_next] = Some(RecentBatch {
+            base_sequence: header.base_sequence,
+            record_count: header.record_count,
+            base_offset: appended.base_offset,
+        });
+        recent_next = (recent_next + 1) % RECENT_BATCHES_PER_PRODUCER;
+        let entry = ProducerEntry {
+            epoch: header.producer_epoch,
+            next_sequence: sequence_after(header.base_sequence, header.record_count),
+            last: appended,
+            recent,
+            recent_next,
+            used: self.tick,
+        };
         if self.entries.len() >= PRODUCERS_PER_LOG_MAX && !self.entries.contains_key(&producer) {
             let oldest = self.entries.iter().min_by_key(|(_, entry)| entry.used).map(|(id, _)| *id);
             if let Some(oldest) = oldest {
@@ -201,7 +216,7 @@ impl ProducerTable {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use sluice_proto::ids::{LeaderEpoch, Offset, TimestampMs};
+    use sluice_proto::ids::{LeaderEpoch, TimestampMs};
     use sluice_proto::record::{MAGIC_V2, NO_PRODUCER_ID};
 
     fn header(producer: i64, epoch: i16, sequence: i32, count: i32) -> BatchHeader {
@@ -245,42 +260,50 @@ mod tests {
         assert_eq!(offer(&mut table, &header(7, 0, 0, 10), 10), Ok(Admission::Append));
         assert_eq!(offer(&mut table, &header(7, 0, 10, 5), 15), Ok(Admission::Append));
         assert_eq!(table.next_sequence(ProducerId(7)), Some((0, 15)));
-        // Both earlier batches again: duplicates covered by the last appended batch, answered
-        // with the offsets they got.
+        // Both earlier batches again: duplicates covered by the last appended batch, each
+        // answered with the offset it got.
         for (retried, at) in [(header(7, 0, 0, 10), 10), (header(7, 0, 10, 5), 15)] {
-            let base_offset = Some(appended(at).base_offset);
             assert_eq!(
                 offer(&mut table, &retried, 99),
-                Ok(Admission::Duplicate { last: appended(15), base_offset })
+                Ok(Admission::Duplicate { last: appended(15), base_offset: Some(Offset(at - 1)) })
             );
         }
         assert_eq!(table.next_sequence(ProducerId(7)), Some((0, 15)));
     }
 
     #[test]
-    fn a_retry_older_than_the_recent_batches_has_no_offset() {
+    fn only_recent_batches_keep_their_offsets_and_a_new_epoch_forgets_them() {
         let mut table = ProducerTable::default();
-        let batches = RECENT_BATCHES as i32 + 3;
-        for sequence in 0..batches {
-            offer(&mut table, &header(7, 0, sequence, 1), i64::from(sequence) + 1).unwrap();
+        let batches = RECENT_BATCHES_PER_PRODUCER as i32 + 4;
+        for index in 0..batches {
+            let at = i64::from(index) * 10 + 10;
+            assert_eq!(offer(&mut table, &header(7, 0, index * 2, 2), at), Ok(Admission::Append));
         }
-        let last = appended(i64::from(batches));
-        for sequence in 0..batches {
-            let expected = (sequence >= 3).then(|| appended(i64::from(sequence) + 1).base_offset);
-            assert_eq!(
-                table.admit(&header(7, 0, sequence, 1)),
-                Ok(Admission::Duplicate { last, base_offset: expected }),
-                "sequence {sequence}"
-            );
-        }
-        // A new epoch starts with no recent batches.
-        offer(&mut table, &header(7, 1, 0, 1), 100).unwrap();
+        let last = appended(i64::from(batches - 1) * 10 + 10);
+        // The oldest batches are still duplicates, without an offset.
         assert_eq!(
-            table.admit(&header(7, 1, 0, 1)),
+            offer(&mut table, &header(7, 0, 0, 2), 0),
+            Ok(Admission::Duplicate { last, base_offset: None })
+        );
+        let newest_kept = batches - RECENT_BATCHES_PER_PRODUCER as i32;
+        assert_eq!(
+            offer(&mut table, &header(7, 0, newest_kept * 2, 2), 0),
             Ok(Admission::Duplicate {
-                last: appended(100),
-                base_offset: Some(appended(100).base_offset)
+                last,
+                base_offset: Some(Offset(i64::from(newest_kept) * 10 + 9)),
             })
+        );
+        // Same sequence, other record count: not that batch.
+        assert_eq!(
+            offer(&mut table, &header(7, 0, newest_kept * 2, 1), 0),
+            Ok(Admission::Duplicate { last, base_offset: None })
+        );
+        // A new epoch starts over.
+        assert_eq!(offer(&mut table, &header(7, 1, 0, 2), 500), Ok(Admission::Append));
+        assert_eq!(offer(&mut table, &header(7, 1, 2, 2), 510), Ok(Admission::Append));
+        assert_eq!(
+            offer(&mut table, &header(7, 1, 0, 2), 0),
+            Ok(Admission::Duplicate { last: appended(510), base_offset: Some(Offset(499)) })
         );
     }
 

@@ -12,10 +12,17 @@ use std::task::{Context, Poll, Waker};
 
 /// A generation counter with waiters: [`Signal::changed`] completes once the generation moves
 /// past the one the caller saw.
+///
+/// A waiter holds one slot however often it is polled, and frees it when dropped: long-lived
+/// tasks wait on a signal again and again (a timer raced against a stop signal every tick, a
+/// long poll re-polled whenever another partition moves), and one waker clone per poll or
+/// per abandoned wait would pile up until the signal fires (never, for a stop signal) and
+/// overflow the task's reference count (glommio panics at 32,767).
 #[derive(Default)]
 pub(crate) struct Signal {
     generation: Cell<u64>,
-    waiters: RefCell<Vec<Waker>>,
+    /// The waiters of the current generation; a slot is `None` once its waiter is gone.
+    waiters: RefCell<Vec<Option<Waker>>>,
 }
 
 impl Signal {
@@ -28,30 +35,65 @@ impl Signal {
     pub(crate) fn notify(&self) {
         self.generation.set(self.generation.get().wrapping_add(1));
         let waiters = std::mem::take(&mut *self.waiters.borrow_mut());
-        for waker in waiters {
+        for waker in waiters.into_iter().flatten() {
             waker.wake();
         }
     }
 
     /// Completes when the generation differs from `seen`.
     pub(crate) fn changed(&self, seen: u64) -> Changed<'_> {
-        Changed { signal: self, seen }
+        Changed { signal: self, seen, slot: None }
+    }
+
+    /// Waiters registered now (tests).
+    #[cfg(test)]
+    fn waiter_count(&self) -> usize {
+        self.waiters.borrow().iter().flatten().count()
     }
 }
 
 pub(crate) struct Changed<'a> {
     signal: &'a Signal,
     seen: u64,
+    /// Its slot in the waiters, valid while the generation is `seen` (only [`Signal::notify`]
+    /// empties the waiters, and it moves the generation).
+    slot: Option<usize>,
 }
 
 impl Future for Changed<'_> {
     type Output = ();
     fn poll(self: Pin<&mut Self>, context: &mut Context<'_>) -> Poll<()> {
-        if self.signal.generation.get() != self.seen {
+        let this = self.get_mut();
+        if this.signal.generation.get() != this.seen {
+            this.slot = None;
             return Poll::Ready(());
         }
-        self.signal.waiters.borrow_mut().push(context.waker().clone());
+        let mut waiters = this.signal.waiters.borrow_mut();
+        match this.slot {
+            Some(slot) => match &mut waiters[slot] {
+                Some(waker) if waker.will_wake(context.waker()) => {}
+                entry => *entry = Some(context.waker().clone()),
+            },
+            None => {
+                waiters.push(Some(context.waker().clone()));
+                this.slot = Some(waiters.len() - 1);
+            }
+        }
         Poll::Pending
+    }
+}
+
+impl Drop for Changed<'_> {
+    fn drop(&mut self) {
+        let Some(slot) = self.slot else { return };
+        if self.signal.generation.get() != self.seen {
+            return;
+        }
+        let mut waiters = self.signal.waiters.borrow_mut();
+        waiters[slot] = None;
+        while waiters.last().is_some_and(Option::is_none) {
+            waiters.pop();
+        }
     }
 }
 
@@ -114,6 +156,38 @@ mod tests {
         signal.notify();
         assert_eq!(counter.0.load(Ordering::Relaxed), 1);
         assert!(changed.as_mut().poll(&mut context).is_ready());
+    }
+
+    #[test]
+    fn a_waiter_holds_one_waker_however_often_polled_and_none_once_dropped() {
+        let signal = Signal::default();
+        let counter = std::sync::Arc::new(CountingWaker(AtomicU32::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut context = Context::from_waker(&waker);
+        let seen = signal.generation();
+        let mut first = Box::pin(signal.changed(seen));
+        let mut second = Box::pin(signal.changed(seen));
+        for _ in 0..1_000 {
+            assert!(first.as_mut().poll(&mut context).is_pending());
+        }
+        assert!(second.as_mut().poll(&mut context).is_pending());
+        assert_eq!(signal.waiter_count(), 2);
+        // The waker itself, `counter`, and one clone per waiter.
+        assert_eq!(std::sync::Arc::strong_count(&counter), 4);
+        drop(first);
+        assert_eq!(signal.waiter_count(), 1);
+        // An abandoned wait, as in a timer raced against a stop signal every tick.
+        for _ in 0..1_000 {
+            let mut abandoned = Box::pin(signal.changed(seen));
+            assert!(abandoned.as_mut().poll(&mut context).is_pending());
+        }
+        assert_eq!(signal.waiter_count(), 1);
+        assert_eq!(std::sync::Arc::strong_count(&counter), 3);
+        signal.notify();
+        assert_eq!(counter.0.load(Ordering::Relaxed), 1);
+        assert!(second.as_mut().poll(&mut context).is_ready());
+        drop(second);
+        assert_eq!(std::sync::Arc::strong_count(&counter), 2);
     }
 
     #[test]

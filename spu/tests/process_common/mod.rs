@@ -130,6 +130,8 @@ pub struct SpuProcess {
     pub private_address: SocketAddr,
     pub metrics_address: SocketAddr,
     pub core_addresses: Vec<SocketAddr>,
+    /// Each core's own private (replication) port.
+    pub core_private_addresses: Vec<SocketAddr>,
 }
 
 impl SpuProcess {
@@ -175,11 +177,14 @@ impl SpuProcess {
                 .expect("address")
         };
         let core_addresses = (0..cores).map(|core| address(&format!("core.{core}"))).collect();
+        let core_private_addresses =
+            (0..cores).map(|core| address(&format!("core_private.{core}"))).collect();
         SpuProcess {
             public_address: address("public"),
             private_address: address("private"),
             metrics_address: address("metrics"),
             core_addresses,
+            core_private_addresses,
             child,
         }
     }
