@@ -52,6 +52,11 @@ pub(crate) struct Batch {
     /// Producer id, epoch and base sequence in its header ([`ProducerState::NONE`] without
     /// idempotence); set when sealed.
     pub producer: ProducerState,
+    /// Sent before without a clear outcome: it goes alone in its partition's next request, so
+    /// the SPU, recognizing it as appended before, can answer with the offset it got then (a
+    /// request of several batches has one base offset, which retried batches interleaved with
+    /// other producers' may not share).
+    pub retried: bool,
 }
 
 impl Batch {
@@ -489,6 +494,7 @@ mod tests {
                 reserved_bytes: 0,
                 sequence: u64::from(round),
                 producer: ProducerState::NONE,
+                retried: false,
             });
             assert!(queue.seal_open(lz4));
         }
@@ -511,6 +517,7 @@ mod tests {
             reserved_bytes: 0,
             sequence: 0,
             producer: ProducerState::NONE,
+            retried: false,
         }
     }
 

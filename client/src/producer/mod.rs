@@ -387,6 +387,7 @@ impl Producer {
             reserved_bytes: 0,
             sequence,
             producer: ProducerState::NONE,
+            retried: false,
         }
     }
 

@@ -120,6 +120,7 @@ mod tests {
             reserved_bytes: 0,
             sequence: 0,
             producer: sluice_proto::record::ProducerState::NONE,
+            retried: false,
         }
     }
 

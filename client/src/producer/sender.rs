@@ -444,7 +444,8 @@ impl SenderLoop<'_> {
             queue.in_flight = queue.in_flight.saturating_sub(1);
             if error.is_retriable() {
                 tracing::debug!(topic = %partition.topic.name, partition = partition.partition, %error, "retrying");
-                for batch in partition.batches {
+                for mut batch in partition.batches {
+                    batch.retried = true;
                     let age = now.saturating_duration_since(batch.created);
                     let decision = recovery(&error, age, config.delivery_timeout);
                     refresh |= decision == Recovery::RefreshAndRetry;
@@ -528,7 +529,8 @@ impl SenderLoop<'_> {
 }
 
 /// Takes the partition's sealed batches, front first, while the request stays under
-/// [`PRODUCE_REQUEST_BYTES_MAX`]; `None` when not even the first fits a non-empty request.
+/// [`PRODUCE_REQUEST_BYTES_MAX`]; `None` when not even the first fits a non-empty request. A
+/// retried batch goes alone ([`Batch::retried`]).
 fn take_batches(queue: &mut PartitionQueue, request_bytes: usize) -> Option<Vec<Batch>> {
     let first_len = queue.sealed.front()?.wire_len();
     if request_bytes > 0 && request_bytes + first_len > PRODUCE_REQUEST_BYTES_MAX {
@@ -537,11 +539,17 @@ fn take_batches(queue: &mut PartitionQueue, request_bytes: usize) -> Option<Vec<
     let mut bytes = request_bytes;
     let mut taken = Vec::new();
     while let Some(front) = queue.sealed.front() {
-        if !taken.is_empty() && bytes + front.wire_len() > PRODUCE_REQUEST_BYTES_MAX {
+        if !taken.is_empty()
+            && (bytes + front.wire_len() > PRODUCE_REQUEST_BYTES_MAX || front.retried)
+        {
             break;
         }
         bytes += front.wire_len();
+        let retried = front.retried;
         taken.extend(queue.sealed.pop_front());
+        if retried {
+            break;
+        }
     }
     queue.in_flight += 1;
     Some(taken)
@@ -549,4 +557,52 @@ fn take_batches(queue: &mut PartitionQueue, request_bytes: usize) -> Option<Vec<
 
 fn wake_at(pass: &mut Pass, at: Instant) {
     pass.next_wake = Some(pass.next_wake.map_or(at, |current| current.min(at)));
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use sluice_proto::ids::TimestampMs;
+    use sluice_proto::object::TopicName;
+    use sluice_proto::record::{BatchBuilder, ProducerState};
+
+    use super::*;
+    use crate::producer::delivery::BatchShared;
+
+    fn batch(sequence: u64, retried: bool) -> Batch {
+        let mut builder = BatchBuilder::new();
+        builder.push_record(TimestampMs(1), None, Some(b"value"), &[]).unwrap();
+        Batch {
+            builder,
+            compressed: None,
+            shared: Arc::new(BatchShared::new(0)),
+            callbacks: Vec::new(),
+            created: Instant::now(),
+            reserved_bytes: 0,
+            sequence,
+            producer: ProducerState::NONE,
+            retried,
+        }
+    }
+
+    fn sequences(batches: &[Batch]) -> Vec<u64> {
+        batches.iter().map(|batch| batch.sequence).collect()
+    }
+
+    #[test]
+    fn retried_batches_go_alone_and_fresh_ones_together() {
+        let topic = TopicQueues::new(TopicName::new("t").unwrap(), 1, 0);
+        let mut queue = lock_queue(&topic.partitions[0]);
+        for (sequence, retried) in [(0, true), (1, true), (2, false), (3, false), (4, true)] {
+            queue.sealed.push_back(batch(sequence, retried));
+        }
+        assert_eq!(sequences(&take_batches(&mut queue, 0).unwrap()), [0]);
+        assert_eq!(sequences(&take_batches(&mut queue, 0).unwrap()), [1]);
+        assert_eq!(sequences(&take_batches(&mut queue, 0).unwrap()), [2, 3]);
+        assert_eq!(sequences(&take_batches(&mut queue, 0).unwrap()), [4]);
+        assert!(take_batches(&mut queue, 0).is_none());
+        assert_eq!(queue.in_flight, 4);
+    }
 }
