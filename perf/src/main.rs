@@ -5,7 +5,8 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sluice_perf::args::{SuiteArgs, WorkloadArgs};
+use sluice_perf::args::{FailoverArgs, SuiteArgs, WorkloadArgs};
+use sluice_perf::failover::{run_failover, summary_table};
 use sluice_perf::report::{write_json, WorkloadKind};
 use sluice_perf::suite::run_suite;
 use sluice_perf::table;
@@ -29,6 +30,12 @@ enum Command {
     /// The machine's limits (fio, iperf3) and the standard Sluice runs on a local cluster,
     /// side by side; the JSON report goes under --results-dir.
     Suite(SuiteArgs),
+    /// Failover figures on a local cluster it starts (3 SPUs of 1 core, RF 3, min in-sync 2),
+    /// producing with acks all throughout: kill -9 of the leader (time to the first record
+    /// sent after the kill acknowledged by the successor), SIGSTOP of the leader (the same,
+    /// found by the SC's heartbeat timeout), kill -9 of a follower (longest produce stall);
+    /// p50 / p99 / max against issue 18's targets.
+    Failover(FailoverArgs),
 }
 
 fn main() -> ExitCode {
@@ -38,6 +45,7 @@ fn main() -> ExitCode {
         Command::Consume(args) => workload(WorkloadKind::Consume, &args),
         Command::E2e(args) => workload(WorkloadKind::E2e, &args),
         Command::Suite(args) => suite(&args),
+        Command::Failover(args) => failover(&args),
     };
     match outcome {
         Ok(code) => code,
@@ -60,6 +68,17 @@ fn workload(kind: WorkloadKind, args: &WorkloadArgs) -> anyhow::Result<ExitCode>
         return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn failover(args: &FailoverArgs) -> anyhow::Result<ExitCode> {
+    let report = run_failover(args)?;
+    print!("{}", summary_table(&report));
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+        eprintln!("report written to {}", path.display());
+    }
+    let missed = report.summaries.iter().any(|summary| !summary.met);
+    Ok(if missed || report.errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn suite(args: &SuiteArgs) -> anyhow::Result<ExitCode> {
