@@ -50,7 +50,14 @@ impl Future for Changed<'_> {
         if self.signal.generation.get() != self.seen {
             return Poll::Ready(());
         }
-        self.signal.waiters.borrow_mut().push(context.waker().clone());
+        // One waker per task: a task polled again before the signal moves (a wait over many
+        // partitions' signals is polled whenever any of them fires) must not add another clone
+        // each time. Unbounded clones of one task's waker overflowed glommio's task reference
+        // count and killed the core (a leader holding follower fetches for 100 partitions).
+        let mut waiters = self.signal.waiters.borrow_mut();
+        if !waiters.iter().any(|waiter| waiter.will_wake(context.waker())) {
+            waiters.push(context.waker().clone());
+        }
         Poll::Pending
     }
 }
@@ -114,6 +121,24 @@ mod tests {
         signal.notify();
         assert_eq!(counter.0.load(Ordering::Relaxed), 1);
         assert!(changed.as_mut().poll(&mut context).is_ready());
+    }
+
+    #[test]
+    fn a_task_polled_again_waits_once() {
+        let signal = Signal::default();
+        let counter = std::sync::Arc::new(CountingWaker(AtomicU32::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut context = Context::from_waker(&waker);
+        let seen = signal.generation();
+        let mut changed = Box::pin(signal.changed(seen));
+        for _ in 0..1000 {
+            assert!(changed.as_mut().poll(&mut context).is_pending());
+            let mut again = Box::pin(signal.changed(seen));
+            assert!(again.as_mut().poll(&mut context).is_pending());
+        }
+        assert_eq!(signal.waiters.borrow().len(), 1);
+        signal.notify();
+        assert_eq!(counter.0.load(Ordering::Relaxed), 1);
     }
 
     #[test]
