@@ -27,14 +27,20 @@ enum Command {
     Consume(WorkloadArgs),
     /// Producers and consumers at once: end-to-end latency (consume time minus send time).
     E2e(WorkloadArgs),
-    /// The machine's limits (fio, iperf3) and the standard Sluice runs on a local cluster,
-    /// side by side; the JSON report goes under --results-dir.
+    /// The machine's limits (fio, iperf3) and the standard Sluice runs side by side.
+    ///
+    /// Runs on local clusters it starts: 1 SPU (standard runs) and 3 SPUs of 1 core
+    /// (replicated runs: RF 3 against RF 1, e2e at RF 3, 100 partitions at RF 3 for memory).
+    /// The JSON report goes under --results-dir.
     Suite(SuiteArgs),
-    /// Failover figures on a local cluster it starts (3 SPUs of 1 core, RF 3, min in-sync 2),
-    /// producing with acks all throughout: kill -9 of the leader (time to the first record
-    /// sent after the kill acknowledged by the successor), SIGSTOP of the leader (the same,
-    /// found by the SC's heartbeat timeout), kill -9 of a follower (longest produce stall);
-    /// p50 / p99 / max against issue 18's targets.
+    /// Failover figures: kill -9 / SIGSTOP of the leader, kill -9 of a follower.
+    ///
+    /// On a local cluster it starts (3 SPUs of 1 core, RF 3, min in-sync 2), producing with
+    /// acks all throughout: kill -9 of the leader (time from the kill to the first record sent
+    /// after it acknowledged by the successor), SIGSTOP of the leader (the same, found by the
+    /// SC's heartbeat timeout), kill -9 of a follower (longest time without an
+    /// acknowledgement); progress per event on stderr, p50 / p99 / max against issue 18's
+    /// targets on stdout. Exits non-zero when a target is missed or a record failed.
     Failover(FailoverArgs),
 }
 
