@@ -204,6 +204,36 @@ fn a_paused_leader_is_left_for_the_new_one_without_waiting_for_the_request_timeo
 }
 
 #[test]
+fn a_producer_leaves_a_paused_leader_for_the_new_one_without_waiting_for_the_request_timeout() {
+    let fake = FakeCluster::start(TOPIC, 1, 2);
+    let request_timeout = Duration::from_secs(30);
+    let cluster = connect(&fake, request_timeout);
+    let producer = producer(&cluster);
+    produce(&producer, 0..5);
+    // SPU 1 hangs with produce requests in flight (its connection stays open); the SC elects
+    // SPU 2. The unanswered requests are sent again to SPU 2 once the metadata says so.
+    fake.spu(1).behave(|behaviour| behaviour.paused = true);
+    let pending: Vec<_> = (5..10u32)
+        .map(|value| {
+            let bytes = value.to_be_bytes();
+            producer.send(&ProducerRecord::new(TOPIC, &bytes).with_partition(0)).expect("send")
+        })
+        .collect();
+    wait_for("a produce request to reach the paused SPU", || {
+        (fake.spu(1).behave(|behaviour| behaviour.unanswered) > 0).then_some(())
+    });
+    let elected = Instant::now();
+    fake.sc.elect(0, SpuId(2));
+    for future in pending {
+        future.wait().expect("acknowledged by the new leader");
+    }
+    let waited = elected.elapsed();
+    assert!(waited < request_timeout / 3, "the producer took {waited:?} to move");
+    let consumer = spawn_consumer(&cluster);
+    assert_eq!(take(&consumer, 10), in_order(0, 10), "lost, duplicated or reordered");
+}
+
+#[test]
 fn a_dying_leader_is_followed_to_the_new_one() {
     let fake = FakeCluster::start(TOPIC, 1, 2);
     let cluster = connect(&fake, Duration::from_secs(10));

@@ -109,6 +109,11 @@ pub struct WorkloadArgs {
     /// Replication factor of a created topic.
     #[arg(long, default_value_t = 1)]
     pub replication: u16,
+    /// Minimum in-sync replicas of a created topic: fewer in sync and acks `all` is refused
+    /// (`NotEnoughReplicas`); at least 1 and at most --replication.
+    #[arg(long, default_value_t = 1)]
+    #[serde(default = "min_in_sync_default")]
+    pub min_in_sync: u16,
     /// Records to measure (after the warm-up). Default when no --duration: 100000.
     #[arg(long, conflicts_with = "duration")]
     pub records: Option<u64>,
@@ -178,6 +183,11 @@ pub struct WorkloadArgs {
     pub progress_interval: Duration,
 }
 
+/// `min_in_sync` of reports written before the flag existed.
+fn min_in_sync_default() -> u16 {
+    1
+}
+
 /// Records measured when neither --records nor --duration is given.
 pub const RECORDS_DEFAULT: u64 = 100_000;
 
@@ -198,6 +208,9 @@ impl WorkloadArgs {
         }
         if self.partitions == 0 || self.replication == 0 {
             return Err("--partitions and --replication must be at least 1".into());
+        }
+        if self.min_in_sync == 0 || self.min_in_sync > self.replication {
+            return Err("--min-in-sync must be at least 1 and at most --replication".into());
         }
         if self.rate.is_some_and(|rate| !(rate > 0.0 && rate.is_finite())) {
             return Err("--rate must be a positive number of records per second".into());
@@ -262,6 +275,83 @@ pub struct SuiteArgs {
     /// Skip fio and iperf3 (only the Sluice runs; the ratios are left out).
     #[arg(long)]
     pub skip_limits: bool,
+    /// Which groups of runs: `standard` (one SPU with --cores: produce to 1 and 2 partitions,
+    /// catch-up, e2e, 100 partitions) and `replicated` (three SPUs of one core each: produce
+    /// to 1 partition at RF 1 and at RF 3 with acks all and min in-sync 2, e2e at half the RF 3
+    /// rate, then 100 partitions at RF 3 for the SPUs' resident set). Comma-separated.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [RunGroup::Standard, RunGroup::Replicated])]
+    #[serde(default = "run_groups_default")]
+    pub runs: Vec<RunGroup>,
+    /// Partitions of the many-partition runs (the memory target is stated for 100; smaller
+    /// only to try the suite quickly).
+    #[arg(long, default_value_t = 100)]
+    #[serde(default = "many_partitions_default")]
+    pub many_partitions: u32,
+}
+
+/// A group of the suite's runs, each on its own local cluster.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RunGroup {
+    /// One SPU: produce 1 and 2 partitions, catch-up, e2e, 100 partitions.
+    Standard,
+    /// Three SPUs: RF 1 against RF 3 (acks all), e2e at RF 3, 100 partitions at RF 3.
+    Replicated,
+}
+
+fn run_groups_default() -> Vec<RunGroup> {
+    vec![RunGroup::Standard]
+}
+
+fn many_partitions_default() -> u32 {
+    100
+}
+
+/// Parameters of `sluice-perf failover`.
+#[derive(Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct FailoverArgs {
+    /// Leader `kill -9`s (each restarted and back in sync before the next event).
+    #[arg(long, default_value_t = 50)]
+    pub leader_kills: u32,
+    /// Leader `SIGSTOP`s (each continued with `SIGCONT` once a successor acknowledged).
+    #[arg(long, default_value_t = 5)]
+    pub leader_stops: u32,
+    /// Follower `kill -9`s (each restarted after the stall window).
+    #[arg(long, default_value_t = 10)]
+    pub follower_kills: u32,
+    /// Records per second of the one producer (acks all, idempotent); the first-ack figure
+    /// is late by up to one interval.
+    #[arg(long, default_value_t = 1000.0)]
+    pub rate: f64,
+    /// Bytes of each record.
+    #[arg(long, default_value_t = 256)]
+    pub record_size: usize,
+    /// Producer linger in milliseconds.
+    #[arg(long, default_value_t = 1)]
+    pub linger_ms: u64,
+    /// How long after a follower kill the longest time without an acknowledgement is looked
+    /// for.
+    #[arg(long, value_parser = parse_duration, default_value = "3s")]
+    #[serde(with = "duration_seconds")]
+    pub stall_window: Duration,
+    /// Give up (and fail the command) when no record sent after a fault is acknowledged this
+    /// long after it.
+    #[arg(long, value_parser = parse_duration, default_value = "30s")]
+    #[serde(with = "duration_seconds")]
+    pub event_timeout: Duration,
+    /// The SC's heartbeat timeout (`sluice-sc --heartbeat-timeout-ms`), which bounds the
+    /// detection of a stopped SPU [default: the SC's, 2000].
+    #[arg(long)]
+    pub sc_heartbeat_timeout_ms: Option<u64>,
+    /// Data directory of the local cluster [default: a fresh one under /tmp, removed after].
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Directory holding `sluice-sc` and `sluice-spu` [default: next to this binary, then PATH].
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
+    /// Write the report (every event and the summary) to this file.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 /// Serde for a [`Duration`] as fractional seconds.

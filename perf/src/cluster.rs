@@ -1,10 +1,15 @@
-//! A local cluster of real processes for the suite and the tests: one `sluice-sc` with the
-//! embedded store and one `sluice-spu` (all cores by default), on OS-chosen loopback ports,
-//! data under one directory. The SPU joins through an SPU group (`perf`, id 1), so it registers
-//! the endpoints it actually bound.
+//! A local cluster of real processes for the suite, `failover` and the tests: one `sluice-sc`
+//! with the embedded store and one or more `sluice-spu`s (ids 1..=n; all cores each by
+//! default), on OS-chosen loopback ports, data under one directory (each SPU keeps its replicas
+//! in `<data-dir>/spu-<id>`). The SPUs join through an SPU group (`perf`, first id 1), so each
+//! registers the endpoints it actually bound.
 //!
-//! Ownership: [`LocalCluster`] owns both children and kills them by handle when dropped (SPU
-//! first). Logs go to `<data-dir>/logs/{sc,spu-1}.log`; a failed start quotes their tail.
+//! Faults: an SPU can be killed (`SIGKILL`), stopped (`SIGSTOP`), continued (`SIGCONT`) and
+//! restarted on its data, always through the handle of the child this cluster started.
+//!
+//! Ownership: [`LocalCluster`] owns every child and kills them by handle when dropped (SPUs
+//! first). Logs go to `<data-dir>/logs/{sc,spu-<id>}.log` (a restarted SPU appends to its
+//! log); a failed start quotes their tail.
 //! Binaries: `SLUICE_SC_BIN` / `SLUICE_SPU_BIN`, else the given directory, else next to the
 //! running executable (and its parent, for test executables in `target/*/deps`), else `PATH`.
 
@@ -25,35 +30,57 @@ pub const START_TIMEOUT: Duration = Duration::from_secs(60);
 pub const DELETE_TIMEOUT: Duration = Duration::from_secs(120);
 /// Name of the SPU group the cluster's SPU belongs to.
 const SPU_GROUP: &str = "perf";
-/// Id of the SPU.
-const SPU_ID: i32 = 1;
+/// Id of the first SPU (the others follow it).
+const FIRST_SPU_ID: i32 = 1;
 
 /// Settings of a local cluster.
 #[derive(Clone, Debug)]
 pub struct LocalClusterConfig {
     /// Root of everything the cluster writes.
     pub data_dir: PathBuf,
-    /// SPU cores [default: all].
+    /// Cores of each SPU [default: all].
     pub cores: Option<u32>,
     /// Where `sluice-sc` and `sluice-spu` are.
     pub bin_dir: Option<PathBuf>,
+    /// Number of SPUs (ids 1..=spus).
+    pub spus: u32,
+    /// Extra flags of the SC (e.g. `--heartbeat-timeout-ms=2000`).
+    pub sc_flags: Vec<String>,
 }
 
-/// A running SC and SPU; killed on drop.
+impl LocalClusterConfig {
+    /// One SPU with `cores` cores (all when `None`), binaries found as [`find_binary`] says.
+    pub fn single_spu(data_dir: PathBuf, cores: Option<u32>, bin_dir: Option<PathBuf>) -> Self {
+        LocalClusterConfig { data_dir, cores, bin_dir, spus: 1, sc_flags: Vec::new() }
+    }
+}
+
+/// One SPU child and what it takes to start it again.
+#[derive(Debug)]
+struct SpuChild {
+    id: i32,
+    process: ChildGuard,
+    arguments: Vec<String>,
+    ready_file: PathBuf,
+    log: PathBuf,
+}
+
+/// A running SC and its SPUs; killed on drop.
 #[derive(Debug)]
 pub struct LocalCluster {
-    spu: ChildGuard,
+    spus: Vec<SpuChild>,
     sc: ChildGuard,
+    spu_program: PathBuf,
     /// The SC's public address (for clients).
     pub sc_public_address: String,
-    /// The SPU's public address.
+    /// The first SPU's public address.
     pub spu_public_address: String,
     /// The data directory.
     pub data_dir: PathBuf,
 }
 
 impl LocalCluster {
-    /// Starts the SC, creates the SPU group, starts the SPU and waits until it is online.
+    /// Starts the SC, creates the SPU group, starts the SPUs and waits until all are online.
     pub fn start(config: &LocalClusterConfig) -> Result<LocalCluster, PerfError> {
         let sc_program = find_binary("sluice-sc", "SLUICE_SC_BIN", config.bin_dir.as_deref())?;
         let spu_program = find_binary("sluice-spu", "SLUICE_SPU_BIN", config.bin_dir.as_deref())?;
@@ -61,48 +88,124 @@ impl LocalCluster {
         std::fs::create_dir_all(&logs)
             .map_err(|error| PerfError::io(format!("create {}", logs.display()), error))?;
         let sc_ready = config.data_dir.join("sc.ready");
-        let mut sc = spawn(
-            &sc_program,
-            &[
-                "--public-address=127.0.0.1:0".into(),
-                "--private-address=127.0.0.1:0".into(),
-                format!("--data-dir={}", config.data_dir.join("sc").display()),
-                format!("--ready-file={}", sc_ready.display()),
-            ],
-            &logs.join("sc.log"),
-        )?;
+        let mut sc_arguments = vec![
+            "--public-address=127.0.0.1:0".into(),
+            "--private-address=127.0.0.1:0".into(),
+            format!("--data-dir={}", config.data_dir.join("sc").display()),
+            format!("--ready-file={}", sc_ready.display()),
+        ];
+        sc_arguments.extend(config.sc_flags.iter().cloned());
+        let mut sc = spawn(&sc_program, &sc_arguments, &logs.join("sc.log"))?;
         let sc_lines = wait_ready_file(&mut sc, &sc_ready, &logs.join("sc.log"))?;
         let sc_public_address = ready_value(&sc_lines, "public", &sc_ready)?;
         let sc_private_address = ready_value(&sc_lines, "private", &sc_ready)?;
         let cluster = Cluster::connect(ClientConfig::new(&sc_public_address))?;
-        create_spu_group(&cluster, &config.data_dir)?;
-        let spu_ready = config.data_dir.join("spu-1.ready");
-        let mut arguments = vec![
-            format!("--id={SPU_ID}"),
-            format!("--sc={sc_private_address}"),
-            "--public-address=127.0.0.1:0".into(),
-            "--private-address=127.0.0.1:0".into(),
-            "--metrics-address=127.0.0.1:0".into(),
-            format!("--data-dir={}", config.data_dir.display()),
-            format!("--ready-file={}", spu_ready.display()),
-            // A deleted topic's files go at once (the suite deletes each topic it is done with).
-            "--deleted-retention-ms=0".into(),
-            // Unpaced: the suite waits for the removal between runs anyway.
-            "--delete-bytes-per-second=0".into(),
-        ];
-        arguments.extend(config.cores.map(|cores| format!("--cores={cores}")));
-        let spu_log = logs.join("spu-1.log");
-        let mut spu = spawn(&spu_program, &arguments, &spu_log)?;
-        let spu_lines = wait_ready_file(&mut spu, &spu_ready, &spu_log)?;
-        let spu_public_address = ready_value(&spu_lines, "public", &spu_ready)?;
-        wait_online(&cluster, &mut spu, &spu_log)?;
-        Ok(LocalCluster {
-            spu,
+        let spu_count = i32::try_from(config.spus.max(1)).unwrap_or(i32::MAX);
+        create_spu_group(&cluster, &config.data_dir, spu_count)?;
+        let mut local = LocalCluster {
+            spus: Vec::new(),
             sc,
+            spu_program,
             sc_public_address,
-            spu_public_address,
+            spu_public_address: String::new(),
             data_dir: config.data_dir.clone(),
+        };
+        for id in FIRST_SPU_ID..FIRST_SPU_ID + spu_count {
+            let ready_file = config.data_dir.join(format!("spu-{id}.ready"));
+            let mut arguments = vec![
+                format!("--id={id}"),
+                format!("--sc={sc_private_address}"),
+                "--public-address=127.0.0.1:0".into(),
+                "--private-address=127.0.0.1:0".into(),
+                "--metrics-address=127.0.0.1:0".into(),
+                format!("--data-dir={}", config.data_dir.display()),
+                format!("--ready-file={}", ready_file.display()),
+                // A deleted topic's files go at once (the suite deletes each topic it is done
+                // with).
+                "--deleted-retention-ms=0".into(),
+                // Unpaced: the suite waits for the removal between runs anyway.
+                "--delete-bytes-per-second=0".into(),
+            ];
+            arguments.extend(config.cores.map(|cores| format!("--cores={cores}")));
+            let log = logs.join(format!("spu-{id}.log"));
+            let process = ChildGuard(None);
+            local.spus.push(SpuChild { id, process, arguments, ready_file, log });
+        }
+        // Started one after another, each waited for: the SC registers them in order.
+        for index in 0..local.spus.len() {
+            let public = local.launch_spu(index)?;
+            if index == 0 {
+                local.spu_public_address = public;
+            }
+        }
+        for index in 0..local.spus.len() {
+            let spu = &mut local.spus[index];
+            wait_online(&cluster, spu.id, &mut spu.process, &spu.log)?;
+        }
+        Ok(local)
+    }
+
+    /// Starts SPU `index` of `spus` (again) and waits for its ready file; returns its public
+    /// address.
+    fn launch_spu(&mut self, index: usize) -> Result<String, PerfError> {
+        let spu = &mut self.spus[index];
+        // A file left by the previous life would be read as this one's.
+        let _ = std::fs::remove_file(&spu.ready_file);
+        spu.process = spawn(&self.spu_program, &spu.arguments, &spu.log)?;
+        let lines = wait_ready_file(&mut spu.process, &spu.ready_file, &spu.log)?;
+        ready_value(&lines, "public", &spu.ready_file)
+    }
+
+    fn spu_index(&self, id: i32) -> Result<usize, PerfError> {
+        self.spus.iter().position(|spu| spu.id == id).ok_or_else(|| {
+            PerfError::InvalidParameters(format!("no SPU {id} in this local cluster"))
         })
+    }
+
+    /// Ids of the SPUs.
+    pub fn spu_ids(&self) -> Vec<i32> {
+        self.spus.iter().map(|spu| spu.id).collect()
+    }
+
+    /// `kill -9` of SPU `id` (by its handle), and reaps it.
+    pub fn kill_spu(&mut self, id: i32) -> Result<(), PerfError> {
+        let index = self.spu_index(id)?;
+        if let Some(mut child) = self.spus[index].process.0.take() {
+            child.kill().map_err(|error| PerfError::io(format!("kill SPU {id}"), error))?;
+            let _ = child.wait();
+        }
+        Ok(())
+    }
+
+    /// Sends `signal` to SPU `id` if it runs (`SIGSTOP`, `SIGCONT`).
+    pub fn signal_spu(&mut self, id: i32, signal: libc::c_int) -> Result<(), PerfError> {
+        let pid = self.spu_pid_of(id)?;
+        let pid = libc::pid_t::try_from(pid).map_err(|_| {
+            PerfError::InvalidParameters(format!("SPU {id}'s pid {pid} is out of range"))
+        })?;
+        // SAFETY: kill(2) on the pid of a child this cluster owns and has not reaped.
+        if unsafe { libc::kill(pid, signal) } != 0 {
+            let error = std::io::Error::last_os_error();
+            return Err(PerfError::io(format!("signal {signal} to SPU {id}"), error));
+        }
+        Ok(())
+    }
+
+    /// Starts SPU `id` again on its data (killing it first if it still runs) and waits for its
+    /// ready file. Whether it is online and caught up is for the caller to wait for.
+    pub fn restart_spu(&mut self, id: i32) -> Result<(), PerfError> {
+        self.kill_spu(id)?;
+        let index = self.spu_index(id)?;
+        self.launch_spu(index).map(drop)
+    }
+
+    /// PID of SPU `id`, if it runs.
+    pub fn spu_pid_of(&self, id: i32) -> Result<u32, PerfError> {
+        let index = self.spu_index(id)?;
+        let child = self.spus[index].process.0.as_ref();
+        child
+            .map(std::process::Child::id)
+            .ok_or_else(|| PerfError::InvalidParameters(format!("SPU {id} is not running")))
     }
 
     /// Deletes `topics` and waits until the SPU has removed their files (it does so at once
@@ -118,53 +221,70 @@ impl LocalCluster {
                 Err(error) => return Err(error.into()),
             }
         }
-        let replicas = self.data_dir.join(format!("spu-{SPU_ID}"));
+        let directories: Vec<PathBuf> =
+            self.spus.iter().map(|spu| self.data_dir.join(format!("spu-{}", spu.id))).collect();
         let prefixes: Vec<String> = topics.iter().map(|topic| format!("{topic}-")).collect();
         let deadline = Instant::now() + DELETE_TIMEOUT;
         loop {
-            let entries = std::fs::read_dir(&replicas)
-                .map_err(|error| PerfError::io(format!("list {}", replicas.display()), error))?;
-            let left = entries.flatten().any(|entry| {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                prefixes.iter().any(|prefix| name.starts_with(prefix.as_str()))
-            });
+            let mut left = false;
+            for replicas in &directories {
+                let entries = match std::fs::read_dir(replicas) {
+                    Ok(entries) => entries,
+                    // An SPU that hosts no replica yet may not have made its directory.
+                    Err(error) if error.kind() == std::io::ErrorKind::NotFound => continue,
+                    Err(error) => {
+                        return Err(PerfError::io(format!("list {}", replicas.display()), error))
+                    }
+                };
+                left |= entries.flatten().any(|entry| {
+                    let name = entry.file_name().to_string_lossy().into_owned();
+                    prefixes.iter().any(|prefix| name.starts_with(prefix.as_str()))
+                });
+            }
             if !left {
                 break;
             }
             if Instant::now() >= deadline {
                 return Err(PerfError::Timeout(format!(
-                    "the SPU did not remove the files of {topics:?} from {} within {}s",
-                    replicas.display(),
+                    "the SPUs did not remove the files of {topics:?} from {} within {}s",
+                    self.data_dir.display(),
                     DELETE_TIMEOUT.as_secs()
                 )));
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let directory = File::open(&replicas)
-            .map_err(|error| PerfError::io(format!("open {}", replicas.display()), error))?;
+        // All SPUs share the data directory's file system: one syncfs covers them.
+        let directory = File::open(&self.data_dir)
+            .map_err(|error| PerfError::io(format!("open {}", self.data_dir.display()), error))?;
         // SAFETY: syncfs on a descriptor this function owns.
         if unsafe { libc::syncfs(std::os::fd::AsRawFd::as_raw_fd(&directory)) } != 0 {
             let error = std::io::Error::last_os_error();
-            return Err(PerfError::io(format!("syncfs {}", replicas.display()), error));
+            return Err(PerfError::io(format!("syncfs {}", self.data_dir.display()), error));
         }
         Ok(())
     }
 
-    /// PIDs of the SC and the SPU (for CPU accounting).
+    /// PIDs of the SC and the running SPUs (for CPU accounting).
     pub fn pids(&self) -> Vec<u32> {
-        [&self.sc, &self.spu].iter().filter_map(|guard| guard.0.as_ref().map(|c| c.id())).collect()
+        std::iter::once(&self.sc)
+            .chain(self.spus.iter().map(|spu| &spu.process))
+            .filter_map(|guard| guard.0.as_ref().map(std::process::Child::id))
+            .collect()
     }
 
-    /// PID of the SPU.
+    /// PID of the first SPU.
     pub fn spu_pid(&self) -> Option<u32> {
-        self.spu.0.as_ref().map(|child| child.id())
+        self.spus.first().and_then(|spu| spu.process.0.as_ref()).map(std::process::Child::id)
     }
 }
 
 impl Drop for LocalCluster {
     fn drop(&mut self) {
-        // The SPU first: it would otherwise spend its last moments reconnecting to the SC.
-        drop(self.spu.0.take().map(ChildGuard::new));
+        // SPUs first: they would otherwise spend their last moments reconnecting to the SC. A
+        // stopped SPU is killed as well (SIGKILL needs no SIGCONT).
+        for spu in &mut self.spus {
+            drop(spu.process.0.take().map(ChildGuard::new));
+        }
         drop(self.sc.0.take().map(ChildGuard::new));
     }
 }
@@ -201,7 +321,11 @@ pub fn find_binary(
 }
 
 fn spawn(program: &Path, arguments: &[String], log: &Path) -> Result<ChildGuard, PerfError> {
-    let log_file = File::create(log)
+    // Appended to: a restarted SPU's log keeps its previous life.
+    let log_file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log)
         .map_err(|error| PerfError::io(format!("create {}", log.display()), error))?;
     let log_clone = log_file
         .try_clone()
@@ -272,10 +396,10 @@ fn ready_value(lines: &[(String, String)], key: &str, file: &Path) -> Result<Str
     Ok(value.replace("0.0.0.0", "127.0.0.1"))
 }
 
-fn create_spu_group(cluster: &Cluster, data_dir: &Path) -> Result<(), PerfError> {
+fn create_spu_group(cluster: &Cluster, data_dir: &Path, spus: i32) -> Result<(), PerfError> {
     let spec = SpuGroupSpec {
-        replicas: 1,
-        first_id: SpuId(SPU_ID),
+        replicas: u16::try_from(spus).unwrap_or(u16::MAX),
+        first_id: SpuId(FIRST_SPU_ID),
         rack: None,
         storage: StorageConfig { log_dir: Some(data_dir.display().to_string()), size_bytes: None },
     };
@@ -285,17 +409,22 @@ fn create_spu_group(cluster: &Cluster, data_dir: &Path) -> Result<(), PerfError>
     }
 }
 
-fn wait_online(cluster: &Cluster, spu: &mut ChildGuard, log: &Path) -> Result<(), PerfError> {
+fn wait_online(
+    cluster: &Cluster,
+    id: i32,
+    spu: &mut ChildGuard,
+    log: &Path,
+) -> Result<(), PerfError> {
     let deadline = Instant::now() + START_TIMEOUT;
     loop {
         let spus = cluster.admin().list_spus()?;
-        if spus.iter().any(|entry| entry.spec.id == SpuId(SPU_ID) && entry.status.is_online()) {
+        if spus.iter().any(|entry| entry.spec.id == SpuId(id) && entry.status.is_online()) {
             return Ok(());
         }
         check_alive(spu, log)?;
         if Instant::now() >= deadline {
             return Err(PerfError::Timeout(format!(
-                "SPU {SPU_ID} not online within {START_TIMEOUT:?}; the end of {}:\n{}",
+                "SPU {id} not online within {START_TIMEOUT:?}; the end of {}:\n{}",
                 log.display(),
                 log_tail(log, 20)
             )));

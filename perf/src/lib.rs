@@ -4,7 +4,8 @@
 //! ([`workload`]: produce, consume, end-to-end), open-loop pacing ([`pacing`]), HDR latency
 //! histograms ([`histogram`]), the versioned JSON reports ([`report`]), the machine's limits
 //! measured by fio and iperf3 ([`limits`]), server CPU accounting from /proc ([`server_cpu`]),
-//! a local cluster of real processes ([`cluster`]) and the one-run comparison ([`suite`]).
+//! a local cluster of real processes ([`cluster`]), the one-run comparison ([`suite`]) and
+//! the failover figures ([`failover`]).
 //!
 //! Ownership: every workload thread owns its producer or consumer; the only shared state is
 //! [`progress::LiveStats`] (atomics and one histogram mutex). Child processes (servers, fio,
@@ -15,6 +16,7 @@ pub mod args;
 pub mod check;
 pub mod cluster;
 pub mod error;
+pub mod failover;
 pub mod histogram;
 pub mod limits;
 pub mod machine;

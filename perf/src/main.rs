@@ -5,8 +5,9 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use sluice_perf::args::{SuiteArgs, WorkloadArgs};
+use sluice_perf::args::{FailoverArgs, SuiteArgs, WorkloadArgs};
 use sluice_perf::check::run::{run_check, CheckArgs};
+use sluice_perf::failover::{run_failover, summary_table};
 use sluice_perf::report::{write_json, WorkloadKind};
 use sluice_perf::suite::run_suite;
 use sluice_perf::table;
@@ -27,8 +28,11 @@ enum Command {
     Consume(WorkloadArgs),
     /// Producers and consumers at once: end-to-end latency (consume time minus send time).
     E2e(WorkloadArgs),
-    /// The machine's limits (fio, iperf3) and the standard Sluice runs on a local cluster,
-    /// side by side; the JSON report goes under --results-dir.
+    /// The machine's limits (fio, iperf3) and the standard Sluice runs side by side.
+    ///
+    /// Runs on local clusters it starts: 1 SPU (standard runs) and 3 SPUs of 1 core
+    /// (replicated runs: RF 3 against RF 1, e2e at RF 3, 100 partitions at RF 3 for memory).
+    /// The JSON report goes under --results-dir.
     Suite(SuiteArgs),
     /// Writes unique values (acks all, idempotent), records every send's outcome, reads
     /// everything back and reports lost, duplicated, inconsistent, reordered, aborted and
@@ -36,6 +40,15 @@ enum Command {
     /// injected (`sluice cluster spu kill ID` on a local cluster) to see that nothing
     /// acknowledged is lost.
     Check(CheckArgs),
+    /// Failover figures: kill -9 / SIGSTOP of the leader, kill -9 of a follower.
+    ///
+    /// On a local cluster it starts (3 SPUs of 1 core, RF 3, min in-sync 2), producing with
+    /// acks all throughout: kill -9 of the leader (time from the kill to the first record sent
+    /// after it acknowledged by the successor), SIGSTOP of the leader (the same, found by the
+    /// SC's heartbeat timeout), kill -9 of a follower (longest time without an
+    /// acknowledgement); progress per event on stderr, p50 / p99 / max against issue 18's
+    /// targets on stdout. Exits non-zero when a target is missed or a record failed.
+    Failover(FailoverArgs),
 }
 
 fn main() -> ExitCode {
@@ -46,6 +59,7 @@ fn main() -> ExitCode {
         Command::E2e(args) => workload(WorkloadKind::E2e, &args),
         Command::Suite(args) => suite(&args),
         Command::Check(args) => check(&args),
+        Command::Failover(args) => failover(&args),
     };
     match outcome {
         Ok(code) => code,
@@ -89,6 +103,17 @@ fn check(args: &CheckArgs) -> anyhow::Result<ExitCode> {
         }
         Ok(ExitCode::FAILURE)
     }
+}
+
+fn failover(args: &FailoverArgs) -> anyhow::Result<ExitCode> {
+    let report = run_failover(args)?;
+    print!("{}", summary_table(&report));
+    if let Some(path) = &args.json {
+        write_json(path, &report)?;
+        eprintln!("report written to {}", path.display());
+    }
+    let missed = report.summaries.iter().any(|summary| !summary.met);
+    Ok(if missed || report.errors > 0 { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 fn suite(args: &SuiteArgs) -> anyhow::Result<ExitCode> {

@@ -1,12 +1,14 @@
 //! `sluice-perf` against a real cluster: a real `sluice-sc` and `sluice-spu` (from the same
 //! target directory) on OS-chosen ports, then `produce`, `consume` and `e2e` as processes with
-//! `--json`, whose reports must parse and count every record; and `suite` in a short form.
+//! `--json`, whose reports must parse and count every record; `suite` in a short form (its
+//! standard runs, and its replicated runs on three SPUs); and `failover` with a few events.
 //! No timed assertions: figures are whatever the machine gives.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sluice_perf::cluster::{find_binary, LocalCluster, LocalClusterConfig};
+use sluice_perf::failover::{FailoverReport, FaultKind};
 use sluice_perf::report::{RunReport, SuiteReport, WorkloadKind};
 
 const PERF: &str = env!("CARGO_BIN_EXE_sluice-perf");
@@ -33,11 +35,11 @@ fn require_servers() {
 
 fn start_cluster(directory: &Path) -> LocalCluster {
     require_servers();
-    LocalCluster::start(&LocalClusterConfig {
-        data_dir: directory.join("cluster"),
-        cores: None,
-        bin_dir: Some(bin_dir()),
-    })
+    LocalCluster::start(&LocalClusterConfig::single_spu(
+        directory.join("cluster"),
+        None,
+        Some(bin_dir()),
+    ))
     .unwrap_or_else(|error| panic!("the local cluster did not start: {error}"))
 }
 
@@ -137,6 +139,7 @@ fn suite_runs_in_short_form_and_its_report_parses() {
     let results = directory.path().join("results");
     let output = Command::new(PERF)
         .args(["suite", "--duration=1s", "--warmup=0s", "--limit-duration=1s", "--record-size=512"])
+        .arg("--runs=standard")
         .arg("--data-dir")
         .arg(directory.path().join("data"))
         .arg("--results-dir")
@@ -175,4 +178,124 @@ fn suite_runs_in_short_form_and_its_report_parses() {
     assert_eq!(report.comparisons.len(), 17, "{:?}", report.comparisons);
     assert!(report.comparisons.iter().all(|comparison| comparison.ratio.is_finite()));
     assert!(stdout.contains("ratio"), "{stdout}");
+}
+
+/// Runs `sluice-perf suite` with `arguments` (short runs, no limits) into a fresh results
+/// directory and parses its one report.
+fn short_suite(directory: &Path, arguments: &[&str]) -> (SuiteReport, String) {
+    let results = directory.join("results");
+    let output = Command::new(PERF)
+        .args(["suite", "--duration=1s", "--warmup=0s", "--record-size=512", "--skip-limits"])
+        .args(arguments)
+        .arg("--data-dir")
+        .arg(directory.join("data"))
+        .arg("--results-dir")
+        .arg(&results)
+        .arg("--bin-dir")
+        .arg(bin_dir())
+        .output()
+        .expect("run sluice-perf suite");
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "suite failed:\nstdout:\n{stdout}\nstderr:\n{stderr}");
+    let files: Vec<_> =
+        std::fs::read_dir(&results).unwrap().map(|entry| entry.unwrap().path()).collect();
+    assert_eq!(files.len(), 1, "{files:?}");
+    let report = SuiteReport::from_json(&std::fs::read_to_string(&files[0]).unwrap()).unwrap();
+    (report, stdout)
+}
+
+#[test]
+fn suite_replicated_runs_compare_rf3_with_rf1_on_three_spus() {
+    require_servers();
+    let directory = tempfile::tempdir().unwrap();
+    let (report, stdout) =
+        short_suite(directory.path(), &["--runs=replicated", "--many-partitions=4"]);
+    let names: Vec<&str> = report.runs.iter().map(|run| run.name.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "rf1-produce-1-partition",
+            "rf3-produce-1-partition",
+            "rf3-e2e-half-max-rate",
+            "rf3-produce-100-partitions"
+        ]
+    );
+    for run in &report.runs {
+        let measured = run.report.value().unwrap_or_else(|| panic!("{} failed: {run:?}", run.name));
+        assert_eq!(measured.results.errors, 0, "{}: {:?}", run.name, measured.results);
+        assert!(measured.results.records > 0, "{}: {:?}", run.name, measured.results);
+        // The SC and all three SPUs are accounted for.
+        let spus =
+            measured.server_processes.iter().filter(|process| process.command.contains("spu"));
+        assert_eq!(spus.count(), 3, "{}: {:?}", run.name, measured.server_processes);
+    }
+    let rf3 = report.runs[1].report.value().unwrap();
+    assert_eq!((rf3.parameters.replication, rf3.parameters.min_in_sync), (3, 2));
+    assert_eq!(report.runs[3].report.value().unwrap().parameters.partitions, 4);
+    let figures: Vec<(&str, &str)> = report
+        .comparisons
+        .iter()
+        .map(|comparison| (comparison.figure.as_str(), comparison.limit.as_str()))
+        .collect();
+    assert!(
+        figures.iter().any(|(figure, limit)| figure.starts_with("produce RF 3")
+            && *limit == "RF 1 on the same 3 SPUs"),
+        "{figures:?}"
+    );
+    // RF 3 against RF 1 (ratio and target), two e2e percentiles, peak and end resident set.
+    assert_eq!(report.comparisons.len(), 6, "{:?}", report.comparisons);
+    assert!(report.comparisons.iter().all(|comparison| comparison.ratio.is_finite()));
+    assert!(stdout.contains("ratio"), "{stdout}");
+}
+
+#[test]
+fn failover_measures_a_few_events_and_writes_its_report() {
+    require_servers();
+    let directory = tempfile::tempdir().unwrap();
+    let report_path = directory.path().join("failover.json");
+    let output = Command::new(PERF)
+        .args(["failover", "--leader-kills=2", "--leader-stops=1", "--follower-kills=1"])
+        .arg("--stall-window=1s")
+        .arg("--data-dir")
+        .arg(directory.path().join("data"))
+        .arg("--bin-dir")
+        .arg(bin_dir())
+        .arg("--json")
+        .arg(&report_path)
+        .output()
+        .expect("run sluice-perf failover");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // No timed assertion: a missed target exits non-zero, which a loaded machine may cause;
+    // the report must be complete either way.
+    let text = std::fs::read_to_string(&report_path).unwrap_or_else(|error| {
+        panic!("no report ({error}):\nstdout:\n{stdout}\nstderr:\n{stderr}")
+    });
+    let report: FailoverReport = serde_json::from_str(&text).unwrap();
+    assert_eq!(report.samples.len(), 4, "{report:?}");
+    let kinds: Vec<FaultKind> = report.samples.iter().map(|sample| sample.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            FaultKind::LeaderKill,
+            FaultKind::LeaderKill,
+            FaultKind::LeaderStop,
+            FaultKind::FollowerKill
+        ]
+    );
+    for sample in &report.samples {
+        assert!(sample.first_ack_ms > 0.0, "{sample:?}");
+        if sample.kind == FaultKind::FollowerKill {
+            assert_ne!(sample.spu, sample.leader_before, "{sample:?}");
+        } else {
+            assert_eq!(sample.spu, sample.leader_before, "{sample:?}");
+            assert!(sample.new_leader_seen_ms.is_some(), "{sample:?}");
+        }
+    }
+    assert_eq!(report.summaries.len(), 4, "{:?}", report.summaries);
+    assert_eq!(report.errors, 0, "{report:?}");
+    assert!(report.records_acknowledged > 0);
+    assert!(stderr.contains("leader kill -9 2/2"), "progress lines: {stderr}");
+    assert!(stdout.contains("p99 ms"), "summary table: {stdout}");
 }

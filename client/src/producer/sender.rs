@@ -12,11 +12,16 @@
 //! connection, a timeout) puts its batches back at the front of their partition in send
 //! order, refreshing the metadata when the leader may have moved, and they are sent again
 //! (to the new leader) after the backoff, until each batch's `delivery_timeout`. The
-//! partition's last such error is kept, so a record that times out says why. Idempotence
+//! partition's last such error is kept, so a record that times out says why. A request whose
+//! partitions the metadata has all moved to another leader is not waited for: a leader that
+//! hangs (a stopped process, a dead host) keeps its connection open and never answers, and the
+//! SC elects a successor once its heartbeats stop; the request's batches are retried at the
+//! successor as if the request had failed with `NotLeader`, and the old leader's late answer,
+//! if any, is ignored. Idempotence
 //! makes a retry of a batch that was appended (`NotEnoughReplicasAfterAppend`, a lost
 //! answer) a duplicate, acknowledged without a second write.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -49,8 +54,13 @@ struct Completed {
 struct SenderLoop<'a> {
     shared: &'a Arc<ProducerShared>,
     completed_sender: Sender<Completed>,
-    /// Requests awaiting their response, by ticket.
-    in_flight: HashMap<u64, ProduceBatches>,
+    /// Requests awaiting their response, by ticket, with the address they went to.
+    in_flight: HashMap<u64, (String, ProduceBatches)>,
+    /// Tickets given up on because their partitions' leaders moved; their late answers (or
+    /// timeouts) are dropped when they come.
+    abandoned: HashSet<u64>,
+    /// The metadata of the last check for moved leaders (checked again when it changes).
+    checked_metadata: Option<Arc<crate::metadata::MetadataSnapshot>>,
     next_ticket: u64,
     /// The current request frame's bytes other than its batches, reused.
     head: Vec<u8>,
@@ -84,6 +94,8 @@ pub(super) fn run(shared: &Arc<ProducerShared>, wake: &Receiver<()>) {
         shared,
         completed_sender,
         in_flight: HashMap::new(),
+        abandoned: HashSet::new(),
+        checked_metadata: None,
         next_ticket: 0,
         head: Vec::new(),
         cuts: Vec::new(),
@@ -116,6 +128,7 @@ impl SenderLoop<'_> {
     fn drain(&mut self, now: Instant) -> Pass {
         let shared = self.shared;
         let snapshot = shared.cluster.metadata.cache.snapshot();
+        self.abandon_moved(&snapshot);
         let flushing =
             shared.flushing.load(Ordering::Acquire) > 0 || shared.closing.load(Ordering::Acquire);
         self.grow_topics(&snapshot);
@@ -306,6 +319,7 @@ impl SenderLoop<'_> {
         let ticket = self.next_ticket;
         self.next_ticket += 1;
         let completed = self.completed_sender.clone();
+        let sent_to = address.clone();
         let completion: crate::connection::Completion = Box::new(move |result| {
             let _ignored = completed.send(Completed { ticket, result, address });
         });
@@ -318,12 +332,54 @@ impl SenderLoop<'_> {
             Some((completion, "produce", request_timeout)),
         );
         drop(frame);
-        self.in_flight.insert(ticket, request);
+        self.in_flight.insert(ticket, (sent_to, request));
+    }
+
+    /// Gives up on in-flight requests whose partitions all have another leader in `snapshot`
+    /// than the address they were sent to: their batches are retried at the new leader now
+    /// instead of after the request timeout (a hung leader never answers). Only when the
+    /// metadata changed since the last check.
+    fn abandon_moved(&mut self, snapshot: &Arc<crate::metadata::MetadataSnapshot>) {
+        if self.checked_metadata.as_ref().is_some_and(|checked| Arc::ptr_eq(checked, snapshot)) {
+            return;
+        }
+        self.checked_metadata = Some(Arc::clone(snapshot));
+        let moved: Vec<u64> = self
+            .in_flight
+            .iter()
+            .filter(|(_, (address, request))| {
+                !request.partitions.is_empty()
+                    && request.partitions.iter().all(|partition| {
+                        snapshot
+                            .route(partition.topic.name.as_str(), partition.partition)
+                            .is_ok_and(|route| route.address != *address)
+                    })
+            })
+            .map(|(ticket, _)| *ticket)
+            .collect();
+        for ticket in moved {
+            let Some((address, request)) = self.in_flight.remove(&ticket) else { continue };
+            tracing::debug!(%address, ticket, "leader moved: retrying an unanswered request");
+            self.abandoned.insert(ticket);
+            for partition in request.partitions {
+                let error = ClientError::partition(
+                    ErrorCode::NotLeader,
+                    partition.topic.name.as_str(),
+                    partition.partition,
+                );
+                self.settle(partition, &Err(error));
+            }
+        }
     }
 
     fn complete(&mut self, done: Completed) {
-        let Some(request) = self.in_flight.remove(&done.ticket) else {
-            tracing::error!(ticket = done.ticket, "a produce response for no request in flight");
+        let Some((_, request)) = self.in_flight.remove(&done.ticket) else {
+            if !self.abandoned.remove(&done.ticket) {
+                tracing::error!(
+                    ticket = done.ticket,
+                    "a produce response for no request in flight"
+                );
+            }
             return;
         };
         let frame = match done.result {

@@ -20,7 +20,10 @@ pub fn connect(args: &WorkloadArgs) -> Result<Cluster, PerfError> {
 /// a leader; returns the partition count.
 pub fn prepare_topic(cluster: &Cluster, args: &WorkloadArgs) -> Result<u32, PerfError> {
     if args.create_topic {
-        let spec = TopicSpec::computed(args.partitions, args.replication);
+        let spec = TopicSpec {
+            min_in_sync_replicas: args.min_in_sync,
+            ..TopicSpec::computed(args.partitions, args.replication)
+        };
         match cluster.admin().create_topic(&args.topic, spec) {
             Ok(()) => {}
             Err(ClientError::Server { code: ErrorCode::TopicAlreadyExists, .. }) => {
