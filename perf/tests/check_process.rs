@@ -87,7 +87,7 @@ fn spus_killed_during_a_check_at_rf_3_lose_nothing() {
     })
     .unwrap_or_else(|error| panic!("the local cluster did not start: {error}"));
     let report = directory.path().join("check.json");
-    let mut check = Command::new(PERF)
+    let check = Command::new(PERF)
         .args(["check", "--topic=killed", "--create-topic", "--partitions=3", "--replication=3"])
         .args(["--min-in-sync=2", "--producers=2", "--duration=12s", "--rate=1000", "--tail"])
         .arg("--sc")
