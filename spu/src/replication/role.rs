@@ -216,7 +216,10 @@ impl Replica {
         Ok(())
     }
 
-    /// The leader's answer to a follower asking where `epoch` ended.
+    /// The leader's answer to a follower asking where `epoch` ended. The current epoch ends at
+    /// the written end, the end follower fetches are checked against
+    /// ([`Replica::on_follower_fetch`]): a follower cut at an appended but unwritten end would
+    /// be told its log diverged until the write round finished.
     pub fn epoch_answer(&self, epoch: LeaderEpoch) -> Result<EpochAnswer, ErrorCode> {
         if !self.is_leader() {
             return Err(ErrorCode::NotLeader);
@@ -224,7 +227,7 @@ impl Replica {
         let epochs = self.log.epochs();
         Ok(divergence::answer(
             &epochs,
-            self.log.appended_end_offset(),
+            self.log.log_end_offset(),
             self.log.log_start_offset(),
             epoch,
         ))
