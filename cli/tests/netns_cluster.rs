@@ -122,6 +122,21 @@ fn netns_cluster_passes_a_check_at_replication_3_and_leaves_nothing() {
         "partition list",
     );
     assert!(describe.status.success(), "partition list failed");
+    // One SPU per rack, so replication 3 must use all three for every partition.
+    let partitions: serde_json::Value =
+        serde_json::from_slice(&describe.stdout).expect("partition list is JSON");
+    let partitions = partitions.as_array().expect("a list of partitions");
+    assert_eq!(partitions.len(), 3);
+    for partition in partitions {
+        let mut spus: Vec<u64> = partition["spec"]["replicas"]
+            .as_array()
+            .expect("replicas")
+            .iter()
+            .map(|replica| replica["spu"].as_u64().expect("an SPU id"))
+            .collect();
+        spus.sort_unstable();
+        assert_eq!(spus, [5001, 5002, 5003], "{partition}");
+    }
 
     let report = state.path().join("check.json");
     let check = run(
