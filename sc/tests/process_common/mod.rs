@@ -25,6 +25,7 @@ pub struct ScProcess {
     child: Child,
     pub public_address: SocketAddr,
     pub private_address: SocketAddr,
+    pub metrics_address: SocketAddr,
     pub data_dir: PathBuf,
     ready_file: PathBuf,
 }
@@ -53,6 +54,7 @@ impl ScProcess {
         command
             .arg("--public-address=127.0.0.1:0")
             .arg("--private-address=127.0.0.1:0")
+            .arg("--metrics-address=127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--ready-file")
@@ -83,6 +85,7 @@ impl ScProcess {
         ScProcess {
             public_address: address("public"),
             private_address: address("private"),
+            metrics_address: address("metrics"),
             child,
             data_dir: data_dir.to_owned(),
             ready_file,
