@@ -3,29 +3,11 @@
 
 mod process_common;
 
-use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-
 use process_common::test_spu::TestSpu;
-use process_common::{wait_for, ScProcess};
+use process_common::{http, wait_for, ScProcess};
 use sluice_proto::api::control::SpuRegisterResponse;
 use sluice_proto::ids::SpuId;
 use sluice_proto::object::{SpuSpec, SpuType, TopicName, TopicSpec};
-
-/// Status code and body of `method path`.
-fn http(address: SocketAddr, method: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(address).expect("connect to the metrics endpoint");
-    write!(stream, "{method} {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let status = response
-        .split(' ')
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {response:?}"));
-    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body).to_owned();
-    (status, body)
-}
 
 /// The value of the sample `series` (name with labels) in an exposition.
 fn sample(text: &str, series: &str) -> Option<f64> {

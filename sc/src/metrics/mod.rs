@@ -50,13 +50,12 @@ pub static METRICS: ScMetrics = ScMetrics::new();
 impl ScMetrics {
     /// All zero.
     pub const fn new() -> ScMetrics {
-        const ZERO: AtomicU64 = AtomicU64::new(0);
         ScMetrics {
-            leader_elections: ZERO,
-            unclean_elections: ZERO,
-            write_buckets: [ZERO; WRITE_BUCKETS_MICROS.len() + 1],
-            write_sum_nanos: ZERO,
-            write_errors: ZERO,
+            leader_elections: AtomicU64::new(0),
+            unclean_elections: AtomicU64::new(0),
+            write_buckets: [const { AtomicU64::new(0) }; WRITE_BUCKETS_MICROS.len() + 1],
+            write_sum_nanos: AtomicU64::new(0),
+            write_errors: AtomicU64::new(0),
         }
     }
 
