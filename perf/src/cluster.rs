@@ -91,6 +91,7 @@ impl LocalCluster {
         let mut sc_arguments = vec![
             "--public-address=127.0.0.1:0".into(),
             "--private-address=127.0.0.1:0".into(),
+            "--metrics-address=127.0.0.1:0".into(),
             format!("--data-dir={}", config.data_dir.join("sc").display()),
             format!("--ready-file={}", sc_ready.display()),
         ];

@@ -22,6 +22,8 @@ use crate::ha::LeaderSettings;
 pub const PUBLIC_ADDRESS_DEFAULT: &str = "0.0.0.0:9003";
 /// Default private (SPU control) address.
 pub const PRIVATE_ADDRESS_DEFAULT: &str = "0.0.0.0:9004";
+/// Default address of `/metrics` and `/health/*` (the SPU's default is 9007).
+pub const METRICS_ADDRESS_DEFAULT: &str = "0.0.0.0:9008";
 /// Default time without a heartbeat after which an SPU is marked offline.
 pub const HEARTBEAT_TIMEOUT_MS_DEFAULT: u64 = 2_000;
 /// Default interval between automatic moves of leadership back to preferred replicas.
@@ -61,6 +63,13 @@ pub struct ScArgs {
     /// Address SPUs connect to (control protocol) [default: 0.0.0.0:9004].
     #[arg(long, env = "SLUICE_SC_PRIVATE_ADDRESS")]
     pub private_address: Option<SocketAddr>,
+    /// Address of the HTTP endpoint serving Prometheus text at `GET /metrics`, `GET
+    /// /health/live` (200 while the process serves) and `GET /health/ready` (200 on the active
+    /// SC with its cache synced; 503 with the reason on a standby or while starting) [default:
+    /// 0.0.0.0:9008]. Port 0 picks a free port; the bound address is printed and written to
+    /// `--ready-file` as `metrics=`.
+    #[arg(long, env = "SLUICE_SC_METRICS_ADDRESS")]
+    pub metrics_address: Option<SocketAddr>,
     /// Metadata store backend [default: embedded].
     #[arg(long, env = "SLUICE_SC_STORE", value_enum)]
     pub store: Option<StoreBackend>,
@@ -113,7 +122,8 @@ pub struct ScArgs {
     /// invalidated, at most 60000 [default: 1000].
     #[arg(long, env = "SLUICE_SC_LEADER_LOCK_DELAY_MS")]
     pub leader_lock_delay_ms: Option<u64>,
-    /// Once listening, write `public=<addr>`, `private=<addr>` and `role=active|standby` lines
+    /// Once listening, write `public=<addr>`, `private=<addr>`, `metrics=<addr>` and
+    /// `role=active|standby` lines
     /// to this file (written to a temporary name, then renamed: readers never see half a file;
     /// a standby rewrites it with `role=active` when it takes over).
     #[arg(long, env = "SLUICE_SC_READY_FILE")]
@@ -126,6 +136,7 @@ pub struct ScArgs {
 pub struct FileConfig {
     public_address: Option<SocketAddr>,
     private_address: Option<SocketAddr>,
+    metrics_address: Option<SocketAddr>,
     store: Option<StoreBackend>,
     data_dir: Option<PathBuf>,
     consul_address: Option<String>,
@@ -176,6 +187,8 @@ pub struct ScConfig {
     pub public_address: SocketAddr,
     /// SPU control address.
     pub private_address: SocketAddr,
+    /// Metrics and health endpoint address.
+    pub metrics_address: SocketAddr,
     /// Metadata store.
     pub store: StoreSettings,
     /// Settings applied to topics created without explicit values.
@@ -346,6 +359,10 @@ impl ScArgs {
                 .private_address
                 .or(file.private_address)
                 .unwrap_or_else(|| parse_default(PRIVATE_ADDRESS_DEFAULT)),
+            metrics_address: self
+                .metrics_address
+                .or(file.metrics_address)
+                .unwrap_or_else(|| parse_default(METRICS_ADDRESS_DEFAULT)),
             store,
             topic_defaults,
             heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms),
@@ -372,6 +389,7 @@ mod tests {
         let config = ScArgs::default().resolve().unwrap();
         assert_eq!(config.public_address.port(), 9003);
         assert_eq!(config.private_address.port(), 9004);
+        assert_eq!(config.metrics_address.port(), 9008);
         assert_eq!(config.heartbeat_timeout, Duration::from_secs(2));
         assert_eq!(config.leader_rebalance_interval, Some(Duration::from_secs(10)));
         assert!(matches!(config.store, StoreSettings::Embedded { .. }));

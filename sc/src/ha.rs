@@ -101,15 +101,18 @@ pub struct ReadyFile {
     pub public_address: SocketAddr,
     /// Bound private address.
     pub private_address: SocketAddr,
+    /// Bound metrics and health address.
+    pub metrics_address: SocketAddr,
 }
 
 impl ReadyFile {
-    /// `public=`, `private=` and `role=active|standby` lines.
+    /// `public=`, `private=`, `metrics=` and `role=active|standby` lines.
     pub fn text(&self, active: bool) -> String {
         let role = if active { "active" } else { "standby" };
         format!(
-            "{}role={role}\n",
-            crate::server::describe(self.public_address, self.private_address)
+            "{}metrics={}\nrole={role}\n",
+            crate::server::describe(self.public_address, self.private_address),
+            self.metrics_address
         )
     }
 

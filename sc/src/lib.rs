@@ -96,6 +96,7 @@ pub mod cache;
 pub mod config;
 pub mod controllers;
 pub mod ha;
+pub mod metrics;
 pub mod objects;
 pub mod process;
 pub mod server;

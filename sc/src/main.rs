@@ -25,9 +25,13 @@ fn main() -> anyhow::Result<()> {
         signal_hook::flag::register(signal, shutdown.clone())?;
     }
     let role = if sc.is_active() { "active" } else { "standby" };
-    tracing::info!(public = %sc.public_address, private = %sc.private_address, role, "listening");
+    tracing::info!(
+        public = %sc.public_address, private = %sc.private_address,
+        metrics = %sc.metrics_address, role, "listening"
+    );
     println!("public address: {}", sc.public_address);
     println!("private address: {}", sc.private_address);
+    println!("metrics address: {}", sc.metrics_address);
     while !shutdown.load(Ordering::Relaxed) {
         std::thread::sleep(Duration::from_millis(100));
     }

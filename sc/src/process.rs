@@ -1,7 +1,7 @@
 //! The SC process: open the store, start the threads, bind the listeners, report readiness,
 //! stop on a signal.
 //!
-//! [`Sc::start`] returns once both listeners are bound and either this SC is active (the cache
+//! [`Sc::start`] returns once its listeners (public, private, metrics) are bound and either this SC is active (the cache
 //! has its first listing, so the addresses it reports are ready to use) or, on Consul, another
 //! SC holds the leadership and this one stands by (see [`crate::ha`]). [`Sc::shutdown`] sets the shared flag; every thread
 //! polls it at least every [`crate::server::SHUTDOWN_POLL`] and exits; `shutdown` joins them.
@@ -17,6 +17,7 @@ use sluice_kvstore_consul::{ConsulClient, ConsulConfig, Leadership};
 use crate::cache::Cache;
 use crate::config::{ScConfig, StoreSettings};
 use crate::ha::{self, AliveCheck, Gate, ReadyFile};
+use crate::metrics::{MeasuredStore, MetricsServer, ScView};
 use crate::server::{self, ServerContext, SHUTDOWN_POLL};
 use crate::spu_link::{self, SpuLinkContext};
 use crate::store::consul::{map_error as map_consul_error, ConsulStore, ConsulStoreConfig};
@@ -61,11 +62,14 @@ pub struct Sc {
     pub public_address: SocketAddr,
     /// Where SPUs connect.
     pub private_address: SocketAddr,
+    /// Where `/metrics` and `/health/*` are served.
+    pub metrics_address: SocketAddr,
     ready: ReadyFile,
     shutdown: Arc<AtomicBool>,
     lost: Arc<AtomicBool>,
     active: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    metrics: MetricsServer,
 }
 
 /// What leadership needs from a Consul store.
@@ -225,7 +229,8 @@ impl Sc {
     /// Returns once this SC is active (its first listing done) or, on Consul with another SC
     /// holding the lock, once it stands by; the ready file (if configured) says which.
     pub fn start(config: &ScConfig) -> Result<Sc, StartError> {
-        let opened = open_store(&config.store)?;
+        let mut opened = open_store(&config.store)?;
+        opened.store = Arc::new(MeasuredStore::new(opened.store));
         let public = bind(config.public_address)?;
         let private = bind(config.private_address)?;
         let local = |listener: &TcpListener, address: SocketAddr| {
@@ -235,6 +240,7 @@ impl Sc {
             path: config.ready_file.clone(),
             public_address: local(&public, config.public_address)?,
             private_address: local(&private, config.private_address)?,
+            metrics_address: config.metrics_address,
         };
         let plan = TermPlan {
             config: config.clone(),
@@ -243,6 +249,16 @@ impl Sc {
             server_gate: Arc::new(Gate::default()),
             link_gate: Arc::new(Gate::default()),
         };
+        let metrics = {
+            let (active, gate) = (plan.active.clone(), plan.server_gate.clone());
+            let view = move || ScView {
+                active: active.load(Ordering::Relaxed),
+                snapshot: gate.get().map(|context| context.cache.snapshot()),
+            };
+            MetricsServer::start(config.metrics_address, Box::new(view))
+                .map_err(|source| StartError::Bind { address: config.metrics_address, source })?
+        };
+        let ready = ReadyFile { metrics_address: metrics.local_addr(), ..ready };
         let mut threads = Vec::new();
         {
             let (gate, shutdown) = (plan.server_gate.clone(), plan.shutdown.clone());
@@ -267,11 +283,13 @@ impl Sc {
         let sc = Sc {
             public_address: ready.public_address,
             private_address: ready.private_address,
+            metrics_address: ready.metrics_address,
             ready,
             shutdown: plan.shutdown.clone(),
             lost,
             active: plan.active.clone(),
             threads,
+            metrics,
         };
         sc.write_ready_file().map_err(stop)?;
         Ok(sc)
@@ -309,5 +327,6 @@ impl Sc {
         for thread in self.threads {
             let _ignored = thread.join();
         }
+        drop(self.metrics);
     }
 }

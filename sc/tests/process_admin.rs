@@ -240,6 +240,7 @@ fn help_explains_every_flag() {
         "--config",
         "--public-address",
         "--private-address",
+        "--metrics-address",
         "--store",
         "--data-dir",
         "--consul-address",

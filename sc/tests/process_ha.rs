@@ -16,7 +16,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use process_common::{wait_for, wait_for_within, ScProcess, TAKEOVER_TIMEOUT};
+use process_common::{http, wait_for, wait_for_within, ScProcess, TAKEOVER_TIMEOUT};
 use sluice_kvstore_consul::testing::ConsulAgent;
 use sluice_proto::api::control::{ReplicaUpdate, SpuRegisterRequest, SpuRegisterResponse};
 use sluice_proto::api::metadata::Changes;
@@ -303,6 +303,11 @@ fn standby_takes_over_after_kill_and_nothing_is_lost() {
     let active = start(dir.path(), &agent, false);
     let standby = start(dir.path(), &agent, true);
     assert!(!standby.is_active(), "a second SC stands by");
+    assert_eq!(http(active.metrics_address, "GET", "/health/ready").0, 200);
+    let (status, reason) = http(standby.metrics_address, "GET", "/health/ready");
+    assert_eq!(status, 503, "a standby is not ready");
+    assert!(reason.starts_with("standby"), "{reason}");
+    assert_eq!(http(standby.metrics_address, "GET", "/health/live").0, 200);
 
     // The standby refuses everything with NotController.
     let refused = standby.client().register_spu(SpuSpec::default()).unwrap();
@@ -330,6 +335,9 @@ fn standby_takes_over_after_kill_and_nothing_is_lost() {
     spu.wait_closed();
     standby.wait_active();
     let takeover = killed_at.elapsed();
+    wait_for("the new active SC ready", || {
+        (http(standby.metrics_address, "GET", "/health/ready").0 == 200).then_some(())
+    });
     let mut client = standby.client();
     assert_eq!(topic_names(&mut client), ["events"]);
     assert_eq!(placements(&mut client), before, "no object lost, no partition moved");

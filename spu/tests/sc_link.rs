@@ -180,6 +180,7 @@ struct ScGuard {
 impl ScGuard {
     fn start(data_dir: &Path, private_address: &str) -> ScGuard {
         let args = ScArgs {
+            metrics_address: Some("127.0.0.1:0".parse().unwrap()),
             public_address: Some("127.0.0.1:0".parse().unwrap()),
             private_address: Some(private_address.parse().unwrap()),
             data_dir: Some(data_dir.to_owned()),
@@ -191,6 +192,7 @@ impl ScGuard {
     /// An SC on a Consul agent: active if it wins the lock, standby otherwise.
     fn start_on_consul(agent: &ConsulAgent) -> ScGuard {
         let args = ScArgs {
+            metrics_address: Some("127.0.0.1:0".parse().unwrap()),
             public_address: Some("127.0.0.1:0".parse().unwrap()),
             private_address: Some("127.0.0.1:0".parse().unwrap()),
             store: Some(StoreBackend::Consul),

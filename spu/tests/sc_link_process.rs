@@ -53,6 +53,7 @@ fn spu_serves_while_no_sc_runs_and_registers_again() {
 
     // An SC comes back on the address the SPU knows: the SPU registers again.
     let args = ScArgs {
+        metrics_address: Some("127.0.0.1:0".parse().unwrap()),
         public_address: Some("127.0.0.1:0".parse().unwrap()),
         private_address: Some(private_address),
         data_dir: Some(dir.path().join("sc")),

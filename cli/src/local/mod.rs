@@ -322,6 +322,7 @@ impl<'a> Launch<'a> {
         let mut args = vec![
             format!("--public-address={public}"),
             format!("--private-address={private}"),
+            "--metrics-address=127.0.0.1:0".into(),
             format!("--data-dir={}", data_dir.join("sc").display()),
             format!("--ready-file={}", ready_file.display()),
         ];

@@ -151,6 +151,7 @@ fn spawn_sc(
     let child = Command::new(binary("sluice-sc", "SLUICE_SC_BIN"))
         .arg(format!("--public-address={public}"))
         .arg(format!("--private-address={private}"))
+        .arg("--metrics-address=127.0.0.1:0")
         .arg("--data-dir")
         .arg(data_dir.join("sc"))
         .arg("--ready-file")

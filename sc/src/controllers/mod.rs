@@ -133,6 +133,15 @@ pub fn execute(store: &dyn MetadataStore, action: &Action) -> Result<Version, St
             )?;
             for event in events {
                 partitions::log_event(key, event);
+                match event {
+                    partitions::PartitionEvent::Elected(_) => {
+                        crate::metrics::METRICS.record_election(false);
+                    }
+                    partitions::PartitionEvent::UncleanlyElected(_) => {
+                        crate::metrics::METRICS.record_election(true);
+                    }
+                    _ => {}
+                }
             }
             Ok(written)
         }

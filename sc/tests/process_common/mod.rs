@@ -5,7 +5,8 @@
 
 pub mod test_spu;
 
-use std::net::SocketAddr;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -25,6 +26,7 @@ pub struct ScProcess {
     child: Child,
     pub public_address: SocketAddr,
     pub private_address: SocketAddr,
+    pub metrics_address: SocketAddr,
     pub data_dir: PathBuf,
     ready_file: PathBuf,
 }
@@ -53,6 +55,7 @@ impl ScProcess {
         command
             .arg("--public-address=127.0.0.1:0")
             .arg("--private-address=127.0.0.1:0")
+            .arg("--metrics-address=127.0.0.1:0")
             .arg("--data-dir")
             .arg(data_dir)
             .arg("--ready-file")
@@ -83,6 +86,7 @@ impl ScProcess {
         ScProcess {
             public_address: address("public"),
             private_address: address("private"),
+            metrics_address: address("metrics"),
             child,
             data_dir: data_dir.to_owned(),
             ready_file,
@@ -188,4 +192,20 @@ fn die_with_parent(command: &mut Command) -> &mut Command {
             }
         })
     }
+}
+
+/// Status code and body of `method path`.
+pub fn http(address: SocketAddr, method: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(address).expect("connect to the metrics endpoint");
+    stream.set_read_timeout(Some(CONDITION_TIMEOUT)).unwrap();
+    write!(stream, "{method} {path} HTTP/1.0\r\nHost: test\r\n\r\n").unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {response:?}"));
+    let body = response.split_once("\r\n\r\n").map_or("", |(_, body)| body).to_owned();
+    (status, body)
 }

@@ -6,8 +6,10 @@
 //! [`api_label`]) on request series. Process gauges use the conventional
 //! names (`process_resident_memory_bytes`, ...).
 //!
-//! Routes: `GET`/`HEAD /metrics` (query string ignored) -> 200; any other path -> 404; another
-//! method on `/metrics` -> 405. Failure modes: a bind failure is returned by
+//! Routes (query string ignored, `HEAD` like `GET`): `GET /metrics` -> 200; `GET /health/live`
+//! -> 200 while the process serves; `GET /health/ready` -> 200 once registered with the active SC
+//! with every assigned replica open, else 503 with the reason (see [`super::health`]); any other
+//! path -> 404; another method -> 405. Failure modes: a bind failure is returned by
 //! [`MetricsServer::start`]; a scraper that disconnects mid-response only loses its response.
 //! The thread stops when the [`MetricsServer`] is stopped or dropped.
 
@@ -19,11 +21,17 @@ use std::thread::JoinHandle;
 
 use sluice_proto::api::ApiKey;
 
+use super::health;
 use super::process::{self, ProcessSample};
 use super::{api_label, Counter, Gauge, MetricsRegistry, Timing, TIMING_BUCKETS_MICROS};
 
 /// The path that serves the metrics.
 pub const METRICS_PATH: &str = "/metrics";
+
+/// The liveness path.
+pub const LIVE_PATH: &str = "/health/live";
+/// The readiness path.
+pub const READY_PATH: &str = "/health/ready";
 
 /// Content type of the text exposition format.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
@@ -91,16 +99,31 @@ fn serve(server: &tiny_http::Server, registry: &MetricsRegistry) {
     let mut body = String::new();
     for request in server.incoming_requests() {
         let path = request.url().split('?').next().unwrap_or("");
-        let response = if path != METRICS_PATH {
-            tiny_http::Response::from_string("not found; metrics are at /metrics\n")
+        let response =
+            if !matches!(request.method(), tiny_http::Method::Get | tiny_http::Method::Head) {
+                tiny_http::Response::from_string("method not allowed\n").with_status_code(405)
+            } else if path == METRICS_PATH {
+                body.clear();
+                render(registry, &process::sample(), &mut body);
+                tiny_http::Response::from_string(body.as_str()).with_header(content_type.clone())
+            } else if path == LIVE_PATH {
+                tiny_http::Response::from_string("live\n")
+            } else if path == READY_PATH {
+                let health = registry.health();
+                let open = registry.replicas_open();
+                match health::readiness(health.registered(), health.replicas_assigned(), open) {
+                    health::Readiness::Ready => tiny_http::Response::from_string("ready\n"),
+                    health::Readiness::NotReady(reason) => {
+                        tiny_http::Response::from_string(format!("{reason}\n"))
+                            .with_status_code(503)
+                    }
+                }
+            } else {
+                tiny_http::Response::from_string(
+                    "not found; try /metrics, /health/live or /health/ready\n",
+                )
                 .with_status_code(404)
-        } else if !matches!(request.method(), tiny_http::Method::Get | tiny_http::Method::Head) {
-            tiny_http::Response::from_string("method not allowed\n").with_status_code(405)
-        } else {
-            body.clear();
-            render(registry, &process::sample(), &mut body);
-            tiny_http::Response::from_string(body.as_str()).with_header(content_type.clone())
-        };
+            };
         if let Err(error) = request.respond(response) {
             tracing::debug!(%error, "metrics scraper went away");
         }

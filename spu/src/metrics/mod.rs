@@ -33,6 +33,7 @@
 //! client that disconnects) are in [`exporter`].
 
 pub mod exporter;
+pub mod health;
 pub mod process;
 
 use std::cell::Cell;
@@ -394,6 +395,7 @@ fn bump(cell: &AtomicU64, amount: u64) {
 #[derive(Debug)]
 pub struct MetricsRegistry {
     cores: Box<[CoreMetrics]>,
+    health: health::SpuHealth,
 }
 
 impl MetricsRegistry {
@@ -401,11 +403,26 @@ impl MetricsRegistry {
     pub fn new(core_count: usize) -> (Arc<MetricsRegistry>, Vec<CoreProbe>) {
         let registry = Arc::new(MetricsRegistry {
             cores: (0..core_count).map(|_| CoreMetrics::new()).collect(),
+            health: health::SpuHealth::default(),
         });
         let probes = (0..core_count)
             .map(|core| CoreProbe { registry: Arc::clone(&registry), core, not_sync: PhantomData })
             .collect();
         (registry, probes)
+    }
+
+    /// The SC link's health view (see [`health`]).
+    pub fn health(&self) -> &health::SpuHealth {
+        &self.health
+    }
+
+    /// Replicas open on every core (led or followed).
+    pub fn replicas_open(&self) -> u64 {
+        self.cores
+            .iter()
+            .map(|core| core.gauge(Gauge::ReplicasLeader) + core.gauge(Gauge::ReplicasFollower))
+            .map(|open| u64::try_from(open).unwrap_or(0))
+            .sum()
     }
 
     /// Number of cores.
@@ -436,6 +453,11 @@ pub struct CoreProbe {
 impl CoreProbe {
     fn metrics(&self) -> &CoreMetrics {
         &self.registry.cores[self.core]
+    }
+
+    /// The SPU's health view (written by core 0's SC link).
+    pub fn health(&self) -> &health::SpuHealth {
+        self.registry.health()
     }
 
     /// The core this probe writes.

@@ -638,12 +638,15 @@ async fn run_link(
         match event {
             ScLinkEvent::Connected { sc } => {
                 tracing::info!(%sc, "registered with the SC");
+                core.probe.health().set_registered(true);
                 let _ = registered.send(sc);
             }
             ScLinkEvent::Disconnected { reason } => {
                 tracing::warn!(%reason, "SC connection lost; serving on with the last replica set");
+                core.probe.health().set_registered(false);
             }
             ScLinkEvent::Replicas(set) => {
+                core.probe.health().set_replicas_assigned(set.len());
                 core.set_desired(Arc::clone(&set));
                 for peer in (0..core.cores).filter(|peer| *peer != core.index) {
                     core.send_to(peer, ShardMessage::Replicas(Arc::clone(&set))).await;

@@ -67,6 +67,7 @@ pub struct ScGuard {
 impl ScGuard {
     pub fn start(data_dir: &Path) -> ScGuard {
         let args = ScArgs {
+            metrics_address: Some("127.0.0.1:0".parse().unwrap()),
             public_address: Some("127.0.0.1:0".parse().unwrap()),
             private_address: Some("127.0.0.1:0".parse().unwrap()),
             data_dir: Some(data_dir.to_owned()),
