@@ -59,6 +59,30 @@ pub(crate) struct Batch {
     pub retried: bool,
 }
 
+#[cfg(test)]
+impl Batch {
+    /// A batch of `values` (timestamp 1, no key), sequence 0, not idempotent: for tests.
+    pub(crate) fn for_tests(values: &[&[u8]]) -> Batch {
+        let mut builder = BatchBuilder::new();
+        for value in values {
+            builder
+                .push_record(TimestampMs(1), None, Some(value), &[])
+                .expect("a test record fits");
+        }
+        Batch {
+            builder,
+            compressed: None,
+            shared: Arc::new(BatchShared::new(0)),
+            callbacks: Vec::new(),
+            created: Instant::now(),
+            reserved_bytes: 0,
+            sequence: 0,
+            producer: ProducerState::NONE,
+            retried: false,
+        }
+    }
+}
+
 impl Batch {
     /// Writes producer id, epoch and base sequence into the batch (its header and CRC are
     /// rewritten when it is sent; a compressed batch is patched now).
@@ -508,17 +532,7 @@ mod tests {
     }
 
     fn empty_batch() -> Batch {
-        Batch {
-            builder: BatchBuilder::new(),
-            compressed: None,
-            shared: Arc::new(BatchShared::new(0)),
-            callbacks: Vec::new(),
-            created: Instant::now(),
-            reserved_bytes: 0,
-            sequence: 0,
-            producer: ProducerState::NONE,
-            retried: false,
-        }
+        Batch::for_tests(&[])
     }
 
     fn appending(value: &[u8]) -> Appending<'_> {

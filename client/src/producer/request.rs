@@ -97,31 +97,14 @@ impl ProduceBatches {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::producer::delivery::BatchShared;
     use sluice_proto::api::produce::ProduceRequest;
     use sluice_proto::api::Decode;
     use sluice_proto::frame::{FrameDecoder, FRAME_BYTES_MAX_DEFAULT};
-    use sluice_proto::ids::TimestampMs;
     use sluice_proto::object::TopicName;
-    use sluice_proto::record::{BatchBuilder, Batches};
-    use std::time::Instant;
+    use sluice_proto::record::Batches;
 
     fn batch(values: &[&[u8]]) -> Batch {
-        let mut builder = BatchBuilder::new();
-        for value in values {
-            builder.push_record(TimestampMs(1), None, Some(value), &[]).unwrap();
-        }
-        Batch {
-            builder,
-            compressed: None,
-            shared: Arc::new(BatchShared::new(0)),
-            callbacks: Vec::new(),
-            created: Instant::now(),
-            reserved_bytes: 0,
-            sequence: 0,
-            producer: sluice_proto::record::ProducerState::NONE,
-            retried: false,
-        }
+        Batch::for_tests(values)
     }
 
     #[test]

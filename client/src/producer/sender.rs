@@ -617,30 +617,12 @@ fn wake_at(pass: &mut Pass, at: Instant) {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-    use std::time::Instant;
-
-    use sluice_proto::ids::TimestampMs;
     use sluice_proto::object::TopicName;
-    use sluice_proto::record::{BatchBuilder, ProducerState};
 
     use super::*;
-    use crate::producer::delivery::BatchShared;
 
     fn batch(sequence: u64, retried: bool) -> Batch {
-        let mut builder = BatchBuilder::new();
-        builder.push_record(TimestampMs(1), None, Some(b"value"), &[]).unwrap();
-        Batch {
-            builder,
-            compressed: None,
-            shared: Arc::new(BatchShared::new(0)),
-            callbacks: Vec::new(),
-            created: Instant::now(),
-            reserved_bytes: 0,
-            sequence,
-            producer: ProducerState::NONE,
-            retried,
-        }
+        Batch { sequence, retried, ..Batch::for_tests(&[b"value"]) }
     }
 
     fn sequences(batches: &[Batch]) -> Vec<u64> {
