@@ -34,6 +34,9 @@ use crate::error::ClientError;
 pub(crate) const RECORD_OVERHEAD_BYTES_MAX: usize = 5 + 1 + 10 + 5 + 5 + 5 + 5;
 /// Bytes each header may take beyond its key and value: two varint lengths.
 pub(crate) const HEADER_OVERHEAD_BYTES_MAX: usize = 10;
+/// Acknowledgements past a gap remembered per partition: more than the batches of the 16
+/// requests a partition may have in flight need.
+const ACKED_AHEAD_MAX: usize = 256;
 /// Batch buffers kept for reuse; more than the partitions a producer usually fills at once.
 const BUILDER_POOL_MAX: usize = 64;
 
@@ -129,7 +132,9 @@ impl Batch {
 ///
 /// Invariants: sealed batches carry consecutive sequences of `epoch` in queue order (a
 /// retried batch goes back in order); `acked_next` is the sequence after the last batch of
-/// the contiguous acknowledged prefix. A batch at the front of the queue whose sequence is
+/// the contiguous acknowledged prefix, also when answers come out of order (a retried batch
+/// refused while a later one is acknowledged as a duplicate: the later one waits in
+/// `acked_ahead` until the prefix reaches it). A batch at the front of the queue whose sequence is
 /// not `acked_next`, once nothing is in flight, means a batch before it failed for good:
 /// the SPU would refuse the rest as out of order forever, so the partition starts a new
 /// epoch and renumbers its batches from 0 ([`PartitionQueue::start_new_epoch`]); so does an
@@ -141,6 +146,8 @@ pub(crate) struct Sequencing {
     pub next: i32,
     /// Sequence after the contiguous acknowledged prefix.
     pub acked_next: i32,
+    /// Acknowledged batches past a gap in the prefix, as (base sequence, sequence after).
+    pub acked_ahead: Vec<(i32, i32)>,
     /// Start a new epoch before sending again (once nothing is in flight).
     pub new_epoch_needed: bool,
 }
@@ -212,6 +219,7 @@ impl PartitionQueue {
         sequencing.epoch = if sequencing.epoch == i16::MAX { 0 } else { sequencing.epoch + 1 };
         sequencing.new_epoch_needed = false;
         sequencing.acked_next = 0;
+        sequencing.acked_ahead.clear();
         let mut next = 0;
         for batch in &mut self.sealed {
             let producer = ProducerState {
@@ -229,11 +237,24 @@ impl PartitionQueue {
     /// prefix grows when it is the next one.
     pub(crate) fn acknowledged(&mut self, producer: ProducerState, record_count: i32) {
         let sequencing = &mut self.sequencing;
-        if producer.is_idempotent()
-            && producer.producer_epoch == sequencing.epoch
-            && producer.base_sequence == sequencing.acked_next
+        if !producer.is_idempotent() || producer.producer_epoch != sequencing.epoch {
+            return;
+        }
+        let after = sequence_after(producer.base_sequence, record_count);
+        if producer.base_sequence != sequencing.acked_next {
+            // Acknowledged before a batch in front of it (which is being retried): counted
+            // once the prefix reaches it, so that it is not taken for a gap.
+            if sequencing.acked_ahead.len() >= ACKED_AHEAD_MAX {
+                sequencing.acked_ahead.remove(0);
+            }
+            sequencing.acked_ahead.push((producer.base_sequence, after));
+            return;
+        }
+        sequencing.acked_next = after;
+        while let Some(index) =
+            sequencing.acked_ahead.iter().position(|(base, _)| *base == sequencing.acked_next)
         {
-            sequencing.acked_next = sequence_after(producer.base_sequence, record_count);
+            sequencing.acked_next = sequencing.acked_ahead.swap_remove(index).1;
         }
     }
 
@@ -660,6 +681,40 @@ mod tests {
         assert_eq!(queue.sequencing.next, 5);
         let compressed = queue.sealed[1].wire_bytes();
         sluice_proto::record::validate_batch(compressed, 1 << 20).expect("CRC rewritten");
+    }
+
+    #[test]
+    fn acknowledgements_out_of_order_are_no_gap() {
+        let limits = BatchLimits {
+            batch_bytes: 1 << 20,
+            compression: Compression::None,
+            producer: Some(ProducerId(7)),
+        };
+        let mut queue = PartitionQueue::default();
+        for _ in 0..4 {
+            queue.append(appending(b"v"), limits, empty_batch, Arc::clone).ok().unwrap();
+            assert!(queue.seal_open(limits));
+        }
+        let batches: Vec<Batch> = queue.sealed.drain(..).collect();
+        // The second and fourth batches are acknowledged (duplicates of appended batches)
+        // while the first is refused and goes back to be retried.
+        queue.acknowledged(batches[1].producer, 1);
+        queue.acknowledged(batches[3].producer, 1);
+        assert_eq!(queue.sequencing.acked_next, 0);
+        let mut batches = batches.into_iter();
+        let first = batches.next().unwrap();
+        let third = batches.nth(1).unwrap();
+        queue.sealed.push_back(first);
+        assert!(!queue.needs_new_epoch(), "the front batch is the prefix's next");
+        let first = queue.sealed.pop_front().unwrap();
+        queue.acknowledged(first.producer, 1);
+        assert_eq!(queue.sequencing.acked_next, 2, "the second was acknowledged already");
+        queue.sealed.push_back(third);
+        assert!(!queue.needs_new_epoch());
+        let third = queue.sealed.pop_front().unwrap();
+        queue.acknowledged(third.producer, 1);
+        assert_eq!(queue.sequencing.acked_next, 4);
+        assert!(queue.sequencing.acked_ahead.is_empty());
     }
 
     #[test]
