@@ -22,6 +22,7 @@ use sluice_client::{
 use super::history::{analyze, Analysis, History, Outcome, Seen, Send, ValueId};
 use crate::args::{parse_duration, SC_ADDRESS_DEFAULT};
 use crate::error::PerfError;
+use crate::report::unix_ms_now;
 use crate::workload::topic::wait_for_leaders;
 
 /// Parameters of `sluice-perf check`.
@@ -75,6 +76,17 @@ pub struct CheckArgs {
     /// Write the report (parameters, counts per partition, examples) as JSON to this file.
     #[arg(long)]
     pub json: Option<PathBuf>,
+    /// Write every acknowledgement's partition, send time and acknowledgement time (ms since
+    /// the Unix epoch) to this file, one `partition sent_ms acked_ms` line each: how a fault
+    /// injector measures how long each partition took to accept acks `all` again.
+    #[arg(long)]
+    #[serde(default)]
+    pub timeline: Option<PathBuf>,
+    /// Stop producing early once this file exists (a fault campaign that is done before
+    /// `--duration`); the final read follows as usual.
+    #[arg(long)]
+    #[serde(default)]
+    pub stop_file: Option<PathBuf>,
 }
 
 /// The report of a check run.
@@ -112,11 +124,31 @@ pub fn classify(error: &ClientError) -> Outcome {
     }
 }
 
+/// When one send was made and acknowledged (`--timeline`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct AckTime {
+    /// The partition it was sent to.
+    pub partition: u32,
+    /// The record's create time (ms since the Unix epoch), stamped when it was sent.
+    pub sent_unix_ms: i64,
+    /// When its acknowledgement came (ms since the Unix epoch).
+    pub acked_unix_ms: i64,
+}
+
+/// One producer's outcomes so far.
+#[derive(Default)]
+struct Outcomes {
+    sends: Vec<Send>,
+    /// Filled only with `--timeline`.
+    acks: Vec<AckTime>,
+}
+
 /// Records one producer's outcomes.
 struct Recorder {
     producer: u32,
     partitions: u32,
-    sends: Mutex<Vec<Send>>,
+    timeline: bool,
+    outcomes: Mutex<Outcomes>,
     settled: AtomicU64,
     acknowledged: Arc<AtomicU64>,
     failed: Arc<AtomicU64>,
@@ -132,10 +164,20 @@ impl DeliveryListener for Recorder {
         &self,
         records: &mut dyn Iterator<Item = (u64, Result<RecordMetadata, ClientError>)>,
     ) {
-        let mut sends = self.sends.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut outcomes = self.outcomes.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let now = unix_ms_now() as i64;
         for (sequence, result) in records {
             let outcome = match result {
-                Ok(metadata) => Outcome::Acknowledged { offset: metadata.offset },
+                Ok(metadata) => {
+                    if self.timeline {
+                        outcomes.acks.push(AckTime {
+                            partition: metadata.partition,
+                            sent_unix_ms: metadata.timestamp,
+                            acked_unix_ms: now,
+                        });
+                    }
+                    Outcome::Acknowledged { offset: metadata.offset }
+                }
                 Err(error) => classify(&error),
             };
             let counter = match outcome {
@@ -146,7 +188,7 @@ impl DeliveryListener for Recorder {
             counter.fetch_add(1, Ordering::Relaxed);
             let id = ValueId { producer: self.producer, sequence };
             let partition = (sequence % u64::from(self.partitions)) as u32;
-            sends.push(Send { id, partition, outcome });
+            outcomes.sends.push(Send { id, partition, outcome });
             self.settled.fetch_add(1, Ordering::Relaxed);
         }
     }
@@ -199,7 +241,8 @@ pub fn run_check(args: &CheckArgs) -> Result<CheckReport, PerfError> {
             let recorder = Arc::new(Recorder {
                 producer,
                 partitions,
-                sends: Mutex::new(Vec::new()),
+                timeline: args.timeline.is_some(),
+                outcomes: Mutex::new(Outcomes::default()),
                 settled: AtomicU64::new(0),
                 acknowledged: Arc::clone(&acknowledged),
                 failed: Arc::clone(&failed),
@@ -215,7 +258,8 @@ pub fn run_check(args: &CheckArgs) -> Result<CheckReport, PerfError> {
         .collect();
 
     let mut last_print = Instant::now();
-    while started.elapsed() < args.duration {
+    let stop_requested = || args.stop_file.as_ref().is_some_and(|path| path.exists());
+    while started.elapsed() < args.duration && !stop_requested() {
         std::thread::sleep(
             Duration::from_millis(100).min(args.duration - started.elapsed().min(args.duration)),
         );
@@ -233,11 +277,16 @@ pub fn run_check(args: &CheckArgs) -> Result<CheckReport, PerfError> {
     stop.store(true, Ordering::Relaxed);
     let elapsed_seconds = started.elapsed().as_secs_f64();
     let mut history = History::default();
+    let mut acks = Vec::new();
     for producer in producers {
-        let sends = producer
+        let outcomes = producer
             .join()
             .map_err(|_| PerfError::tool("sluice-perf check", "a producer thread panicked"))??;
-        history.sends.extend(sends);
+        history.sends.extend(outcomes.sends);
+        acks.extend(outcomes.acks);
+    }
+    if let Some(path) = &args.timeline {
+        write_timeline(path, &mut acks)?;
     }
     eprintln!(
         "check: produced for {elapsed_seconds:.1} s: {} sends ({} acknowledged, {} failed, {} unknown); reading back",
@@ -275,7 +324,7 @@ fn produce(
     rate: f64,
     partitions: u32,
     stop: &AtomicBool,
-) -> Result<Vec<Send>, PerfError> {
+) -> Result<Outcomes, PerfError> {
     let config = ProducerConfig {
         acks: Acks::All,
         idempotence: true,
@@ -332,10 +381,24 @@ fn produce(
         );
     }
     drop(producer);
-    let sends = std::mem::take(
-        &mut *recorder.sends.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
+    let outcomes = std::mem::take(
+        &mut *recorder.outcomes.lock().unwrap_or_else(|poisoned| poisoned.into_inner()),
     );
-    Ok(sends)
+    Ok(outcomes)
+}
+
+/// Writes `--timeline`: one `partition sent_ms acked_ms` line per acknowledgement, in send
+/// order.
+fn write_timeline(path: &std::path::Path, acks: &mut [AckTime]) -> Result<(), PerfError> {
+    use std::io::Write as _;
+    acks.sort_unstable_by_key(|ack| (ack.sent_unix_ms, ack.partition));
+    let io = |source| PerfError::io(format!("writing {}", path.display()), source);
+    let mut out = std::io::BufWriter::new(std::fs::File::create(path).map_err(io)?);
+    for ack in acks.iter() {
+        writeln!(out, "{} {} {}", ack.partition, ack.sent_unix_ms, ack.acked_unix_ms)
+            .map_err(io)?;
+    }
+    out.flush().map_err(io)
 }
 
 /// A tailing reader of one partition while the run lasts: every record it sees.
