@@ -104,7 +104,7 @@ fn an_spu_registers_in_consul_and_leaves_on_sigterm_and_clients_find_the_sc() {
         sluice_kvstore_consul::ScEndpoint::Private,
     )
     .expect("discover");
-    assert_eq!(found, [sc.private.clone()]);
+    assert_eq!(found, std::slice::from_ref(&sc.private));
 
     let (status, took) = spu.server.terminate();
     assert!(status.success(), "{status}\n{}", spu.server.log());
