@@ -38,7 +38,9 @@ Run `sluice <command> --help` for the flags and examples of each command.";
 #[command(name = "sluice", version, about = ABOUT, long_about = LONG_ABOUT,
     after_help = AFTER_HELP, propagate_version = true)]
 pub struct Cli {
-    /// SC public address(es), `host:port[,host:port...]`, tried in order.
+    /// SC public address(es), `host:port[,host:port...]`, tried in order; or
+    /// `consul://AGENT/CLUSTER`: every SC of CLUSTER whose Consul checks pass, the active one
+    /// first (ACL token from CONSUL_HTTP_TOKEN).
     #[arg(long, global = true, env = "SLUICE_SC", default_value = SC_ADDRESS_DEFAULT,
         value_name = "HOST:PORT[,..]")]
     pub sc: String,

@@ -21,7 +21,11 @@ pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ClientConfig {
     /// SC public addresses (`host:port`), tried in order; the client moves to the next one on
-    /// connection refused, a standby's `NotController`, or a dropped connection.
+    /// connection refused, a standby's `NotController`, or a dropped connection. An entry
+    /// `consul://AGENT/CLUSTER` stands for every SC of `CLUSTER` whose Consul checks pass, the
+    /// active one first, looked up once when the client connects (ACL token:
+    /// `CONSUL_HTTP_TOKEN`); the standbys are in that list, so a fail-over among them needs
+    /// no new look-up.
     pub sc_addresses: Vec<String>,
     /// Bound on opening one TCP connection.
     pub connect_timeout: Duration,
@@ -48,6 +52,39 @@ impl ClientConfig {
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
         }
+    }
+
+    /// A copy with every `consul://` entry replaced by the addresses it stands for.
+    pub(crate) fn resolved(&self) -> Result<ClientConfig, ClientError> {
+        use sluice_kvstore_consul::{discover_sc, ScDiscoveryUrl, ScEndpoint};
+        if !self.sc_addresses.iter().any(|address| ScDiscoveryUrl::is_consul(address)) {
+            return Ok(self.clone());
+        }
+        let mut addresses = Vec::new();
+        for entry in &self.sc_addresses {
+            if !ScDiscoveryUrl::is_consul(entry) {
+                addresses.push(entry.clone());
+                continue;
+            }
+            let url = ScDiscoveryUrl::parse(entry).map_err(|error| ClientError::InvalidInput {
+                what: "SC address",
+                reason: error.to_string(),
+            })?;
+            let discovery =
+                |reason: String| ClientError::ScDiscovery { url: entry.clone(), reason };
+            let client = url.client(None).map_err(|error| discovery(error.to_string()))?;
+            let found = discover_sc(&client, &url.cluster, ScEndpoint::Public)
+                .map_err(|error| discovery(error.to_string()))?;
+            if found.is_empty() {
+                return Err(discovery(format!(
+                    "Consul lists no passing instance of {}",
+                    sluice_kvstore_consul::sc_service_name(&url.cluster)
+                )));
+            }
+            tracing::debug!(%entry, ?found, "SCs found in Consul");
+            addresses.extend(found);
+        }
+        Ok(ClientConfig { sc_addresses: addresses, ..self.clone() })
     }
 
     pub(crate) fn validate(&self) -> Result<(), ClientError> {

@@ -30,6 +30,19 @@ pub enum ClientError {
         /// The last failure.
         reason: String,
     },
+    /// No SC could be found through Consul (`consul://AGENT/CLUSTER`): the agent did not
+    /// answer, or it lists no SC of the cluster whose checks pass. Retriable (the agent or an
+    /// SC may be starting).
+    #[error(
+        "cannot find the SC through {url}: {reason}; check the Consul agent and that an SC of \
+         that cluster runs on the Consul store"
+    )]
+    ScDiscovery {
+        /// The `consul://` address.
+        url: String,
+        /// What went wrong.
+        reason: String,
+    },
     /// Every SC reachable answered that it is a standby. Retriable (an election may be on).
     #[error(
         "no active SC at {addresses}: every SC reached is a standby; wait for the election to \
@@ -185,6 +198,7 @@ impl ClientError {
     pub fn is_retriable(&self) -> bool {
         match self {
             ClientError::ScUnreachable { .. }
+            | ClientError::ScDiscovery { .. }
             | ClientError::NoActiveController { .. }
             | ClientError::Connection { .. }
             | ClientError::Timeout { .. }

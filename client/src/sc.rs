@@ -171,6 +171,7 @@ pub(crate) struct ScClient {
 impl ScClient {
     pub(crate) fn new(config: ClientConfig) -> Result<ScClient, ClientError> {
         config.validate()?;
+        let config = config.resolved()?;
         Ok(ScClient {
             config,
             state: Mutex::new(ScState {

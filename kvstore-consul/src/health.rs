@@ -72,6 +72,23 @@ pub struct TtlCheck {
     pub deregister_critical_after: Option<Duration>,
 }
 
+/// An HTTP check attached to a service registration: the agent itself sends `GET url` every
+/// `interval`; a 2xx answer is passing, 429 warning, anything else (or no answer within
+/// `timeout`) critical.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpCheck {
+    /// Check id.
+    pub check_id: String,
+    /// The URL the agent requests, e.g. `http://10.0.0.5:9007/health/ready`.
+    pub url: String,
+    /// Time between two requests.
+    pub interval: Duration,
+    /// Longest wait for one answer.
+    pub timeout: Duration,
+    /// Consul removes the service after it has been critical this long.
+    pub deregister_critical_after: Option<Duration>,
+}
+
 /// A service to register on the local agent.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct ServiceRegistration {
@@ -89,6 +106,8 @@ pub struct ServiceRegistration {
     pub meta: BTreeMap<String, String>,
     /// The TTL check, if any.
     pub check: Option<TtlCheck>,
+    /// An HTTP check the agent runs, if any (besides or instead of the TTL check).
+    pub http_check: Option<HttpCheck>,
 }
 
 #[derive(Serialize)]
@@ -118,6 +137,23 @@ struct WireRegistration<'a> {
     meta: &'a BTreeMap<String, String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     check: Option<WireCheck<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    checks: Vec<WireHttpCheck<'a>>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct WireHttpCheck<'a> {
+    #[serde(rename = "CheckID")]
+    check_id: &'a str,
+    name: String,
+    #[serde(rename = "HTTP")]
+    http: &'a str,
+    method: &'static str,
+    interval: String,
+    timeout: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    deregister_critical_service_after: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -278,6 +314,21 @@ impl ConsulClient {
             status: check.initial_status.as_str(),
             deregister_critical_service_after: check.deregister_critical_after.map(duration_text),
         });
+        let checks = registration
+            .http_check
+            .iter()
+            .map(|check| WireHttpCheck {
+                check_id: &check.check_id,
+                name: format!("{} HTTP", registration.name),
+                http: &check.url,
+                method: "GET",
+                interval: duration_text(check.interval),
+                timeout: duration_text(check.timeout),
+                deregister_critical_service_after: check
+                    .deregister_critical_after
+                    .map(duration_text),
+            })
+            .collect();
         let wire = WireRegistration {
             id: &registration.id,
             name: &registration.name,
@@ -286,6 +337,7 @@ impl ConsulClient {
             port: registration.port,
             meta: &registration.meta,
             check,
+            checks,
         };
         let body = serde_json::to_vec(&wire).map_err(|error| ConsulError::Config {
             reason: format!("cannot encode the service registration: {error}"),

@@ -63,6 +63,7 @@
 
 mod client;
 mod config;
+mod discovery;
 mod error;
 mod health;
 mod kv;
@@ -79,10 +80,14 @@ pub use client::{ConsulClient, BLOCKING_WAIT_MAX, RESPONSE_BYTES_MAX};
 pub use config::{
     ConsulConfig, TlsConfig, DEFAULT_ADDRESS, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT,
 };
+pub use discovery::{
+    discover_sc, sc_addresses, sc_service_name, ScDiscoveryUrl, ScEndpoint, SC_ACTIVE_TAG,
+    SC_PRIVATE_PORT_META,
+};
 pub use error::{ConsulError, TxnOpError};
 pub use health::{
-    CheckStatus, HealthCheck, HealthFilter, HealthWatch, ServiceHealth, ServiceRegistration,
-    TtlCheck,
+    CheckStatus, HealthCheck, HealthFilter, HealthWatch, HttpCheck, ServiceHealth,
+    ServiceRegistration, TtlCheck,
 };
 pub use kv::{PutOptions, VALUE_BYTES_MAX};
 pub use leadership::{FencingToken, Leadership, LeadershipConfig, LeadershipLoss, LossReason};

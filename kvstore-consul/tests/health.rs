@@ -25,6 +25,7 @@ fn registration(id: &str, port: u16) -> ServiceRegistration {
             initial_status: CheckStatus::Passing,
             deregister_critical_after: None,
         }),
+        http_check: None,
     }
 }
 

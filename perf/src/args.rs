@@ -94,7 +94,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
 /// Parameters shared by `produce`, `consume` and `e2e`.
 #[derive(Args, Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct WorkloadArgs {
-    /// SC public address(es), `host:port[,host:port...]`.
+    /// SC public address(es), `host:port[,host:port...]`, or `consul://AGENT/CLUSTER` (the
+    /// SCs of CLUSTER whose Consul checks pass, the active one first).
     #[arg(long, env = "SLUICE_SC", default_value = SC_ADDRESS_DEFAULT)]
     pub sc: String,
     /// Topic to produce to / consume from.

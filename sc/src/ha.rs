@@ -52,8 +52,8 @@ use std::time::Duration;
 
 use crossbeam_channel::RecvTimeoutError;
 use sluice_kvstore_consul::{
-    CheckStatus, ConsulClient, ConsulError, Leadership, LeadershipConfig, ServiceRegistration,
-    TtlCheck,
+    sc_service_name, CheckStatus, ConsulClient, ConsulError, Leadership, LeadershipConfig,
+    ServiceRegistration, TtlCheck, SC_ACTIVE_TAG, SC_PRIVATE_PORT_META,
 };
 
 use crate::store::{FencedStore, FencingToken, MetadataStore};
@@ -181,7 +181,11 @@ pub struct AliveCheck {
 }
 
 impl AliveCheck {
-    /// Registers the service `sluice-sc-<cluster>` for this process, its check passing.
+    /// Registers the service `sluice-sc-<cluster>` for this process, its check passing: port
+    /// the public listener, meta `private_port` the SPU control listener, address the public
+    /// listener's IP when it is a specific one (else Consul uses the agent's node address).
+    /// SPUs and clients find the SC from it (`consul://AGENT/CLUSTER`, see
+    /// [`sluice_kvstore_consul::discover_sc`]).
     ///
     /// # Errors
     /// The agent's refusal or unreachability.
@@ -191,7 +195,7 @@ impl AliveCheck {
         ready: &ReadyFile,
         ttl: Duration,
     ) -> Result<AliveCheck, ConsulError> {
-        let name = format!("sluice-sc-{cluster}");
+        let name = sc_service_name(cluster);
         let instance = format!("{name}-{}-{}", ready.public_address, std::process::id());
         let service_id: String = instance
             .chars()
@@ -201,7 +205,12 @@ impl AliveCheck {
         let registration = ServiceRegistration {
             id: service_id.clone(),
             name,
+            address: (!ready.public_address.ip().is_unspecified())
+                .then(|| ready.public_address.ip().to_string()),
             port: Some(ready.public_address.port()),
+            meta: [(SC_PRIVATE_PORT_META.to_owned(), ready.private_address.port().to_string())]
+                .into_iter()
+                .collect(),
             check: Some(TtlCheck {
                 check_id: check_id.clone(),
                 ttl,
@@ -214,20 +223,41 @@ impl AliveCheck {
         Ok(AliveCheck { client, registration, service_id, check_id, ttl })
     }
 
-    /// The `sc-alive` thread: passes the check every third of its TTL until shutdown.
-    pub fn keep_passing(&self, shutdown: &AtomicBool) {
+    /// The `sc-alive` thread: passes the check every third of its TTL until shutdown, and
+    /// registers the service again with the tag `active` once `active` is set (clients that
+    /// find the SC through Consul try it first).
+    pub fn keep_passing(&self, shutdown: &AtomicBool, active: &AtomicBool) {
         let interval = self.ttl / 3;
+        let mut registration = self.registration.clone();
+        let is_tagged = |registration: &ServiceRegistration| {
+            registration.tags.iter().any(|tag| tag == SC_ACTIVE_TAG)
+        };
         while !shutdown.load(Ordering::Relaxed) {
+            let tag_now = active.load(Ordering::Relaxed) && !is_tagged(&registration);
+            if tag_now {
+                registration.tags.push(SC_ACTIVE_TAG.to_owned());
+                if let Err(error) = self.client.agent_service_register(&registration) {
+                    // Retried at the next pass; clients only lose their preference meanwhile.
+                    tracing::warn!(%error, "cannot tag the SC's registration active");
+                    registration.tags.pop();
+                }
+            }
             if let Err(error) = self.client.agent_check_pass(&self.check_id, "serving") {
                 // E.g. an agent restarted without its state: register again, so the next
                 // campaign can create a session (a term in progress is lost either way).
                 tracing::warn!(%error, check = %self.check_id, "cannot pass the SC's alive check");
-                if let Err(error) = self.client.agent_service_register(&self.registration) {
+                if let Err(error) = self.client.agent_service_register(&registration) {
                     tracing::warn!(%error, "cannot register the SC's alive check again");
                 }
             }
             let next = std::time::Instant::now() + interval;
-            while !shutdown.load(Ordering::Relaxed) && std::time::Instant::now() < next {
+            let tag_pending = |registration: &ServiceRegistration| {
+                !tag_now && active.load(Ordering::Relaxed) && !is_tagged(registration)
+            };
+            while !shutdown.load(Ordering::Relaxed)
+                && std::time::Instant::now() < next
+                && !tag_pending(&registration)
+            {
                 std::thread::sleep(LOSS_POLL);
             }
         }

@@ -191,8 +191,9 @@ impl TermPlan {
                 .map_err(|error| StartError::Store(map_consul_error(error, None)))?;
         let mut threads = Vec::new();
         {
-            let (alive, shutdown) = (alive.clone(), self.shutdown.clone());
-            threads.push(spawn("sc-alive", move || alive.keep_passing(&shutdown))?);
+            let (alive, shutdown, active) =
+                (alive.clone(), self.shutdown.clone(), self.active.clone());
+            threads.push(spawn("sc-alive", move || alive.keep_passing(&shutdown, &active))?);
         }
         let lock = ha::lock_config(consul.lock_key, settings, ready, &alive);
         let mut leadership = Leadership::new(consul.client, lock);

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use clap::Parser;
 use serde::Deserialize;
+use sluice_kvstore_consul::ScDiscoveryUrl;
 use sluice_proto::frame::FRAME_BYTES_MAX_DEFAULT;
 use sluice_proto::ids::SpuId;
 
@@ -53,7 +54,9 @@ pub struct SpuArgs {
     #[arg(long, env = "SLUICE_SPU_ID")]
     pub id: Option<i32>,
     /// SC private (control) addresses, comma separated, tried in order
-    /// [default: 127.0.0.1:9004].
+    /// [default: 127.0.0.1:9004]. `consul://AGENT/CLUSTER` finds them through Consul instead:
+    /// every passing instance of the service `sluice-sc-CLUSTER`, the active SC first
+    /// (token: `--consul-token`, else `CONSUL_HTTP_TOKEN`).
     #[arg(long, env = "SLUICE_SPU_SC", value_delimiter = ',')]
     pub sc: Option<Vec<String>>,
     /// Shared client address, bound by every core with SO_REUSEPORT [default: 0.0.0.0:9005].
@@ -145,6 +148,21 @@ pub struct SpuArgs {
     /// `core.<i>=` lines to this file (temporary file, then rename).
     #[arg(long, env = "SLUICE_SPU_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// Consul agent (`host:port` or `http(s)://host:port`) to register this SPU with, as the
+    /// service `sluice-spu` with an HTTP check on its `/health/ready`; deregistered on a clean
+    /// stop [default: none, no registration].
+    #[arg(long, env = "SLUICE_SPU_CONSUL_ADDRESS")]
+    pub consul_address: Option<String>,
+    /// Consul ACL token (registration and `--sc consul://` look-ups).
+    #[arg(long, env = "SLUICE_SPU_CONSUL_TOKEN", hide_env_values = true)]
+    pub consul_token: Option<String>,
+    /// Cluster name, put in the Consul registration's tags [default: default].
+    #[arg(long, env = "SLUICE_SPU_CLUSTER")]
+    pub cluster: Option<String>,
+    /// Rack of this SPU, put in the Consul registration's tags (placement uses the rack given
+    /// to `sluice spu register`) [default: none].
+    #[arg(long, env = "SLUICE_SPU_RACK")]
+    pub rack: Option<String>,
 }
 
 /// The TOML file: the same settings as the flags, all optional.
@@ -174,6 +192,10 @@ pub struct FileConfig {
     deleted_retention_ms: Option<u64>,
     delete_bytes_per_second: Option<u64>,
     ready_file: Option<PathBuf>,
+    consul_address: Option<String>,
+    consul_token: Option<String>,
+    cluster: Option<String>,
+    rack: Option<String>,
 }
 
 /// `sc` in TOML: a list or one comma-separated string.
@@ -242,6 +264,23 @@ pub struct SpuConfig {
     pub delete_bytes_per_second: u64,
     /// Readiness file.
     pub ready_file: Option<PathBuf>,
+    /// Consul registration, when an agent is configured.
+    pub consul: Option<ConsulRegistrationSettings>,
+    /// Consul token for `consul://` SC addresses (`None`: `CONSUL_HTTP_TOKEN`).
+    pub consul_token: Option<String>,
+}
+
+/// Where and how this SPU registers in Consul.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConsulRegistrationSettings {
+    /// Agent address.
+    pub address: String,
+    /// ACL token.
+    pub token: Option<String>,
+    /// Cluster name (a tag).
+    pub cluster: String,
+    /// Rack (a tag), if any.
+    pub rack: Option<String>,
 }
 
 impl SpuConfig {
@@ -328,6 +367,18 @@ impl SpuArgs {
         if sc_addresses.is_empty() {
             return Err(ConfigError::Invalid("--sc needs at least one address".into()));
         }
+        for address in sc_addresses.iter().filter(|address| ScDiscoveryUrl::is_consul(address)) {
+            ScDiscoveryUrl::parse(address)
+                .map_err(|error| ConfigError::Invalid(format!("--sc: {error}")))?;
+        }
+        let consul_token = self.consul_token.or(file.consul_token);
+        let consul =
+            self.consul_address.or(file.consul_address).map(|address| ConsulRegistrationSettings {
+                address,
+                token: consul_token.clone(),
+                cluster: self.cluster.or(file.cluster).unwrap_or_else(|| "default".into()),
+                rack: self.rack.or(file.rack),
+            });
         let public_address = self
             .public_address
             .or(file.public_address)
@@ -425,6 +476,8 @@ impl SpuArgs {
                 .or(file.delete_bytes_per_second)
                 .unwrap_or(DELETE_BYTES_PER_SECOND_DEFAULT),
             ready_file: self.ready_file.or(file.ready_file),
+            consul,
+            consul_token,
         })
     }
 }

@@ -4,6 +4,7 @@
 //! per-replica log engine.
 
 pub mod config;
+pub mod consul;
 pub mod metrics;
 pub mod replication;
 pub mod sc_link;

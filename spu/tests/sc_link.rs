@@ -74,6 +74,7 @@ impl Link {
         let stop = Arc::new(AtomicBool::new(false));
         let config = ScLinkConfig {
             sc_addresses,
+            discovered: None,
             register: registration(id),
             heartbeat_interval,
             reconnect_backoff: Duration::from_millis(50),

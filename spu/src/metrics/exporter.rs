@@ -198,7 +198,33 @@ pub fn render(registry: &MetricsRegistry, process: &ProcessSample, out: &mut Str
     }
     family(out, "sluice_spu_cores", "gauge", "Cores (executors) of this SPU.");
     let _ = writeln!(out, "sluice_spu_cores {}", cores.len());
+    render_data_volume(registry, out);
     render_process(process, out);
+}
+
+/// Free space of the data volume against the floor under which appends are refused (read at
+/// scrape time; left out when unreadable).
+fn render_data_volume(registry: &MetricsRegistry, out: &mut String) {
+    use crate::storage::disk_guard::{required_free_bytes, volume_space};
+    let Some(volume) = registry.data_volume() else { return };
+    let Ok(space) = volume_space(&volume.directory) else { return };
+    let config = crate::storage::LogConfig {
+        free_bytes_min: volume.free_bytes_min,
+        ..crate::storage::LogConfig::default()
+    };
+    let gauges = [
+        ("sluice_spu_data_free_bytes", "Bytes free on the data volume.", space.free_bytes),
+        ("sluice_spu_data_total_bytes", "Size of the data volume in bytes.", space.total_bytes),
+        (
+            "sluice_spu_data_free_bytes_floor",
+            "Free bytes under which the SPU refuses appends (StorageFull).",
+            required_free_bytes(&config, space.total_bytes),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        family(out, name, "gauge", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 fn render_process(process: &ProcessSample, out: &mut String) {

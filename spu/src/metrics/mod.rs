@@ -396,6 +396,18 @@ fn bump(cell: &AtomicU64, amount: u64) {
 pub struct MetricsRegistry {
     cores: Box<[CoreMetrics]>,
     health: health::SpuHealth,
+    data_volume: std::sync::OnceLock<DataVolume>,
+}
+
+/// The data directory whose volume the exporter reports (free bytes against the floor under
+/// which appends are refused).
+#[derive(Debug, Clone)]
+pub struct DataVolume {
+    /// A directory on the volume.
+    pub directory: std::path::PathBuf,
+    /// The configured floor (`--free-bytes-min`); the floor in force is the larger of it and
+    /// the storage's ratio of the volume size.
+    pub free_bytes_min: u64,
 }
 
 impl MetricsRegistry {
@@ -404,6 +416,7 @@ impl MetricsRegistry {
         let registry = Arc::new(MetricsRegistry {
             cores: (0..core_count).map(|_| CoreMetrics::new()).collect(),
             health: health::SpuHealth::default(),
+            data_volume: std::sync::OnceLock::new(),
         });
         let probes = (0..core_count)
             .map(|core| CoreProbe { registry: Arc::clone(&registry), core, not_sync: PhantomData })
@@ -414,6 +427,16 @@ impl MetricsRegistry {
     /// The SC link's health view (see [`health`]).
     pub fn health(&self) -> &health::SpuHealth {
         &self.health
+    }
+
+    /// Sets the data volume to report (once; later calls are ignored).
+    pub fn set_data_volume(&self, volume: DataVolume) {
+        let _already = self.data_volume.set(volume);
+    }
+
+    /// The data volume to report, if set.
+    pub fn data_volume(&self) -> Option<&DataVolume> {
+        self.data_volume.get()
     }
 
     /// Replicas open on every core (led or followed).

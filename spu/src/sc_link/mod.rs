@@ -76,11 +76,32 @@ pub const INTERVAL_MAX: Duration = Duration::from_secs(3600);
 /// Decoded frames queued between the connection's reader task and the link task.
 pub const FRAMES_QUEUED_MAX: usize = 16;
 
+/// SC addresses found at run time (through Consul, [`crate::consul::start_discovery`]),
+/// shared between the threads that find them and the link, which reads them before every
+/// round of connection attempts.
+#[derive(Clone, Debug, Default)]
+pub struct DiscoveredScAddresses(Arc<std::sync::Mutex<Vec<String>>>);
+
+impl DiscoveredScAddresses {
+    /// Replaces the list.
+    pub fn set(&self, addresses: Vec<String>) {
+        *self.0.lock().unwrap_or_else(|poison| poison.into_inner()) = addresses;
+    }
+
+    /// The current list.
+    pub fn get(&self) -> Vec<String> {
+        self.0.lock().unwrap_or_else(|poison| poison.into_inner()).clone()
+    }
+}
+
 /// Settings of the link.
 #[derive(Clone, Debug)]
 pub struct ScLinkConfig {
-    /// SC private (control) addresses, `host:port`, tried in order, round robin.
+    /// SC private (control) addresses, `host:port`, tried in order, round robin (entries
+    /// `consul://...` are skipped here: [`Self::discovered`] holds what they resolve to).
     pub sc_addresses: Vec<String>,
+    /// Addresses found at run time, tried after `sc_addresses` in every round.
+    pub discovered: Option<DiscoveredScAddresses>,
     /// What this SPU registers as.
     pub register: SpuRegisterRequest,
     /// Pause between heartbeats to the SC; the SC counts as gone after
@@ -133,7 +154,7 @@ pub async fn run(
     in_sync: LocalReceiver<AlterInSyncRequest>,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), ScLinkError> {
-    if config.sc_addresses.is_empty() {
+    if config.sc_addresses.is_empty() && config.discovered.is_none() {
         return Err(ScLinkError::InvalidConfig("no SC address given".into()));
     }
     if config.heartbeat_interval.is_zero() || config.heartbeat_interval > INTERVAL_MAX {
@@ -215,42 +236,64 @@ impl Link {
         }
     }
 
+    /// The addresses of the next round: the configured ones, then the discovered ones.
+    fn round_addresses(&self) -> Vec<String> {
+        let mut addresses: Vec<String> = self
+            .config
+            .sc_addresses
+            .iter()
+            .filter(|address| !address.starts_with("consul://"))
+            .cloned()
+            .collect();
+        if let Some(discovered) = &self.config.discovered {
+            addresses.extend(discovered.get());
+        }
+        addresses
+    }
+
     async fn reconnect_forever(&mut self) {
-        let addresses = self.config.sc_addresses.clone();
         let base_backoff = self.config.reconnect_backoff;
         let mut backoff = base_backoff;
-        let mut failures = 0usize;
         let backoff_max = RECONNECT_BACKOFF_MAX.max(base_backoff);
-        for address in addresses.iter().cycle() {
-            let started = std::time::Instant::now();
-            match self.attempt(address).await {
-                End::EventsClosed => return,
-                End::Served { reason } => {
-                    tracing::warn!(sc = %address, %reason, "connection to the SC ended; reconnecting");
-                    if self.events.send(ScLinkEvent::Disconnected { reason }).await.is_err() {
-                        return;
+        loop {
+            let addresses = self.round_addresses();
+            let mut last_failure = None;
+            for address in &addresses {
+                let started = std::time::Instant::now();
+                match self.attempt(address).await {
+                    End::EventsClosed => return,
+                    End::Served { reason } => {
+                        tracing::warn!(sc = %address, %reason, "connection to the SC ended; reconnecting");
+                        if self.events.send(ScLinkEvent::Disconnected { reason }).await.is_err() {
+                            return;
+                        }
+                        last_failure = None;
+                        if started.elapsed() < SESSION_STABLE_MIN {
+                            // Accepted, then dropped at once: do not hammer a flapping SC.
+                            self.idle(backoff).await;
+                            backoff = backoff.saturating_mul(2).min(backoff_max);
+                        } else {
+                            backoff = base_backoff;
+                        }
+                        break;
                     }
-                    failures = 0;
-                    if started.elapsed() < SESSION_STABLE_MIN {
-                        // Accepted, then dropped at once: do not hammer a flapping SC.
-                        self.idle(backoff).await;
-                        backoff = backoff.saturating_mul(2).min(backoff_max);
-                    } else {
-                        backoff = base_backoff;
-                    }
-                }
-                End::Failed { reason } => {
-                    tracing::debug!(sc = %address, %reason, "the SC did not take the registration");
-                    failures += 1;
-                    if failures % addresses.len() == 0 {
-                        tracing::warn!(
-                            last = %reason, retry_in = ?backoff,
-                            "no SC address took the registration; retrying"
-                        );
-                        self.idle(backoff).await;
-                        backoff = backoff.saturating_mul(2).min(backoff_max);
+                    End::Failed { reason } => {
+                        tracing::debug!(sc = %address, %reason, "the SC did not take the registration");
+                        last_failure = Some(reason);
                     }
                 }
+            }
+            let failed_round = match (&last_failure, addresses.is_empty()) {
+                (_, true) => {
+                    Some("no SC address known yet (Consul lists no passing SC)".to_owned())
+                }
+                (Some(reason), false) => Some(reason.clone()),
+                (None, false) => None,
+            };
+            if let Some(last) = failed_round {
+                tracing::warn!(%last, retry_in = ?backoff, "no SC address took the registration; retrying");
+                self.idle(backoff).await;
+                backoff = backoff.saturating_mul(2).min(backoff_max);
             }
         }
     }

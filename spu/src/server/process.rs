@@ -38,8 +38,9 @@ use sluice_proto::object::{Endpoint, ReplicaStatus};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::SpuConfig;
+use crate::consul::{Endpoints, Registration};
 use crate::metrics::{CoreProbe, MetricsRegistry, MetricsServer};
-use crate::sc_link::{self, ScLinkConfig, ScLinkEvent};
+use crate::sc_link::{self, DiscoveredScAddresses, ScLinkConfig, ScLinkEvent};
 use crate::server::connection::{self, Port};
 use crate::server::core::{Core, Queues};
 use crate::server::ops::{self, StatusSink};
@@ -131,6 +132,7 @@ pub struct Spu {
     registered: mpsc::Receiver<SocketAddr>,
     executors: Vec<ExecutorJoinHandle<()>>,
     metrics: Option<MetricsServer>,
+    consul: Option<Registration>,
 }
 
 fn bind(address: SocketAddr) -> Result<StdListener, StartError> {
@@ -224,6 +226,10 @@ impl Spu {
             sockets,
         } = bind_all(&config)?;
         let (registry, probes) = MetricsRegistry::new(cores);
+        registry.set_data_volume(crate::metrics::DataVolume {
+            directory: replicas_dir.clone(),
+            free_bytes_min: config.free_bytes_min,
+        });
         let metrics = MetricsServer::start(config.metrics_address, registry)
             .map_err(|source| StartError::Bind { address: config.metrics_address, source })?;
         let metrics_address = metrics.local_addr();
@@ -238,6 +244,12 @@ impl Spu {
             incarnation: draw_incarnation(),
         };
         let shutdown = Arc::new(AtomicBool::new(false));
+        let discovered = crate::consul::start_discovery(
+            &config.sc_addresses,
+            config.consul_token.as_deref(),
+            &shutdown,
+        )
+        .map_err(|source| StartError::Io { what: "start the SC discovery".into(), source })?;
         let cores_running = Arc::new(AtomicUsize::new(0));
         let (registered_sender, registered) = mpsc::channel();
         let config = Arc::new(config);
@@ -253,7 +265,11 @@ impl Spu {
                 mesh: mesh.clone(),
                 shutdown: Arc::clone(&shutdown),
                 cores_running: Arc::clone(&cores_running),
-                link: (index == 0).then(|| (register.clone(), registered_sender.clone())),
+                link: (index == 0).then(|| LinkSetup {
+                    register: register.clone(),
+                    registered: registered_sender.clone(),
+                    discovered: discovered.clone(),
+                }),
             };
             let cpu = cpus.get(index).copied().unwrap_or(index);
             let spawned = LocalExecutorBuilder::new(Placement::Fixed(cpu))
@@ -272,7 +288,25 @@ impl Spu {
             }
         }
         wait_cores_started(&cores_running, cores, &shutdown)?;
+        let consul = match &config.consul {
+            None => None,
+            Some(settings) => {
+                let endpoints = Endpoints {
+                    spu_id: config.id.get(),
+                    advertised_host: config.advertised_host.clone(),
+                    public_port: public_address.port(),
+                    private_port: private_address.port(),
+                    metrics_address,
+                };
+                let started = Registration::start(settings, &endpoints, Arc::clone(&shutdown));
+                Some(started.map_err(|source| {
+                    shutdown.store(true, Ordering::Relaxed);
+                    StartError::Io { what: "start the Consul registration".into(), source }
+                })?)
+            }
+        };
         Ok(Spu {
+            consul,
             cores_running,
             cores,
             public_address,
@@ -329,6 +363,10 @@ impl Spu {
     /// Stops every core (replicas closed: staged appends become durable) and waits for them.
     pub fn shutdown(mut self) {
         self.shutdown.store(true, Ordering::Relaxed);
+        // Out of Consul first, so nothing is sent here while the cores stop.
+        if let Some(consul) = self.consul.take() {
+            consul.join();
+        }
         for executor in self.executors.drain(..) {
             if let Err(error) = executor.join() {
                 tracing::error!(%error, "an executor ended abnormally");
@@ -338,6 +376,13 @@ impl Spu {
             metrics.stop();
         }
     }
+}
+
+/// What core 0 needs for the SC link.
+struct LinkSetup {
+    register: SpuRegisterRequest,
+    registered: mpsc::Sender<SocketAddr>,
+    discovered: Option<DiscoveredScAddresses>,
 }
 
 /// What one core's executor starts from.
@@ -351,7 +396,7 @@ struct CoreSetup {
     /// Counts this core while its executor runs (decremented on exit, panics included).
     cores_running: Arc<AtomicUsize>,
     /// Core 0 only: the registration to send and where to report it accepted.
-    link: Option<(SpuRegisterRequest, mpsc::Sender<SocketAddr>)>,
+    link: Option<LinkSetup>,
 }
 
 fn create_queues() -> Queues {
@@ -612,8 +657,7 @@ impl StatusMerge {
 /// Core 0: runs the SC link and fans its replica sets out to every core.
 async fn run_link(
     core: Rc<Core>,
-    register: SpuRegisterRequest,
-    registered: mpsc::Sender<SocketAddr>,
+    LinkSetup { register, registered, discovered }: LinkSetup,
     status: glommio::channels::local_channel::LocalReceiver<LiveReplicaStatus>,
     stop: Rc<Signal>,
 ) {
@@ -622,6 +666,7 @@ async fn run_link(
     core.set_link_requests(in_sync_sender);
     let config = ScLinkConfig {
         sc_addresses: core.config.sc_addresses.clone(),
+        discovered,
         register,
         heartbeat_interval: core.config.heartbeat_interval,
         reconnect_backoff: Duration::from_millis(200),
@@ -760,13 +805,9 @@ async fn run_core(setup: CoreSetup) {
     spawn_into(queues.background, report_status(Rc::clone(&core), merge.clone(), Rc::clone(&stop)));
     spawn_into(queues.background, background_timer(Rc::clone(&core), Rc::clone(&stop)));
     let link = match (setup.link, status_receiver) {
-        (Some((register, registered)), Some(status)) => Some(glommio::spawn_local(run_link(
-            Rc::clone(&core),
-            register,
-            registered,
-            status,
-            Rc::clone(&stop),
-        ))),
+        (Some(link), Some(status)) => {
+            Some(glommio::spawn_local(run_link(Rc::clone(&core), link, status, Rc::clone(&stop))))
+        }
         _ => None,
     };
     while !setup.shutdown.load(Ordering::Relaxed) {
