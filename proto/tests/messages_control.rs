@@ -79,6 +79,7 @@ fn partition_spec() -> PartitionSpec {
         leader: SpuId(1),
         leader_epoch: LeaderEpoch(3),
         config: ReplicaConfig::from(&topic_spec()),
+        reassignment: None,
     }
 }
 
@@ -325,6 +326,35 @@ message_tests!(rebalance_leaders_response: RebalanceLeadersResponse = RebalanceL
         moved: vec![key("t", 0)],
         not_eligible: vec![key("t", 1)],
     }, golden "00000101740001017401");
+
+message_tests!(alter_topic_partitions_request: AlterTopicPartitionsRequest =
+    AlterTopicPartitionsRequest { name: topic("t"), partitions: 12 }, golden "01740c");
+message_tests!(reassign_partitions_request: ReassignPartitionsRequest = ReassignPartitionsRequest {
+        partitions: vec![
+            PartitionReassignment {
+                key: key("t", 0),
+                change: ReassignmentChange::Move(vec![
+                    ReplicaTarget { spu: SpuId(4), core: None },
+                    ReplicaTarget { spu: SpuId(5), core: Some(CoreId(1)) },
+                ]),
+            },
+            PartitionReassignment { key: key("t", 1), change: ReassignmentChange::Cancel },
+        ],
+        throttle_bytes_per_second: Some(1 << 20),
+    }, golden "GOLDEN1");
+message_tests!(reassign_partitions_response: ReassignPartitionsResponse =
+    ReassignPartitionsResponse {
+        error_code: ErrorCode::None,
+        message: None,
+        results: vec![ReassignmentResult {
+            key: key("t", 0),
+            error_code: ErrorCode::ReassignmentInProgress,
+            message: Some("moving".into()),
+            target: vec![placement(4, 0)],
+        }],
+    }, golden "GOLDEN2");
+message_tests!(decommission_spu_request: DecommissionSpuRequest =
+    DecommissionSpuRequest { id: SpuId(3), throttle_bytes_per_second: None }, golden "0600");
 
 // SPU <-> SPU.
 message_tests!(leader_epoch_end_offset_request: LeaderEpochEndOffsetRequest =
