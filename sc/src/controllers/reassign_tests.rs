@@ -109,7 +109,7 @@ fn a_cancel_goes_back_and_drops_the_added_replicas() {
     let moving =
         begin(&partition(), vec![placement(4, 0), placement(5, 0)], None).unwrap().unwrap();
     let cancelled = cancel(&moving).unwrap();
-    assert_eq!(cancelled.spec.replicas, moving.spec.replicas, "no replica dropped at once");
+    assert_eq!(ids(&cancelled.spec.replicas), vec![1, 2, 3, 4, 5], "none dropped, original first");
     let (done, event) = step(&cancelled, &all_online).unwrap();
     assert!(matches!(event, ReassignEvent::Completed { .. }));
     assert_eq!(ids(&done.spec.replicas), vec![1, 2, 3]);

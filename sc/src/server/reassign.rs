@@ -82,14 +82,14 @@ pub fn resolve_target(
         .collect()
 }
 
+/// One partition of a decommission: its target, or why it cannot move now.
+pub type PlannedMove = (PartitionKey, Result<Vec<ReplicaPlacement>, ReassignError>);
+
 /// The targets that move every replica off `leaving`: each partition naming it gets a
 /// replacement in the same position (see [`replacement`]). Partitions moving already are
 /// skipped where `leaving` is only being removed, and refused where it is in the target.
 /// Fails as a whole when the other SPUs are too few for some partition.
-pub fn decommission_plan(
-    snapshot: &Snapshot,
-    leaving: SpuId,
-) -> Result<Vec<(PartitionKey, Result<Vec<ReplicaPlacement>, ReassignError>)>, String> {
+pub fn decommission_plan(snapshot: &Snapshot, leaving: SpuId) -> Result<Vec<PlannedMove>, String> {
     let spus = spu_resources(snapshot);
     let mut load = current_load(snapshot);
     let others = spus.iter().filter(|spu| spu.id != leaving).count();

@@ -60,7 +60,10 @@ impl FetchThrottle {
         let earned = i64::try_from(earned).unwrap_or(i64::MAX);
         if earned > 0 {
             self.tokens = self.tokens.saturating_add(earned).min(self.capacity());
-            self.refilled_at = now;
+            // Advance by the time those tokens took, keeping the fraction of the next one.
+            let took = u128::try_from(earned).unwrap_or(u128::MAX) * 1_000_000
+                / u128::from(self.rate_bytes_per_second);
+            self.refilled_at += Duration::from_micros(u64::try_from(took).unwrap_or(u64::MAX));
         }
     }
 
@@ -85,7 +88,7 @@ impl FetchThrottle {
             return self.refilled_at;
         }
         let missing = u128::try_from(1 - i128::from(self.tokens)).unwrap_or(u128::MAX);
-        let micros = missing * 1_000_000 / u128::from(self.rate_bytes_per_second);
+        let micros = (missing * 1_000_000).div_ceil(u128::from(self.rate_bytes_per_second));
         self.refilled_at + Duration::from_micros(u64::try_from(micros).unwrap_or(u64::MAX))
     }
 }
