@@ -33,6 +33,7 @@ pub fn topic(sc: &str, command: &TopicCommand) -> anyhow::Result<()> {
         TopicCommand::Create(args) => topic_create(sc, args),
         TopicCommand::List(args) => topic_list(sc, args),
         TopicCommand::Describe(args) => topic_describe(sc, args),
+        TopicCommand::Alter(args) => crate::reassign::topic_alter(sc, args),
         TopicCommand::Delete(args) => {
             let name = topic_name(&args.name)?;
             ScApi::connect(sc)?.delete_topic(&name)?;
@@ -249,6 +250,7 @@ fn snake_name<T: Serialize>(value: &T) -> String {
 /// Runs an `spu` command.
 pub fn spu(sc: &str, command: &SpuCommand) -> anyhow::Result<()> {
     match command {
+        SpuCommand::Decommission(args) => crate::reassign::spu_decommission(sc, args),
         SpuCommand::List(args) => {
             let spus = ScApi::connect(sc)?.list_spus()?;
             output::print(args.output.format, &spus, || spu_table(&spus).render())

@@ -299,6 +299,31 @@ pub enum TopicCommand {
     /// `--deleted-retention-ms` (60 s by default).
     #[command(after_help = "Example:\n  sluice topic delete orders")]
     Delete(TopicNameArgs),
+    /// Add partitions to a topic. New partitions are placed like a new topic's (over every
+    /// core of every SPU); existing partitions never move. Keyed records may then go to
+    /// another partition than before (the key hash is taken modulo the new count).
+    #[command(after_help = TOPIC_ALTER_EXAMPLES)]
+    Alter(TopicAlterArgs),
+}
+
+const TOPIC_ALTER_EXAMPLES: &str = "\
+Examples:
+  sluice topic alter orders --partitions 12
+
+Partitions are only ever added (the new count must be larger). Producers and consumers pick
+the new partitions up through their metadata watch, without a restart. Records with a key
+are placed by hash(key) modulo the partition count, as in Kafka: after the change a key may
+go to a different partition than its earlier records, so per-key order holds only from then
+on.";
+
+/// `sluice topic alter`
+#[derive(Clone, Debug, Args)]
+pub struct TopicAlterArgs {
+    /// Topic name.
+    pub name: String,
+    /// The new partition count: larger than the current one.
+    #[arg(short, long)]
+    pub partitions: u32,
 }
 
 /// `sluice topic create`
@@ -406,6 +431,69 @@ pub enum PartitionCommand {
     /// Move leadership back to each partition's preferred replica where it is in sync.
     #[command(name = "rebalance-leaders", after_help = PARTITION_REBALANCE_EXAMPLES)]
     RebalanceLeaders(PartitionRebalanceArgs),
+    /// Move a partition's replicas to other SPUs (or many partitions with a plan file), show
+    /// the progress of moves, or cancel one.
+    #[command(after_help = PARTITION_REASSIGN_EXAMPLES)]
+    Reassign(PartitionReassignArgs),
+}
+
+const PARTITION_REASSIGN_EXAMPLES: &str = "\
+Examples:
+  sluice partition reassign orders 0 --to-spus 4,5,6
+  sluice partition reassign orders 0 --to-spus 4,5,6 --throttle 20 --wait
+  sluice partition reassign --plan moves.json --throttle 50
+  sluice partition reassign --status
+  sluice partition reassign orders 0 --cancel
+
+How a move goes (as Kafka's reassignment): the SPUs of the target that do not host the
+partition yet get a replica, which copies the leader's log as a follower (at most --throttle
+MiB/s each, so producers are not starved); once every target replica is in sync, leadership
+moves to the first target replica if the leader is not in the target; then the partition
+shrinks to the target and the other SPUs drop their replicas. Nothing acknowledged is lost:
+a replica is dropped only when every target replica holds everything acknowledged. The move
+is stored by the SC, so it carries on after an SC or SPU restart; the command returns once
+the move is stored (--wait follows it to the end).
+
+--status lists each moving partition: for every replica being added, its log end offset
+against the leader's high watermark, and how many of the target replicas are in sync.
+
+Plan file (JSON): {\"partitions\": [{\"topic\": \"orders\", \"partition\": 0,
+\"replicas\": [4, 5, 6]}]}; a replica may also be {\"spu\": 4, \"core\": 1}. Without a core the
+SC keeps the core of an SPU that hosts the partition already, else takes its least-loaded
+core.";
+
+/// `sluice partition reassign`
+#[derive(Clone, Debug, Args)]
+pub struct PartitionReassignArgs {
+    /// Topic of the partition to move.
+    #[arg(required_unless_present_any = ["plan", "status"])]
+    pub topic: Option<String>,
+    /// The partition to move.
+    #[arg(required_unless_present_any = ["plan", "status"])]
+    pub partition: Option<u32>,
+    /// The target SPUs, preferred leader first (the replication factor may change, to no
+    /// less than the topic's min-in-sync).
+    #[arg(long, value_delimiter = ',', value_name = "ID,ID,..",
+        required_unless_present_any = ["plan", "status", "cancel"], conflicts_with_all = ["plan", "status", "cancel"])]
+    pub to_spus: Vec<i32>,
+    /// Move many partitions: a JSON plan file (see below).
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["status", "cancel"])]
+    pub plan: Option<std::path::PathBuf>,
+    /// Show the moves in progress and their progress, then exit.
+    #[arg(long, conflicts_with = "cancel")]
+    pub status: bool,
+    /// Cancel the partition's move: back to the replicas it started from (same protocol).
+    #[arg(long)]
+    pub cancel: bool,
+    /// Fetch rate limit of each replica being added, MiB/s [default: unlimited].
+    #[arg(long, value_name = "MIB_PER_SECOND")]
+    pub throttle: Option<f64>,
+    /// Follow the moves until they complete, printing progress.
+    #[arg(long)]
+    pub wait: bool,
+    /// Output format (of --status).
+    #[command(flatten)]
+    pub output: OutputArgs,
 }
 
 /// `sluice partition list`
@@ -452,6 +540,35 @@ pub enum SpuCommand {
     /// Unregister a custom SPU.
     #[command(after_help = "Example:\n  sluice spu unregister --id 7")]
     Unregister(SpuUnregisterArgs),
+    /// Move every replica off an SPU, then unregister it.
+    #[command(after_help = SPU_DECOMMISSION_EXAMPLES)]
+    Decommission(SpuDecommissionArgs),
+}
+
+const SPU_DECOMMISSION_EXAMPLES: &str = "\
+Examples:
+  sluice spu decommission 3
+  sluice spu decommission 3 --throttle 50
+
+For every partition with a replica on the SPU, the SC picks a replacement the way it places
+new replicas (another SPU, another rack where possible, the least-loaded core) and moves the
+replica there (see `sluice partition reassign --help`). The command follows the moves and
+unregisters the SPU once no partition names it; stop the SPU process afterwards. It is
+refused, moving nothing, when the remaining SPUs are fewer than some partition's replication
+factor. Interrupted, it can be run again: moves already stored go on and are not started
+twice. A managed SPU (of an SPU group) is emptied but not unregistered: shrink its group.";
+
+/// `sluice spu decommission`
+#[derive(Clone, Copy, Debug, Args)]
+pub struct SpuDecommissionArgs {
+    /// The SPU's id.
+    pub id: i32,
+    /// Fetch rate limit of each replica being added, MiB/s [default: unlimited].
+    #[arg(long, value_name = "MIB_PER_SECOND")]
+    pub throttle: Option<f64>,
+    /// Start the moves and return; do not wait to unregister the SPU.
+    #[arg(long)]
+    pub no_wait: bool,
 }
 
 /// `sluice spu register`

@@ -17,6 +17,7 @@ mod local;
 mod output;
 mod partition;
 mod produce;
+mod reassign;
 mod sc_api;
 mod units;
 

@@ -25,6 +25,7 @@ pub fn run(sc: &str, command: &PartitionCommand) -> anyhow::Result<()> {
     match command {
         PartitionCommand::List(args) => list(sc, args),
         PartitionCommand::RebalanceLeaders(args) => rebalance_leaders(sc, args),
+        PartitionCommand::Reassign(args) => crate::reassign::partition_reassign(sc, args),
     }
 }
 
@@ -243,6 +244,7 @@ mod tests {
                 leader: SpuId(5001),
                 leader_epoch: LeaderEpoch(3),
                 config: Default::default(),
+                reassignment: None,
             },
             status: PartitionStatus {
                 resolution: PartitionResolution::Online,

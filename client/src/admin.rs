@@ -9,12 +9,13 @@
 use std::sync::Arc;
 
 use sluice_proto::api::admin::{
-    AdminResponse, CreateSpuGroupRequest, CreateTopicRequest, DeleteSpuGroupRequest,
-    DeleteTopicRequest, DescribeTopicRequest, DescribeTopicResponse, ListPartitionsRequest,
-    ListPartitionsResponse, ListSpuGroupsRequest, ListSpuGroupsResponse, ListSpusRequest,
-    ListSpusResponse, ListTopicsRequest, ListTopicsResponse, PartitionEntry,
-    RebalanceLeadersRequest, RebalanceLeadersResponse, RegisterSpuRequest, SpuEntry, SpuGroupEntry,
-    TopicEntry, UnregisterSpuRequest,
+    AdminResponse, AlterTopicPartitionsRequest, CreateSpuGroupRequest, CreateTopicRequest,
+    DecommissionSpuRequest, DeleteSpuGroupRequest, DeleteTopicRequest, DescribeTopicRequest,
+    DescribeTopicResponse, ListPartitionsRequest, ListPartitionsResponse, ListSpuGroupsRequest,
+    ListSpuGroupsResponse, ListSpusRequest, ListSpusResponse, ListTopicsRequest,
+    ListTopicsResponse, PartitionEntry, PartitionReassignment, ReassignPartitionsRequest,
+    ReassignPartitionsResponse, RebalanceLeadersRequest, RebalanceLeadersResponse,
+    RegisterSpuRequest, SpuEntry, SpuGroupEntry, TopicEntry, UnregisterSpuRequest,
 };
 use sluice_proto::api::{Decode, Request};
 use sluice_proto::error_code::ErrorCode;
@@ -170,6 +171,55 @@ impl Admin {
             Shape::ErrorCodeFirst,
             Retry::ReadOnly,
         )?;
+        if response.error_code.is_ok() {
+            Ok(response)
+        } else {
+            Err(ClientError::server_message(response.error_code, response.message))
+        }
+    }
+
+    /// Grows a topic to `partitions` partitions: the new ones are placed like a new topic's and
+    /// existing ones stay where they are; producers and consumers see them through the
+    /// metadata watch. Keyed records may then go to another partition than before (the key
+    /// hash is taken modulo the new count). `InvalidPartitions` unless `partitions` is larger
+    /// than the current count, `TopicNotFound` for an unknown topic.
+    pub fn alter_topic_partitions(&self, name: &str, partitions: u32) -> Result<(), ClientError> {
+        self.mutate(&AlterTopicPartitionsRequest { name: topic_name(name)?, partitions })
+    }
+
+    /// Starts moving partitions' replicas (or cancels moves), each partition on its own; the
+    /// results say, per partition, the target or why not (`ReassignmentInProgress`,
+    /// `UnknownSpu`, `InvalidReplicaAssignment`, ...). `throttle_bytes_per_second` limits the
+    /// fetches of each replica being added. Follow the moves with [`Admin::list_partitions`]
+    /// (a moving partition's spec carries its `reassignment`). Not retried at another SC when
+    /// the connection drops (list the partitions first).
+    pub fn reassign_partitions(
+        &self,
+        partitions: Vec<PartitionReassignment>,
+        throttle_bytes_per_second: Option<u64>,
+    ) -> Result<ReassignPartitionsResponse, ClientError> {
+        let request = ReassignPartitionsRequest { partitions, throttle_bytes_per_second };
+        self.reassignment_call(&request)
+    }
+
+    /// Starts moving every replica off SPU `id` (targets chosen by the SC); the results list
+    /// the moves. `ReplicationFactorAboveSpuCount` when the other SPUs are too few for some
+    /// partition (nothing is moved then). Once no partition names the SPU, unregister it with
+    /// [`Admin::unregister_spu`]. Repeating it starts nothing twice.
+    pub fn decommission_spu(
+        &self,
+        id: SpuId,
+        throttle_bytes_per_second: Option<u64>,
+    ) -> Result<ReassignPartitionsResponse, ClientError> {
+        self.reassignment_call(&DecommissionSpuRequest { id, throttle_bytes_per_second })
+    }
+
+    fn reassignment_call<R: Request>(
+        &self,
+        request: &R,
+    ) -> Result<ReassignPartitionsResponse, ClientError> {
+        let response: ReassignPartitionsResponse =
+            self.sc.call(request, Shape::ErrorCodeFirst, Retry::Mutation)?;
         if response.error_code.is_ok() {
             Ok(response)
         } else {

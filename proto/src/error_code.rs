@@ -166,6 +166,11 @@ error_codes! {
     PartitionOffline = 1015, retriable: true,
         "no in-sync replica of the partition is online; it serves again when one returns (or, \
          for a topic that allows unclean election, when any replica does, losing data)";
+    ReassignmentInProgress = 1020, retriable: false,
+        "the partition's replicas are being moved already; wait for the move to finish or \
+         cancel it";
+    NoReassignmentInProgress = 1021, retriable: false,
+        "the partition's replicas are not being moved; there is nothing to cancel";
 }
 
 impl ErrorCode {

@@ -79,6 +79,7 @@ fn partition_spec() -> PartitionSpec {
         leader: SpuId(1),
         leader_epoch: LeaderEpoch(3),
         config: ReplicaConfig::from(&topic_spec()),
+        reassignment: None,
     }
 }
 
@@ -197,7 +198,7 @@ message_tests!(describe_topic_response: DescribeTopicResponse = DescribeTopicRes
         error_code: ErrorCode::None,
         topic: Some(topic_entry()),
         partitions: vec![partition_entry()],
-    }, golden "00010174000202000101e0d40300808080800480804000000001802064000400010002020004010101740002020004010206808080800480804001e0d40300000180206401000001020a0e0c020202040401040a0e0c02");
+    }, golden "00010174000202000101e0d40300808080800480804000000001802064000400010002020004010101740002020004010206808080800480804001e0d4030000018020640100000001020a0e0c020202040401040a0e0c02");
 message_tests!(register_spu_request: RegisterSpuRequest =
     RegisterSpuRequest { spec: spu_spec(5001) }, golden "924e01010272310168ad460168ae4600");
 message_tests!(unregister_spu_request: UnregisterSpuRequest =
@@ -236,7 +237,7 @@ message_tests!(list_partitions_request: ListPartitionsRequest =
 message_tests!(list_partitions_response: ListPartitionsResponse = ListPartitionsResponse {
         error_code: ErrorCode::None,
         partitions: vec![partition_entry()],
-    }, golden "000101740002020004010206808080800480804001e0d40300000180206401000001020a0e0c020202040401040a0e0c02");
+    }, golden "000101740002020004010206808080800480804001e0d4030000018020640100000001020a0e0c020202040401040a0e0c02");
 
 // SC <-> SPU.
 message_tests!(spu_register_request: SpuRegisterRequest = SpuRegisterRequest {
@@ -278,7 +279,7 @@ message_tests!(replica_update_full: ReplicaUpdate = ReplicaUpdate {
             spec: partition_spec(),
             in_sync: in_sync(),
         }]),
-    }, golden "01000101740002020004010206808080800480804001e0d40300000180206401000002020404");
+    }, golden "01000101740002020004010206808080800480804001e0d4030000018020640100000002020404");
 message_tests!(replica_update_delta: ReplicaUpdate = ReplicaUpdate {
         epoch: UpdateEpoch(5),
         changes: Changes::Delta {
@@ -325,6 +326,35 @@ message_tests!(rebalance_leaders_response: RebalanceLeadersResponse = RebalanceL
         moved: vec![key("t", 0)],
         not_eligible: vec![key("t", 1)],
     }, golden "00000101740001017401");
+
+message_tests!(alter_topic_partitions_request: AlterTopicPartitionsRequest =
+    AlterTopicPartitionsRequest { name: topic("t"), partitions: 12 }, golden "01740c");
+message_tests!(reassign_partitions_request: ReassignPartitionsRequest = ReassignPartitionsRequest {
+        partitions: vec![
+            PartitionReassignment {
+                key: key("t", 0),
+                change: ReassignmentChange::Move(vec![
+                    ReplicaTarget { spu: SpuId(4), core: None },
+                    ReplicaTarget { spu: SpuId(5), core: Some(CoreId(1)) },
+                ]),
+            },
+            PartitionReassignment { key: key("t", 1), change: ReassignmentChange::Cancel },
+        ],
+        throttle_bytes_per_second: Some(1 << 20),
+    }, golden "02017400000208000a01010174010101808040");
+message_tests!(reassign_partitions_response: ReassignPartitionsResponse =
+    ReassignPartitionsResponse {
+        error_code: ErrorCode::None,
+        message: None,
+        results: vec![ReassignmentResult {
+            key: key("t", 0),
+            error_code: ErrorCode::ReassignmentInProgress,
+            message: Some("moving".into()),
+            target: vec![placement(4, 0)],
+        }],
+    }, golden "000001017400f80f01066d6f76696e67010800");
+message_tests!(decommission_spu_request: DecommissionSpuRequest =
+    DecommissionSpuRequest { id: SpuId(3), throttle_bytes_per_second: None }, golden "0600");
 
 // SPU <-> SPU.
 message_tests!(leader_epoch_end_offset_request: LeaderEpochEndOffsetRequest =

@@ -50,6 +50,7 @@ fn specs_and_statuses_round_trip_as_readable_json() {
         leader: SpuId(1),
         leader_epoch: LeaderEpoch(7),
         config: ReplicaConfig::default(),
+        reassignment: None,
     });
     round_trip(&PartitionStatus::default());
     let key = PartitionKey::new(TopicName::new("t").unwrap(), PartitionId(3));

@@ -160,6 +160,10 @@ fn decode_every_type(version: ApiVersion, body: &[u8]) {
     check!(AlterInSyncResponse, version, body);
     check!(RebalanceLeadersRequest, version, body);
     check!(RebalanceLeadersResponse, version, body);
+    check!(AlterTopicPartitionsRequest, version, body);
+    check!(ReassignPartitionsRequest, version, body);
+    check!(ReassignPartitionsResponse, version, body);
+    check!(DecommissionSpuRequest, version, body);
 }
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {

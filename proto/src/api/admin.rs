@@ -8,10 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::{postcard_v0, requests};
 use crate::error_code::ErrorCode;
-use crate::ids::SpuId;
+use crate::ids::{CoreId, SpuId};
 use crate::object::{
-    PartitionKey, PartitionSpec, PartitionStatus, SpuGroupName, SpuGroupSpec, SpuGroupStatus,
-    SpuSpec, SpuStatus, TopicName, TopicSpec, TopicStatus,
+    PartitionKey, PartitionSpec, PartitionStatus, ReplicaPlacement, SpuGroupName, SpuGroupSpec,
+    SpuGroupStatus, SpuSpec, SpuStatus, TopicName, TopicSpec, TopicStatus,
 };
 
 /// The outcome of an admin mutation.
@@ -223,7 +223,101 @@ pub struct RebalanceLeadersResponse {
     pub not_eligible: Vec<PartitionKey>,
 }
 
+/// Grows a topic to `partitions` partitions. The new partitions are placed like a new topic's;
+/// existing partitions never move. Keyed records may then go to another partition than before
+/// (the key hash is taken modulo the new count). Refused with `InvalidPartitions` unless
+/// `partitions` is larger than the current count.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AlterTopicPartitionsRequest {
+    /// The topic.
+    pub name: TopicName,
+    /// The new partition count.
+    pub partitions: u32,
+}
+
+/// One replica of a reassignment's target.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReplicaTarget {
+    /// The SPU.
+    pub spu: SpuId,
+    /// The core owning the replica; `None`: the SC chooses (the core the SPU already uses for
+    /// this partition, else its least-loaded core).
+    pub core: Option<CoreId>,
+}
+
+/// What to do with one partition's replicas.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum ReassignmentChange {
+    /// Move to these replicas, preferred leader first.
+    Move(Vec<ReplicaTarget>),
+    /// Cancel the move in progress: go back to the replicas it started from (the same
+    /// protocol, so nothing is dropped before the original replicas are in sync).
+    Cancel,
+}
+
+/// One partition of a reassignment request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionReassignment {
+    /// The partition.
+    pub key: PartitionKey,
+    /// Its move.
+    pub change: ReassignmentChange,
+}
+
+/// Moves the replicas of partitions to other SPUs (add as followers, wait until in sync, move
+/// leadership, drop the old ones), each partition on its own; the SC carries the moves on after
+/// a restart. A partition already moving is refused (`ReassignmentInProgress`) unless the
+/// request cancels its move.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReassignPartitionsRequest {
+    /// The partitions and their targets.
+    pub partitions: Vec<PartitionReassignment>,
+    /// Fetch rate limit of each replica being added, bytes per second (`None`: unlimited).
+    pub throttle_bytes_per_second: Option<u64>,
+}
+
+/// What became of one partition of a reassignment (or decommission) request.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReassignmentResult {
+    /// The partition.
+    pub key: PartitionKey,
+    /// `None` when the move was stored.
+    pub error_code: ErrorCode,
+    /// Why not, for the operator.
+    pub message: Option<String>,
+    /// The replicas it moves to (empty on failure).
+    pub target: Vec<ReplicaPlacement>,
+}
+
+/// The outcome of a reassignment request, partition by partition.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReassignPartitionsResponse {
+    /// `None`, or why the whole request failed (`ScUnavailable`).
+    pub error_code: ErrorCode,
+    /// Details for the operator on failure.
+    pub message: Option<String>,
+    /// One result per partition, in request order.
+    pub results: Vec<ReassignmentResult>,
+}
+
+/// Moves every replica off an SPU: the SC chooses each partition's replacement like a new
+/// replica's placement (other SPUs, racks, least-loaded cores) and starts the moves. Refused
+/// with `ReplicationFactorAboveSpuCount` when the other SPUs are too few for some partition's
+/// replication factor. The SPU is unregistered once no partition names it (the CLI waits and
+/// asks; a repeated request starts nothing twice).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecommissionSpuRequest {
+    /// The SPU.
+    pub id: SpuId,
+    /// Fetch rate limit of each replica being added, bytes per second (`None`: unlimited).
+    pub throttle_bytes_per_second: Option<u64>,
+}
+
 postcard_v0!(
+    AlterTopicPartitionsRequest,
+    ReassignPartitionsRequest,
+    ReassignPartitionsResponse,
+    DecommissionSpuRequest,
     RebalanceLeadersRequest,
     RebalanceLeadersResponse,
     AdminResponse,
@@ -258,4 +352,7 @@ requests! {
     ListSpuGroupsRequest => ListSpuGroupsResponse, ListSpuGroups;
     ListPartitionsRequest => ListPartitionsResponse, ListPartitions;
     RebalanceLeadersRequest => RebalanceLeadersResponse, RebalanceLeaders;
+    AlterTopicPartitionsRequest => AdminResponse, AlterTopicPartitions;
+    ReassignPartitionsRequest => ReassignPartitionsResponse, ReassignPartitions;
+    DecommissionSpuRequest => ReassignPartitionsResponse, DecommissionSpu;
 }

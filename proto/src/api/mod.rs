@@ -193,12 +193,16 @@ api_keys! {
     ListTopics = 112, V0, false;
     /// Client -> SC: one topic with its partitions.
     DescribeTopic = 113, V0, false;
+    /// Client -> SC: grow a topic's partition count.
+    AlterTopicPartitions = 114, V0, false;
     /// Client -> SC: register a custom SPU.
     RegisterSpu = 120, V0, false;
     /// Client -> SC: unregister a custom SPU.
     UnregisterSpu = 121, V0, false;
     /// Client -> SC: list SPUs.
     ListSpus = 122, V0, false;
+    /// Client -> SC: move every replica off an SPU.
+    DecommissionSpu = 123, V0, false;
     /// Client -> SC: create an SPU group (managed SPUs).
     CreateSpuGroup = 130, V0, false;
     /// Client -> SC: delete an SPU group.
@@ -209,6 +213,8 @@ api_keys! {
     ListPartitions = 140, V0, false;
     /// Client -> SC: move leadership back to preferred replicas that are in sync.
     RebalanceLeaders = 141, V0, false;
+    /// Client -> SC: move partitions' replicas to other SPUs (or cancel such a move).
+    ReassignPartitions = 150, V0, false;
     /// SPU -> SC: first message on the control connection.
     SpuRegister = 200, V0, false;
     /// SC <-> SPU: liveness, either direction.

@@ -25,7 +25,7 @@ pub mod topic;
 pub use name::{NameError, SpuGroupName, TopicName, NAME_LENGTH_MAX};
 pub use partition::{
     InSyncSet, PartitionKey, PartitionKeyError, PartitionResolution, PartitionSpec,
-    PartitionStatus, ReplicaConfig, ReplicaStatus,
+    PartitionStatus, Reassignment, ReplicaConfig, ReplicaStatus,
 };
 pub use spu::{EncryptionMode, Endpoint, SpuResolution, SpuSpec, SpuStatus, SpuType};
 pub use spu_group::{SpuGroupResolution, SpuGroupSpec, SpuGroupStatus, StorageConfig};

@@ -132,6 +132,59 @@ pub struct PartitionSpec {
     pub leader_epoch: LeaderEpoch,
     /// Settings from the topic.
     pub config: ReplicaConfig,
+    /// The move of this partition's replicas in progress, if any (see [`Reassignment`]).
+    #[serde(default)]
+    pub reassignment: Option<Reassignment>,
+}
+
+/// A move of a partition's replicas to other SPUs, in progress (as Kafka's KIP-455): while it
+/// lasts the partition's replicas are the union of `target` and `original` (target first), the
+/// replicas being added follow the leader (at most `throttle_bytes_per_second` each) until
+/// they are in sync, then leadership moves into the target if needed, then the replicas shrink
+/// to `target` and the SPUs of the others drop theirs. Kept in the partition spec, so it
+/// survives an SC restart and the SC carries on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Reassignment {
+    /// The replicas the partition ends with, preferred leader first.
+    pub target: Vec<ReplicaPlacement>,
+    /// The replicas it had when the move began.
+    pub original: Vec<ReplicaPlacement>,
+    /// Fetch rate limit of each replica being added, bytes per second (`None`: unlimited).
+    pub throttle_bytes_per_second: Option<u64>,
+}
+
+impl Reassignment {
+    /// The replicas while the move lasts: the target, then the original ones not in it.
+    pub fn union(&self) -> Vec<ReplicaPlacement> {
+        let mut replicas = self.target.clone();
+        for replica in &self.original {
+            if !replicas.iter().any(|kept| kept.spu == replica.spu) {
+                replicas.push(*replica);
+            }
+        }
+        replicas
+    }
+
+    /// The SPUs of the replicas being added (in the target, not in the original).
+    pub fn adding(&self) -> impl Iterator<Item = SpuId> + '_ {
+        self.target
+            .iter()
+            .map(|replica| replica.spu)
+            .filter(|spu| !self.original.iter().any(|replica| replica.spu == *spu))
+    }
+
+    /// The SPUs of the replicas being removed (in the original, not in the target).
+    pub fn removing(&self) -> impl Iterator<Item = SpuId> + '_ {
+        self.original
+            .iter()
+            .map(|replica| replica.spu)
+            .filter(|spu| !self.target.iter().any(|replica| replica.spu == *spu))
+    }
+
+    /// Whether `spu` is being added and its fetches are throttled: the rate, if so.
+    pub fn throttle_for(&self, spu: SpuId) -> Option<u64> {
+        self.throttle_bytes_per_second.filter(|_| self.adding().any(|adding| adding == spu))
+    }
 }
 
 impl PartitionSpec {

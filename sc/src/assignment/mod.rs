@@ -36,6 +36,7 @@
 
 mod load;
 mod placement;
+pub mod replace;
 
 pub use load::{BalanceSummary, CoreLoad, MinMax, ReplicaLoad};
 

@@ -21,6 +21,7 @@
 //! back through the store's watch like everyone else's.
 
 pub mod partitions;
+pub mod reassign;
 pub mod reducer;
 
 use std::sync::atomic::{AtomicBool, Ordering};

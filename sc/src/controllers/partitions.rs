@@ -18,6 +18,8 @@
 //!    lost); otherwise the partition is offline with leader and set unchanged, so the old
 //!    leader, or an in-sync follower that returns first, leads again.
 //! 4. **Leader never connected** (SPU `init`): nothing changes; it has not failed.
+//! 5. **A move of the replicas** in progress takes its next step ([`super::reassign::step`])
+//!    in a pass where the rules above change nothing.
 //!
 //! Apart from the passes, [`leader_restarted`] applies when a leader's SPU registers a new
 //! session: it keeps leading, in the next leader epoch. A restart may have cost its log an
@@ -78,6 +80,8 @@ pub enum PartitionEvent {
     },
     /// Leadership moved back to the preferred replica.
     PreferredRestored(LeaderChange),
+    /// A step of a move of the partition's replicas ([`super::reassign`]).
+    Reassignment(super::reassign::ReassignEvent),
 }
 
 /// A change of leader.
@@ -111,7 +115,14 @@ pub fn reduce_partitions(snapshot: &Snapshot, preferred: PreferredLeaders) -> Ve
             actions.push(Action::DeletePartition { key: key.clone(), version: partition.version });
             continue;
         }
-        let (object, events) = next_state(&partition.value, &resolution, preferred);
+        let (mut object, mut events) = next_state(&partition.value, &resolution, preferred);
+        // A move takes its next step only in a pass where the liveness rules change nothing.
+        if object == partition.value {
+            if let Some((moved, event)) = super::reassign::step(&object, &resolution) {
+                object = moved;
+                events.push(PartitionEvent::Reassignment(event));
+            }
+        }
         if object != partition.value {
             actions.push(Action::UpdatePartition {
                 key: key.clone(),
@@ -339,6 +350,7 @@ pub fn log_event(partition: &sluice_proto::object::PartitionKey, event: &Partiti
             %partition, from = %change.from, to = %change.to, leader_epoch = %change.leader_epoch,
             "leadership moved back to the preferred replica"
         ),
+        PartitionEvent::Reassignment(event) => super::reassign::log_event(partition, event),
     }
 }
 

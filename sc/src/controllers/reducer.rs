@@ -191,6 +191,8 @@ pub fn reduce_topics(snapshot: &Snapshot) -> Vec<Action> {
         let object = &topic.value;
         let status = if object.status.replica_map.is_empty() {
             assign_topic(&spus, &mut load, &object.spec)
+        } else if let Some(grown) = grow_topic(&spus, &mut load, object) {
+            grown
         } else {
             actions.extend(missing_partitions(snapshot, name, object));
             let complete = object.status.replica_map.iter().all(|entry| {
@@ -198,7 +200,8 @@ pub fn reduce_topics(snapshot: &Snapshot) -> Vec<Action> {
             });
             let resolution =
                 if complete { TopicResolution::Provisioned } else { TopicResolution::Pending };
-            TopicStatus { resolution, reason: None, replica_map: object.status.replica_map.clone() }
+            let replica_map = moved_replica_map(snapshot, name, &object.status.replica_map);
+            TopicStatus { resolution, reason: None, replica_map }
         };
         if status != object.status {
             let object = TopicObject { spec: object.spec.clone(), status };
@@ -239,6 +242,70 @@ fn assign_topic(spus: &[SpuResources], load: &mut ReplicaLoad, spec: &TopicSpec)
     }
 }
 
+/// A topic whose spec asks for more partitions than its replica map holds (`topic alter
+/// --partitions`): the new partitions are assigned like a new topic's, given the load of every
+/// partition, and appended to the map (existing entries never change). `None` when the map is
+/// complete. An assignment failure leaves the map as it is and names the reason.
+fn grow_topic(
+    spus: &[SpuResources],
+    load: &mut ReplicaLoad,
+    topic: &TopicObject,
+) -> Option<TopicStatus> {
+    let ReplicaSpec::Computed { partitions, replication_factor, .. } = topic.spec.replicas else {
+        return None;
+    };
+    let current = u32::try_from(topic.status.replica_map.len()).unwrap_or(u32::MAX);
+    if partitions <= current {
+        return None;
+    }
+    let request =
+        AssignmentRequest::Computed { partitions: partitions - current, replication_factor };
+    let mut replica_map = topic.status.replica_map.clone();
+    match assign_replicas(spus, load, &request) {
+        Ok(added) => {
+            for (index, partition) in added.iter().enumerate() {
+                load.add_partition(partition);
+                let id = current.saturating_add(u32::try_from(index).unwrap_or(u32::MAX));
+                replica_map.push(TopicPartitionReplicas {
+                    partition: PartitionId(id),
+                    replicas: to_placements(partition),
+                });
+            }
+            Some(TopicStatus { resolution: TopicResolution::Pending, reason: None, replica_map })
+        }
+        Err(error) => {
+            let reason = Some(format!("cannot add partitions: {error}"));
+            let status = TopicStatus { resolution: topic.status.resolution, reason, replica_map };
+            (status != topic.status).then_some(status)
+        }
+    }
+}
+
+/// The replica map with the replicas of partitions whose move completed (their spec is the
+/// truth once no move is in progress), so the load of later assignments counts them where
+/// they are.
+fn moved_replica_map(
+    snapshot: &Snapshot,
+    name: &TopicName,
+    replica_map: &[TopicPartitionReplicas],
+) -> Vec<TopicPartitionReplicas> {
+    replica_map
+        .iter()
+        .map(|entry| {
+            let key = PartitionKey::new(name.clone(), entry.partition);
+            match snapshot.partitions.get(&key) {
+                Some(partition) if partition.value.spec.reassignment.is_none() => {
+                    TopicPartitionReplicas {
+                        partition: entry.partition,
+                        replicas: partition.value.spec.replicas.clone(),
+                    }
+                }
+                _ => entry.clone(),
+            }
+        })
+        .collect()
+}
+
 fn missing_partitions(snapshot: &Snapshot, name: &TopicName, topic: &TopicObject) -> Vec<Action> {
     let mut actions = Vec::new();
     for entry in &topic.status.replica_map {
@@ -252,6 +319,7 @@ fn missing_partitions(snapshot: &Snapshot, name: &TopicName, topic: &TopicObject
             leader: leader.spu,
             leader_epoch: LeaderEpoch(0),
             config: ReplicaConfig::from(&topic.spec),
+            reassignment: None,
         };
         // Every replica starts in sync: there is nothing to lag behind yet.
         let status = PartitionStatus {

@@ -6,11 +6,12 @@ use std::sync::atomic::Ordering;
 
 use crossbeam_channel::Receiver;
 use sluice_proto::api::admin::{
-    AdminResponse, CreateSpuGroupRequest, CreateTopicRequest, DeleteSpuGroupRequest,
-    DeleteTopicRequest, DescribeTopicRequest, DescribeTopicResponse, ListPartitionsRequest,
-    ListPartitionsResponse, ListSpuGroupsRequest, ListSpuGroupsResponse, ListSpusRequest,
-    ListSpusResponse, ListTopicsRequest, ListTopicsResponse, RebalanceLeadersRequest,
-    RebalanceLeadersResponse, RegisterSpuRequest, UnregisterSpuRequest,
+    AdminResponse, AlterTopicPartitionsRequest, CreateSpuGroupRequest, CreateTopicRequest,
+    DecommissionSpuRequest, DeleteSpuGroupRequest, DeleteTopicRequest, DescribeTopicRequest,
+    DescribeTopicResponse, ListPartitionsRequest, ListPartitionsResponse, ListSpuGroupsRequest,
+    ListSpuGroupsResponse, ListSpusRequest, ListSpusResponse, ListTopicsRequest,
+    ListTopicsResponse, ReassignPartitionsRequest, ReassignPartitionsResponse,
+    RebalanceLeadersRequest, RebalanceLeadersResponse, RegisterSpuRequest, UnregisterSpuRequest,
 };
 use sluice_proto::api::metadata::{MetadataRequest, MetadataWatchRequest, MetadataWatchUpdate};
 use sluice_proto::api::{ApiKey, Decode, Encode};
@@ -192,6 +193,10 @@ fn admin_failed(code: ErrorCode, message: String) -> AdminResponse {
     AdminResponse::error(code, message)
 }
 
+fn reassign_failed(error_code: ErrorCode, message: String) -> ReassignPartitionsResponse {
+    ReassignPartitionsResponse { error_code, message: Some(message), results: Vec::new() }
+}
+
 fn dispatch(frame: &Frame, context: &ServerContext, watch: &mut Option<Watch>) -> Vec<u8> {
     let header = &frame.header;
     match header.api_key {
@@ -258,6 +263,21 @@ fn dispatch(frame: &Frame, context: &ServerContext, watch: &mut Option<Watch>) -
                 message: Some(message),
                 ..Default::default()
             },
+        ),
+        ApiKey::AlterTopicPartitions => with_request(
+            frame,
+            |request: AlterTopicPartitionsRequest| context.alter_topic_partitions(&request),
+            admin_failed,
+        ),
+        ApiKey::ReassignPartitions => with_request(
+            frame,
+            |request: ReassignPartitionsRequest| context.reassign_partitions(&request),
+            reassign_failed,
+        ),
+        ApiKey::DecommissionSpu => with_request(
+            frame,
+            |request: DecommissionSpuRequest| context.decommission_spu(&request),
+            reassign_failed,
         ),
         ApiKey::Metadata | ApiKey::MetadataWatch => dispatch_metadata(frame, context, watch),
         other => {

@@ -37,7 +37,7 @@ use crate::objects::{
 use crate::store::{ExpectedVersion, ObjectKey, ObjectKind, StoreError, TypedStore, Version};
 
 /// Longest wait for the cache to show an admin write before answering anyway.
-const WRITE_VISIBLE_TIMEOUT: Duration = Duration::from_secs(5);
+pub(crate) const WRITE_VISIBLE_TIMEOUT: Duration = Duration::from_secs(5);
 
 fn store_error(error: &StoreError) -> AdminResponse {
     AdminResponse::error(ErrorCode::ScUnavailable, format!("metadata store: {error}"))

@@ -23,6 +23,7 @@
 mod connection;
 pub mod handlers;
 pub mod metadata;
+pub mod reassign;
 mod standby;
 
 pub use standby::STANDBY_MESSAGE;

@@ -380,6 +380,20 @@ impl LeaderState {
         }
     }
 
+    /// The partition's replicas changed within this epoch (a move adds replicas, then drops
+    /// the old ones together with a new in-sync set, which [`Self::on_assignment`] adopts
+    /// next). Progress of replicas no longer named is forgotten. The committed set and a
+    /// pending proposal are kept until the SC's new set replaces them: counting a removed
+    /// member can only hold the HW back, never advance it.
+    pub fn set_replicas(&mut self, replicas: Vec<SpuId>) {
+        assert!(replicas.contains(&self.me), "a leader that is not a replica");
+        if replicas == self.replicas {
+            return;
+        }
+        self.followers.retain(|follower, _| replicas.contains(follower));
+        self.replicas = replicas;
+    }
+
     /// The SC's current set arrived with the replica assignment.
     pub fn on_assignment(&mut self, in_sync: InSyncSet) {
         if self.pending.as_ref().is_some_and(|pending| pending.based_on < in_sync.partition_epoch) {

@@ -10,6 +10,7 @@
 //!   pure state machine, with [`divergence`] holding the epoch arithmetic. [`fetcher`] does
 //!   the I/O: one task and one connection per (follower core, leader SPU core), carrying every
 //!   replica pair between them, so replication bytes never cross cores.
+//! - [`throttle`]: the leader's fetch limit for replicas a move is adding (`--throttle`).
 //! - [`role`]: a replica's role and the transitions between roles (promotion records the new
 //!   epoch's start in the log; demotion ends the leader's waiters).
 //!
@@ -44,3 +45,4 @@ pub mod follower;
 pub mod leader;
 pub mod role;
 pub mod serve;
+pub mod throttle;

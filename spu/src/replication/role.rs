@@ -101,6 +101,8 @@ impl Replica {
         let keep = match &mut *self.role.borrow_mut() {
             Role::Leader(leader) if leads && leader.epoch() == spec.leader_epoch => {
                 leader.set_settings(settings);
+                // A move widens and then shrinks the replicas within one leader epoch.
+                leader.set_replicas(spec.replicas.iter().map(|replica| replica.spu).collect());
                 leader.on_assignment(in_sync.clone());
                 true
             }

@@ -8,7 +8,8 @@
 //! arrives ([`Replica::on_follower_fetch`]): its acknowledged end may move the high watermark
 //! and wake acks `all` waiters at once, before any long-poll wait. A partition this core does
 //! not own, or does not lead, is answered `NotLeader`; a follower whose log parts from the
-//! leader's, `LogDiverged` (it then asks where its epoch ended and cuts there).
+//! leader's, `LogDiverged` (it then asks where its epoch ended and cuts there). A replica
+//! that a move is adding reads within its throttle ([`super::throttle`]).
 
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -30,7 +31,7 @@ use crate::server::connection::Outgoing;
 use crate::server::core::Core;
 use crate::server::handlers::{self, FetchSummary, HandlerError, FETCH_WAIT_MAX};
 use crate::server::ops::{self, PartitionRead, ReadRecords};
-use crate::server::replica::Replica;
+use crate::server::replica::{FetchAllowance, Replica};
 
 /// Serves one follower fetch; the response's records are sent without copying where the
 /// platform allows.
@@ -69,13 +70,13 @@ pub async fn follower_fetch(
         })
         .collect();
     let reads = loop {
-        let reads = read_pass(&request, &replicas);
+        let (reads, throttled) = read_pass(&request, &replicas);
         let total: usize = reads.iter().flatten().map(|read| read.records.len()).sum();
         let any_error = reads.iter().flatten().any(|read| !read.header.error_code.is_ok());
         if total >= request.min_bytes as usize || any_error || Instant::now() >= deadline {
             break reads;
         }
-        wait_any(&replicas, &reads, deadline).await;
+        wait_any(&replicas, &reads, &throttled, deadline).await;
     };
     let bytes: usize = reads.iter().flatten().map(|read| read.records.len()).sum();
     core.probe.add(Counter::ReplicationBytesServed, bytes as u64);
@@ -83,30 +84,51 @@ pub async fn follower_fetch(
     handlers::fetch_response(header, &names, reads)
 }
 
-/// Reads every partition from the follower's offset up to the leader's log end.
+/// Per partition of a request (flattened), when a throttled one may read again (`None`: not
+/// throttled now).
+type Throttled = Vec<Option<Instant>>;
+
+/// Reads every partition from the follower's offset up to the leader's log end, within the
+/// fetch throttle of a replica a move is adding.
 fn read_pass(
     request: &FollowerFetchRequest,
     replicas: &[Vec<Result<Rc<Replica>, ErrorCode>>],
-) -> Vec<Vec<PartitionRead>> {
+) -> (Vec<Vec<PartitionRead>>, Throttled) {
     let mut budget = request.max_bytes;
     let mut topics = Vec::with_capacity(request.topics.len());
+    let mut throttled = Vec::new();
+    let now = Instant::now();
     for (topic, topic_replicas) in request.topics.iter().zip(replicas) {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
         for (partition, replica) in topic.partitions.iter().zip(topic_replicas) {
             let offset = partition.fetch_offset;
+            let mut ready_at = None;
             let read = match replica {
                 Err(code) => PartitionRead::error(partition.partition, *code, offset),
                 Ok(replica) => {
-                    let bytes_max = partition.partition_max_bytes.min(budget);
-                    read_for_follower(replica, partition.partition, offset, bytes_max)
+                    let mut bytes_max = partition.partition_max_bytes.min(budget);
+                    match replica.follower_allowance(request.follower, now) {
+                        FetchAllowance::Unlimited => {}
+                        FetchAllowance::Bytes(allowed) => {
+                            bytes_max = bytes_max.min(u32::try_from(allowed).unwrap_or(u32::MAX));
+                        }
+                        FetchAllowance::WaitUntil(at) => {
+                            bytes_max = 0;
+                            ready_at = Some(at);
+                        }
+                    }
+                    let read = read_for_follower(replica, partition.partition, offset, bytes_max);
+                    replica.follower_sent(request.follower, read.records.len() as u64);
+                    read
                 }
             };
             budget = budget.saturating_sub(read.records.len() as u32);
             partitions.push(read);
+            throttled.push(ready_at);
         }
         topics.push(partitions);
     }
-    topics
+    (topics, throttled)
 }
 
 fn read_for_follower(
@@ -143,16 +165,29 @@ fn read_for_follower(
 
 /// Waits until any partition of the request has records past what the pass returned, or the
 /// deadline.
+/// A throttled partition waits for its throttle, not for records (it has some already).
 async fn wait_any(
     replicas: &[Vec<Result<Rc<Replica>, ErrorCode>>],
     reads: &[Vec<PartitionRead>],
+    throttled: &[Option<Instant>],
     deadline: Instant,
 ) {
     let mut waits: Vec<_> = replicas
         .iter()
         .flatten()
         .zip(reads.iter().flatten())
-        .filter_map(|(replica, read)| {
+        .zip(throttled)
+        .filter_map(|((replica, read), ready_at)| {
+            if let Some(ready_at) = *ready_at {
+                let until = ready_at.min(deadline);
+                return Some(Box::pin(async move {
+                    let now = Instant::now();
+                    if until > now {
+                        glommio::timer::sleep(until - now).await;
+                    }
+                })
+                    as std::pin::Pin<Box<dyn std::future::Future<Output = ()>>>);
+            }
             let replica = Rc::clone(replica.as_ref().ok()?);
             let offset = read.next_offset;
             Some(Box::pin(async move {

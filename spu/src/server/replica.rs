@@ -39,6 +39,8 @@ use sluice_proto::error_code::ErrorCode;
 use sluice_proto::ids::{LeaderEpoch, Offset, PartitionId, SpuId};
 use sluice_proto::object::topic::Durability;
 use sluice_proto::object::{InSyncSet, PartitionKey, PartitionSpec, ReplicaStatus};
+
+use crate::replication::throttle::FetchThrottle;
 use sluice_proto::record::{validate_batch, BATCH_LENGTH_MIN, BATCH_LENGTH_PREFIX};
 
 use crate::config::SpuConfig;
@@ -70,6 +72,19 @@ pub struct Replica {
     closed: Cell<bool>,
     /// When a relaxed topic's log was last synced by the background timer.
     last_sync: Cell<std::time::Instant>,
+    /// As leader: the fetch throttle of each follower a move is adding (`replication::throttle`).
+    throttles: RefCell<std::collections::BTreeMap<SpuId, FetchThrottle>>,
+}
+
+/// What a follower may fetch now.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FetchAllowance {
+    /// No limit.
+    Unlimited,
+    /// At most this many bytes.
+    Bytes(u64),
+    /// Nothing before this instant.
+    WaitUntil(std::time::Instant),
 }
 
 /// A produce after its appends: settled (an error, or acks `none`), or waiting for its
@@ -253,7 +268,39 @@ impl Replica {
             visible: Signal::default(),
             closed: Cell::new(false),
             last_sync: Cell::new(std::time::Instant::now()),
+            throttles: RefCell::default(),
         })
+    }
+
+    /// What `follower` may fetch now: limited while a move adds it and it is not in sync.
+    pub fn follower_allowance(&self, follower: SpuId, now: std::time::Instant) -> FetchAllowance {
+        let rate = self
+            .spec
+            .borrow()
+            .reassignment
+            .as_ref()
+            .and_then(|moving| moving.throttle_for(follower));
+        let in_sync = self.in_sync.borrow().replicas.contains(&follower);
+        let mut throttles = self.throttles.borrow_mut();
+        let Some(rate) = rate.filter(|_| !in_sync) else {
+            throttles.remove(&follower);
+            return FetchAllowance::Unlimited;
+        };
+        let throttle = throttles.entry(follower).or_insert_with(|| FetchThrottle::new(rate, now));
+        if throttle.rate() != rate {
+            throttle.set_rate(rate, now);
+        }
+        match throttle.read_bytes_max(now) {
+            0 => FetchAllowance::WaitUntil(throttle.ready_at()),
+            bytes => FetchAllowance::Bytes(bytes),
+        }
+    }
+
+    /// Counts bytes sent to a throttled follower.
+    pub fn follower_sent(&self, follower: SpuId, bytes: u64) {
+        if let Some(throttle) = self.throttles.borrow_mut().get_mut(&follower) {
+            throttle.consume(bytes);
+        }
     }
 
     /// The partition.
