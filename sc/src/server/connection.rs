@@ -12,6 +12,9 @@ use sluice_proto::api::admin::{
     ListSpusResponse, ListTopicsRequest, ListTopicsResponse, RebalanceLeadersRequest,
     RebalanceLeadersResponse, RegisterSpuRequest, UnregisterSpuRequest,
 };
+use sluice_proto::api::cluster::{
+    HoldLeadershipRequest, HoldLeadershipResponse, PlanRebalanceRequest, PlanRebalanceResponse,
+};
 use sluice_proto::api::metadata::{MetadataRequest, MetadataWatchRequest, MetadataWatchUpdate};
 use sluice_proto::api::{ApiKey, Decode, Encode};
 use sluice_proto::error_code::ErrorCode;
@@ -254,6 +257,24 @@ fn dispatch(frame: &Frame, context: &ServerContext, watch: &mut Option<Watch>) -
             frame,
             |request: RebalanceLeadersRequest| context.rebalance_leaders(&request),
             |error_code, message| RebalanceLeadersResponse {
+                error_code,
+                message: Some(message),
+                ..Default::default()
+            },
+        ),
+        ApiKey::PlanRebalance => with_request(
+            frame,
+            |request: PlanRebalanceRequest| context.plan_rebalance(&request),
+            |error_code, message| PlanRebalanceResponse {
+                error_code,
+                message: Some(message),
+                ..Default::default()
+            },
+        ),
+        ApiKey::HoldLeadership => with_request(
+            frame,
+            |request: HoldLeadershipRequest| context.hold_leadership(&request),
+            |error_code, message| HoldLeadershipResponse {
                 error_code,
                 message: Some(message),
                 ..Default::default()
