@@ -8,13 +8,14 @@
 //!    the hold lasts (it covers the whole step and expires on its own if this command dies).
 //! 3. **Stop** with SIGTERM (the SPU syncs and closes its replicas), SIGKILL after
 //!    `--stop-timeout`; the process is found by its recorded PID and start time.
+//!    Then wait until the SC has dropped it from the in-sync sets (its connection closed).
 //! 4. **Start** it again with its recorded settings (`cluster start --local` on a partly
 //!    running cluster), and wait until it is online.
 //! 5. **Wait until every partition is fully in sync again**, release the hold and ask the SC to
 //!    move leadership back to preferred replicas.
 //!
 //! The decisions on what the partition listing means are pure ([`sync_progress`],
-//! [`led_by`]) and unit-tested; the waits poll with deadlines.
+//! [`led_by`], [`in_sync_follower_of`]) and unit-tested; the waits poll with deadlines.
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -70,6 +71,17 @@ pub fn sync_progress(partitions: &[PartitionEntry]) -> SyncProgress {
         }
     }
     progress
+}
+
+/// The partitions where `spu` is an in-sync follower (not the leader).
+pub fn in_sync_follower_of(partitions: &[PartitionEntry], spu: SpuId) -> Vec<PartitionKey> {
+    partitions
+        .iter()
+        .filter(|partition| {
+            partition.spec.leader != spu && partition.status.in_sync_replicas.contains(&spu)
+        })
+        .map(|partition| partition.key.clone())
+        .collect()
 }
 
 /// The partitions `spu` leads.
@@ -166,6 +178,9 @@ fn restart_one(
         println!("{step} note: it leads {} again (moved back meanwhile)", keys_text(&unexpected));
     }
     stop_spu(existing, id, step, args.stop_timeout)?;
+    // The SC drops a stopped SPU from the in-sync sets when its connection closes; waiting
+    // for that makes the in-sync wait after the start mean "caught up again".
+    wait_out_of_sync(api, spu, step, deadline)?;
     println!("{step} starting again");
     super::start(&restart_args(existing, data_dir, deadline))
         .with_context(|| format!("cannot start SPU {id} again"))?;
@@ -227,6 +242,24 @@ fn stop_spu(existing: &ClusterState, id: i32, step: &str, timeout: Duration) -> 
         bail!("SPU {id} (pid {pid}) still runs {KILL_WAIT:?} after SIGKILL");
     }
     Ok(())
+}
+
+/// Polls the partitions until `spu` is in no in-sync set as a follower.
+fn wait_out_of_sync(api: &ScApi, spu: SpuId, step: &str, deadline: Instant) -> anyhow::Result<()> {
+    loop {
+        let remaining = in_sync_follower_of(&api.list_partitions(None)?, spu);
+        if remaining.is_empty() {
+            println!("{step} out of the in-sync sets while stopped");
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            bail!(
+                "{step} the SC still counts the stopped SPU in sync for {}",
+                keys_text(&remaining)
+            );
+        }
+        std::thread::sleep(POLL_INTERVAL);
+    }
 }
 
 /// Polls the partitions until every one is fully in sync, printing progress; fails at
@@ -298,5 +331,7 @@ mod tests {
         assert!(!progress.complete());
         assert!(sync_progress(&partitions[..1]).complete());
         assert_eq!(led_by(&partitions, SpuId(2)), vec![partitions[1].key.clone()]);
+        let followed = in_sync_follower_of(&partitions, SpuId(1));
+        assert_eq!(followed, vec![partitions[2].key.clone()]);
     }
 }

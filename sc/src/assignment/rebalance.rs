@@ -332,6 +332,8 @@ struct Planner {
     index: BTreeMap<SpuId, usize>,
     /// The working replica lists, partition order as given.
     replicas: Vec<PartitionReplicas>,
+    /// The replica lists as given.
+    original: Vec<PartitionReplicas>,
     keys: Vec<PartitionKey>,
     replica_counts: Counts,
     leader_counts: Counts,
@@ -372,6 +374,7 @@ impl Planner {
             spus: infos,
             index,
             replicas: partitions.iter().map(|p| p.replicas.clone()).collect(),
+            original: partitions.iter().map(|p| p.replicas.clone()).collect(),
             keys: partitions.iter().map(|p| p.key.clone()).collect(),
         };
         for partition in 0..planner.replicas.len() {
@@ -566,8 +569,9 @@ impl Planner {
     }
 
     /// The replica on `from` to move to `to`: legal; a leader last unless `to` has fewer
-    /// leaders; more racks first; then a leader when `from` has more leaders than `to`, else a
-    /// follower; then the first partition.
+    /// leaders; more racks first; then partitions with fewer replicas moved already (moves
+    /// spread over many partitions, each keeping most of its in-sync replicas); then a leader
+    /// when `from` has more leaders than `to`, else a follower; then the first partition.
     fn candidate(&self, from: Core, to: Core) -> Option<(usize, usize)> {
         let prefer_leader = self.leader_counts.get(from) > self.leader_counts.get(to);
         let from_slot = self.slot(from);
@@ -583,8 +587,12 @@ impl Planner {
                 let before = self.racks(slots);
                 let after = self.racks_after(partition, position, to)?;
                 let role_matches = (position == 0) == prefer_leader;
+                let moved = slots
+                    .iter()
+                    .filter(|slot| !self.original[partition].replicas.contains(slot))
+                    .count();
                 (after >= before).then_some((
-                    (leader_last, std::cmp::Reverse(after), !role_matches, partition),
+                    (leader_last, std::cmp::Reverse(after), moved, !role_matches, partition),
                     (partition, position),
                 ))
             })
