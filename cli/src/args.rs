@@ -149,6 +149,81 @@ pub enum ClusterCommand {
     /// Stop or kill one SPU of the local cluster, e.g. to watch a failover.
     #[command(subcommand)]
     Spu(ClusterSpuCommand),
+    /// Plan moves that even replicas and leaders over every core of every SPU (after SPUs
+    /// were added, or to empty SPUs with --drain) and print the plan and its balance report.
+    #[command(after_help = CLUSTER_REBALANCE_EXAMPLES)]
+    Rebalance(ClusterRebalanceArgs),
+    /// Restart the local cluster's SPUs one at a time without losing availability: move
+    /// leadership off an SPU, stop it (SIGTERM), start it, wait until every partition is fully
+    /// in sync, then the next.
+    #[command(name = "rolling-restart", after_help = CLUSTER_ROLLING_RESTART_EXAMPLES)]
+    RollingRestart(ClusterRollingRestartArgs),
+}
+
+const CLUSTER_REBALANCE_EXAMPLES: &str = "\
+Examples:
+  sluice cluster rebalance --dry-run                    # plan table and balance report
+  sluice cluster rebalance --dry-run -O json > plan.json
+  sluice cluster rebalance --dry-run --drain 5003       # empty SPU 5003 (decommission)
+
+The SC plans from its current metadata: the SPUs online (with their cores and racks) and every
+partition's replicas (the first is the preferred leader). The plan evens replicas per core and
+preferred leaders per core over every core of every SPU with few replica moves (a moved replica
+copies its partition's data; changing only which replica leads is cheap and preferred), keeps
+each partition's replicas on distinct SPUs and never on fewer racks, and never makes the
+balance worse. The report shows replicas and leaders per SPU, min-max per core and per SPU
+before and after, the replica moves and the fewest moves any plan would need.
+
+With -O json the output is a plan file: a JSON list of
+  {\"topic\": \"orders\", \"partition\": 0, \"replicas\": [5004, 5002, 5003]}
+one per partition to move, replicas as SPU ids, preferred leader first; this is the input of
+`sluice partition reassign --plan FILE`. -O yaml prints the whole plan and report.
+
+Executing the plan without --dry-run needs partition reassignment and is not available yet:
+the command says so and exits with status 1.";
+
+const CLUSTER_ROLLING_RESTART_EXAMPLES: &str = "\
+Examples:
+  sluice cluster rolling-restart
+  sluice cluster rolling-restart --data-dir /tmp/sluice --step-timeout 2m
+
+For each SPU of the local cluster in id order: the SC moves the leadership of every partition
+the SPU leads to another in-sync replica and holds it off the SPU (so the periodic
+preferred-leader restore does not hand it back); the SPU is stopped with SIGTERM (SIGKILL only
+after --stop-timeout) and started again with its recorded settings; then the command waits
+until every partition has all its replicas in its in-sync set, releases the hold, and asks the
+SC to restore preferred leaders. Progress is printed at every step. A partition with one
+replica is unavailable while its SPU restarts; with replicas on several SPUs producers and
+consumers keep going (acks all needs --min-in-sync replicas in sync).";
+
+/// `sluice cluster rebalance`
+#[derive(Clone, Debug, Args)]
+pub struct ClusterRebalanceArgs {
+    /// Only plan and print; change nothing (required for now: executing needs partition
+    /// reassignment).
+    #[arg(long)]
+    pub dry_run: bool,
+    /// SPU to empty (repeatable): the plan moves every replica off it.
+    #[arg(long, value_name = "SPU")]
+    pub drain: Vec<i32>,
+    /// Output format: table (plan and report), json (the plan file), yaml (plan and report).
+    #[command(flatten)]
+    pub output: OutputArgs,
+}
+
+/// `sluice cluster rolling-restart`
+#[derive(Clone, Debug, Args)]
+pub struct ClusterRollingRestartArgs {
+    /// Data directory.
+    #[command(flatten)]
+    pub data_dir: DataDirArgs,
+    /// Longest wait for one SPU's step (leaders moved, restarted, every partition in sync),
+    /// e.g. `2m`.
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = units::parse_duration)]
+    pub step_timeout: std::time::Duration,
+    /// Longest wait for a clean exit after SIGTERM before SIGKILL, e.g. `30s`.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::parse_duration)]
+    pub stop_timeout: std::time::Duration,
 }
 
 /// `sluice cluster spu ...`

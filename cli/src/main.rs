@@ -3,7 +3,7 @@
 //!
 //! Module map: [`args`] is the command line (clap), [`local`] the local-cluster launcher,
 //! [`admin`] the administration commands ([`partition`] the partition ones), [`produce`] and
-//! [`consume`] the data commands,
+//! [`consume`] the data commands, [`rebalance`] the rebalance plan,
 //! [`sc_api`] the one place that calls the SDK's admin API, [`output`] tables/JSON/YAML and
 //! [`units`] durations, sizes and times.
 //!
@@ -18,6 +18,7 @@ mod output;
 mod partition;
 mod produce;
 mod reassign;
+mod rebalance;
 mod sc_api;
 mod units;
 
@@ -37,6 +38,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Cluster(ClusterCommand::Spu(ClusterSpuCommand::Kill(args))) => {
             local::spu::kill(args)
         }
+        Command::Cluster(ClusterCommand::Rebalance(args)) => rebalance::run(sc, args),
+        Command::Cluster(ClusterCommand::RollingRestart(args)) => local::rolling::run(sc, args),
         Command::Topic(command) => admin::topic(sc, command),
         Command::Partition(command) => partition::run(sc, command),
         Command::Spu(command) => admin::spu(sc, command),

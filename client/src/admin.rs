@@ -17,6 +17,9 @@ use sluice_proto::api::admin::{
     ReassignPartitionsResponse, RebalanceLeadersRequest, RebalanceLeadersResponse,
     RegisterSpuRequest, SpuEntry, SpuGroupEntry, TopicEntry, UnregisterSpuRequest,
 };
+use sluice_proto::api::cluster::{
+    HoldLeadershipRequest, HoldLeadershipResponse, PlanRebalanceRequest, PlanRebalanceResponse,
+};
 use sluice_proto::api::{Decode, Request};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::ids::SpuId;
@@ -220,6 +223,47 @@ impl Admin {
     ) -> Result<ReassignPartitionsResponse, ClientError> {
         let response: ReassignPartitionsResponse =
             self.sc.call(request, Shape::ErrorCodeFirst, Retry::Mutation)?;
+        if response.error_code.is_ok() {
+            Ok(response)
+        } else {
+            Err(ClientError::server_message(response.error_code, response.message))
+        }
+    }
+
+    /// A plan that evens replicas and preferred leaders over every core of every online SPU
+    /// with few replica moves, emptying the SPUs in `drain`, with its balance report. Changes
+    /// nothing (the plan is carried out by partition reassignment), so it is retried at the
+    /// next SC on a dropped connection. `SpuNotFound` for an SPU to drain that is not
+    /// registered; `InvalidRequest` when no plan fits (the message says why).
+    pub fn plan_rebalance(&self, drain: &[SpuId]) -> Result<PlanRebalanceResponse, ClientError> {
+        let response: PlanRebalanceResponse = self.sc.call(
+            &PlanRebalanceRequest { drain: drain.to_vec() },
+            Shape::ErrorCodeFirst,
+            Retry::ReadOnly,
+        )?;
+        if response.error_code.is_ok() {
+            Ok(response)
+        } else {
+            Err(ClientError::server_message(response.error_code, response.message))
+        }
+    }
+
+    /// Moves the leadership of every partition `spu` leads to another online in-sync replica
+    /// and keeps preferred-leader restores off `spu` for `hold` (at most an hour; the hold
+    /// lives in the active SC's memory). A zero `hold` releases the SPU and moves nothing. The
+    /// response lists the partitions moved and those no other replica could take. Repeating
+    /// it is harmless, so a dropped connection retries it at the next SC.
+    pub fn hold_leadership(
+        &self,
+        spu: SpuId,
+        hold: std::time::Duration,
+    ) -> Result<HoldLeadershipResponse, ClientError> {
+        let hold_ms = u64::try_from(hold.as_millis()).unwrap_or(u64::MAX);
+        let response: HoldLeadershipResponse = self.sc.call(
+            &HoldLeadershipRequest { spu, hold_ms },
+            Shape::ErrorCodeFirst,
+            Retry::ReadOnly,
+        )?;
         if response.error_code.is_ok() {
             Ok(response)
         } else {

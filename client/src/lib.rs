@@ -112,6 +112,10 @@ pub use producer::{DeliveryFuture, DeliveryListener, Producer, ProducerRecord, R
 pub use sluice_proto::api::admin::{
     PartitionEntry, RebalanceLeadersResponse, SpuEntry, SpuGroupEntry, TopicEntry,
 };
+pub use sluice_proto::api::cluster::{
+    BalanceFigures, CoreBalanceChange, CountRange, HoldLeadershipResponse, PlanRebalanceResponse,
+    RebalanceMove,
+};
 pub use sluice_proto::api::fetch::Isolation;
 pub use sluice_proto::api::metadata::{PartitionMetadata, SpuMetadata, TopicMetadata};
 pub use sluice_proto::api::produce::Acks;

@@ -136,6 +136,7 @@ impl TermPlan {
     /// shutdown came first or a thread cannot be spawned.
     fn start(&self, store: Arc<dyn MetadataStore>) -> Result<Vec<JoinHandle<()>>, StartError> {
         let cache = Cache::new();
+        let holds = Arc::new(crate::controllers::holds::LeadershipHolds::default());
         let mut threads = Vec::new();
         {
             let (store, cache, shutdown) = (store.clone(), cache.clone(), self.shutdown.clone());
@@ -156,8 +157,9 @@ impl TermPlan {
                 heartbeat_timeout: self.config.heartbeat_timeout,
                 leader_rebalance_interval: self.config.leader_rebalance_interval,
             };
+            let holds = holds.clone();
             threads.push(spawn("sc-controllers", move || {
-                crate::controllers::run(store, cache, settings, shutdown);
+                crate::controllers::run(store, cache, settings, holds, shutdown);
             })?);
         }
         self.server_gate.open(Arc::new(ServerContext {
@@ -165,6 +167,7 @@ impl TermPlan {
             cache: cache.clone(),
             topic_defaults: self.config.topic_defaults,
             shutdown: self.shutdown.clone(),
+            holds,
         }));
         self.link_gate.open(Arc::new(SpuLinkContext {
             store,

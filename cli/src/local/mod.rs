@@ -1,5 +1,5 @@
-//! `sluice cluster start | status | stop | spu stop | spu kill`: a whole cluster on this
-//! machine, as background processes.
+//! `sluice cluster start | status | stop | spu stop | spu kill | rolling-restart`: a whole
+//! cluster on this machine, as background processes ([`rolling`] restarts its SPUs one by one).
 //!
 //! Start: the SC first (embedded store in `<data-dir>/sc`, or Consul), then an SPU group `local`
 //! created at the SC (kept when it already exists: a second start on the same data directory
@@ -20,6 +20,7 @@
 //! its timeout. A failed start kills only what it spawned itself.
 
 pub mod process;
+pub mod rolling;
 pub mod spu;
 pub mod state;
 mod status;

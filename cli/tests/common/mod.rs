@@ -217,3 +217,4 @@ impl Drop for LocalCluster {
         }
     }
 }
+pub mod workload;

@@ -33,6 +33,7 @@
 //! | 100 `Metadata` | [`metadata::MetadataRequest`] | [`metadata::MetadataResponse`] | postcard |
 //! | 101 `MetadataWatch` | [`metadata::MetadataWatchRequest`] | [`metadata::MetadataWatchUpdate`] (many) | postcard |
 //! | 110..=141 admin | [`admin`] `*Request` | [`admin::AdminResponse`] or `*Response` | postcard |
+//! | 150..=151 cluster | [`cluster`] `*Request` | [`cluster`] `*Response` | postcard |
 //! | 200 `SpuRegister` | [`control::SpuRegisterRequest`] | [`control::SpuRegisterResponse`] | postcard |
 //! | 201 `Heartbeat` | [`control::HeartbeatRequest`] | [`control::HeartbeatResponse`] | postcard |
 //! | 202..=205 | [`control::SpuUpdate`], [`control::ReplicaUpdate`], [`control::RequestSnapshot`], [`control::LiveReplicaStatus`] | none | postcard |
@@ -50,6 +51,7 @@ pub use crate::ids::ApiVersion;
 
 pub mod admin;
 pub mod api_versions;
+pub mod cluster;
 pub mod control;
 pub mod fetch;
 pub mod list_offsets;
@@ -215,6 +217,10 @@ api_keys! {
     RebalanceLeaders = 141, V0, false;
     /// Client -> SC: move partitions' replicas to other SPUs (or cancel such a move).
     ReassignPartitions = 150, V0, false;
+    /// Client -> SC: a plan that evens replicas and leaders over every core (changes nothing).
+    PlanRebalance = 151, V0, false;
+    /// Client -> SC: move leadership off an SPU and keep it off for a while (or release it).
+    HoldLeadership = 152, V0, false;
     /// SPU -> SC: first message on the control connection.
     SpuRegister = 200, V0, false;
     /// SC <-> SPU: liveness, either direction.

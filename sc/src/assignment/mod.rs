@@ -1,4 +1,5 @@
-//! Core-aware replica assignment: which `(SPU, core)` pairs host each new partition.
+//! Core-aware replica assignment: which `(SPU, core)` pairs host each new partition, and
+//! ([`plan_rebalance`], in `rebalance.rs`) which existing partitions to move to even them out.
 //!
 //! Pure and deterministic: no I/O, no clock, no randomness. The topic reducer calls
 //! [`assign_replicas`] with its cached view of the cluster ([`SpuResources`] per SPU) and the
@@ -36,9 +37,14 @@
 
 mod load;
 mod placement;
+mod rebalance;
 pub mod replace;
 
 pub use load::{BalanceSummary, CoreLoad, MinMax, ReplicaLoad};
+pub use rebalance::{
+    plan_rebalance, CoreBalance, CurrentPartition, PartitionMove, RebalanceError, RebalancePlan,
+    RebalanceReport, REBALANCE_PARTITIONS_MAX,
+};
 
 use serde::{Deserialize, Serialize};
 use sluice_proto::ids::{CoreId, SpuId};

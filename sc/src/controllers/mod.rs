@@ -11,7 +11,8 @@
 //! - **Reducer**: [`reducer::reduce`], pure over the [`crate::cache::Snapshot`]; see its docs for
 //!   the topic lifecycle that keeps partitions in place across restarts, and [`partitions`] for
 //!   leadership and in-sync sets. Moving leaders back to preferred replicas is allowed in one
-//!   pass per leader rebalance interval (a flag of the pass, so the reducer stays pure).
+//!   pass per leader rebalance interval (a flag of the pass, so the reducer stays pure), and
+//!   never to an SPU under a leadership hold ([`holds`]; the SPUs held are an input of the pass).
 //! - **Action step**: [`execute`] writes each action with put-if-version (create = must be
 //!   absent). A conflict means the reducer saw a stale snapshot: it is logged at debug level and
 //!   the next pass decides again. After a pass with writes the thread waits (bounded) until the
@@ -20,6 +21,7 @@
 //! The controller never reads the store directly and never writes the cache: its writes come
 //! back through the store's watch like everyone else's.
 
+pub mod holds;
 pub mod partitions;
 pub mod reassign;
 pub mod reducer;
@@ -64,6 +66,7 @@ pub fn run(
     store: Arc<dyn MetadataStore>,
     cache: Arc<Cache>,
     settings: ControllerSettings,
+    holds: Arc<holds::LeadershipHolds>,
     shutdown: Arc<AtomicBool>,
 ) {
     let changes = cache.subscribe();
@@ -87,7 +90,7 @@ pub fn run(
         }
         let context =
             ReduceContext { now: now_ms(), started, heartbeat_timeout_ms, preferred_leaders };
-        let actions = reducer::reduce(&snapshot, context);
+        let actions = reducer::reduce_holding(&snapshot, context, &holds.held());
         let mut newest = Version::ZERO;
         for action in actions {
             match execute(store.as_ref(), &action) {

@@ -37,6 +37,7 @@
 //! - A replica outside the in-sync set is elected only when the topic allows unclean election.
 
 use std::cmp::Reverse;
+use std::collections::BTreeSet;
 
 use sluice_proto::ids::{LeaderEpoch, Offset, SpuId};
 use sluice_proto::object::{PartitionResolution, PartitionStatus, SpuResolution};
@@ -82,6 +83,8 @@ pub enum PartitionEvent {
     PreferredRestored(LeaderChange),
     /// A step of a move of the partition's replicas ([`super::reassign`]).
     Reassignment(super::reassign::ReassignEvent),
+    /// Leadership moved off an SPU on an operator's request (another in-sync replica leads).
+    MovedOff(LeaderChange),
 }
 
 /// A change of leader.
@@ -108,6 +111,16 @@ pub enum Preferred {
 
 /// Partitions: delete those whose topic is gone; apply [`next_state`] to the others.
 pub fn reduce_partitions(snapshot: &Snapshot, preferred: PreferredLeaders) -> Vec<Action> {
+    reduce_partitions_holding(snapshot, preferred, &BTreeSet::new())
+}
+
+/// [`reduce_partitions`] where leadership is not restored to preferred replicas on `held`
+/// SPUs (see [`super::holds`]).
+pub fn reduce_partitions_holding(
+    snapshot: &Snapshot,
+    preferred: PreferredLeaders,
+    held: &BTreeSet<SpuId>,
+) -> Vec<Action> {
     let resolution = |spu: SpuId| snapshot.spus.get(&spu).map(|spu| spu.value.status.resolution);
     let mut actions = Vec::new();
     for (key, partition) in &snapshot.partitions {
@@ -115,7 +128,8 @@ pub fn reduce_partitions(snapshot: &Snapshot, preferred: PreferredLeaders) -> Ve
             actions.push(Action::DeletePartition { key: key.clone(), version: partition.version });
             continue;
         }
-        let (mut object, mut events) = next_state(&partition.value, &resolution, preferred);
+        let (mut object, mut events) =
+            next_state_holding(&partition.value, &resolution, preferred, held);
         // A move takes its next step only in a pass where the liveness rules change nothing.
         if object == partition.value {
             if let Some((moved, event)) = super::reassign::step(&object, &resolution) {
@@ -142,6 +156,16 @@ pub fn next_state(
     resolution: &dyn Fn(SpuId) -> Option<SpuResolution>,
     preferred: PreferredLeaders,
 ) -> (PartitionObject, Vec<PartitionEvent>) {
+    next_state_holding(partition, resolution, preferred, &BTreeSet::new())
+}
+
+/// [`next_state`] where a preferred replica on a `held` SPU does not get leadership back.
+pub fn next_state_holding(
+    partition: &PartitionObject,
+    resolution: &dyn Fn(SpuId) -> Option<SpuResolution>,
+    preferred: PreferredLeaders,
+    held: &BTreeSet<SpuId>,
+) -> (PartitionObject, Vec<PartitionEvent>) {
     let online = |spu: SpuId| resolution(spu) == Some(SpuResolution::Online);
     let mut object = partition.clone();
     let mut events = Vec::new();
@@ -153,7 +177,10 @@ pub fn next_state(
         Some(SpuResolution::Online) => {
             object.status.resolution = PartitionResolution::Online;
             remove_offline_followers(&mut object, &online, &mut events);
+            let preferred_held =
+                object.spec.replicas.first().is_some_and(|replica| held.contains(&replica.spu));
             if preferred == PreferredLeaders::Restore
+                && !preferred_held
                 && preferred_leader(&object, &online) == Preferred::Eligible
             {
                 events.push(PartitionEvent::PreferredRestored(move_to_preferred(&mut object)));
@@ -324,6 +351,28 @@ pub fn restore_preferred(object: &PartitionObject) -> (PartitionObject, LeaderCh
     (moved, change)
 }
 
+/// Moves leadership off `spu` (which leads the partition and is online) to the online in-sync
+/// replica with the highest reported end (replica order breaks ties), in the next leader epoch
+/// and partition epoch; the in-sync set is unchanged (the old leader follows). `None` when
+/// `spu` does not lead or no other replica is online and in sync.
+pub fn move_leader_off(
+    object: &PartitionObject,
+    spu: SpuId,
+    online: &dyn Fn(SpuId) -> bool,
+) -> Option<(PartitionObject, LeaderChange)> {
+    if object.spec.leader != spu {
+        return None;
+    }
+    let in_sync = &object.status.in_sync_replicas;
+    let new_leader = best_replica(object, |replica| {
+        replica != spu && online(replica) && in_sync.contains(&replica)
+    })?;
+    let mut moved = object.clone();
+    let change = lead(&mut moved, new_leader);
+    finish(object, &mut moved);
+    Some((moved, change))
+}
+
 /// Writes the log line of a stored change.
 pub fn log_event(partition: &sluice_proto::object::PartitionKey, event: &PartitionEvent) {
     match event {
@@ -336,6 +385,10 @@ pub fn log_event(partition: &sluice_proto::object::PartitionKey, event: &Partiti
         PartitionEvent::Elected(change) => tracing::info!(
             %partition, from = %change.from, to = %change.to, leader_epoch = %change.leader_epoch,
             "new leader elected from the in-sync set"
+        ),
+        PartitionEvent::MovedOff(change) => tracing::info!(
+            %partition, from = %change.from, to = %change.to, leader_epoch = %change.leader_epoch,
+            "leadership moved off an SPU on request"
         ),
         PartitionEvent::UncleanlyElected(change) => tracing::warn!(
             %partition, from = %change.from, to = %change.to, leader_epoch = %change.leader_epoch,

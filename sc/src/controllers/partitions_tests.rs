@@ -312,3 +312,38 @@ fn a_restarted_leader_leads_in_the_next_epoch() {
     let after = leader_restarted(&offline, SpuId(1)).expect("SPU 1 still leads");
     assert_eq!(after.spec.leader_epoch, LeaderEpoch(6));
 }
+
+#[test]
+fn a_held_preferred_replica_does_not_get_leadership_back() {
+    let everyone = spus(&[(1, Online), (2, Online), (3, Online)]);
+    let led_by_2 = partition(2, &[1, 2, 3]);
+    let held = std::collections::BTreeSet::from([SpuId(1)]);
+    let (unchanged, events) = next_state_holding(
+        &led_by_2,
+        &|spu| everyone.get(&spu).copied(),
+        PreferredLeaders::Restore,
+        &held,
+    );
+    assert_eq!(unchanged, led_by_2);
+    assert!(events.is_empty());
+    let (restored, _) = next(&led_by_2, &everyone, PreferredLeaders::Restore);
+    assert_eq!(restored.spec.leader, SpuId(1));
+}
+
+#[test]
+fn leadership_moves_off_an_spu_to_the_in_sync_replica_furthest_ahead() {
+    let online = |spu: SpuId| spu != SpuId(3);
+    let mut object = partition(1, &[1, 2, 3]);
+    object.status.replicas = vec![report(2, 10, 10), report(3, 20, 20)];
+    // SPU 3 is ahead but offline: SPU 2 leads, in the next epochs; the set is unchanged.
+    let (moved, change) = move_leader_off(&object, SpuId(1), &online).expect("moved");
+    assert_eq!((change.from, change.to), (SpuId(1), SpuId(2)));
+    assert_eq!(moved.spec.leader, SpuId(2));
+    assert_eq!(moved.spec.leader_epoch, LeaderEpoch(6));
+    assert_eq!(moved.status.partition_epoch, PartitionEpoch(10));
+    assert_eq!(in_sync(&moved), vec![1, 2, 3]);
+    // Not the leader, or nobody else in sync and online: nothing to do.
+    assert!(move_leader_off(&object, SpuId(2), &online).is_none());
+    let alone = partition(1, &[1, 3]);
+    assert!(move_leader_off(&alone, SpuId(1), &online).is_none());
+}

@@ -27,7 +27,11 @@ use sluice_proto::object::{
     TopicResolution, TopicSpec, TopicStatus,
 };
 
-pub use super::partitions::{reduce_partitions, PartitionEvent, PreferredLeaders};
+use std::collections::BTreeSet;
+
+pub use super::partitions::{
+    reduce_partitions, reduce_partitions_holding, PartitionEvent, PreferredLeaders,
+};
 use crate::assignment::{
     assign_replicas, AssignmentError, AssignmentRequest, PartitionReplicas, ReplicaLoad,
     ReplicaSlot, SpuResources,
@@ -121,10 +125,20 @@ pub struct ReduceContext {
 
 /// Every reducer, in dependency order (groups create SPUs, SPUs are needed by topics).
 pub fn reduce(snapshot: &Snapshot, context: ReduceContext) -> Vec<Action> {
+    reduce_holding(snapshot, context, &BTreeSet::new())
+}
+
+/// [`reduce`] where leadership is not restored to preferred replicas on the `held` SPUs
+/// ([`super::holds`]).
+pub fn reduce_holding(
+    snapshot: &Snapshot,
+    context: ReduceContext,
+    held: &BTreeSet<SpuId>,
+) -> Vec<Action> {
     let mut actions = reduce_spu_groups(snapshot);
     actions.extend(reduce_spus(snapshot, context));
     actions.extend(reduce_topics(snapshot));
-    actions.extend(reduce_partitions(snapshot, context.preferred_leaders));
+    actions.extend(reduce_partitions_holding(snapshot, context.preferred_leaders, held));
     actions
 }
 

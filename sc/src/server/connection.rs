@@ -13,6 +13,9 @@ use sluice_proto::api::admin::{
     ListTopicsResponse, ReassignPartitionsRequest, ReassignPartitionsResponse,
     RebalanceLeadersRequest, RebalanceLeadersResponse, RegisterSpuRequest, UnregisterSpuRequest,
 };
+use sluice_proto::api::cluster::{
+    HoldLeadershipRequest, HoldLeadershipResponse, PlanRebalanceRequest, PlanRebalanceResponse,
+};
 use sluice_proto::api::metadata::{MetadataRequest, MetadataWatchRequest, MetadataWatchUpdate};
 use sluice_proto::api::{ApiKey, Decode, Encode};
 use sluice_proto::error_code::ErrorCode;
@@ -278,6 +281,24 @@ fn dispatch(frame: &Frame, context: &ServerContext, watch: &mut Option<Watch>) -
             frame,
             |request: DecommissionSpuRequest| context.decommission_spu(&request),
             reassign_failed,
+        ),
+        ApiKey::PlanRebalance => with_request(
+            frame,
+            |request: PlanRebalanceRequest| context.plan_rebalance(&request),
+            |error_code, message| PlanRebalanceResponse {
+                error_code,
+                message: Some(message),
+                ..Default::default()
+            },
+        ),
+        ApiKey::HoldLeadership => with_request(
+            frame,
+            |request: HoldLeadershipRequest| context.hold_leadership(&request),
+            |error_code, message| HoldLeadershipResponse {
+                error_code,
+                message: Some(message),
+                ..Default::default()
+            },
         ),
         ApiKey::Metadata | ApiKey::MetadataWatch => dispatch_metadata(frame, context, watch),
         other => {

@@ -9,7 +9,8 @@
 //! - an object that exists / does not: `*AlreadyExists` / `*NotFound`;
 //! - a store failure: `ScUnavailable` (retriable; for a write the outcome is unknown);
 //! - `RebalanceLeaders` of a topic that does not exist: `TopicNotFound`; partitions whose
-//!   preferred replica cannot lead now are listed, not an error.
+//!   preferred replica cannot lead now (offline, out of sync, or its SPU under a leadership
+//!   hold) are listed, not an error.
 
 use std::time::Duration;
 
@@ -223,14 +224,22 @@ impl ServerContext {
             }
         }
         let online = |spu| snapshot.spus.get(&spu).is_some_and(|spu| spu.value.status.is_online());
+        let held = self.holds.held();
         let mut response = RebalanceLeadersResponse::default();
         let mut newest = Version::ZERO;
         for (key, partition) in &snapshot.partitions {
             if request.topic.as_ref().is_some_and(|topic| *topic != key.topic) {
                 continue;
             }
+            let preferred_held = partition
+                .value
+                .spec
+                .replicas
+                .first()
+                .is_some_and(|replica| held.contains(&replica.spu));
             match partitions::preferred_leader(&partition.value, &online) {
                 Preferred::Leads => {}
+                Preferred::Eligible if preferred_held => response.not_eligible.push(key.clone()),
                 Preferred::NotEligible => response.not_eligible.push(key.clone()),
                 Preferred::Eligible => match self.restore_preferred(key, &online) {
                     Ok(Some(version)) => {

@@ -20,6 +20,7 @@
 //! Frame-level error responses carry an [`AdminResponse`] body, because the protocol has no
 //! generic error envelope; the same is used for `Metadata`, whose response has no error code.
 
+mod cluster;
 mod connection;
 pub mod handlers;
 pub mod metadata;
@@ -59,6 +60,8 @@ pub struct ServerContext {
     pub topic_defaults: TopicDefaults,
     /// Set to stop.
     pub shutdown: Arc<AtomicBool>,
+    /// SPUs that preferred-leader restores leave alone (shared with the controller thread).
+    pub holds: Arc<crate::controllers::holds::LeadershipHolds>,
 }
 
 /// Accepts connections until shutdown; spawns one thread per connection (bounded). A

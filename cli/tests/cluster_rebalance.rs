@@ -1,0 +1,133 @@
+//! `sluice cluster rebalance --dry-run` against a real `sluice-sc` with 3, then 6 `sluice-spu`
+//! processes: the plan moves replicas onto the new SPUs until every SPU holds the same number,
+//! `-O json` prints exactly a plan file, `--drain` empties an SPU, and running without
+//! `--dry-run` is refused with the typed "not yet available" error.
+
+mod common;
+
+#[path = "../../client/tests/common/mod.rs"]
+mod harness;
+
+use std::collections::BTreeMap;
+
+use common::sluice;
+use harness::{SpuProcess, TestCluster};
+use sluice_client::TopicSpec;
+
+const PARTITIONS: u32 = 12;
+
+/// The replicas (SPU ids) of every partition, from `partition list -O json`.
+fn replicas(sc: &str) -> BTreeMap<(String, u64), Vec<i64>> {
+    let listed = sluice(&["--sc", sc, "partition", "list", "-O", "json"]).success("list").json();
+    listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|entry| {
+            let key = (
+                entry["key"]["topic"].as_str().expect("topic").to_owned(),
+                entry["key"]["partition"].as_u64().expect("partition"),
+            );
+            let spus = entry["spec"]["replicas"]
+                .as_array()
+                .expect("replicas")
+                .iter()
+                .map(|replica| replica["spu"].as_i64().expect("spu"))
+                .collect();
+            (key, spus)
+        })
+        .collect()
+}
+
+/// The plan file applied to `current`.
+fn apply(
+    current: &BTreeMap<(String, u64), Vec<i64>>,
+    plan: &serde_json::Value,
+) -> BTreeMap<(String, u64), Vec<i64>> {
+    let mut after = current.clone();
+    for entry in plan.as_array().expect("a plan file is a JSON list") {
+        let fields: Vec<&String> = entry.as_object().expect("object").keys().collect();
+        assert_eq!(fields, ["partition", "replicas", "topic"], "plan entry fields: {entry}");
+        let key = (
+            entry["topic"].as_str().expect("topic").to_owned(),
+            entry["partition"].as_u64().expect("partition"),
+        );
+        let spus: Vec<i64> = entry["replicas"]
+            .as_array()
+            .expect("replicas")
+            .iter()
+            .map(|spu| spu.as_i64().expect("an SPU id"))
+            .collect();
+        assert!(after.insert(key, spus).is_some(), "a plan entry for an unknown partition");
+    }
+    after
+}
+
+fn per_spu(replicas: &BTreeMap<(String, u64), Vec<i64>>) -> BTreeMap<i64, usize> {
+    let mut counts = BTreeMap::new();
+    for spus in replicas.values() {
+        for spu in spus {
+            *counts.entry(*spu).or_default() += 1;
+        }
+    }
+    counts
+}
+
+#[test]
+fn dry_run_plans_moves_onto_new_spus() {
+    let mut test = TestCluster::start(3, 1);
+    let sc = test.sc.public_address.to_string();
+    test.create_topic_with("orders", TopicSpec::computed(PARTITIONS, 3));
+    let balanced = sluice(&["--sc", &sc, "cluster", "rebalance", "--dry-run", "-O", "json"])
+        .success("rebalance on 3 SPUs")
+        .json();
+    assert_eq!(balanced, serde_json::json!([]), "3 SPUs at RF 3 are balanced");
+
+    for id in 4..=6 {
+        let spu =
+            SpuProcess::start_custom(id, 1, &test.sc, &test.cluster, test.directory.path(), &[]);
+        test.spus.push(spu);
+    }
+    test.wait_spus_online(6);
+    let current = replicas(&sc);
+    let table = sluice(&["--sc", &sc, "cluster", "rebalance", "--dry-run"]).success("table");
+    println!("{}", table.stdout);
+    assert!(table.stdout.contains("replicas per core"), "{}", table.stdout);
+    assert!(table.stdout.contains("Dry run: nothing changed"), "{}", table.stdout);
+    let plan = sluice(&["--sc", &sc, "cluster", "rebalance", "--dry-run", "-O", "json"])
+        .success("plan file")
+        .json();
+    let after = apply(&current, &plan);
+    let counts = per_spu(&after);
+    println!("replicas per SPU before {:?}, after {counts:?}", per_spu(&current));
+    assert_eq!(counts.len(), 6, "every SPU holds replicas: {counts:?}");
+    assert!(counts.values().all(|count| *count == 6), "36 replicas over 6 SPUs: {counts:?}");
+    for spus in after.values() {
+        let mut distinct = spus.clone();
+        distinct.sort();
+        distinct.dedup();
+        assert_eq!(distinct.len(), 3, "three distinct SPUs: {spus:?}");
+    }
+    // Nothing was executed.
+    assert_eq!(replicas(&sc), current);
+
+    let drained =
+        sluice(&["--sc", &sc, "cluster", "rebalance", "--dry-run", "--drain", "1", "-O", "json"])
+            .success("drain")
+            .json();
+    let after_drain = apply(&current, &drained);
+    assert!(after_drain.values().all(|spus| !spus.contains(&1)), "SPU 1 keeps replicas");
+
+    let refused = sluice(&["--sc", &sc, "cluster", "rebalance"]);
+    assert_eq!(refused.status.code(), Some(1));
+    assert!(
+        refused.stderr.contains(
+            "not yet available: run with --dry-run, then `sluice partition reassign --plan`"
+        ),
+        "{}",
+        refused.stderr
+    );
+    let unknown = sluice(&["--sc", &sc, "cluster", "rebalance", "--dry-run", "--drain", "99"]);
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(unknown.stderr.contains("SPU 99 is not registered"), "{}", unknown.stderr);
+}
