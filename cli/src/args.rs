@@ -149,8 +149,9 @@ pub enum ClusterCommand {
     /// Stop or kill one SPU of the local cluster, e.g. to watch a failover.
     #[command(subcommand)]
     Spu(ClusterSpuCommand),
-    /// Plan moves that even replicas and leaders over every core of every SPU (after SPUs
-    /// were added, or to empty SPUs with --drain) and print the plan and its balance report.
+    /// Even replicas and leaders over every core of every SPU (after SPUs were added, or to
+    /// empty SPUs with --drain): print the plan and its balance report, then carry it out
+    /// with partition reassignment (or only print it with --dry-run).
     #[command(after_help = CLUSTER_REBALANCE_EXAMPLES)]
     Rebalance(ClusterRebalanceArgs),
     /// Restart the local cluster's SPUs one at a time without losing availability: move
@@ -163,6 +164,7 @@ pub enum ClusterCommand {
 const CLUSTER_REBALANCE_EXAMPLES: &str = "\
 Examples:
   sluice cluster rebalance --dry-run                    # plan table and balance report
+  sluice cluster rebalance --throttle 50                # carry it out, 50 MiB/s per new replica
   sluice cluster rebalance --dry-run -O json > plan.json
   sluice cluster rebalance --dry-run --drain 5003       # empty SPU 5003 (decommission)
 
@@ -174,13 +176,18 @@ each partition's replicas on distinct SPUs and never on fewer racks, and never m
 balance worse. The report shows replicas and leaders per SPU, min-max per core and per SPU
 before and after, the replica moves and the fewest moves any plan would need.
 
-With -O json the output is a plan file: a JSON list of
-  {\"topic\": \"orders\", \"partition\": 0, \"replicas\": [5004, 5002, 5003]}
-one per partition to move, replicas as SPU ids, preferred leader first; this is the input of
-`sluice partition reassign --plan FILE`. -O yaml prints the whole plan and report.
+Without --dry-run every partition of the plan is moved the way `sluice partition reassign`
+moves one (new replicas join as followers and catch up, leadership moves where the plan says,
+then the old replicas leave), and the command waits, printing progress, until every move has
+ended (--no-wait returns at once; follow with `sluice partition reassign --status`). Producers
+and consumers keep working; nothing acknowledged is lost.
 
-Executing the plan without --dry-run needs partition reassignment and is not available yet:
-the command says so and exits with status 1.";
+With --dry-run -O json the output is a plan file, {\"partitions\": [...]} with one entry per
+partition to move:
+  {\"topic\": \"orders\", \"partition\": 0, \"replicas\": [{\"spu\": 5004, \"core\": 1}, ...]}
+replicas preferred leader first, each on the core the planner counted on; this is the input of
+`sluice partition reassign --plan FILE` (edit it first if you like). -O yaml prints the whole
+plan and report.";
 
 const CLUSTER_ROLLING_RESTART_EXAMPLES: &str = "\
 Examples:
@@ -199,13 +206,18 @@ consumers keep going (acks all needs --min-in-sync replicas in sync).";
 /// `sluice cluster rebalance`
 #[derive(Clone, Debug, Args)]
 pub struct ClusterRebalanceArgs {
-    /// Only plan and print; change nothing (required for now: executing needs partition
-    /// reassignment).
+    /// Only plan and print; change nothing.
     #[arg(long)]
     pub dry_run: bool,
     /// SPU to empty (repeatable): the plan moves every replica off it.
     #[arg(long, value_name = "SPU")]
     pub drain: Vec<i32>,
+    /// Fetch rate limit of each replica being added, MiB/s [default: unlimited].
+    #[arg(long, value_name = "MIB_PER_SECOND", conflicts_with = "dry_run")]
+    pub throttle: Option<f64>,
+    /// Start the moves and return (follow them with `partition reassign --status`).
+    #[arg(long, conflicts_with = "dry_run")]
+    pub no_wait: bool,
     /// Output format: table (plan and report), json (the plan file), yaml (plan and report).
     #[command(flatten)]
     pub output: OutputArgs,

@@ -46,25 +46,37 @@ pub fn topic_alter(sc: &str, args: &TopicAlterArgs) -> anyhow::Result<()> {
 }
 
 /// One partition of a plan file.
-#[derive(Clone, Debug, Deserialize)]
-struct PlanEntry {
-    topic: String,
-    partition: u32,
-    replicas: Vec<PlanReplica>,
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanEntry {
+    /// The topic.
+    pub topic: String,
+    /// The partition number.
+    pub partition: u32,
+    /// The new replicas, preferred leader first.
+    pub replicas: Vec<PlanReplica>,
 }
 
-/// A replica of a plan: an SPU id, or an SPU and its core.
-#[derive(Clone, Copy, Debug, Deserialize)]
+/// A replica of a plan: an SPU id (the SC picks the core), or an SPU and its core.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(untagged)]
-enum PlanReplica {
+pub enum PlanReplica {
+    /// An SPU id.
     Spu(i32),
-    Placed { spu: i32, core: u16 },
+    /// An SPU and one of its cores.
+    Placed {
+        /// The SPU id.
+        spu: i32,
+        /// The core.
+        core: u16,
+    },
 }
 
-/// A plan file.
-#[derive(Clone, Debug, Deserialize)]
-struct Plan {
-    partitions: Vec<PlanEntry>,
+/// A plan file: `{"partitions": [{"topic": T, "partition": N, "replicas": [..]}, ..]}`, the
+/// input of `partition reassign --plan` and the output of `cluster rebalance --dry-run -O json`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// The partitions to move.
+    pub partitions: Vec<PlanEntry>,
 }
 
 fn partition_key(topic: &str, partition: u32) -> anyhow::Result<PartitionKey> {
@@ -76,6 +88,11 @@ fn read_plan(path: &std::path::Path) -> anyhow::Result<Vec<PartitionReassignment
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let plan: Plan = serde_json::from_str(&text)
         .with_context(|| format!("{} is not a reassignment plan", path.display()))?;
+    plan_requests(plan)
+}
+
+/// The reassignment requests of a plan.
+pub fn plan_requests(plan: Plan) -> anyhow::Result<Vec<PartitionReassignment>> {
     plan.partitions
         .into_iter()
         .map(|entry| {
@@ -98,7 +115,7 @@ fn read_plan(path: &std::path::Path) -> anyhow::Result<Vec<PartitionReassignment
 }
 
 /// MiB/s on the command line to bytes per second.
-fn throttle_bytes(throttle: Option<f64>) -> anyhow::Result<Option<u64>> {
+pub fn throttle_bytes(throttle: Option<f64>) -> anyhow::Result<Option<u64>> {
     match throttle {
         None => Ok(None),
         Some(mib) if mib.is_finite() && mib > 0.0 => Ok(Some((mib * 1024.0 * 1024.0) as u64)),
@@ -129,7 +146,17 @@ pub fn partition_reassign(sc: &str, args: &PartitionReassignArgs) -> anyhow::Res
         };
         vec![PartitionReassignment { key: partition_key(topic, partition)?, change }]
     };
-    let throttle = throttle_bytes(args.throttle)?;
+    start_moves(&api, requests, throttle_bytes(args.throttle)?, args.wait)
+}
+
+/// Starts the moves, prints each partition's result and, with `wait`, follows them (progress
+/// every few seconds) until none is in progress.
+pub fn start_moves(
+    api: &ScApi,
+    requests: Vec<PartitionReassignment>,
+    throttle: Option<u64>,
+    wait: bool,
+) -> anyhow::Result<()> {
     let response = api
         .cluster()
         .admin()
@@ -139,8 +166,8 @@ pub fn partition_reassign(sc: &str, args: &PartitionReassignArgs) -> anyhow::Res
     if started.is_empty() {
         bail!("no move was started");
     }
-    if args.wait {
-        wait_moves(&api, |partitions| {
+    if wait {
+        wait_moves(api, |partitions| {
             partitions
                 .iter()
                 .any(|entry| started.contains(&entry.key) && entry.spec.reassignment.is_some())

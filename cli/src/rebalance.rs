@@ -1,72 +1,69 @@
-//! `sluice cluster rebalance [--dry-run] [--drain SPU] [-O json]`: the SC's rebalance plan and
-//! balance report.
+//! `sluice cluster rebalance [--dry-run] [--drain SPU] [--throttle MIB/S] [--no-wait] [-O json]`:
+//! the SC's rebalance plan and balance report, and its execution.
 //!
-//! The SC computes the plan from its metadata (`PlanRebalance`); this module prints it. With
-//! `--dry-run -O json` the output is exactly a **plan file**, the input of
-//! `sluice partition reassign --plan FILE`: a JSON list with one object per partition to move,
+//! The SC computes the plan from its metadata (`PlanRebalance`); this module prints it and,
+//! without `--dry-run`, carries it out with partition reassignment (each partition's new
+//! replicas join as followers, catch up, take leadership where the plan moves it, then the old
+//! replicas leave), waiting until every move has ended. With `--dry-run -O json` the output is
+//! exactly a **plan file**, the input of `sluice partition reassign --plan FILE`:
 //!
 //! ```json
-//! [
-//!   { "topic": "orders", "partition": 0, "replicas": [5004, 5002, 5003] }
-//! ]
+//! { "partitions": [
+//!   { "topic": "orders", "partition": 0,
+//!     "replicas": [{"spu": 5004, "core": 1}, {"spu": 5002, "core": 0}, {"spu": 5003, "core": 0}] }
+//! ] }
 //! ```
 //!
-//! `replicas` are SPU ids, preferred leader first (the reassignment picks each new replica's
-//! core; the table shows the cores the planner counted on). Executing the plan here (without
-//! `--dry-run`) waits for partition reassignment and is refused with
-//! [`RebalanceCommandError::ExecutionNotAvailable`].
+//! `replicas` are preferred leader first, each on the core the planner counted on, so applying
+//! the file reaches the balance the report shows.
 
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use sluice_client::{ClientError, ErrorCode, PlanRebalanceResponse, SpuId};
 use sluice_proto::object::ReplicaPlacement;
 
 use crate::args::{ClusterRebalanceArgs, OutputFormat};
 use crate::output::{self, Table};
+use crate::reassign::{self, Plan, PlanEntry, PlanReplica};
 use crate::sc_api::ScApi;
 
 /// Why `cluster rebalance` stopped, where a caller must tell the cases apart.
 #[derive(Debug, thiserror::Error)]
 pub enum RebalanceCommandError {
-    /// Executing a plan needs partition reassignment, which this build does not have yet.
-    #[error(
-        "not yet available: run with --dry-run, then `sluice partition reassign --plan` \
-         (save the plan with `sluice cluster rebalance --dry-run -O json > plan.json`)"
-    )]
-    ExecutionNotAvailable,
     /// An SPU to drain is not registered.
     #[error("SPU {0} is not registered; see `sluice spu list`")]
     UnknownSpu(i32),
 }
 
-/// One entry of a plan file.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PlanEntry {
-    /// The topic.
-    pub topic: String,
-    /// The partition number.
-    pub partition: u32,
-    /// SPU ids of the new replicas, preferred leader first.
-    pub replicas: Vec<i32>,
-}
-
 /// The plan file of a response (see the module docs).
-pub fn plan_file(response: &PlanRebalanceResponse) -> Vec<PlanEntry> {
-    response
+pub fn plan_file(response: &PlanRebalanceResponse) -> Plan {
+    let partitions = response
         .moves
         .iter()
         .map(|change| PlanEntry {
             topic: change.key.topic.to_string(),
             partition: change.key.partition.get(),
-            replicas: change.to.iter().map(|replica| replica.spu.get()).collect(),
+            replicas: change
+                .to
+                .iter()
+                .map(|replica| PlanReplica::Placed {
+                    spu: replica.spu.get(),
+                    core: replica.core.get(),
+                })
+                .collect(),
         })
-        .collect()
+        .collect();
+    Plan { partitions }
+}
+
+/// What the command prints with `-O yaml` (and after executing with `-O json`).
+#[derive(Serialize)]
+struct Executed<'a> {
+    plan: &'a PlanRebalanceResponse,
+    executed: bool,
 }
 
 /// `sluice cluster rebalance`.
 pub fn run(sc: &str, args: &ClusterRebalanceArgs) -> anyhow::Result<()> {
-    if !args.dry_run {
-        return Err(RebalanceCommandError::ExecutionNotAvailable.into());
-    }
     let api = ScApi::connect(sc)?;
     let drain: Vec<SpuId> = args.drain.iter().copied().map(SpuId).collect();
     let response = match api.cluster().admin().plan_rebalance(&drain) {
@@ -79,10 +76,28 @@ pub fn run(sc: &str, args: &ClusterRebalanceArgs) -> anyhow::Result<()> {
             return Err(anyhow::Error::new(error).context("cannot plan a rebalance"));
         }
     };
-    match args.output.format {
-        OutputFormat::Json => output::print(OutputFormat::Json, &plan_file(&response), String::new),
-        format => output::print(format, &response, || report(&response)),
+    if args.dry_run {
+        return match args.output.format {
+            OutputFormat::Json => {
+                output::print(OutputFormat::Json, &plan_file(&response), String::new)
+            }
+            format => output::print(format, &response, || report(&response, true)),
+        };
     }
+    let executed = Executed { plan: &response, executed: !response.moves.is_empty() };
+    output::print(args.output.format, &executed, || report(&response, false))?;
+    if response.moves.is_empty() {
+        return Ok(());
+    }
+    let throttle = reassign::throttle_bytes(args.throttle)?;
+    let requests = reassign::plan_requests(plan_file(&response))?;
+    reassign::start_moves(&api, requests, throttle, !args.no_wait)?;
+    if args.no_wait {
+        println!("follow the moves with `sluice partition reassign --status`");
+    } else {
+        println!("rebalance complete: {} partitions moved", response.moves.len());
+    }
+    Ok(())
 }
 
 fn replicas_text(replicas: &[ReplicaPlacement]) -> String {
@@ -92,7 +107,7 @@ fn replicas_text(replicas: &[ReplicaPlacement]) -> String {
 }
 
 /// What `cluster rebalance --dry-run` prints for people: the plan, then the balance report.
-pub fn report(response: &PlanRebalanceResponse) -> String {
+pub fn report(response: &PlanRebalanceResponse, dry_run: bool) -> String {
     let mut text = String::new();
     if response.moves.is_empty() {
         text.push_str("The cluster is balanced: no partition moves.\n");
@@ -166,10 +181,11 @@ pub fn report(response: &PlanRebalanceResponse) -> String {
         response.replica_moves_lower_bound,
         response.leader_changes
     ));
-    if !response.moves.is_empty() {
+    if dry_run && !response.moves.is_empty() {
         text.push_str(
-            "Dry run: nothing changed. Save the plan with `-O json > plan.json` and apply it \
-             with `sluice partition reassign --plan plan.json`.\n",
+            "Dry run: nothing changed. Run without --dry-run to carry it out, or save the plan \
+             with `-O json > plan.json` and apply it with `sluice partition reassign --plan \
+             plan.json`.\n",
         );
     }
     text
@@ -198,29 +214,28 @@ mod tests {
     }
 
     #[test]
-    fn the_plan_file_is_a_list_of_topic_partition_and_spu_ids() {
+    fn the_plan_file_is_what_partition_reassign_reads() {
         let json = serde_json::to_value(plan_file(&response())).unwrap();
         assert_eq!(
             json,
-            serde_json::json!([{ "topic": "orders", "partition": 3, "replicas": [5004, 5002] }])
+            serde_json::json!({ "partitions": [{ "topic": "orders", "partition": 3,
+                "replicas": [{ "spu": 5004, "core": 1 }, { "spu": 5002, "core": 0 }] }] })
         );
+        let requests = reassign::plan_requests(plan_file(&response())).unwrap();
+        assert_eq!(requests.len(), 1);
+        assert_eq!(requests[0].key.to_string(), "orders-3");
     }
 
     #[test]
     fn the_report_shows_the_plan_and_the_figures() {
-        let text = report(&response());
+        let text = report(&response(), true);
         assert!(text.contains("orders-3"), "{text}");
         assert!(text.contains("5001/0,5002/0"), "{text}");
         assert!(text.contains("-> 5004"), "{text}");
         assert!(text.contains("1 replica moves"), "{text}");
-        let balanced = report(&PlanRebalanceResponse::default());
+        assert!(text.contains("Dry run: nothing changed"), "{text}");
+        assert!(!report(&response(), false).contains("Dry run"));
+        let balanced = report(&PlanRebalanceResponse::default(), true);
         assert!(balanced.starts_with("The cluster is balanced"), "{balanced}");
-    }
-
-    #[test]
-    fn executing_is_refused_with_a_typed_error() {
-        let error = RebalanceCommandError::ExecutionNotAvailable.to_string();
-        assert!(error.starts_with("not yet available: run with --dry-run"), "{error}");
-        assert!(error.contains("sluice partition reassign --plan"), "{error}");
     }
 }

@@ -1,7 +1,8 @@
-//! `sluice cluster rebalance --dry-run` against a real `sluice-sc` with 3, then 6 `sluice-spu`
-//! processes: the plan moves replicas onto the new SPUs until every SPU holds the same number,
-//! `-O json` prints exactly a plan file, `--drain` empties an SPU, and running without
-//! `--dry-run` is refused with the typed "not yet available" error.
+//! `sluice cluster rebalance` against a real `sluice-sc` with 3, then 6 `sluice-spu` processes:
+//! the dry run's plan moves replicas onto the new SPUs until every SPU holds the same number,
+//! `-O json` prints exactly a plan file, `--drain` empties an SPU; then the rebalance is carried
+//! out while a producer (acks all) and tailing readers run, and every acknowledged record is
+//! read back at its offset, once, in order.
 
 mod common;
 
@@ -11,6 +12,7 @@ mod harness;
 use std::collections::BTreeMap;
 
 use common::sluice;
+use common::workload::Workload;
 use harness::{SpuProcess, TestCluster};
 use sluice_client::TopicSpec;
 
@@ -45,7 +47,9 @@ fn apply(
     plan: &serde_json::Value,
 ) -> BTreeMap<(String, u64), Vec<i64>> {
     let mut after = current.clone();
-    for entry in plan.as_array().expect("a plan file is a JSON list") {
+    let fields: Vec<&String> = plan.as_object().expect("a plan file is an object").keys().collect();
+    assert_eq!(fields, ["partitions"], "plan file fields: {plan}");
+    for entry in plan["partitions"].as_array().expect("a list of partitions") {
         let fields: Vec<&String> = entry.as_object().expect("object").keys().collect();
         assert_eq!(fields, ["partition", "replicas", "topic"], "plan entry fields: {entry}");
         let key = (
@@ -56,7 +60,10 @@ fn apply(
             .as_array()
             .expect("replicas")
             .iter()
-            .map(|spu| spu.as_i64().expect("an SPU id"))
+            .map(|replica| {
+                assert!(replica["core"].is_u64(), "the planned core: {replica}");
+                replica["spu"].as_i64().expect("an SPU id")
+            })
             .collect();
         assert!(after.insert(key, spus).is_some(), "a plan entry for an unknown partition");
     }
@@ -81,7 +88,7 @@ fn dry_run_plans_moves_onto_new_spus() {
     let balanced = sluice(&["--sc", &sc, "cluster", "rebalance", "--dry-run", "-O", "json"])
         .success("rebalance on 3 SPUs")
         .json();
-    assert_eq!(balanced, serde_json::json!([]), "3 SPUs at RF 3 are balanced");
+    assert_eq!(balanced, serde_json::json!({ "partitions": [] }), "3 SPUs at RF 3 are balanced");
 
     for id in 4..=6 {
         let spu =
@@ -118,15 +125,24 @@ fn dry_run_plans_moves_onto_new_spus() {
     let after_drain = apply(&current, &drained);
     assert!(after_drain.values().all(|spus| !spus.contains(&1)), "SPU 1 keeps replicas");
 
-    let refused = sluice(&["--sc", &sc, "cluster", "rebalance"]);
-    assert_eq!(refused.status.code(), Some(1));
-    assert!(
-        refused.stderr.contains(
-            "not yet available: run with --dry-run, then `sluice partition reassign --plan`"
-        ),
-        "{}",
-        refused.stderr
-    );
+    // Carried out under load: the moves end, the balance is the plan's, nothing acknowledged is
+    // lost.
+    let workload = Workload::start(&test.cluster, "orders", PARTITIONS);
+    workload.wait_progress(200, "before the rebalance");
+    let executed =
+        sluice(&["--sc", &sc, "cluster", "rebalance", "--throttle", "64"]).success("rebalance");
+    println!("{}", executed.stdout);
+    assert!(executed.stdout.contains("every move completed"), "{}", executed.stdout);
+    assert!(executed.stdout.contains("rebalance complete"), "{}", executed.stdout);
+    workload.wait_progress(200, "after the rebalance");
+    let outcomes = workload.finish();
+    println!("{} records acknowledged during the rebalance, none lost", outcomes.sent);
+    let moved = replicas(&sc);
+    assert_eq!(per_spu(&moved), counts, "the executed balance is the plan's");
+    let again = sluice(&["--sc", &sc, "cluster", "rebalance", "--dry-run", "-O", "json"])
+        .success("after")
+        .json();
+    assert_eq!(again, serde_json::json!({ "partitions": [] }), "balanced after the rebalance");
     let unknown = sluice(&["--sc", &sc, "cluster", "rebalance", "--dry-run", "--drain", "99"]);
     assert_eq!(unknown.status.code(), Some(1));
     assert!(unknown.stderr.contains("SPU 99 is not registered"), "{}", unknown.stderr);
