@@ -193,13 +193,20 @@ const CLUSTER_ROLLING_RESTART_EXAMPLES: &str = "\
 Examples:
   sluice cluster rolling-restart
   sluice cluster rolling-restart --data-dir /tmp/sluice --step-timeout 2m
+  # A datacenter cluster under systemd (upgrade: install the new binary in the start command):
+  sluice --sc consul://127.0.0.1:8500/prod cluster rolling-restart \\
+    --stop-command 'ssh {host} sudo systemctl stop sluice-spu' \\
+    --start-command 'ssh {host} sudo systemctl start sluice-spu'
 
-For each SPU of the local cluster in id order: the SC moves the leadership of every partition
+For each SPU of the local cluster (or, with --stop-command and --start-command, of the cluster
+--sc names; --spus picks some) in id order: the SC moves the leadership of every partition
 the SPU leads to another in-sync replica and holds it off the SPU (so the periodic
 preferred-leader restore does not hand it back); the SPU is stopped with SIGTERM (SIGKILL only
 after --stop-timeout) and started again with its recorded settings; then the command waits
 until every partition has all its replicas in its in-sync set, releases the hold, and asks the
-SC to restore preferred leaders. Progress is printed at every step. A partition with one
+SC to restore preferred leaders. Progress is printed at every step. The commands run with
+`sh -c` after {id} and {host} (the SPU's public host) are replaced; each must exit 0, and the
+start command may return before the SPU is up (the command waits for it). A partition with one
 replica is unavailable while its SPU restarts; with replicas on several SPUs producers and
 consumers keep going (acks all needs --min-in-sync replicas in sync).";
 
@@ -233,9 +240,20 @@ pub struct ClusterRollingRestartArgs {
     /// e.g. `2m`.
     #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = units::parse_duration)]
     pub step_timeout: std::time::Duration,
-    /// Longest wait for a clean exit after SIGTERM before SIGKILL, e.g. `30s`.
+    /// Longest wait for a clean exit after SIGTERM before SIGKILL, e.g. `30s` (local cluster).
     #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = units::parse_duration)]
     pub stop_timeout: std::time::Duration,
+    /// Stops one SPU of a cluster that is not the local one, e.g. `ssh {host} sudo systemctl
+    /// stop sluice-spu`; with --start-command, the SPUs registered with the SC --sc names are
+    /// restarted instead of the local cluster's.
+    #[arg(long, value_name = "COMMAND", requires = "start_command")]
+    pub stop_command: Option<String>,
+    /// Starts the SPU again (after an upgrade, install the new binary here first).
+    #[arg(long, value_name = "COMMAND", requires = "stop_command")]
+    pub start_command: Option<String>,
+    /// Restart only these SPUs (default: every SPU), with --stop-command.
+    #[arg(long, value_delimiter = ',', value_name = "ID,ID,..", requires = "stop_command")]
+    pub spus: Vec<i32>,
 }
 
 /// `sluice cluster spu ...`

@@ -99,3 +99,68 @@ fn rolling_restart_while_producing_loses_nothing() {
         assert_eq!(in_sync, 3, "not fully in sync after the restart: {entry}");
     }
 }
+
+/// The operator's commands do the stop and start (as `ssh {host} systemctl ...` would on a
+/// datacenter cluster); here they are the local cluster's own `cluster spu stop` and `cluster
+/// start`, so real processes restart. `--spus` restarts one SPU of three.
+#[test]
+fn rolling_restart_by_commands_restarts_the_chosen_spus() {
+    let cluster = LocalCluster::new();
+    cluster.start(&["--spus", "3", "--cores", "1"]).success("cluster start");
+    let sc = cluster.sc_address();
+    let dir = cluster.dir_text();
+    sluice(&["--sc", &sc, "topic", "create", "orders", "-p", "2", "-r", "3", "--min-in-sync", "2"])
+        .success("topic create");
+    let client = Cluster::connect(ClientConfig::new(sc.as_str())).expect("connect");
+    let workload = Workload::start(&client, "orders", PARTITIONS);
+    workload.wait_progress(200, "before the restart");
+    let before_pids = spu_pids(&cluster);
+    let bin = common::sluice_bin();
+    let bin = bin.to_str().expect("a UTF-8 path");
+    let stop = format!("{bin} cluster spu stop {{id}} --data-dir {dir} --timeout 30s");
+    let start = format!("{bin} cluster start --local --data-dir {dir}");
+    let run = sluice(&[
+        "--sc",
+        &sc,
+        "cluster",
+        "rolling-restart",
+        "--stop-command",
+        &stop,
+        "--start-command",
+        &start,
+        "--spus",
+        "5002",
+        "--step-timeout",
+        "90s",
+    ])
+    .success("cluster rolling-restart by commands");
+    println!("{}", run.stdout);
+    assert!(run.stdout.contains("rolling restart of 1 SPUs (5002)"), "{}", run.stdout);
+    assert!(run.stdout.contains("[1/1] SPU 5002: running:"), "{}", run.stdout);
+    assert!(run.stdout.contains("rolling restart done"), "{}", run.stdout);
+    let after_pids = spu_pids(&cluster);
+    let changed: Vec<&str> = before_pids
+        .iter()
+        .zip(&after_pids)
+        .filter(|(before, after)| before.1 != after.1)
+        .map(|(before, _)| before.0.as_str())
+        .collect();
+    assert_eq!(changed, ["spu-5002"], "before {before_pids:?}, after {after_pids:?}");
+    workload.wait_progress(200, "after the restart");
+    workload.finish();
+
+    let failing = sluice(&[
+        "--sc",
+        &sc,
+        "cluster",
+        "rolling-restart",
+        "--stop-command",
+        "true",
+        "--start-command",
+        "true",
+        "--spus",
+        "42",
+    ]);
+    assert_eq!(failing.status.code(), Some(1));
+    assert!(failing.stderr.contains("SPU 42 is not registered"), "{}", failing.stderr);
+}

@@ -1,4 +1,6 @@
-//! `sluice cluster rolling-restart`: restarts the local cluster's SPUs one at a time.
+//! `sluice cluster rolling-restart`: restarts the local cluster's SPUs one at a time, or, with
+//! `--stop-command` and `--start-command`, the SPUs of any cluster (e.g. `ssh {host} sudo
+//! systemctl stop sluice-spu`): the same steps, the operator's commands doing the stop and start.
 //!
 //! Per SPU, in id order, each step with progress on stdout:
 //! 1. **Wait until every partition is fully in sync** (all replicas in the in-sync set), so no
@@ -7,23 +9,25 @@
 //!    by another in-sync replica, and the preferred-leader restore leaves the SPU alone while
 //!    the hold lasts (it covers the whole step and expires on its own if this command dies).
 //! 3. **Stop** with SIGTERM (the SPU syncs and closes its replicas), SIGKILL after
-//!    `--stop-timeout`; the process is found by its recorded PID and start time.
+//!    `--stop-timeout`; the process is found by its recorded PID and start time (or the stop
+//!    command runs).
 //!    Then wait until the SC has dropped it from the in-sync sets (its connection closed).
 //! 4. **Start** it again with its recorded settings (`cluster start --local` on a partly
-//!    running cluster), and wait until it is online.
+//!    running cluster, or the start command).
 //! 5. **Wait until every partition is fully in sync again**, release the hold and ask the SC to
 //!    move leadership back to preferred replicas.
 //!
 //! The decisions on what the partition listing means are pure ([`sync_progress`],
 //! [`led_by`], [`in_sync_follower_of`]) and unit-tested; the waits poll with deadlines.
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
 use sluice_client::SpuId;
 use sluice_proto::api::admin::PartitionEntry;
-use sluice_proto::object::{PartitionKey, PartitionResolution};
+use sluice_proto::object::{PartitionKey, PartitionResolution, SpuResolution};
 
 use super::state::{self, ClusterState};
 use super::{process, KILL_WAIT};
@@ -102,12 +106,69 @@ fn keys_text(keys: &[PartitionKey]) -> String {
     shown.join(", ")
 }
 
+/// How an SPU is stopped and started again.
+enum Restarter<'a> {
+    /// The local cluster's recorded processes: SIGTERM, then `cluster start --local`.
+    Local { existing: &'a ClusterState, data_dir: &'a Path },
+    /// The operator's commands, `{id}` and `{host}` replaced.
+    Commands { stop: &'a str, start: &'a str, hosts: BTreeMap<i32, String> },
+}
+
+impl Restarter<'_> {
+    fn stop(&self, id: i32, step: &str, timeout: Duration) -> anyhow::Result<()> {
+        match self {
+            Restarter::Local { existing, .. } => stop_spu(existing, id, step, timeout),
+            Restarter::Commands { stop, hosts, .. } => run_command(stop, id, hosts, step),
+        }
+    }
+
+    fn start(&self, id: i32, step: &str, deadline: Instant) -> anyhow::Result<()> {
+        println!("{step} starting again");
+        match self {
+            Restarter::Local { existing, data_dir } => {
+                super::start(&restart_args(existing, data_dir, deadline))
+                    .with_context(|| format!("cannot start SPU {id} again"))
+            }
+            Restarter::Commands { start, hosts, .. } => run_command(start, id, hosts, step),
+        }
+    }
+}
+
+/// `template` with `{id}` and `{host}` replaced.
+pub fn command_for(template: &str, id: i32, host: &str) -> String {
+    template.replace("{id}", &id.to_string()).replace("{host}", host)
+}
+
+fn run_command(
+    template: &str,
+    id: i32,
+    hosts: &BTreeMap<i32, String>,
+    step: &str,
+) -> anyhow::Result<()> {
+    let host = hosts.get(&id).map(String::as_str).unwrap_or_default();
+    let command = command_for(template, id, host);
+    println!("{step} running: {command}");
+    let status = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(&command)
+        .status()
+        .with_context(|| format!("cannot run `{command}`"))?;
+    if !status.success() {
+        bail!("{step} `{command}` failed ({status}); fix it and run the rolling restart again");
+    }
+    Ok(())
+}
+
 /// `sluice cluster rolling-restart`.
-pub fn run(_sc: &str, args: &ClusterRollingRestartArgs) -> anyhow::Result<()> {
+pub fn run(sc: &str, args: &ClusterRollingRestartArgs) -> anyhow::Result<()> {
+    if let (Some(stop), Some(start)) = (&args.stop_command, &args.start_command) {
+        return run_commands(sc, stop, start, args);
+    }
     let data_dir = super::resolve_data_dir(args.data_dir.data_dir.as_deref())?;
     let Some(existing) = state::load(&data_dir)? else {
         bail!(
-            "no local cluster in {}; start one with `sluice cluster start --local{}`",
+            "no local cluster in {}; start one with `sluice cluster start --local{}` (or give \
+             --stop-command and --start-command for another cluster)",
             data_dir.display(),
             super::data_dir_flag(&data_dir)
         );
@@ -128,12 +189,48 @@ pub fn run(_sc: &str, args: &ClusterRollingRestartArgs) -> anyhow::Result<()> {
         );
     }
     let api = ScApi::connect(&existing.sc_public_address)?;
-    let spus = existing.spu_ids();
+    let restarter = Restarter::Local { existing: &existing, data_dir: &data_dir };
+    restart_all(&api, &restarter, &existing.spu_ids(), args)
+}
+
+/// The rolling restart of the SPUs registered with `sc`, by the operator's commands.
+fn run_commands(
+    sc: &str,
+    stop: &str,
+    start: &str,
+    args: &ClusterRollingRestartArgs,
+) -> anyhow::Result<()> {
+    let api = ScApi::connect(sc)?;
+    let registered = api.list_spus()?;
+    let hosts: BTreeMap<i32, String> = registered
+        .iter()
+        .map(|spu| (spu.spec.id.get(), spu.spec.public_endpoint.host.clone()))
+        .collect();
+    let ids: Vec<i32> =
+        if args.spus.is_empty() { hosts.keys().copied().collect() } else { args.spus.clone() };
+    for id in &ids {
+        let Some(spu) = registered.iter().find(|spu| spu.spec.id.get() == *id) else {
+            bail!("SPU {id} is not registered; see `sluice spu list`");
+        };
+        if spu.status.resolution != SpuResolution::Online {
+            bail!("SPU {id} is not online; bring it back before a rolling restart");
+        }
+    }
+    let restarter = Restarter::Commands { stop, start, hosts };
+    restart_all(&api, &restarter, &ids, args)
+}
+
+fn restart_all(
+    api: &ScApi,
+    restarter: &Restarter<'_>,
+    spus: &[i32],
+    args: &ClusterRollingRestartArgs,
+) -> anyhow::Result<()> {
     let started = Instant::now();
-    println!("rolling restart of {} SPUs ({}), one at a time", spus.len(), ids_text(&spus));
+    println!("rolling restart of {} SPUs ({}), one at a time", spus.len(), ids_text(spus));
     for (index, id) in spus.iter().copied().enumerate() {
         let step = format!("[{}/{}] SPU {id}:", index + 1, spus.len());
-        restart_one(&api, &existing, &data_dir, id, &step, args)?;
+        restart_one(api, restarter, id, &step, args)?;
     }
     println!(
         "rolling restart done in {:.1} s: every SPU restarted, every partition fully in sync",
@@ -148,8 +245,7 @@ fn ids_text(ids: &[i32]) -> String {
 
 fn restart_one(
     api: &ScApi,
-    existing: &ClusterState,
-    data_dir: &std::path::Path,
+    restarter: &Restarter<'_>,
     id: i32,
     step: &str,
     args: &ClusterRollingRestartArgs,
@@ -177,13 +273,11 @@ fn restart_one(
     if !unexpected.is_empty() {
         println!("{step} note: it leads {} again (moved back meanwhile)", keys_text(&unexpected));
     }
-    stop_spu(existing, id, step, args.stop_timeout)?;
+    restarter.stop(id, step, args.stop_timeout)?;
     // The SC drops a stopped SPU from the in-sync sets when its connection closes; waiting
     // for that makes the in-sync wait after the start mean "caught up again".
     wait_out_of_sync(api, spu, step, deadline)?;
-    println!("{step} starting again");
-    super::start(&restart_args(existing, data_dir, deadline))
-        .with_context(|| format!("cannot start SPU {id} again"))?;
+    restarter.start(id, step, deadline)?;
     wait_in_sync(api, step, "after the restart", deadline)?;
     api.cluster()
         .admin()
@@ -202,11 +296,7 @@ fn restart_one(
 }
 
 /// The `cluster start --local` that brings back the stopped SPU with the recorded settings.
-fn restart_args(
-    existing: &ClusterState,
-    data_dir: &std::path::Path,
-    deadline: Instant,
-) -> ClusterStartArgs {
+fn restart_args(existing: &ClusterState, data_dir: &Path, deadline: Instant) -> ClusterStartArgs {
     let consul = existing.consul_address.clone();
     ClusterStartArgs {
         local: true,
@@ -333,5 +423,12 @@ mod tests {
         assert_eq!(led_by(&partitions, SpuId(2)), vec![partitions[1].key.clone()]);
         let followed = in_sync_follower_of(&partitions, SpuId(1));
         assert_eq!(followed, vec![partitions[2].key.clone()]);
+    }
+
+    #[test]
+    fn commands_name_the_spu_and_its_host() {
+        let command = command_for("ssh {host} systemctl stop sluice-spu@{id}", 5002, "10.0.0.7");
+        assert_eq!(command, "ssh 10.0.0.7 systemctl stop sluice-spu@5002");
+        assert_eq!(command_for("true", 1, "h"), "true");
     }
 }
