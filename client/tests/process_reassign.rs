@@ -3,7 +3,9 @@
 //! idempotent) sending the whole time from its own thread, with a committed reader tailing
 //! each partition, while partitions are added (`topic alter`), a partition's replicas move to
 //! other SPUs (leader included), a move is resumed by a restarted SC after a `kill -9` in its
-//! middle, and an SPU is decommissioned. A throttled move's catch-up is timed against its rate.
+//! middle, a move goes on after the added SPU and then the leader are killed and restarted in
+//! its middle, and an SPU is decommissioned. A throttled move's catch-up is timed against its
+//! rate.
 //!
 //! After each, [`Workload::finish`] checks what the failover tests check: every acknowledged
 //! record is readable at its acknowledged offset, none twice, in send order, everything a
@@ -69,9 +71,12 @@ fn value(index: u64) -> Vec<u8> {
 /// The value of a record written by the test itself, not the producer.
 const PROBE: &[u8] = b"probe";
 
-/// The index a stored value names (`None` for [`PROBE`]).
+/// The first byte of bulk values a test writes before its workload starts.
+const FILLER: u8 = b'#';
+
+/// The index a stored value names (`None` for [`PROBE`] and filler values).
 fn index_of(value: &[u8]) -> Option<u64> {
-    if value == PROBE {
+    if value == PROBE || value.first() == Some(&FILLER) {
         return None;
     }
     let text = std::str::from_utf8(value).expect("utf-8 value");
@@ -603,6 +608,43 @@ fn reassign_resumes_after_the_sc_is_killed() {
     let moved = wait_moved(&test, "resume", 0, &target);
     assert!(moved.status.in_sync_replicas.len() == 3);
     wait_dropped(&test, "resume", 0, SpuId(replicas[2]));
+    workload.wait_progress("after the move");
+    workload.finish(&test);
+}
+
+#[test]
+fn reassign_resumes_after_spus_are_killed() {
+    let mut test = start("crash", 1);
+    // 2 MiB at 256 KiB/s: the copy runs for about 8 s, so the kills land while it does.
+    let producer = test
+        .cluster
+        .producer(ProducerConfig { acks: Acks::All, ..ProducerConfig::default() })
+        .unwrap();
+    let value = vec![FILLER; 16 * 1024];
+    let deliveries: Vec<_> = (0..128)
+        .map(|_| producer.send(&ProducerRecord::new("crash", &value).with_partition(0)).unwrap())
+        .collect();
+    for delivery in deliveries {
+        delivery.wait().expect("acknowledged");
+    }
+    drop(producer);
+    let workload = Workload::start(&test, "crash", 1);
+    workload.wait_progress("before the move");
+    let entry = partition_entry(&test, "crash", 0).unwrap();
+    let replicas: Vec<i32> = entry.spec.replicas.iter().map(|replica| replica.spu.get()).collect();
+    let added = outsider(&entry);
+    let target = [replicas[1], replicas[2], added];
+    reassign(&test, "crash", 0, &target, Some(256 * 1024));
+    // The SPU being added crashes mid-copy, then the leader does.
+    let index = spu_index(&test, SpuId(added));
+    test.spus[index].crash_and_restart();
+    let entry = partition_entry(&test, "crash", 0).unwrap();
+    assert!(entry.spec.reassignment.is_some(), "the move ended before the kills: {entry:?}");
+    let leader = spu_index(&test, entry.spec.leader);
+    test.spus[leader].crash_and_restart();
+    let moved = wait_moved(&test, "crash", 0, &target);
+    assert_eq!(moved.status.in_sync_replicas.len(), 3);
+    wait_dropped(&test, "crash", 0, SpuId(replicas[0]));
     workload.wait_progress("after the move");
     workload.finish(&test);
 }
