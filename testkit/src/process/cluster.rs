@@ -42,19 +42,12 @@ impl TestClusterBuilder {
             .heartbeat_timeout_ms(self.heartbeat_timeout_ms)
             .start();
         let cluster = Cluster::connect(sc.client_config()).expect("connect to the SC");
-        let spus = (1..=self.spu_count)
-            .map(|id| {
-                SpuProcess::builder(&directory.path().join("spu"))
-                    .id(id)
-                    .sc(sc.private_address)
-                    .cores(self.cores)
-                    .flags(&self.spu_flags)
-                    .register_custom(sc.public_address)
-                    .start()
-            })
-            .collect();
-        let test = TestCluster { spus, cluster, sc, directory };
-        test.wait_spus_online(self.spu_count as usize);
+        let spu_count = self.spu_count;
+        let mut test = TestCluster { spus: Vec::new(), cluster, sc, directory, spu_template: self };
+        for id in 1..=spu_count {
+            test.add_spu(id);
+        }
+        test.wait_spus_online(spu_count as usize);
         test
     }
 }
@@ -70,6 +63,7 @@ pub struct TestCluster {
     pub sc: ScProcess,
     /// Every process's data (`sc/`, `spu/spu-<id>/`).
     pub directory: tempfile::TempDir,
+    spu_template: TestClusterBuilder,
 }
 
 impl TestCluster {
@@ -86,6 +80,19 @@ impl TestCluster {
     /// `TestCluster::builder(spu_count, cores).start()`.
     pub fn start(spu_count: i32, cores: u16) -> TestCluster {
         Self::builder(spu_count, cores).start()
+    }
+
+    /// Starts one more SPU, `id`, like the others (cores, flags), registers it and waits
+    /// until it is ready; [`Self::wait_spus_online`] waits for the client to see it.
+    pub fn add_spu(&mut self, id: i32) {
+        let spu = SpuProcess::builder(&self.directory.path().join("spu"))
+            .id(id)
+            .sc(self.sc.private_address)
+            .cores(self.spu_template.cores)
+            .flags(&self.spu_template.spu_flags)
+            .register_custom(self.sc.public_address)
+            .start();
+        self.spus.push(spu);
     }
 
     /// Waits until the client's metadata shows at least `count` SPUs online.
