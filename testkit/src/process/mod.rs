@@ -22,7 +22,8 @@
 //!
 //! Piece by piece, when a test needs its own layout: [`ScProcess::builder`] and
 //! [`SpuProcess::builder`] take a data directory of their own (the ready file goes beside it)
-//! and flags, a configuration file, environment variables and where the output goes
+//! and flags (a flag the test gives replaces the builder's default of the same name, such as
+//! `--cores` or `--free-bytes-min`), a configuration file, environment variables and where the output goes
 //! ([`Output::File`] keeps a log that failures quote and tests can read).
 //!
 //! ```no_run
@@ -96,6 +97,14 @@ pub use wait::{
     read_ready_file, wait_for, wait_for_within, wait_until, CONDITION_TIMEOUT, POLL_INTERVAL,
     READY_TIMEOUT, TAKEOVER_TIMEOUT,
 };
+
+/// The builder's default flags (`--name=value`) whose name the test's `flags` do not give
+/// (either as `--name=value` or as `--name value`): a test's flag replaces the default.
+fn defaults_not_given<'a>(defaults: &'a [String], flags: &[String]) -> Vec<&'a String> {
+    let name = |flag: &str| flag.split('=').next().unwrap_or_default().to_owned();
+    let given: Vec<String> = flags.iter().map(|flag| name(flag)).collect();
+    defaults.iter().filter(|default| !given.contains(&name(default))).collect()
+}
 
 /// What a test does to a server process of its own, SC or SPU.
 pub trait ServerProcess {

@@ -13,7 +13,7 @@ use super::wait::{
     parse_ready_file, read_ready_file, unique_ready_file, wait_for_within, READY_TIMEOUT,
     TAKEOVER_TIMEOUT,
 };
-use super::ServerProcess;
+use super::{defaults_not_given, ServerProcess};
 
 /// What [`ScBuilder::start`] waits for once the ready file exists.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -100,10 +100,13 @@ impl ScBuilder {
         if let Some(config) = &self.config {
             command.arg("--config").arg(config);
         }
+        let defaults = [
+            format!("--public-address={}", self.public_address),
+            format!("--private-address={}", self.private_address),
+            "--metrics-address=127.0.0.1:0".into(),
+        ];
         command
-            .arg(format!("--public-address={}", self.public_address))
-            .arg(format!("--private-address={}", self.private_address))
-            .arg("--metrics-address=127.0.0.1:0")
+            .args(defaults_not_given(&defaults, &self.flags))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--ready-file")

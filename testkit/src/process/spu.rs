@@ -13,6 +13,7 @@ use sluice_sc::admin_client::AdminClient;
 
 use super::binary::binary;
 use super::child::{Output, OwnedChild};
+use super::defaults_not_given;
 use super::replica_log::log_batches;
 use super::wait::{parse_ready_file, unique_ready_file, READY_TIMEOUT};
 use super::ServerProcess;
@@ -113,10 +114,15 @@ impl SpuBuilder {
         if let Some(sc) = &self.sc {
             command.arg(format!("--sc={sc}"));
         }
+        let defaults = [
+            "--public-address=127.0.0.1:0".to_owned(),
+            "--private-address=127.0.0.1:0".into(),
+            "--metrics-address=127.0.0.1:0".into(),
+            "--free-bytes-min=0".into(),
+            format!("--cores={}", self.cores),
+        ];
         command
-            .args(["--public-address=127.0.0.1:0", "--private-address=127.0.0.1:0"])
-            .args(["--metrics-address=127.0.0.1:0", "--free-bytes-min=0"])
-            .arg(format!("--cores={}", self.cores))
+            .args(defaults_not_given(&defaults, &self.flags))
             .arg("--data-dir")
             .arg(&self.data_dir)
             .arg("--ready-file")
@@ -167,7 +173,7 @@ fn register(sc_public_address: SocketAddr, id: i32, public: SocketAddr, private:
 }
 
 /// Reads the SPU's stdout until it printed its public and private addresses; drains the rest
-/// on a thread of its own.
+/// on a thread of its own (a full pipe would block the SPU).
 fn printed_addresses(child: &mut OwnedChild) -> (SocketAddr, SocketAddr) {
     let name = child.name().to_owned();
     let stdout = child.child_mut().stdout.take().expect("a piped stdout");
@@ -182,7 +188,7 @@ fn printed_addresses(child: &mut OwnedChild) -> (SocketAddr, SocketAddr) {
             if let Some(address) = line.strip_prefix("private address: ") {
                 private = address.trim().parse().ok();
             }
-            if let (Some(public), Some(private)) = (public.take(), private.take()) {
+            if let (Some(public), Some(private)) = (public, private) {
                 let _ = sender.send((public, private));
             }
         }
