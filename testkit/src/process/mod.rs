@@ -23,8 +23,8 @@
 //! Piece by piece, when a test needs its own layout: [`ScProcess::builder`] and
 //! [`SpuProcess::builder`] take a data directory of their own (the ready file goes beside it)
 //! and flags (a flag the test gives replaces the builder's default of the same name, such as
-//! `--cores` or `--free-bytes-min`), a configuration file, environment variables and where the output goes
-//! ([`Output::File`] keeps a log that failures quote and tests can read).
+//! `--cores` or `--free-bytes-min`), a configuration file, environment variables and where the
+//! output goes ([`Output::File`] keeps a log that failures quote and tests can read).
 //!
 //! ```no_run
 //! use sluice_testkit::process::{consul_agent, Output, ScProcess, ServerProcess, SpuProcess};
@@ -66,6 +66,15 @@
 //! A server dies with the thread that started it (`PR_SET_PDEATHSIG`), so a test killed by a
 //! timeout leaves no orphan; start servers from the test's thread, not from a short-lived
 //! helper thread. Signals go to the pid of the handle the test still holds, never to a name.
+//!
+//! # Dependencies
+//!
+//! This module uses `sluice-sc` (the admin client, [`EmbeddedSc`]), `sluice-client` (the
+//! [`TestCluster`]'s client) and `sluice-proto`; those crates, and the others, take this crate
+//! as a dev-dependency. Cargo allows that cycle, and an integration test links one copy of
+//! each crate, so a `sluice_client::Cluster` from here is the type the client's own tests use.
+//! Unit tests inside `sluice-sc` or `sluice-client` must not use this harness: they are a
+//! second copy of their crate.
 //!
 //! The namespace cluster of `deploy/netns/up` (several hosts, faults) is the other half of
 //! this crate: [`crate::netns`] and [`crate::inject`].
