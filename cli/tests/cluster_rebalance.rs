@@ -6,15 +6,12 @@
 
 mod common;
 
-#[path = "../../client/tests/common/mod.rs"]
-mod harness;
-
 use std::collections::BTreeMap;
 
 use common::sluice;
 use common::workload::Workload;
-use harness::{SpuProcess, TestCluster};
 use sluice_client::TopicSpec;
+use sluice_testkit::process::TestCluster;
 
 const PARTITIONS: u32 = 12;
 
@@ -91,9 +88,7 @@ fn dry_run_plans_moves_onto_new_spus() {
     assert_eq!(balanced, serde_json::json!({ "partitions": [] }), "3 SPUs at RF 3 are balanced");
 
     for id in 4..=6 {
-        let spu =
-            SpuProcess::start_custom(id, 1, &test.sc, &test.cluster, test.directory.path(), &[]);
-        test.spus.push(spu);
+        test.add_spu(id);
     }
     test.wait_spus_online(6);
     let current = replicas(&sc);

@@ -11,7 +11,8 @@ mod deploy_common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use deploy_common::{bin_dir, http_get, repo, sluice_ok, spu_group, start_sc, start_spu};
+use deploy_common::{repo, sluice_ok, spu_group, start_sc, start_spu};
+use sluice_testkit::process::{bin_dir, try_http, wait_until, ServerProcess, Stopped};
 
 const UNITS: [&str; 3] = ["sluice-sc.service", "sluice-spu.service", "sluice-spu@.service"];
 
@@ -180,27 +181,29 @@ fn example_configs_run_and_sigterm_stops_both_cleanly() {
         &["--store", "embedded"],
         &[],
     );
-    spu_group(&sc.public, 5001);
+    spu_group(&sc.public_address.to_string(), 5001);
     // The example's consul:// SC address and Consul agent are replaced by the test's SC (an
     // unreachable agent would only delay the registration, retried in the background).
     let mut spu = start_spu(
         dir.path(),
         "spu",
         Some(&examples.join("spu.toml.example")),
-        &["--sc", &sc.private, "--advertised-host", "127.0.0.1"],
+        &["--sc", &sc.private_address.to_string(), "--advertised-host", "127.0.0.1"],
     );
-    deploy_common::wait_until("the SPU to be ready", || {
-        http_get(&spu.metrics, "/health/ready").is_some_and(|(status, _)| status == 200)
+    wait_until("the SPU to be ready", || {
+        try_http(spu.metrics_address, "GET", "/health/ready")
+            .is_some_and(|(status, _)| status == 200)
     });
-    let listed = sluice_ok(&["--sc", &sc.public, "spu", "list", "-O", "json"], &[]);
+    let listed =
+        sluice_ok(&["--sc", &sc.public_address.to_string(), "spu", "list", "-O", "json"], &[]);
     assert!(listed.contains("online"), "{listed}");
 
-    let (status, took) = spu.server.terminate();
-    assert!(status.success(), "the SPU exited with {status} on SIGTERM:\n{}", spu.server.log());
+    let Stopped { status, elapsed: took } = spu.terminate();
+    assert!(status.success(), "the SPU exited with {status} on SIGTERM:\n{}", spu.log());
     eprintln!("SPU stopped {took:?} after SIGTERM");
-    assert!(spu.server.log().contains("stopped"), "{}", spu.server.log());
-    let (status, took) = sc.server.terminate();
-    assert!(status.success(), "the SC exited with {status} on SIGTERM:\n{}", sc.server.log());
+    assert!(spu.log().contains("stopped"), "{}", spu.log());
+    let Stopped { status, elapsed: took } = sc.terminate();
+    assert!(status.success(), "the SC exited with {status} on SIGTERM:\n{}", sc.log());
     eprintln!("SC stopped {took:?} after SIGTERM");
 }
 
@@ -264,12 +267,17 @@ fn every_metric_of_the_dashboard_and_the_alerts_is_exported() {
 
     let dir = tempfile::tempdir().expect("temporary directory");
     let sc = start_sc(dir.path(), None, &[], &[]);
-    spu_group(&sc.public, 5001);
-    let spu = start_spu(dir.path(), "spu", None, &["--id", "5001", "--sc", &sc.private]);
+    spu_group(&sc.public_address.to_string(), 5001);
+    let spu = start_spu(
+        dir.path(),
+        "spu",
+        None,
+        &["--id", "5001", "--sc", &sc.private_address.to_string()],
+    );
     // Traffic, so that every histogram has samples.
-    sluice_ok(&["--sc", &sc.public, "topic", "create", "watched"], &[]);
+    sluice_ok(&["--sc", &sc.public_address.to_string(), "topic", "create", "watched"], &[]);
     let produce = Command::new(env!("CARGO_BIN_EXE_sluice"))
-        .args(["--sc", &sc.public, "produce", "watched"])
+        .args(["--sc", &sc.public_address.to_string(), "produce", "watched"])
         .stdin(std::process::Stdio::piped())
         .spawn()
         .and_then(|mut child| {
@@ -279,11 +287,11 @@ fn every_metric_of_the_dashboard_and_the_alerts_is_exported() {
         })
         .expect("produce");
     assert!(produce.success());
-    sluice_ok(&["--sc", &sc.public, "consume", "watched", "-B", "-d"], &[]);
+    sluice_ok(&["--sc", &sc.public_address.to_string(), "consume", "watched", "-B", "-d"], &[]);
 
     let mut samples = Vec::new();
-    for address in [&sc.metrics, &spu.metrics] {
-        let (status, body) = http_get(address, "/metrics").expect("scrape");
+    for address in [sc.metrics_address, spu.metrics_address] {
+        let (status, body) = try_http(address, "GET", "/metrics").expect("scrape");
         assert_eq!(status, 200);
         samples.extend(exposed(&body));
     }

@@ -10,10 +10,12 @@ mod deploy_common;
 
 use std::process::Command;
 
-use deploy_common::{repo, sluice_ok, start_sc, start_spu, wait_until};
-use sluice_kvstore_consul::testing::{consul_binary, ConsulAgent};
+use deploy_common::{repo, sluice_ok, start_sc, start_spu};
 use sluice_kvstore_consul::{
     ConsulClient, ConsulConfig, ConsulError, HealthFilter, ServiceHealth, ServiceRegistration,
+};
+use sluice_testkit::process::{
+    consul_agent, consul_binary, wait_until, ConsulAgent, ServerProcess, Stopped,
 };
 
 const MASTER_TOKEN: &str = "0b0a5c1e-7d1f-4f3a-9e55-2c6b8d4e1f90";
@@ -39,7 +41,7 @@ fn online_spus(sc: &str, env: &[(&str, &str)]) -> usize {
 
 #[test]
 fn an_spu_registers_in_consul_and_leaves_on_sigterm_and_clients_find_the_sc() {
-    let agent = ConsulAgent::start().unwrap_or_else(|error| panic!("{error}"));
+    let agent = consul_agent();
     let consul = agent.http_address();
     let dir = tempfile::tempdir().expect("temporary directory");
     let sc = start_sc(
@@ -74,13 +76,12 @@ fn an_spu_registers_in_consul_and_leaves_on_sigterm_and_clients_find_the_sc() {
     );
     let client = agent.client();
     let started = std::time::Instant::now();
-    spu.server.wait_until("the SPU to pass its Consul check", || {
+    spu.wait_while_running("the SPU to pass its Consul check", || {
         spu_instances(&client, HealthFilter::PassingOnly).len() == 1
     });
     eprintln!("SPU passing in Consul {:?} after its registration at the SC", started.elapsed());
     let instance = spu_instances(&client, HealthFilter::PassingOnly).remove(0);
-    let public_port: u16 =
-        spu.public.rsplit(':').next().and_then(|port| port.parse().ok()).expect("port");
+    let public_port = spu.public_address.port();
     assert_eq!(instance.port, public_port);
     assert_eq!(instance.address, "127.0.0.1");
     for tag in ["cluster=east", "spu=5001", "rack=r1"] {
@@ -104,10 +105,10 @@ fn an_spu_registers_in_consul_and_leaves_on_sigterm_and_clients_find_the_sc() {
         sluice_kvstore_consul::ScEndpoint::Private,
     )
     .expect("discover");
-    assert_eq!(found, std::slice::from_ref(&sc.private));
+    assert_eq!(found, [sc.private_address.to_string()]);
 
-    let (status, took) = spu.server.terminate();
-    assert!(status.success(), "{status}\n{}", spu.server.log());
+    let Stopped { status, elapsed: took } = spu.terminate();
+    assert!(status.success(), "{status}\n{}", spu.log());
     eprintln!("SPU stopped {took:?} after SIGTERM");
     // Deregistered before the process exited.
     assert!(
@@ -115,7 +116,7 @@ fn an_spu_registers_in_consul_and_leaves_on_sigterm_and_clients_find_the_sc() {
         "{:?}",
         spu_instances(&client, HealthFilter::All)
     );
-    assert!(spu.server.log().contains("deregistered from Consul"), "{}", spu.server.log());
+    assert!(spu.log().contains("deregistered from Consul"), "{}", spu.log());
 
     // An unknown cluster is a clear, retriable error of the CLI.
     let output = Command::new(env!("CARGO_BIN_EXE_sluice"))
@@ -186,7 +187,7 @@ fn acl_policies_suffice_and_keep_the_spu_out_of_the_metadata() {
         &["--id", "5001", "--sc", &url, "--consul-address", &consul, "--consul-token", &spu_token],
     );
     let master = agent.client();
-    spu.server.wait_until("the SPU to pass its Consul check", || {
+    spu.wait_while_running("the SPU to pass its Consul check", || {
         spu_instances(&master, HealthFilter::PassingOnly).len() == 1
     });
     assert_eq!(online_spus(&url, &client_env), 1);
@@ -215,14 +216,14 @@ fn acl_policies_suffice_and_keep_the_spu_out_of_the_metadata() {
         "client kv put",
     );
 
-    let (status, _) = spu.server.terminate();
-    assert!(status.success(), "{status}\n{}", spu.server.log());
+    let Stopped { status, elapsed: _ } = spu.terminate();
+    assert!(status.success(), "{status}\n{}", spu.log());
     assert!(
         spu_instances(&master, HealthFilter::All).is_empty(),
         "deregistered with its own token"
     );
-    let (status, _) = sc.server.terminate();
-    assert!(status.success(), "{status}\n{}", sc.server.log());
+    let Stopped { status, elapsed: _ } = sc.terminate();
+    assert!(status.success(), "{status}\n{}", sc.log());
     assert!(
         master
             .health_service("sluice-sc-default", HealthFilter::All)

@@ -11,6 +11,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{sluice, LocalCluster};
+use sluice_testkit::process::wait_until;
 
 const LINES: usize = 300;
 
@@ -59,13 +60,13 @@ fn produce_rides_through_a_leader_killed_with_cluster_spu_kill() {
         writeln!(input, "first-{index:03}").expect("write a line");
     }
     input.flush().expect("flush");
-    common::wait_until("records to arrive", || !consumed_lines(&sc).is_empty());
+    wait_until("records to arrive", || !consumed_lines(&sc).is_empty());
 
     let (leader, epoch) = leader_of(&sc, 0);
     let killed = sluice(&["cluster", "spu", "kill", &leader.to_string(), "--data-dir", &dir])
         .success("cluster spu kill");
     assert!(killed.stdout.contains("killed with SIGKILL"), "{}", killed.stdout);
-    common::wait_until("a new leader of partition 0", || {
+    wait_until("a new leader of partition 0", || {
         let (now, now_epoch) = leader_of(&sc, 0);
         now != leader && now_epoch > epoch
     });

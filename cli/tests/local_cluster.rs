@@ -7,6 +7,7 @@ mod common;
 use std::collections::BTreeMap;
 
 use common::{pid_alive, sluice, sluice_with_input, LocalCluster, Recorded};
+use sluice_testkit::process::wait_until;
 
 const RECORDS: usize = 1000;
 
@@ -256,7 +257,7 @@ fn check_partial_cluster(cluster: &LocalCluster, processes: &[Recorded]) {
     let sc_pid = pid_of(&now, "sc");
     let kill = std::process::Command::new("kill").args(["-KILL", &sc_pid.to_string()]).status();
     assert!(kill.expect("run kill").success());
-    common::wait_until("the killed SC to be gone", || !pid_alive(sc_pid));
+    wait_until("the killed SC to be gone", || !pid_alive(sc_pid));
     let started = cluster.start(&[]).success("start the SC and SPU 5001");
     assert!(started.stdout.contains("started sc, spu-5001;"), "{}", started.stdout);
     assert!(started.stderr.contains("restarting the SC (embedded store"), "{}", started.stderr);

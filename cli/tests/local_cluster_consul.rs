@@ -5,11 +5,12 @@
 mod common;
 
 use common::{pid_alive, sluice, sluice_with_input, LocalCluster};
-use sluice_kvstore_consul::testing::ConsulAgent;
+use sluice_testkit::process::consul_agent;
+use sluice_testkit::process::wait_until;
 
 #[test]
 fn local_cluster_on_consul_reattaches_from_consul() {
-    let agent = ConsulAgent::start().unwrap_or_else(|error| panic!("{error}"));
+    let agent = consul_agent();
     let consul = agent.http_address();
     let flags = ["--metadata", "consul", "--consul-addr", consul.as_str(), "--cores", "1"];
     let cluster = LocalCluster::new();
@@ -39,7 +40,7 @@ fn local_cluster_on_consul_reattaches_from_consul() {
 /// everything is killed, and a start of the whole cluster waits for the election too.
 #[test]
 fn a_killed_sc_on_consul_is_restarted_after_the_election() {
-    let agent = ConsulAgent::start().unwrap_or_else(|error| panic!("{error}"));
+    let agent = consul_agent();
     let consul = agent.http_address();
     let flags = ["--metadata", "consul", "--consul-addr", consul.as_str(), "--cores", "1"];
     let cluster = LocalCluster::new();
@@ -52,7 +53,7 @@ fn a_killed_sc_on_consul_is_restarted_after_the_election() {
         let pid = cluster.recorded().iter().find(|process| process.name == name).expect(name).pid;
         let status = std::process::Command::new("kill").args(["-KILL", &pid.to_string()]).status();
         assert!(status.expect("run kill").success());
-        common::wait_until(&format!("{name} to be gone"), || !pid_alive(pid));
+        wait_until(&format!("{name} to be gone"), || !pid_alive(pid));
     };
     kill_nine("sc");
     let restarted = cluster.start(&flags).success("start after kill -9 of the SC");

@@ -2,19 +2,17 @@
 //! fail-over over several addresses: refused connections and a standby answering
 //! `NotController`.
 
-mod common;
-
 use std::io::{Read, Write};
 use std::net::TcpListener;
 use std::time::Duration;
 
-use common::{wait_for, ScProcess};
 use sluice_client::{
     ClientConfig, ClientError, Cluster, ErrorCode, SpuGroupSpec, SpuId, SpuSpec, TopicSpec,
 };
 use sluice_proto::api::admin::AdminResponse;
 use sluice_proto::frame::{encode_frame, FrameDecoder};
 use sluice_proto::object::{Endpoint, SpuType};
+use sluice_testkit::process::{wait_for, ScProcess, ServerProcess, CONDITION_TIMEOUT};
 
 fn custom_spu(id: i32) -> SpuSpec {
     SpuSpec {
@@ -81,14 +79,14 @@ fn only_standbys_is_no_active_controller() {
 #[test]
 fn fails_over_past_refused_and_standby_addresses() {
     let directory = tempfile::tempdir().unwrap();
-    let sc = ScProcess::start(directory.path());
+    let sc = ScProcess::start(&directory.path().join("sc"));
     let addresses = format!("{},{},{}", refused_address(), standby_sc(), sc.public_address);
     let cluster = Cluster::connect(ClientConfig::new(&addresses)).unwrap();
     let admin = cluster.admin();
     admin.register_spu(custom_spu(7)).unwrap();
     assert_eq!(admin.list_spus().unwrap().len(), 1);
     // The metadata watch found the active SC too: the new SPU is pushed without a refresh.
-    let seen = cluster.wait_for_metadata(common::CONDITION_TIMEOUT, |snapshot| {
+    let seen = cluster.wait_for_metadata(CONDITION_TIMEOUT, |snapshot| {
         snapshot.spus.contains_key(&SpuId(7)).then_some(())
     });
     assert!(seen.is_some(), "the watch never delivered SPU 7");
@@ -97,7 +95,7 @@ fn fails_over_past_refused_and_standby_addresses() {
 #[test]
 fn admin_round_trip_and_refusals() {
     let directory = tempfile::tempdir().unwrap();
-    let sc = ScProcess::start(directory.path());
+    let sc = ScProcess::start(&directory.path().join("sc"));
     let cluster = Cluster::connect(sc.client_config()).unwrap();
     let admin = cluster.admin();
 
@@ -164,7 +162,7 @@ fn admin_round_trip_and_refusals() {
 #[test]
 fn admin_moves_to_a_restarted_sc_and_watch_follows() {
     let directory = tempfile::tempdir().unwrap();
-    let first = ScProcess::start(&directory.path().join("first"));
+    let mut first = ScProcess::start(&directory.path().join("first"));
     let second_directory = directory.path().join("second");
     let second = ScProcess::start(&second_directory);
     let addresses = format!("{},{}", first.public_address, second.public_address);

@@ -6,20 +6,18 @@
 //! sets how many records the round trip sends (default 1,000,000: keys, headers, null and empty
 //! values and 200 values of 1 MiB, over 4 partitions on 2 SPUs x 2 cores).
 
-mod common;
-
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Wake, Waker};
 use std::time::{Duration, Instant};
 
-use common::{wait_for, TestCluster};
 use sluice_client::{
     key_partition, Acks, ClientError, Compression, ConsumerConfig, ConsumerRecord, DeliveryFuture,
     Isolation, PartitionConsumer, Partitioner, Poll, ProducerConfig, ProducerRecord,
     RecordMetadata, StartFrom, TopicSpec,
 };
+use sluice_testkit::process::{wait_for, TestCluster};
 
 const MIB: usize = 1024 * 1024;
 
@@ -118,7 +116,7 @@ fn produce_and_consume_byte_identical_in_order_over_two_spus_of_two_cores() {
         .map(|partition| {
             let route = cluster.cluster.metadata().route(topic, partition).unwrap();
             // Shard-aware: the route is the owning core's own port, as the SPU reported it.
-            let spu = cluster.spus.iter().find(|spu| spu.id == route.spu.get()).unwrap();
+            let spu = cluster.spus.iter().find(|spu| spu.id() == route.spu.get()).unwrap();
             let core_address = spu.core_addresses[usize::from(route.core.get())];
             assert_eq!(route.address, core_address.to_string(), "partition {partition}");
             (route.spu.get(), route.core.get())
@@ -401,7 +399,8 @@ fn back_pressure_bounds_buffered_bytes_and_errors_are_clear() {
 fn delivery_timeout_names_the_last_error_of_a_full_volume() {
     // A free-space floor no volume meets: every append is refused with StorageFull, which is
     // retriable, so the producer retries until its delivery timeout and then says why.
-    let cluster = TestCluster::start_with(1, 1, &["--free-bytes-min=18446744073709551615"]);
+    let cluster =
+        TestCluster::builder(1, 1).spu_flags(&["--free-bytes-min=18446744073709551615"]).start();
     cluster.create_topic("full", 1);
     let config = ProducerConfig {
         delivery_timeout: Duration::from_secs(2),

@@ -7,15 +7,13 @@
 //! The SPUs of this tree do not copy records between replicas yet, so these tests check only
 //! what was written after the election; with replication the same steps keep everything.
 
-mod common;
-
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{wait_for, TestCluster};
 use sluice_client::{
     Cluster, ConsumerConfig, Poll, ProducerConfig, ProducerRecord, SpuId, StartFrom, TopicSpec,
 };
+use sluice_testkit::process::{wait_for, ServerProcess, Signal, TestCluster};
 
 /// The leader of `topic`'s partition 0 in the client's metadata, once it is not `not`.
 fn leader(cluster: &Cluster, topic: &str, not: Option<SpuId>) -> SpuId {
@@ -40,8 +38,8 @@ fn a_tailing_consumer_moves_off_a_paused_leader() {
     assert!(matches!(consumer.poll(Duration::from_millis(300)).unwrap(), Poll::Idle));
 
     // The consumer's long poll now waits at the leader; pause it.
-    let paused = test.spus.iter().find(|spu| SpuId(spu.id) == old).expect("the leader's SPU");
-    paused.signal("STOP");
+    let paused = test.spus.iter().find(|spu| SpuId(spu.id()) == old).expect("the leader's SPU");
+    paused.signal(Signal::Stop);
     let stopped_at = Instant::now();
     let new = leader(&test.cluster, "paused", Some(old));
     let producer = test.cluster.producer(ProducerConfig::default()).expect("producer");
@@ -58,7 +56,7 @@ fn a_tailing_consumer_moves_off_a_paused_leader() {
         }
     };
     assert_eq!(value, (offset, b"after".to_vec()), "read from the new leader {new}");
-    paused.signal("CONT");
+    paused.signal(Signal::Continue);
 }
 
 #[test]
@@ -94,8 +92,8 @@ fn a_producer_rides_through_a_killed_leader() {
     wait_for("acknowledgements before the kill", || {
         (acknowledged.lock().unwrap().len() > 100).then_some(())
     });
-    let victim = test.spus.iter_mut().find(|spu| SpuId(spu.id) == old).expect("the leader");
-    victim.crash();
+    let victim = test.spus.iter_mut().find(|spu| SpuId(spu.id()) == old).expect("the leader");
+    victim.kill();
     let new = leader(&test.cluster, "killed", Some(old));
     for index in 500..1000 {
         send(index);

@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::fake::{FakeCluster, ProduceFault};
-use common::wait_for;
 use sluice_client::{
     ClientConfig, ClientError, Cluster, ConsumerConfig, ErrorCode, Poll, ProducerConfig,
     ProducerRecord, SpuId, StartFrom,
 };
+use sluice_testkit::process::wait_for;
 
 const TOPIC: &str = "orders";
 /// Longest wait for records a test expects.

@@ -20,8 +20,6 @@
 //! The producer's request timeout is 5 s: the SDK producer leaves requests in flight at a
 //! paused leader only when they time out (30 s by default), not at the leader change.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -30,7 +28,6 @@ use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{wait_for, TestCluster};
 use sluice_client::{
     Cluster, ConsumerConfig, Poll, ProducerConfig, ProducerRecord, SpuId, StartFrom, TopicSpec,
 };
@@ -44,6 +41,7 @@ use sluice_proto::frame::{encode_request, FrameDecoder};
 use sluice_proto::ids::{CorrelationId, PartitionId, TimestampMs};
 use sluice_proto::object::TopicName;
 use sluice_proto::record::BatchBuilder;
+use sluice_testkit::process::{wait_for, ServerProcess, Signal, TestCluster};
 
 /// Every SPU: a short lag limit and frequent heartbeats, so in-sync changes come quickly.
 const SPU_FLAGS: &[&str] = &["--replica-lag-max-ms=3000", "--heartbeat-interval-ms=200"];
@@ -301,7 +299,7 @@ fn wait_new_leader(test: &TestCluster, topic: &str, partition: u32, old: SpuId) 
 
 /// The position of SPU `id` in `test.spus`.
 fn spu_index(test: &TestCluster, id: SpuId) -> usize {
-    test.spus.iter().position(|spu| SpuId(spu.id) == id).expect("an SPU of the test")
+    test.spus.iter().position(|spu| SpuId(spu.id()) == id).expect("an SPU of the test")
 }
 
 /// Every committed record of the partition, read with the SDK's consumer, by offset.
@@ -410,7 +408,7 @@ fn check_logs_identical(test: &TestCluster, topic: &str, partition: u32) {
         let high_watermark = entry.status.leader.high_watermark.get();
         let leader = &test.spus[spu_index(test, entry.spec.leader)];
         let reference = leader.log_batches(topic, partition);
-        let end = reference.last().map_or(0, |(base, batch)| base + batch_records(batch));
+        let end = reference.last().map_or(0, |(base, batch)| base.get() + batch_records(batch));
         let logs: Vec<_> = test.spus.iter().map(|spu| spu.log_batches(topic, partition)).collect();
         if end >= high_watermark && logs.iter().all(|log| *log == reference) {
             return;
@@ -425,7 +423,7 @@ fn check_logs_identical(test: &TestCluster, topic: &str, partition: u32) {
                 let last = log.last().map(|(base, batch)| (*base, batch_records(batch)));
                 report += &format!(
                     "\n  SPU {}: {} batches, last (base, records) {last:?}, first difference at batch {differs:?}",
-                    spu.id,
+                    spu.id(),
                     log.len()
                 );
                 if let Some(position) = differs {
@@ -455,7 +453,10 @@ fn batch_records(batch: &[u8]) -> i64 {
 
 /// Three SPUs, the topic (RF 3, min-in-sync 2) with every replica in sync.
 fn start(topic: &str, partitions: u32) -> TestCluster {
-    let test = TestCluster::start_configured(3, 1, SPU_FLAGS, HEARTBEAT_TIMEOUT_MS);
+    let test = TestCluster::builder(3, 1)
+        .spu_flags(SPU_FLAGS)
+        .heartbeat_timeout_ms(HEARTBEAT_TIMEOUT_MS)
+        .start();
     let spec = TopicSpec { min_in_sync_replicas: 2, ..TopicSpec::computed(partitions, 3) };
     test.create_topic_with(topic, spec);
     for partition in 0..partitions {
@@ -481,15 +482,15 @@ fn leaders_killed_again_and_again_lose_nothing() {
         workload.wait_progress(&format!("before kill {round}"));
         let old = entry.spec.leader;
         let victim = spu_index(&test, old);
-        test.spus[victim].crash();
+        test.spus[victim].kill();
         if round % 4 == 3 {
             // Back at once: its registration races the election its death started.
-            test.spus[victim].crash_and_restart();
+            test.spus[victim].restart();
             continue;
         }
         let after = wait_new_leader(&test, topic, partition, old);
         assert!(after.spec.leader_epoch > entry.spec.leader_epoch);
-        test.spus[victim].crash_and_restart();
+        test.spus[victim].restart();
     }
     workload.wait_progress("after the last kill");
     eprintln!("{} kills in {:?}", kills(), started.elapsed());
@@ -555,14 +556,14 @@ fn a_paused_leader_is_replaced_acknowledges_nothing_after_and_truncates() {
     let paused = &test.spus[spu_index(&test, old)];
     let core = entry.spec.leader_placement().expect("leader placement").core;
     let probe_stream = TcpStream::connect(paused.core_addresses[core.index()]).expect("connect");
-    paused.signal("STOP");
+    paused.signal(Signal::Stop);
     let after = wait_new_leader(&test, topic, 0, old);
     assert!(after.spec.leader_epoch > entry.spec.leader_epoch);
     workload.wait_progress("at the new leader");
     // Written while it is stopped, read by it first thing after SIGCONT, as leader of its old
     // epoch: it must not be acknowledged unless the new leader has it.
     let probe = RawProduce::send(probe_stream, topic, 0, PROBE);
-    paused.signal("CONT");
+    paused.signal(Signal::Continue);
     let answer = probe.answer();
     eprintln!("the replaced leader answered {answer:?}");
     workload.wait_progress("after the resume");
@@ -590,12 +591,12 @@ fn a_paused_follower_leaves_the_in_sync_set_and_returns() {
     let workload = Workload::start(&test, topic, 1);
     workload.wait_progress("before the pause");
     let entry = wait_in_sync(&test, topic, 0, 3);
-    let follower = test.spus.iter().find(|spu| SpuId(spu.id) != entry.spec.leader).unwrap();
-    follower.signal("STOP");
+    let follower = test.spus.iter().find(|spu| SpuId(spu.id()) != entry.spec.leader).unwrap();
+    follower.signal(Signal::Stop);
     // acks `all` goes on once the set without it is stored.
     wait_in_sync(&test, topic, 0, 2);
     workload.wait_progress("while a follower is paused");
-    follower.signal("CONT");
+    follower.signal(Signal::Continue);
     wait_in_sync(&test, topic, 0, 3);
     workload.wait_progress("after the follower's return");
     workload.finish(&test);
@@ -611,8 +612,9 @@ fn a_rolling_restart_loses_nothing() {
         for partition in 0..partitions {
             wait_in_sync(&test, topic, partition, 3);
         }
-        workload.wait_progress(&format!("before restarting SPU {}", test.spus[index].id));
-        test.spus[index].stop_and_restart();
+        workload.wait_progress(&format!("before restarting SPU {}", test.spus[index].id()));
+        test.spus[index].terminate();
+        test.spus[index].restart();
     }
     workload.wait_progress("after the rolling restart");
     workload.finish(&test);
@@ -629,13 +631,13 @@ fn an_sc_killed_during_a_failover_finishes_it_after_its_restart() {
         workload.wait_progress(&format!("before round {round}"));
         let old = entry.spec.leader;
         let victim = spu_index(&test, old);
-        test.spus[victim].crash();
+        test.spus[victim].kill();
         std::thread::sleep(Duration::from_millis(delay_ms));
         test.sc.restart();
         let after = wait_new_leader(&test, topic, 0, old);
         assert!(after.spec.leader_epoch > entry.spec.leader_epoch);
         workload.wait_progress(&format!("after the SC's restart in round {round}"));
-        test.spus[victim].crash_and_restart();
+        test.spus[victim].restart();
     }
     workload.finish(&test);
 }

@@ -13,15 +13,12 @@
 //! HW and past. The workload is the failover tests' (`process_failover.rs`), with a partition
 //! count that can grow.
 
-mod common;
-
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use common::{wait_for, SpuProcess, TestCluster};
 use sluice_client::{
     Cluster, ConsumerConfig, ErrorCode, Poll, ProducerConfig, ProducerRecord, SpuId, StartFrom,
     TopicSpec,
@@ -32,6 +29,7 @@ use sluice_proto::api::admin::{
 use sluice_proto::api::produce::Acks;
 use sluice_proto::ids::PartitionId;
 use sluice_proto::object::{PartitionKey, TopicName};
+use sluice_testkit::process::{wait_for, ServerProcess, SpuProcess, TestCluster};
 
 /// Every SPU: a short lag limit and frequent heartbeats, so in-sync changes come quickly.
 const SPU_FLAGS: &[&str] = &["--replica-lag-max-ms=3000", "--heartbeat-interval-ms=200"];
@@ -311,7 +309,7 @@ fn wait_in_sync(test: &TestCluster, topic: &str, partition: u32, count: usize) -
 
 /// The position of SPU `id` in `test.spus`.
 fn spu_index(test: &TestCluster, id: SpuId) -> usize {
-    test.spus.iter().position(|spu| SpuId(spu.id) == id).expect("an SPU of the test")
+    test.spus.iter().position(|spu| SpuId(spu.id()) == id).expect("an SPU of the test")
 }
 
 /// Every committed record of the partition, read with the SDK's consumer, by offset.
@@ -420,11 +418,11 @@ fn check_logs_identical(test: &TestCluster, topic: &str, partition: u32) {
         let high_watermark = entry.status.leader.high_watermark.get();
         let leader = &test.spus[spu_index(test, entry.spec.leader)];
         let reference = leader.log_batches(topic, partition);
-        let end = reference.last().map_or(0, |(base, batch)| base + batch_records(batch));
+        let end = reference.last().map_or(0, |(base, batch)| base.get() + batch_records(batch));
         let hosts: Vec<&SpuProcess> = test
             .spus
             .iter()
-            .filter(|spu| entry.spec.replicas.iter().any(|replica| replica.spu == SpuId(spu.id)))
+            .filter(|spu| entry.spec.replicas.iter().any(|replica| replica.spu == SpuId(spu.id())))
             .collect();
         let logs: Vec<_> = hosts.iter().map(|spu| spu.log_batches(topic, partition)).collect();
         if end >= high_watermark && logs.iter().all(|log| *log == reference) {
@@ -440,7 +438,7 @@ fn check_logs_identical(test: &TestCluster, topic: &str, partition: u32) {
                 let last = log.last().map(|(base, batch)| (*base, batch_records(batch)));
                 report += &format!(
                     "\n  SPU {}: {} batches, last (base, records) {last:?}, first difference at batch {differs:?}",
-                    spu.id,
+                    spu.id(),
                     log.len()
                 );
                 if let Some(position) = differs {
@@ -470,7 +468,10 @@ fn batch_records(batch: &[u8]) -> i64 {
 
 /// Four SPUs, the topic (RF 3, min-in-sync 2) with every replica in sync.
 fn start(topic: &str, partitions: u32) -> TestCluster {
-    let test = TestCluster::start_configured(4, 1, SPU_FLAGS, HEARTBEAT_TIMEOUT_MS);
+    let test = TestCluster::builder(4, 1)
+        .spu_flags(SPU_FLAGS)
+        .heartbeat_timeout_ms(HEARTBEAT_TIMEOUT_MS)
+        .start();
     let spec = TopicSpec { min_in_sync_replicas: 2, ..TopicSpec::computed(partitions, 3) };
     test.create_topic_with(topic, spec);
     for partition in 0..partitions {
@@ -520,8 +521,7 @@ fn wait_moved(test: &TestCluster, topic: &str, partition: u32, target: &[i32]) -
 /// the replica is dropped).
 fn wait_dropped(test: &TestCluster, topic: &str, partition: u32, spu: SpuId) {
     let host = &test.spus[spu_index(test, spu)];
-    let directory =
-        host.data_root().join(format!("spu-{spu}")).join(format!("{topic}-{partition}"));
+    let directory = host.data_dir().join(format!("spu-{spu}")).join(format!("{topic}-{partition}"));
     wait_for(&format!("SPU {spu} to drop {topic}-{partition}"), || {
         (!directory.exists()).then_some(())
     });
@@ -602,7 +602,7 @@ fn reassign_resumes_after_the_sc_is_killed() {
     // Replace the last replica; throttled so that the SC dies while the copy runs.
     let target = [replicas[0], replicas[1], outsider(&entry)];
     reassign(&test, "resume", 0, &target, Some(256 * 1024));
-    test.sc.crash();
+    test.sc.kill();
     std::thread::sleep(Duration::from_millis(300)); // the SC stays down a moment (not a wait)
     test.sc.restart();
     let moved = wait_moved(&test, "resume", 0, &target);
@@ -637,11 +637,13 @@ fn reassign_resumes_after_spus_are_killed() {
     reassign(&test, "crash", 0, &target, Some(256 * 1024));
     // The SPU being added crashes mid-copy, then the leader does.
     let index = spu_index(&test, SpuId(added));
-    test.spus[index].crash_and_restart();
+    test.spus[index].kill();
+    test.spus[index].restart();
     let entry = partition_entry(&test, "crash", 0).unwrap();
     assert!(entry.spec.reassignment.is_some(), "the move ended before the kills: {entry:?}");
     let leader = spu_index(&test, entry.spec.leader);
-    test.spus[leader].crash_and_restart();
+    test.spus[leader].kill();
+    test.spus[leader].restart();
     let moved = wait_moved(&test, "crash", 0, &target);
     assert_eq!(moved.status.in_sync_replicas.len(), 3);
     wait_dropped(&test, "crash", 0, SpuId(replicas[0]));

@@ -5,16 +5,14 @@
 //! unknown outcome may add a duplicate, never reorder). And the SC stopped: producing and
 //! consuming go on from the cached metadata, admin calls fail with a clear error.
 
-mod common;
-
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{wait_for, TestCluster};
 use sluice_client::{
     ConsumerConfig, Poll, ProducerConfig, ProducerRecord, RecordMetadata, StartFrom,
 };
+use sluice_testkit::process::{wait_for, ServerProcess, TestCluster};
 
 #[test]
 fn acknowledged_records_survive_an_spu_crash_and_order_is_kept() {
@@ -45,7 +43,7 @@ fn acknowledged_records_survive_an_spu_crash_and_order_is_kept() {
     }
     // Crash once part of it is acknowledged, with more still buffered and in flight.
     wait_for("some acknowledgements", || (outcomes.lock().unwrap().len() > 500).then_some(()));
-    cluster.spus[0].crash_and_restart();
+    cluster.spus[0].restart();
     for index in total / 2..total {
         send(index);
     }
@@ -124,7 +122,7 @@ fn tailing_consumer_resumes_after_an_spu_crash() {
             }
         };
     take(&mut consumer, 100);
-    cluster.spus[0].crash_and_restart();
+    cluster.spus[0].restart();
     for index in 100..200u32 {
         let delivery = producer.send(&ProducerRecord::new("resume", &index.to_be_bytes())).unwrap();
         drop(delivery); // checked through the consumer
@@ -141,7 +139,7 @@ fn data_path_keeps_working_while_the_sc_is_down() {
     let producer = cluster.cluster.producer(ProducerConfig::default()).unwrap();
     let first = producer.send(&ProducerRecord::new("no-sc", b"before").with_partition(1)).unwrap();
     assert_eq!(first.wait().unwrap().offset, 0);
-    let TestCluster { spus, cluster: client, sc, directory } = cluster;
+    let TestCluster { spus, cluster: client, mut sc, directory, .. } = cluster;
     sc.kill();
     // Routes come from the cached metadata; SPUs serve without the SC.
     let second = producer.send(&ProducerRecord::new("no-sc", b"after").with_partition(1)).unwrap();

@@ -4,16 +4,12 @@
 //! with each kind of violation are in the library's unit tests); at RF 3 on 3 SPUs, SPUs
 //! killed with `kill -9` while it runs lose nothing.
 
-use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use sluice_perf::cluster::{LocalCluster, LocalClusterConfig};
+use sluice_testkit::process::bin_dir;
 
 const PERF: &str = env!("CARGO_BIN_EXE_sluice-perf");
-
-fn bin_dir() -> PathBuf {
-    Path::new(PERF).parent().expect("sluice-perf has a directory").to_path_buf()
-}
 
 #[test]
 fn a_clean_run_is_valid_and_counts_every_send() {

@@ -4,33 +4,19 @@
 //! standard runs, and its replicated runs on three SPUs); and `failover` with a few events.
 //! No timed assertions: figures are whatever the machine gives.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
-use sluice_perf::cluster::{find_binary, LocalCluster, LocalClusterConfig};
+use sluice_perf::cluster::{LocalCluster, LocalClusterConfig};
 use sluice_perf::failover::{FailoverReport, FaultKind};
 use sluice_perf::report::{RunReport, SuiteReport, WorkloadKind};
+use sluice_testkit::process::{bin_dir, require_binaries};
 
 const PERF: &str = env!("CARGO_BIN_EXE_sluice-perf");
 
-/// The target directory holding this build's binaries.
-fn bin_dir() -> PathBuf {
-    Path::new(PERF).parent().expect("sluice-perf has a directory").to_path_buf()
-}
-
 /// Both server binaries must be built next to sluice-perf; say how when they are not.
 fn require_servers() {
-    for (name, environment) in [("sluice-sc", "SLUICE_SC_BIN"), ("sluice-spu", "SLUICE_SPU_BIN")] {
-        let found = find_binary(name, environment, Some(&bin_dir()));
-        let in_target = found.as_ref().is_ok_and(|path| path.starts_with(bin_dir()));
-        assert!(
-            in_target || std::env::var_os(environment).is_some(),
-            "{name} is not built in {} (found: {found:?}); build it with `cargo build -p \
-             sluice-sc -p sluice-spu` using the same CARGO_TARGET_DIR (`cargo test --workspace` \
-             builds it)",
-            bin_dir().display()
-        );
-    }
+    require_binaries(&["sluice-sc", "sluice-spu"]);
 }
 
 fn start_cluster(directory: &Path) -> LocalCluster {

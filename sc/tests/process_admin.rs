@@ -1,8 +1,5 @@
 //! The public admin API of a real `sluice-sc` process.
 
-mod process_common;
-
-use process_common::{wait_for, ScProcess};
 use sluice_proto::api::admin::{AdminResponse, CreateTopicRequest};
 use sluice_proto::api::{ApiVersion, Decode};
 use sluice_proto::error_code::ErrorCode;
@@ -13,6 +10,7 @@ use sluice_proto::object::{
     TopicResolution, TopicSpec,
 };
 use sluice_sc::admin_client::AdminClient;
+use sluice_testkit::process::{wait_for, ScProcess, ServerProcess};
 
 fn topic(name: &str) -> TopicName {
     TopicName::new(name).unwrap()
@@ -51,8 +49,8 @@ fn wait_provisioned(client: &mut AdminClient, name: &TopicName) {
 #[test]
 fn topic_lifecycle_and_errors() {
     let dir = tempfile::tempdir().unwrap();
-    let sc = ScProcess::start(&dir.path().join("data"), &[]);
-    let mut client = sc.client();
+    let mut sc = ScProcess::start(&dir.path().join("data"));
+    let mut client = sc.admin();
     // No SPU yet: replication factor 1 is already above the SPU count.
     let refused = client.create_topic(topic("orders"), TopicSpec::computed(3, 1)).unwrap();
     assert_error(&refused, ErrorCode::ReplicationFactorAboveSpuCount);
@@ -101,14 +99,14 @@ fn topic_lifecycle_and_errors() {
         let partitions = client.list_partitions(Some(topic("orders"))).unwrap().partitions;
         partitions.is_empty().then_some(())
     });
-    assert!(sc.terminate(), "SIGTERM must stop the SC cleanly");
+    assert!(sc.terminate().status.success(), "SIGTERM must stop the SC cleanly");
 }
 
 #[test]
 fn spus_and_spu_groups() {
     let dir = tempfile::tempdir().unwrap();
-    let sc = ScProcess::start(&dir.path().join("data"), &[]);
-    let mut client = sc.client();
+    let sc = ScProcess::start(&dir.path().join("data"));
+    let mut client = sc.admin();
     assert_ok(&client.register_spu(custom_spu(5)).unwrap());
     let managed = SpuSpec { spu_type: SpuType::Managed, ..custom_spu(6) };
     assert_error(&client.register_spu(managed).unwrap(), ErrorCode::InvalidRequest);
@@ -151,8 +149,8 @@ fn spus_and_spu_groups() {
 #[test]
 fn malformed_input_gets_error_responses() {
     let dir = tempfile::tempdir().unwrap();
-    let sc = ScProcess::start(&dir.path().join("data"), &[]);
-    let mut client = sc.client();
+    let sc = ScProcess::start(&dir.path().join("data"));
+    let mut client = sc.admin();
     // Unknown API key 999: error response echoing it, the connection stays usable.
     client.send_raw(&[0, 0, 0, 9, 0x03, 0xe7, 0, 0, 0, 0, 0, 7, 0xaa]).unwrap();
     let frame = client.read_frame().unwrap();
@@ -191,7 +189,7 @@ fn malformed_input_gets_error_responses() {
     assert_eq!(body.error_code, ErrorCode::FrameTooLarge);
     assert!(client.read_frame().is_err(), "the connection must be closed");
     // The server is fine.
-    let mut other = sc.client();
+    let mut other = sc.admin();
     let mut out = Vec::new();
     let request =
         CreateTopicRequest { name: topic("t"), spec: TopicSpec::computed(1, 1), dry_run: true };
@@ -205,15 +203,15 @@ fn malformed_input_gets_error_responses() {
 #[test]
 fn metadata_watch_pushes_topology_changes() {
     let dir = tempfile::tempdir().unwrap();
-    let sc = ScProcess::start(&dir.path().join("data"), &[]);
-    let mut watcher = sc.client();
+    let sc = ScProcess::start(&dir.path().join("data"));
+    let mut watcher = sc.admin();
     let subscription = watcher.watch_metadata(None).unwrap();
     let first = watcher.next_watch_update(subscription).unwrap();
     let sluice_proto::api::metadata::Changes::Full(topics) = &first.topics else {
         panic!("first update must be full")
     };
     assert!(topics.is_empty());
-    let mut client = sc.client();
+    let mut client = sc.admin();
     assert_ok(&client.register_spu(custom_spu(1)).unwrap());
     assert_ok(&client.create_topic(topic("events"), TopicSpec::computed(2, 1)).unwrap());
     let mut last_epoch = first.epoch;

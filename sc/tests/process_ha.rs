@@ -8,16 +8,12 @@
 //! `cargo test -p sluice-sc --test process_ha -- --ignored --nocapture takeover_time`
 //! (`SLUICE_HA_RUNS`, default 5).
 
-mod process_common;
-
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use process_common::{http, wait_for, wait_for_within, ScProcess, TAKEOVER_TIMEOUT};
-use sluice_kvstore_consul::testing::ConsulAgent;
 use sluice_proto::api::control::{ReplicaUpdate, SpuRegisterRequest, SpuRegisterResponse};
 use sluice_proto::api::metadata::Changes;
 use sluice_proto::api::{ApiKey, ApiVersion, Decode, Request};
@@ -28,12 +24,12 @@ use sluice_proto::object::{
     Endpoint, PartitionKey, SpuSpec, SpuType, TopicName, TopicResolution, TopicSpec,
 };
 use sluice_sc::admin_client::AdminClient;
+use sluice_testkit::process::{consul_agent, ConsulAgent};
+use sluice_testkit::process::{
+    http, wait_for, wait_for_within, ScProcess, ServerProcess, Signal, TAKEOVER_TIMEOUT,
+};
 
 const CLUSTER: &str = "ha-test";
-
-fn consul() -> ConsulAgent {
-    ConsulAgent::start().unwrap_or_else(|error| panic!("{error}"))
-}
 
 fn flags(agent: &ConsulAgent) -> Vec<String> {
     vec![
@@ -49,9 +45,9 @@ fn start(dir: &Path, agent: &ConsulAgent, standby_allowed: bool) -> ScProcess {
     let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
     let unused = dir.join("unused");
     if standby_allowed {
-        ScProcess::start_any(&unused, &flags)
+        ScProcess::builder(&unused).flags(&flags).allow_standby().start()
     } else {
-        ScProcess::start(&unused, &flags)
+        ScProcess::builder(&unused).flags(&flags).start()
     }
 }
 
@@ -100,10 +96,10 @@ fn topic_names(client: &mut AdminClient) -> Vec<String> {
 
 #[test]
 fn topic_lifecycle_on_consul() {
-    let agent = consul();
+    let agent = consul_agent();
     let dir = tempfile::tempdir().unwrap();
-    let sc = start(dir.path(), &agent, false);
-    let mut client = sc.client();
+    let mut sc = start(dir.path(), &agent, false);
+    let mut client = sc.admin();
     register_spus(&mut client, 1..=3);
     create_topic(&mut client, "orders", 6, 3);
     let placed = provisioned(&mut client, 1, 6);
@@ -131,17 +127,17 @@ fn topic_lifecycle_on_consul() {
         let left = consul.kv_get(&format!("{prefix}/partitions/orders-0")).unwrap();
         left.is_none().then_some(())
     });
-    assert!(sc.terminate(), "clean exit on SIGTERM");
+    assert!(sc.terminate().status.success(), "clean exit on SIGTERM");
     let lock = consul.kv_get(&format!("{prefix}/sc-leader")).unwrap().expect("lock key stays");
     assert_eq!(lock.session, None, "a clean stop releases the lock");
 }
 
 #[test]
 fn kill_during_topic_creation_then_restart_is_consistent_and_moves_nothing() {
-    let agent = consul();
+    let agent = consul_agent();
     let dir = tempfile::tempdir().unwrap();
-    let sc = start(dir.path(), &agent, false);
-    let mut client = sc.client();
+    let mut sc = start(dir.path(), &agent, false);
+    let mut client = sc.admin();
     register_spus(&mut client, 1..=3);
     create_topic(&mut client, "first", 4, 2);
     let first = provisioned(&mut client, 1, 4);
@@ -152,7 +148,7 @@ fn kill_during_topic_creation_then_restart_is_consistent_and_moves_nothing() {
     let stored_before = stored_partitions(&agent);
 
     let sc = start(dir.path(), &agent, false);
-    let mut client = sc.client();
+    let mut client = sc.admin();
     let after = provisioned(&mut client, 2, 124);
     for (key, spus) in &after {
         assert_eq!(spus.len(), 2, "{key}: two replicas");
@@ -298,9 +294,9 @@ impl TestSpu {
 
 #[test]
 fn standby_takes_over_after_kill_and_nothing_is_lost() {
-    let agent = consul();
+    let agent = consul_agent();
     let dir = tempfile::tempdir().unwrap();
-    let active = start(dir.path(), &agent, false);
+    let mut active = start(dir.path(), &agent, false);
     let standby = start(dir.path(), &agent, true);
     assert!(!standby.is_active(), "a second SC stands by");
     assert_eq!(http(active.metrics_address, "GET", "/health/ready").0, 200);
@@ -310,7 +306,7 @@ fn standby_takes_over_after_kill_and_nothing_is_lost() {
     assert_eq!(http(standby.metrics_address, "GET", "/health/live").0, 200);
 
     // The standby refuses everything with NotController.
-    let refused = standby.client().register_spu(SpuSpec::default()).unwrap();
+    let refused = standby.admin().register_spu(SpuSpec::default()).unwrap();
     assert_eq!(refused.error_code, ErrorCode::NotController);
     match try_register(standby.private_address, 1) {
         Some((_, SpuRegisterResponse::Refused { error_code, .. })) => {
@@ -319,7 +315,7 @@ fn standby_takes_over_after_kill_and_nothing_is_lost() {
         other => panic!("standby must refuse SPUs: {:?}", other.map(|(_, response)| response)),
     }
 
-    let mut client = active.client();
+    let mut client = active.admin();
     register_spus(&mut client, 1..=2);
     create_topic(&mut client, "events", 8, 2);
     let before = provisioned(&mut client, 1, 8);
@@ -338,7 +334,7 @@ fn standby_takes_over_after_kill_and_nothing_is_lost() {
     wait_for("the new active SC ready", || {
         (http(standby.metrics_address, "GET", "/health/ready").0 == 200).then_some(())
     });
-    let mut client = standby.client();
+    let mut client = standby.admin();
     assert_eq!(topic_names(&mut client), ["events"]);
     assert_eq!(placements(&mut client), before, "no object lost, no partition moved");
     let spus = client.list_spus().unwrap().spus;
@@ -356,28 +352,28 @@ fn standby_takes_over_after_kill_and_nothing_is_lost() {
 
 #[test]
 fn deposed_sc_cannot_write() {
-    let agent = consul();
+    let agent = consul_agent();
     let dir = tempfile::tempdir().unwrap();
     let mut first = start(dir.path(), &agent, false);
     let second = start(dir.path(), &agent, true);
-    let mut old_client = first.client();
+    let mut old_client = first.admin();
     register_spus(&mut old_client, 1..=1);
 
     // Frozen, the active SC cannot renew its session: the standby takes over.
-    first.signal("STOP");
+    first.signal(Signal::Stop);
     second.wait_active();
-    let mut client = second.client();
+    let mut client = second.admin();
     create_topic(&mut client, "kept", 1, 1);
     provisioned(&mut client, 1, 1);
 
     // Thawed, the deposed SC gets a write request at once; it must not land.
-    first.signal("CONT");
+    first.signal(Signal::Continue);
     let name = TopicName::new("from-deposed").unwrap();
     match old_client.create_topic(name, TopicSpec::computed(1, 1)) {
         Ok(response) => assert!(!response.error_code.is_ok(), "deposed SC wrote: {response:?}"),
         Err(error) => eprintln!("the deposed SC dropped the request: {error}"),
     }
-    assert!(!first.wait_exit(), "the deposed SC exits with an error");
+    assert!(!first.wait_exit().success(), "the deposed SC exits with an error");
     assert_eq!(topic_names(&mut client), ["kept"], "nothing written by the deposed SC");
     let consul = agent.client();
     let stray = consul.kv_get(&format!("sluice/{CLUSTER}/topics/from-deposed")).unwrap();
@@ -391,11 +387,11 @@ fn deposed_sc_cannot_write() {
 fn takeover_time() {
     let runs: usize =
         std::env::var("SLUICE_HA_RUNS").ok().and_then(|text| text.parse().ok()).unwrap_or(5);
-    let agent = consul();
+    let agent = consul_agent();
     let dir = tempfile::tempdir().unwrap();
     let mut samples = Vec::new();
     let mut active = start(dir.path(), &agent, false);
-    register_spus(&mut active.client(), 1..=1);
+    register_spus(&mut active.admin(), 1..=1);
     for run in 0..runs {
         let standby = start(dir.path(), &agent, true);
         assert!(!standby.is_active());

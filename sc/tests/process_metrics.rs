@@ -4,10 +4,10 @@
 mod process_common;
 
 use process_common::test_spu::TestSpu;
-use process_common::{http, wait_for, ScProcess};
 use sluice_proto::api::control::SpuRegisterResponse;
 use sluice_proto::ids::SpuId;
 use sluice_proto::object::{SpuSpec, SpuType, TopicName, TopicSpec};
+use sluice_testkit::process::{http, wait_for, ScProcess};
 
 /// The value of the sample `series` (name with labels) in an exposition.
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -23,7 +23,7 @@ fn scrape(sc: &ScProcess) -> String {
 #[test]
 fn health_and_metrics_follow_the_cluster() {
     let dir = tempfile::tempdir().unwrap();
-    let sc = ScProcess::start(&dir.path().join("data"), &["--heartbeat-timeout-ms=1000"]);
+    let sc = ScProcess::builder(&dir.path().join("data")).heartbeat_timeout_ms(1_000).start();
     assert_ne!(sc.metrics_address.port(), 0);
 
     assert_eq!(http(sc.metrics_address, "GET", "/health/live"), (200, "live\n".into()));
@@ -34,7 +34,7 @@ fn health_and_metrics_follow_the_cluster() {
     assert_eq!(sample(&text, "sluice_sc_active"), Some(1.0), "{text}");
     assert_eq!(sample(&text, "sluice_sc_spus{state=\"online\"}"), Some(0.0), "{text}");
 
-    let mut admin = sc.client();
+    let mut admin = sc.admin();
     let spec = SpuSpec { id: SpuId(1), spu_type: SpuType::Custom, ..SpuSpec::default() };
     assert!(admin.register_spu(spec).unwrap().error_code.is_ok());
     let topic = TopicName::new("scraped").unwrap();

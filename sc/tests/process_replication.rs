@@ -9,7 +9,6 @@ use std::path::Path;
 use std::time::{Duration, Instant};
 
 use process_common::test_spu::TestSpu;
-use process_common::{wait_for, wait_for_within, ScProcess};
 use sluice_proto::api::admin::PartitionEntry;
 use sluice_proto::api::control::{
     AlterInSyncPartition, AlterInSyncRequest, AlterInSyncResult, SpuRegisterResponse,
@@ -20,6 +19,7 @@ use sluice_proto::object::{
     InSyncSet, PartitionKey, PartitionResolution, SpuResolution, SpuSpec, SpuType, TopicName,
     TopicSpec,
 };
+use sluice_testkit::process::{wait_for, wait_for_within, ScProcess};
 
 /// Far above every wait of these tests: only a closed connection can make an SPU offline.
 const HEARTBEAT_TIMEOUT_FLAG: &str = "--heartbeat-timeout-ms=60000";
@@ -37,8 +37,8 @@ impl Cluster {
     fn start(data_dir: &Path, flags: &[&str], partitions: u32) -> Cluster {
         let mut all_flags = vec![HEARTBEAT_TIMEOUT_FLAG];
         all_flags.extend_from_slice(flags);
-        let sc = ScProcess::start(data_dir, &all_flags);
-        let mut admin = sc.client();
+        let sc = ScProcess::builder(data_dir).flags(&all_flags).start();
+        let mut admin = sc.admin();
         let mut spus = BTreeMap::new();
         for id in 1..=3 {
             let spec = SpuSpec { id: SpuId(id), spu_type: SpuType::Custom, ..SpuSpec::default() };
@@ -63,7 +63,7 @@ impl Cluster {
     }
 
     fn partitions(&self) -> Vec<PartitionEntry> {
-        let mut admin = self.sc.client();
+        let mut admin = self.sc.admin();
         admin.list_partitions(Some(self.topic.clone())).unwrap().partitions
     }
 
@@ -77,7 +77,7 @@ impl Cluster {
     }
 
     fn spu_resolution(&self, id: i32) -> SpuResolution {
-        let spus = self.sc.client().list_spus().unwrap().spus;
+        let spus = self.sc.admin().list_spus().unwrap().spus;
         let spu = spus.into_iter().find(|spu| spu.spec.id == SpuId(id)).expect("SPU listed");
         spu.status.resolution
     }
@@ -217,7 +217,7 @@ fn a_closed_spu_connection_moves_its_leaderships_at_once() {
     assert_eq!(assignment.spec.leader_epoch, LeaderEpoch(1));
     assert_eq!(assignment.in_sync, moved.status.in_sync());
     // Clients see the new leaders, no error.
-    let metadata = cluster.sc.client().metadata(Some(vec![cluster.topic.clone()])).unwrap();
+    let metadata = cluster.sc.admin().metadata(Some(vec![cluster.topic.clone()])).unwrap();
     for partition in &metadata.topics[0].partitions {
         assert_eq!(partition.error_code, ErrorCode::None);
         assert_ne!(partition.leader, victim);
@@ -261,7 +261,7 @@ fn rebalance_leaders_moves_a_leader_back_to_its_preferred_replica() {
     let mut cluster = Cluster::start(&dir.path().join("data"), &flags, 1);
     let key = cluster.key(0);
     let (preferred, interim) = fail_over_and_return(&mut cluster);
-    let mut admin = cluster.sc.client();
+    let mut admin = cluster.sc.admin();
 
     // Back online but not in sync: not eligible.
     let response = admin.rebalance_leaders(Some(cluster.topic.clone())).unwrap();

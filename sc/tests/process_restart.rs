@@ -1,16 +1,14 @@
 //! Crash and restart of a real `sluice-sc`: state stays consistent and no partition moves.
 
-mod process_common;
-
 use std::collections::BTreeMap;
 
-use process_common::{wait_for, ScProcess};
 use sluice_proto::ids::SpuId;
 use sluice_proto::object::{
     Endpoint, PartitionKey, ReplicaPlacement, SpuSpec, SpuType, TopicName, TopicResolution,
     TopicSpec,
 };
 use sluice_sc::admin_client::AdminClient;
+use sluice_testkit::process::{wait_for, ScProcess, ServerProcess};
 
 const TOPICS: usize = 12;
 const PARTITIONS: u32 = 16;
@@ -39,8 +37,8 @@ fn settled(client: &mut AdminClient) -> Assignments {
 fn kill_during_topic_creation_then_restart_keeps_every_partition_in_place() {
     let dir = tempfile::tempdir().unwrap();
     let data = dir.path().join("data");
-    let sc = ScProcess::start(&data, &[]);
-    let mut client = sc.client();
+    let mut sc = ScProcess::start(&data);
+    let mut client = sc.admin();
     for id in 0..3 {
         let spec = SpuSpec {
             id: SpuId(id),
@@ -67,8 +65,8 @@ fn kill_during_topic_creation_then_restart_keeps_every_partition_in_place() {
     );
     sc.kill();
 
-    let sc = ScProcess::start(&data, &[]);
-    let mut client = sc.client();
+    let mut sc = ScProcess::start(&data);
+    let mut client = sc.admin();
     let after_restart = settled(&mut client);
     let topics: Vec<TopicName> =
         client.list_topics().unwrap().topics.into_iter().map(|topic| topic.name).collect();
@@ -89,8 +87,8 @@ fn kill_during_topic_creation_then_restart_keeps_every_partition_in_place() {
     }
 
     // A clean restart moves nothing either.
-    assert!(sc.terminate());
-    let sc = ScProcess::start(&data, &[]);
-    let mut client = sc.client();
+    assert!(sc.terminate().status.success());
+    let sc = ScProcess::start(&data);
+    let mut client = sc.admin();
     assert_eq!(settled(&mut client), after_restart, "a restart must move no partition");
 }

@@ -4,7 +4,6 @@
 mod process_common;
 
 use process_common::test_spu::TestSpu;
-use process_common::{wait_for, ScProcess};
 use sluice_proto::api::control::{
     HeartbeatRequest, LiveReplica, LiveReplicaStatus, ReplicaUpdate, RequestSnapshot, SnapshotKind,
     SpuRegisterResponse, SpuUpdate,
@@ -16,21 +15,22 @@ use sluice_proto::ids::{LeaderEpoch, Offset, PartitionId, SpuId, TimestampMs};
 use sluice_proto::object::{
     PartitionKey, ReplicaStatus, SpuResolution, SpuSpec, SpuType, TopicName, TopicSpec,
 };
+use sluice_testkit::process::{wait_for, ScProcess};
 
 fn custom_spu(id: i32) -> SpuSpec {
     SpuSpec { id: SpuId(id), spu_type: SpuType::Custom, ..SpuSpec::default() }
 }
 
 fn spu_resolution(sc: &ScProcess, id: i32) -> Option<SpuResolution> {
-    let spus = sc.client().list_spus().unwrap().spus;
+    let spus = sc.admin().list_spus().unwrap().spus;
     spus.into_iter().find(|spu| spu.spec.id == SpuId(id)).map(|spu| spu.status.resolution)
 }
 
 #[test]
 fn spu_registers_gets_replicas_goes_offline_and_returns() {
     let dir = tempfile::tempdir().unwrap();
-    let sc = ScProcess::start(&dir.path().join("data"), &["--heartbeat-timeout-ms=1000"]);
-    let mut admin = sc.client();
+    let sc = ScProcess::builder(&dir.path().join("data")).heartbeat_timeout_ms(1_000).start();
+    let mut admin = sc.admin();
     assert!(admin.register_spu(custom_spu(1)).unwrap().error_code.is_ok());
     let first = TopicName::new("first").unwrap();
     assert!(admin

@@ -43,11 +43,11 @@ fn embedded_backend() -> Backend {
 /// A fresh Consul agent per test (tests run in parallel; an agent starts in about a second and
 /// nothing is shared), the store under `sluice/conformance/`, and a real leadership token.
 fn consul_backend() -> Backend {
-    use sluice_kvstore_consul::testing::ConsulAgent;
     use sluice_kvstore_consul::{Leadership, LeadershipConfig};
     use sluice_sc::store::consul::{ConsulStore, ConsulStoreConfig};
+    use sluice_testkit::process::consul_agent;
 
-    let agent = ConsulAgent::start().unwrap_or_else(|error| panic!("{error}"));
+    let agent = consul_agent();
     let config = ConsulStoreConfig::new(agent.config())
         .with_cluster("conformance")
         .with_watch_wait(Duration::from_secs(1));

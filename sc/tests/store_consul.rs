@@ -6,23 +6,19 @@
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use sluice_kvstore_consul::testing::ConsulAgent;
 use sluice_kvstore_consul::{Leadership, LeadershipConfig};
 use sluice_sc::store::consul::{ConsulStore, ConsulStoreConfig};
 use sluice_sc::store::{
     ExpectedVersion, FencingToken, MetadataStore, ObjectKey, ObjectKind, StoreError, TypedStore,
     Version, WatchEvent,
 };
+use sluice_testkit::process::{consul_agent, ConsulAgent};
 
 /// How long a test waits for an expected watch event (a restarted agent needs a few seconds,
 /// and the watch backs off while it is down).
 const EVENT_WAIT: Duration = Duration::from_secs(60);
 
 const LOCK_KEY: &str = "sluice/sc-leader";
-
-fn start_agent() -> ConsulAgent {
-    ConsulAgent::start().unwrap_or_else(|error| panic!("{error}"))
-}
 
 fn open_store(agent: &ConsulAgent, cluster: &str) -> ConsulStore {
     let config = ConsulStoreConfig::new(agent.config())
@@ -63,7 +59,7 @@ fn next_event(events: &crossbeam_channel::Receiver<WatchEvent>) -> WatchEvent {
 
 #[test]
 fn fencing_refuses_stale_tokens_and_accepts_the_current_one() {
-    let agent = start_agent();
+    let agent = consul_agent();
     let store = open_store(&agent, "fencing");
     let (first_leadership, first) = campaign(&agent, "sc-1");
     let version = store
@@ -127,7 +123,7 @@ fn objects_are_readable_json_under_the_documented_keys() {
         partitions: u32,
         rack: String,
     }
-    let agent = start_agent();
+    let agent = consul_agent();
     let config =
         ConsulStoreConfig::new(agent.config()).with_key_prefix("org/sluice").with_cluster("blue");
     let store = ConsulStore::open(config).expect("open");
@@ -165,7 +161,7 @@ fn objects_are_readable_json_under_the_documented_keys() {
 
 #[test]
 fn watch_reports_other_writers_changes() {
-    let agent = start_agent();
+    let agent = consul_agent();
     let store = open_store(&agent, "foreign");
     let revision = store.list(ObjectKind::Topic).unwrap().revision;
     let events = store.watch(&[ObjectKind::Topic], revision).unwrap();
@@ -209,7 +205,7 @@ fn watch_reports_other_writers_changes() {
 
 #[test]
 fn watch_resyncs_after_the_agent_restarts_and_the_store_recovers() {
-    let mut agent = start_agent();
+    let mut agent = consul_agent();
     let store = open_store(&agent, "restart");
     // Enough writes that the restarted agent's index starts well below the watch's position.
     for index in 0..20 {
@@ -240,7 +236,7 @@ fn watch_resyncs_after_the_agent_restarts_and_the_store_recovers() {
 
 #[test]
 fn an_agent_outage_is_a_clean_error_and_watches_end_with_the_store() {
-    let mut agent = start_agent();
+    let mut agent = consul_agent();
     let store = open_store(&agent, "outage");
     let version =
         store.put(ObjectKind::Spu, &key("1"), b"{}", ExpectedVersion::Absent, None).unwrap();

@@ -551,7 +551,7 @@ fn idempotent_batches_are_appended_once_and_in_sequence() {
     // After a crash and restart the SPU rebuilds the producers from the newest batches: a
     // retry of the last batch is still a duplicate and the next sequence follows it.
     drop(client);
-    cluster.restart_spu_after_kill();
+    cluster.spu.restart();
     cluster.wait_served(&topic, 1);
     let mut client = cluster.core_client(core);
     assert_eq!(

@@ -9,7 +9,9 @@ use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::time::Duration;
 
-use process_common::{batch, record_values, value_for, wait_for, Cluster, SpuClient};
+use process_common::{
+    batch, record_values, value_for, wait_for, Cluster, ServerProcess, SpuClient,
+};
 use sluice_proto::api::api_versions::ApiVersionsResponse;
 use sluice_proto::api::fetch::{FetchResponse, Isolation};
 use sluice_proto::api::list_offsets::OffsetSpec;
@@ -363,7 +365,7 @@ fn restart_after_kill_keeps_every_acknowledged_record() {
             }],
         });
     }
-    cluster.restart_spu_after_kill();
+    cluster.spu.restart();
     cluster.wait_served(&topic, 2);
     let mut client = SpuClient::connect(cluster.spu.public_address);
     for partition in 0..2u32 {
@@ -404,8 +406,8 @@ fn sigterm_stops_cleanly_and_the_data_stays() {
     }
     drop(client);
     // Acks none: nothing awaited; a clean stop must still make the appends durable.
-    assert!(cluster.spu.terminate(), "sluice-spu exits 0 on SIGTERM");
-    cluster.start_spu_again();
+    assert!(cluster.spu.terminate().status.success(), "sluice-spu exits 0 on SIGTERM");
+    cluster.spu.restart();
     cluster.wait_served(&topic, 2);
     let mut client = SpuClient::connect(cluster.spu.public_address);
     for partition in 0..2u32 {

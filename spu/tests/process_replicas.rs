@@ -82,7 +82,7 @@ fn partitions_hosted_elsewhere_are_refused_and_core_ports_are_published() {
         ..Default::default()
     };
     assert!(cluster.sc.admin().register_spu(spec).unwrap().error_code.is_ok());
-    let second = process_common::SpuProcess::start(
+    let second = process_common::start_spu(
         second_id,
         cluster.sc.private_address,
         &cluster.dir.path().join("second"),

@@ -17,7 +17,6 @@ use std::time::{Duration, Instant};
 
 use glommio::channels::local_channel;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement};
-use sluice_kvstore_consul::testing::ConsulAgent;
 use sluice_proto::api::control::{
     LiveReplica, LiveReplicaStatus, ReplicaAssignment, ReplicaUpdate, RequestSnapshot,
     SnapshotKind, SpuRegisterRequest, SpuRegisterResponse,
@@ -31,8 +30,8 @@ use sluice_proto::object::{
 };
 use sluice_sc::admin_client::AdminClient;
 use sluice_sc::config::{ScArgs, StoreBackend};
-use sluice_sc::process::Sc;
 use sluice_spu::sc_link::{self, ScLinkConfig, ScLinkEvent};
+use sluice_testkit::process::{consul_agent, wait_for_within, ConsulAgent, EmbeddedSc};
 
 /// Longest wait for an expected event.
 const EVENT_TIMEOUT: Duration = Duration::from_secs(20);
@@ -171,69 +170,21 @@ impl Drop for Link {
     }
 }
 
-/// An in-process SC on the embedded store; stopped on drop.
-struct ScGuard {
-    sc: Option<Sc>,
-    public_address: SocketAddr,
-    private_address: SocketAddr,
+/// An SC on this process's threads with the embedded store, on `private_address`.
+fn start_sc(data_dir: &Path, private_address: &str) -> EmbeddedSc {
+    let private_address = Some(private_address.parse().expect("an address"));
+    EmbeddedSc::start_with(ScArgs { private_address, ..EmbeddedSc::args(data_dir) })
 }
 
-impl ScGuard {
-    fn start(data_dir: &Path, private_address: &str) -> ScGuard {
-        let args = ScArgs {
-            metrics_address: Some("127.0.0.1:0".parse().unwrap()),
-            public_address: Some("127.0.0.1:0".parse().unwrap()),
-            private_address: Some(private_address.parse().unwrap()),
-            data_dir: Some(data_dir.to_owned()),
-            ..ScArgs::default()
-        };
-        Self::start_with(args)
-    }
-
-    /// An SC on a Consul agent: active if it wins the lock, standby otherwise.
-    fn start_on_consul(agent: &ConsulAgent) -> ScGuard {
-        let args = ScArgs {
-            metrics_address: Some("127.0.0.1:0".parse().unwrap()),
-            public_address: Some("127.0.0.1:0".parse().unwrap()),
-            private_address: Some("127.0.0.1:0".parse().unwrap()),
-            store: Some(StoreBackend::Consul),
-            consul_address: Some(agent.http_address()),
-            cluster: Some("sc-link".into()),
-            ..ScArgs::default()
-        };
-        Self::start_with(args)
-    }
-
-    fn start_with(args: ScArgs) -> ScGuard {
-        let sc = Sc::start(&args.resolve().unwrap()).expect("start the SC");
-        ScGuard {
-            public_address: sc.public_address,
-            private_address: sc.private_address,
-            sc: Some(sc),
-        }
-    }
-
-    fn admin(&self) -> AdminClient {
-        AdminClient::connect(self.public_address).unwrap()
-    }
-
-    fn is_active(&self) -> bool {
-        self.sc.as_ref().is_some_and(Sc::is_active)
-    }
-
-    fn stop(mut self) {
-        if let Some(sc) = self.sc.take() {
-            sc.shutdown();
-        }
-    }
-}
-
-impl Drop for ScGuard {
-    fn drop(&mut self) {
-        if let Some(sc) = self.sc.take() {
-            sc.shutdown();
-        }
-    }
+/// An SC on a Consul agent: active if it wins the lock, standby otherwise.
+fn start_sc_on_consul(agent: &ConsulAgent) -> EmbeddedSc {
+    EmbeddedSc::start_with(ScArgs {
+        data_dir: None,
+        store: Some(StoreBackend::Consul),
+        consul_address: Some(agent.http_address()),
+        cluster: Some("sc-link".into()),
+        ..EmbeddedSc::args(Path::new(""))
+    })
 }
 
 fn register_spu(admin: &mut AdminClient, id: i32) {
@@ -246,15 +197,8 @@ fn create_topic(admin: &mut AdminClient, name: &str, partitions: u32) {
     assert!(admin.create_topic(TopicName::new(name).unwrap(), spec).unwrap().error_code.is_ok());
 }
 
-fn wait_for<T>(what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + EVENT_TIMEOUT;
-    loop {
-        if let Some(value) = condition() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_for<T>(what: &str, condition: impl FnMut() -> Option<T>) -> T {
+    wait_for_within(what, EVENT_TIMEOUT, condition)
 }
 
 fn status_report(key: &PartitionKey, high_watermark: i64) -> LiveReplicaStatus {
@@ -291,7 +235,7 @@ fn closed_port() -> String {
 #[test]
 fn registers_follows_topics_and_survives_an_sc_restart() {
     let dir = tempfile::tempdir().unwrap();
-    let sc = ScGuard::start(&dir.path().join("sc"), "127.0.0.1:0");
+    let sc = start_sc(&dir.path().join("sc"), "127.0.0.1:0");
     let mut admin = sc.admin();
     register_spu(&mut admin, 1);
     // A dead first address: the link moves on to the next one.
@@ -326,7 +270,7 @@ fn registers_follows_topics_and_survives_an_sc_restart() {
     let reason = link.disconnected();
     assert!(!reason.is_empty());
     link.status.send(status_report(&key, 77)).unwrap();
-    let sc = ScGuard::start(&dir.path().join("sc"), &private);
+    let sc = start_sc(&dir.path().join("sc"), &private);
     assert_eq!(link.connected().to_string(), private);
     let again = link.replicas(5);
     assert_eq!(again, both, "the full snapshot after reconnecting is the same replica set");
@@ -339,7 +283,7 @@ fn registers_follows_topics_and_survives_an_sc_restart() {
 #[test]
 fn unknown_spu_is_refused_until_registered() {
     let dir = tempfile::tempdir().unwrap();
-    let sc = ScGuard::start(&dir.path().join("sc"), "127.0.0.1:0");
+    let sc = start_sc(&dir.path().join("sc"), "127.0.0.1:0");
     let link = Link::start(vec![sc.private_address.to_string()], 7);
     // Refused: no connection while the SPU is unknown (several retries fit in this window).
     match link.events.recv_timeout(Duration::from_secs(1)) {
@@ -444,10 +388,10 @@ fn epoch_gap_asks_for_a_snapshot_and_silence_drops_the_connection() {
 
 #[test]
 fn standby_is_skipped_and_the_link_follows_the_new_active_sc() {
-    let agent = ConsulAgent::start().unwrap_or_else(|error| panic!("{error}"));
-    let active = ScGuard::start_on_consul(&agent);
+    let agent = consul_agent();
+    let active = start_sc_on_consul(&agent);
     assert!(active.is_active());
-    let standby = ScGuard::start_on_consul(&agent);
+    let standby = start_sc_on_consul(&agent);
     assert!(!standby.is_active(), "the second SC on the same cluster stands by");
     let mut admin = active.admin();
     register_spu(&mut admin, 1);

@@ -3,18 +3,16 @@
 //! address it knows (the SC link reconnecting with backoff).
 //!
 //! Uses the SPU process harness of `process_common` (an in-process SC on the embedded store,
-//! the SPU as a child process).
+//! the SPU as a child process, both from `sluice_testkit::process`).
 
 mod process_common;
 
-use process_common::{batch, wait_for, Cluster, SpuClient, SPU_ID};
+use process_common::{batch, wait_for, Cluster, EmbeddedSc, SpuClient, SPU_ID};
 use sluice_proto::api::produce::Acks;
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::ids::{Offset, SpuId};
 use sluice_proto::object::SpuResolution;
-use sluice_sc::admin_client::AdminClient;
 use sluice_sc::config::ScArgs;
-use sluice_sc::process::Sc;
 
 fn now_ms() -> i64 {
     let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap();
@@ -53,16 +51,13 @@ fn spu_serves_while_no_sc_runs_and_registers_again() {
 
     // An SC comes back on the address the SPU knows: the SPU registers again.
     let args = ScArgs {
-        metrics_address: Some("127.0.0.1:0".parse().unwrap()),
-        public_address: Some("127.0.0.1:0".parse().unwrap()),
         private_address: Some(private_address),
-        data_dir: Some(dir.path().join("sc")),
         heartbeat_timeout_ms: Some(3_000),
-        ..ScArgs::default()
+        ..EmbeddedSc::args(&dir.path().join("sc"))
     };
     let restarted_at_ms = now_ms();
-    let sc = Sc::start(&args.resolve().unwrap()).expect("restart the SC");
-    let mut admin = AdminClient::connect(sc.public_address).unwrap();
+    let sc = EmbeddedSc::start_with(args);
+    let mut admin = sc.admin();
     wait_for("the SPU registered again", || {
         let spus = admin.list_spus().ok()?.spus;
         let spu = spus.into_iter().find(|spu| spu.spec.id == SpuId(SPU_ID))?;
@@ -72,6 +67,6 @@ fn spu_serves_while_no_sc_runs_and_registers_again() {
     let outcome = client.produce(&topic, 0, &batch(&[b"after"], 3_000), Acks::Leader);
     assert_eq!(outcome.error_code, ErrorCode::None);
     assert_eq!(outcome.base_offset, Some(Offset(11)));
-    sc.shutdown();
+    sc.stop();
     drop(spu);
 }

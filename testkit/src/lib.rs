@@ -1,5 +1,8 @@
 //! Test support shared by Sluice's process tests and fault campaigns.
 //!
+//! - [`process`]: the harness of every process test: `sluice-sc`, `sluice-spu` and Consul as
+//!   children of the test on OS-chosen ports, waits with deadlines, a whole [`TestCluster`]
+//!   in one call. Start there.
 //! - [`netns`]: the multi-host cluster of `deploy/netns/up` (every host a network namespace on
 //!   one bridge): its layout, the processes it recorded, and the controls a fault needs (signal,
 //!   restart from the recorded command line, nftables, `tc`, the SPU's own small volume).
@@ -15,7 +18,9 @@ pub mod campaign;
 pub mod error;
 pub mod inject;
 pub mod netns;
+pub mod process;
 pub mod recovery;
 pub mod schedule;
 
 pub use error::TestkitError;
+pub use process::TestCluster;

@@ -12,6 +12,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use sluice_testkit::process;
+
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("testkit/ has a parent").to_path_buf()
 }
@@ -25,14 +27,14 @@ fn one_round_of_every_fault_loses_nothing() {
         );
         return;
     }
-    let bin_dir = Path::new(env!("CARGO_BIN_EXE_sluice-faults")).parent().unwrap().to_path_buf();
-    for binary in ["sluice", "sluice-sc", "sluice-spu", "sluice-perf"] {
-        assert!(
-            bin_dir.join(binary).is_file(),
-            "no {binary} in {}: build the workspace first (cargo build --workspace)",
-            bin_dir.display()
-        );
-    }
+    let bin_dir = process::bin_dir();
+    process::require_binaries(&[
+        "sluice",
+        "sluice-sc",
+        "sluice-spu",
+        "sluice-perf",
+        "sluice-faults",
+    ]);
     let seed: u64 = std::env::var("SLUICE_TEST_SEED")
         .ok()
         .and_then(|seed| seed.parse().ok())

@@ -1,5 +1,7 @@
-//! Test harness: runs the real `sluice` binary, and owns a local cluster started with it in a
-//! temporary data directory (stopped, and its recorded processes killed, when the guard drops).
+//! Test support of the CLI: runs the real `sluice` binary, and owns a local cluster started
+//! with it (`sluice cluster start --local`, the command under test) in a temporary data
+//! directory (stopped, and its recorded processes killed, when the guard drops). Servers a test
+//! starts itself come from `sluice_testkit::process`.
 
 #![allow(dead_code)]
 
@@ -10,19 +12,6 @@ use std::process::{Command, Output, Stdio};
 /// The `sluice` binary under test.
 pub fn sluice_bin() -> PathBuf {
     PathBuf::from(env!("CARGO_BIN_EXE_sluice"))
-}
-
-/// Fails with a clear message when `sluice-sc` / `sluice-spu` are not next to `sluice`.
-pub fn require_server_binaries() {
-    let dir = sluice_bin().parent().expect("binary directory").to_owned();
-    for name in ["sluice-sc", "sluice-spu"] {
-        assert!(
-            dir.join(name).is_file(),
-            "{name} is not in {}: build it first with `cargo build -p sluice-sc -p sluice-spu` \
-             (with the same CARGO_TARGET_DIR and profile), or run `cargo test --workspace`",
-            dir.display()
-        );
-    }
 }
 
 /// The result of one `sluice` run.
@@ -116,15 +105,6 @@ pub fn pid_alive(pid: u32) -> bool {
     }
 }
 
-/// Polls `condition` every 20 ms until it holds; panics after 30 s.
-pub fn wait_until(what: &str, mut condition: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    while !condition() {
-        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(std::time::Duration::from_millis(20));
-    }
-}
-
 /// A local cluster in a temporary directory; stopped on drop.
 pub struct LocalCluster {
     pub data_dir: tempfile::TempDir,
@@ -133,7 +113,7 @@ pub struct LocalCluster {
 impl LocalCluster {
     /// A cluster guard on a fresh temporary directory (nothing started yet).
     pub fn new() -> LocalCluster {
-        require_server_binaries();
+        sluice_testkit::process::require_binaries(&["sluice-sc", "sluice-spu"]);
         LocalCluster { data_dir: tempfile::tempdir().expect("temporary directory") }
     }
 

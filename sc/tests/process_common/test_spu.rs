@@ -15,7 +15,7 @@ use sluice_proto::frame::{encode_request, Frame, FrameDecoder};
 use sluice_proto::ids::{CorrelationId, SpuId};
 use sluice_proto::object::{Endpoint, PartitionKey};
 
-use super::CONDITION_TIMEOUT;
+use sluice_testkit::process::CONDITION_TIMEOUT;
 
 /// A test SPU on one control connection.
 pub struct TestSpu {

@@ -1,12 +1,6 @@
-//! Test harness for the `sluice-spu` process: an SC, a real `sluice-spu` child process on
-//! OS-chosen ports (killed by its `Child` handle on drop), and a small raw-protocol client
-//! built on `sluice_proto`.
-//!
-//! The SC runs in this test process through the `sluice_sc` library (`Sc::start`, the very
-//! code the `sluice-sc` binary runs on its own threads): a dev-dependency cannot give this
-//! package the SC's binary path (Cargo only exports `CARGO_BIN_EXE_*` for the package's own
-//! binaries), and building it from inside a test would contend for Cargo's build lock. The SPU,
-//! the process under test, is the real binary.
+//! Test support of the SPU's process tests: a cluster of an SC and one real `sluice-spu`
+//! (both started by `sluice_testkit::process`; the SC on this process's threads, see
+//! [`EmbeddedSc`]), and a small raw-protocol client built on `sluice_proto`.
 
 #![allow(dead_code)]
 
@@ -14,8 +8,7 @@ pub mod replicated;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use sluice_proto::api::fetch::{
@@ -36,198 +29,27 @@ use sluice_proto::ids::{
 };
 use sluice_proto::object::{SpuSpec, SpuType, TopicName, TopicSpec};
 use sluice_proto::record::{BatchBuilder, Batches};
-use sluice_sc::admin_client::AdminClient;
-use sluice_sc::config::ScArgs;
-use sluice_sc::process::Sc;
+#[allow(unused_imports)] // each test binary uses some of them
+pub use sluice_testkit::process::{
+    metric_sum, scrape_metrics as scrape, wait_for, EmbeddedSc, ServerProcess, SpuProcess,
+    CONDITION_TIMEOUT,
+};
 
-/// Longest wait for a process to report its addresses.
-pub const READY_TIMEOUT: Duration = Duration::from_secs(30);
-/// Longest wait for an eventually true condition or a response.
-pub const CONDITION_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Polls `condition` until it returns `Some`, or panics with `what` after the deadline.
-pub fn wait_for<T>(what: &str, mut condition: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + CONDITION_TIMEOUT;
-    loop {
-        if let Some(value) = condition() {
-            return value;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
-/// An SC running on this process's threads; stopped on drop.
-pub struct ScGuard {
-    sc: Option<Sc>,
-    pub public_address: SocketAddr,
-    pub private_address: SocketAddr,
-}
-
-impl ScGuard {
-    pub fn start(data_dir: &Path) -> ScGuard {
-        let args = ScArgs {
-            metrics_address: Some("127.0.0.1:0".parse().unwrap()),
-            public_address: Some("127.0.0.1:0".parse().unwrap()),
-            private_address: Some("127.0.0.1:0".parse().unwrap()),
-            data_dir: Some(data_dir.to_owned()),
-            heartbeat_timeout_ms: Some(3_000),
-            ..ScArgs::default()
-        };
-        let sc = Sc::start(&args.resolve().expect("SC config")).expect("start the SC");
-        ScGuard {
-            public_address: sc.public_address,
-            private_address: sc.private_address,
-            sc: Some(sc),
-        }
-    }
-
-    pub fn admin(&self) -> AdminClient {
-        AdminClient::connect(self.public_address).expect("connect to the SC")
-    }
-}
-
-impl Drop for ScGuard {
-    fn drop(&mut self) {
-        if let Some(sc) = self.sc.take() {
-            sc.shutdown();
-        }
-    }
-}
-
-/// The binary under test: `SLUICE_SPU_BIN` (e.g. a release build for measurements), else the
-/// one Cargo built for these tests.
-pub fn spu_binary() -> PathBuf {
-    std::env::var_os("SLUICE_SPU_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_sluice-spu")))
-}
-
-/// The Prometheus text of the SPU's metrics endpoint.
-pub fn scrape(address: SocketAddr) -> String {
-    let mut stream = TcpStream::connect(address).expect("connect to the metrics endpoint");
-    stream.set_read_timeout(Some(CONDITION_TIMEOUT)).unwrap();
-    stream.write_all(b"GET /metrics HTTP/1.0\r\nHost: spu\r\n\r\n").unwrap();
-    let mut text = String::new();
-    stream.read_to_string(&mut text).expect("read the metrics");
-    assert!(text.starts_with("HTTP/1.") && text.contains(" 200 "), "{text}");
-    text
-}
-
-/// The sum over cores (and other labels) of the series named `name`.
-pub fn metric_sum(text: &str, name: &str) -> u64 {
-    text.lines()
-        .filter(|line| {
-            line.starts_with(&format!("{name}{{")) || line.starts_with(&format!("{name} "))
-        })
-        .filter_map(|line| line.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as u64
-}
-
-/// A running `sluice-spu`; killed on drop.
-pub struct SpuProcess {
-    child: Child,
-    pub public_address: SocketAddr,
-    pub private_address: SocketAddr,
-    pub metrics_address: SocketAddr,
-    pub core_addresses: Vec<SocketAddr>,
-    /// Each core's own private (replication) port.
-    pub core_private_addresses: Vec<SocketAddr>,
-}
-
-impl SpuProcess {
-    /// Starts SPU `id` on `data_dir` against the SC at `sc` and waits until it is registered.
-    pub fn start(id: i32, sc: SocketAddr, data_dir: &Path, cores: u16, extra: &[&str]) -> Self {
-        let ready_file = data_dir.with_extension(format!("ready-{id}"));
-        let _ = std::fs::remove_file(&ready_file);
-        let mut command = Command::new(spu_binary());
-        command
-            .arg(format!("--id={id}"))
-            .arg(format!("--sc={sc}"))
-            .arg("--public-address=127.0.0.1:0")
-            .arg("--private-address=127.0.0.1:0")
-            .arg("--metrics-address=127.0.0.1:0")
-            .arg(format!("--cores={cores}"))
-            .arg("--free-bytes-min=0")
-            .arg("--data-dir")
-            .arg(data_dir)
-            .arg("--ready-file")
-            .arg(&ready_file)
-            .args(extra)
-            .env("RUST_LOG", std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit());
-        let mut child = die_with_parent(&mut command).spawn().expect("spawn sluice-spu");
-        let deadline = Instant::now() + READY_TIMEOUT;
-        let text = loop {
-            if let Ok(text) = std::fs::read_to_string(&ready_file) {
-                break text;
-            }
-            if let Some(status) = child.try_wait().expect("poll sluice-spu") {
-                panic!("sluice-spu exited before it was ready: {status}");
-            }
-            assert!(Instant::now() < deadline, "sluice-spu not ready within {READY_TIMEOUT:?}");
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let _ = std::fs::remove_file(&ready_file);
-        let address = |name: &str| -> SocketAddr {
-            text.lines()
-                .find_map(|line| line.strip_prefix(&format!("{name}=")))
-                .unwrap_or_else(|| panic!("no {name} address in {text:?}"))
-                .parse()
-                .expect("address")
-        };
-        let core_addresses = (0..cores).map(|core| address(&format!("core.{core}"))).collect();
-        let core_private_addresses =
-            (0..cores).map(|core| address(&format!("core_private.{core}"))).collect();
-        SpuProcess {
-            public_address: address("public"),
-            private_address: address("private"),
-            metrics_address: address("metrics"),
-            core_addresses,
-            core_private_addresses,
-            child,
-        }
-    }
-
-    /// `kill -9`, then reap.
-    pub fn kill(&mut self) {
-        self.child.kill().expect("kill sluice-spu");
-        self.child.wait().expect("reap sluice-spu");
-    }
-
-    /// SIGTERM, then wait for the exit; returns whether it exited successfully.
-    pub fn terminate(&mut self) -> bool {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status().expect("run kill");
-        assert!(sent.success());
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if let Some(status) = self.child.try_wait().expect("poll sluice-spu") {
-                return status.success();
-            }
-            assert!(Instant::now() < deadline, "sluice-spu did not stop after SIGTERM");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Whether the process still runs.
-    pub fn is_running(&mut self) -> bool {
-        self.child.try_wait().expect("poll sluice-spu").is_none()
-    }
-}
-
-impl Drop for SpuProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// Starts SPU `id` on `data_dir` against the SC at `sc` and waits until it is registered.
+pub fn start_spu(
+    id: i32,
+    sc: SocketAddr,
+    data_dir: &std::path::Path,
+    cores: u16,
+    extra: &[&str],
+) -> SpuProcess {
+    SpuProcess::builder(data_dir).id(id).sc(sc).cores(cores).flags(extra).start()
 }
 
 /// An SC plus one SPU (id 1) with `cores` cores, in a temporary directory.
 pub struct Cluster {
     pub spu: SpuProcess,
-    pub sc: ScGuard,
+    pub sc: EmbeddedSc,
     pub dir: tempfile::TempDir,
     pub cores: u16,
 }
@@ -241,28 +63,16 @@ impl Cluster {
 
     pub fn start_with(cores: u16, extra: &[&str]) -> Cluster {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let sc = ScGuard::start(&dir.path().join("sc"));
+        let sc = EmbeddedSc::start(&dir.path().join("sc"));
         let spec = SpuSpec { id: SpuId(SPU_ID), spu_type: SpuType::Custom, ..SpuSpec::default() };
         let registered = sc.admin().register_spu(spec).expect("register the SPU");
         assert!(registered.error_code.is_ok(), "{registered:?}");
-        let spu = SpuProcess::start(SPU_ID, sc.private_address, &Self::spu_dir(&dir), cores, extra);
+        let spu = start_spu(SPU_ID, sc.private_address, &Self::spu_dir(&dir), cores, extra);
         Cluster { spu, sc, dir, cores }
     }
 
     pub fn spu_dir(dir: &tempfile::TempDir) -> PathBuf {
         dir.path().join("spu")
-    }
-
-    /// Kills the SPU with SIGKILL and starts it again on the same data directory.
-    pub fn restart_spu_after_kill(&mut self) {
-        self.spu.kill();
-        self.start_spu_again();
-    }
-
-    /// Starts the SPU again on the same data directory (the previous process is gone).
-    pub fn start_spu_again(&mut self) {
-        let data_dir = Self::spu_dir(&self.dir);
-        self.spu = SpuProcess::start(SPU_ID, self.sc.private_address, &data_dir, self.cores, &[]);
     }
 
     /// Creates a topic of `partitions` partitions (replication 1) and waits until the SPU
@@ -510,21 +320,4 @@ pub fn record_values(records: &[u8]) -> Vec<(Offset, Vec<u8>)> {
 /// Deterministic value bytes for record `index` of partition `partition`.
 pub fn value_for(partition: u32, index: usize, length: usize) -> Vec<u8> {
     (0..length).map(|position| (partition as usize * 31 + index * 7 + position) as u8).collect()
-}
-
-/// Makes `command`'s process die with the thread that starts it: a test process that is
-/// itself killed (a timeout, ^C) never runs the drop that kills its children, and orphaned
-/// servers would keep running (found burning the CPUs under a later benchmark).
-fn die_with_parent(command: &mut Command) -> &mut Command {
-    use std::os::unix::process::CommandExt;
-    // SAFETY: only prctl(2), async-signal-safe, runs between fork and exec.
-    unsafe {
-        command.pre_exec(|| {
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) == 0 {
-                Ok(())
-            } else {
-                Err(std::io::Error::last_os_error())
-            }
-        })
-    }
 }

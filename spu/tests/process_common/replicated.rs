@@ -1,5 +1,5 @@
 //! A replicated cluster for process tests: an SC on this process's threads and several real
-//! `sluice-spu` children (each with its own data directory, killed by handle on drop), plus
+//! `sluice-spu` children (each with its own data directory, started by `sluice_testkit`), plus
 //! helpers to find leaders, wait for in-sync sets, and read a replica's log from its files.
 
 #![allow(dead_code)]
@@ -12,7 +12,7 @@ use sluice_proto::error_code::ErrorCode;
 use sluice_proto::ids::{Offset, PartitionId, SpuId};
 use sluice_proto::object::{Endpoint, PartitionKey, SpuSpec, SpuType, TopicName, TopicSpec};
 
-use super::{wait_for, ScGuard, SpuClient, SpuProcess};
+use super::{start_spu, wait_for, EmbeddedSc, ServerProcess, SpuClient, SpuProcess};
 
 /// Extra flags of every SPU: a short lag limit so tests see in-sync changes quickly.
 pub const SPU_FLAGS: &[&str] = &["--replica-lag-max-ms=3000", "--heartbeat-interval-ms=200"];
@@ -20,14 +20,14 @@ pub const SPU_FLAGS: &[&str] = &["--replica-lag-max-ms=3000", "--heartbeat-inter
 /// An SC and `n` SPUs with ids 1..=n, one core each.
 pub struct Replicated {
     pub spus: Vec<Option<SpuProcess>>,
-    pub sc: ScGuard,
+    pub sc: EmbeddedSc,
     pub dir: tempfile::TempDir,
 }
 
 impl Replicated {
     pub fn start(count: usize) -> Replicated {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let sc = ScGuard::start(&dir.path().join("sc"));
+        let sc = EmbeddedSc::start(&dir.path().join("sc"));
         for id in 1..=count as i32 {
             let spec = SpuSpec {
                 id: SpuId(id),
@@ -52,7 +52,7 @@ impl Replicated {
     }
 
     fn spawn(&self, id: i32) -> SpuProcess {
-        SpuProcess::start(id, self.sc.private_address, &self.data_dir(id), 1, SPU_FLAGS)
+        start_spu(id, self.sc.private_address, &self.data_dir(id), 1, SPU_FLAGS)
     }
 
     pub fn spu(&mut self, id: i32) -> &mut SpuProcess {
@@ -135,30 +135,7 @@ impl Replicated {
 /// The record batches of a replica's log, read from its segment files (sorted by base offset),
 /// until the first position that does not hold a whole batch (the preallocated zeros).
 pub fn log_batches(spu_data_dir: &Path, spu: i32, key: &PartitionKey) -> Vec<(Offset, Vec<u8>)> {
-    let directory = spu_data_dir.join(format!("spu-{spu}")).join(key.to_string());
-    let mut segments: Vec<PathBuf> = std::fs::read_dir(&directory)
-        .map(|entries| entries.filter_map(|entry| Some(entry.ok()?.path())).collect())
-        .unwrap_or_default();
-    segments.retain(|path| path.extension().is_some_and(|extension| extension == "log"));
-    segments.sort();
-    let mut batches = Vec::new();
-    for segment in segments {
-        let bytes = std::fs::read(&segment).expect("read a segment");
-        let mut position = 0;
-        while let Some(header) = bytes.get(position..position + 12) {
-            let base = i64::from_be_bytes(header[..8].try_into().unwrap());
-            let length = i32::from_be_bytes(header[8..12].try_into().unwrap());
-            if length <= 0 {
-                break;
-            }
-            let end = position + 12 + length as usize;
-            let Some(batch) = bytes.get(position..end) else { break };
-            if sluice_proto::record::validate_batch(batch, 64 << 20).is_err() {
-                break;
-            }
-            batches.push((Offset(base), batch.to_vec()));
-            position = end;
-        }
-    }
-    batches
+    sluice_testkit::process::log_batches(
+        &spu_data_dir.join(format!("spu-{spu}")).join(key.to_string()),
+    )
 }
