@@ -11,6 +11,7 @@
 //! - [`recovery`] (pure): how long each fault kept partitions from accepting acks `all`, from the
 //!   acknowledgement timeline `sluice-perf check --timeline` writes.
 //! - [`inject`]: applies and heals one fault on the namespace cluster.
+//! - [`volume`]: a small loop-mounted filesystem a test can fill (full disks).
 //! - [`campaign`]: `sluice-faults`: `sluice-perf check` under a schedule of faults, the cluster
 //!   healed at the end, then the verdict and the report.
 
@@ -21,6 +22,7 @@ pub mod netns;
 pub mod process;
 pub mod recovery;
 pub mod schedule;
+pub mod volume;
 
 pub use error::TestkitError;
 pub use process::TestCluster;

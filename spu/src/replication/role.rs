@@ -13,8 +13,12 @@
 //!   leader and epoch, which finds its divergence point before fetching. Waiters of acks `all`
 //!   see the role change and answer `RequestTimedOut` (their appends' fate is unknown).
 //! - **Same role and epoch**: the leader takes the SC's newer in-sync set.
+//! - **A failed promotion** (the epoch's start could not be recorded: a full disk, an I/O
+//!   error) leaves the replica serving nothing while the SC names it leader, so nothing else
+//!   leads the partition: the background timer tries the promotion again every
+//!   [`PROMOTION_RETRY_INTERVAL`] for as long as the spec still names this SPU leader.
 
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use sluice_proto::api::control::{AlterInSyncPartition, AlterInSyncResult};
 use sluice_proto::error_code::ErrorCode;
@@ -27,6 +31,9 @@ use super::leader::{LeaderState, Takeover};
 use crate::config::SpuConfig;
 use crate::server::replica::{frame_batches, leader_settings, Replica};
 use crate::storage::{Appended, StorageError};
+
+/// How often a failed promotion is tried again.
+pub const PROMOTION_RETRY_INTERVAL: Duration = Duration::from_secs(1);
 
 /// What a replica is for its current epoch.
 #[derive(Debug)]
@@ -123,6 +130,7 @@ impl Replica {
         if leads {
             self.promote(&spec, in_sync, spu).await;
         } else {
+            self.promotion_retry_at.set(None);
             tracing::info!(key = %self.key, leader = %spec.leader, epoch = %spec.leader_epoch, "following");
             *self.role.borrow_mut() =
                 Role::Follower(FollowerState::new(spec.leader, spec.leader_epoch));
@@ -130,10 +138,42 @@ impl Replica {
         self.visible.notify();
     }
 
+    /// Tries a failed promotion again once its retry is due, if the spec still names this SPU
+    /// leader (see the module docs). The background timer calls it.
+    pub async fn retry_promotion(&self, spu: &SpuConfig) {
+        let due = self.promotion_retry_at.get().is_some_and(|at| Instant::now() >= at);
+        if !due || self.is_closed() {
+            return;
+        }
+        let _gate = self.role_gate.acquire().await;
+        let spec = self.spec.borrow().clone();
+        // A newer assignment may have come while the gate was held.
+        if self.promotion_retry_at.get().is_none() || spec.leader != self.me || self.is_closed() {
+            return;
+        }
+        let in_sync = self.in_sync.borrow().clone();
+        self.promote(&spec, in_sync, spu).await;
+        if self.promotion_retry_at.get().is_none() {
+            tracing::info!(key = %self.key, epoch = %spec.leader_epoch, "leading after a failed promotion");
+        }
+        self.visible.notify();
+    }
+
     async fn promote(&self, spec: &PartitionSpec, in_sync: InSyncSet, spu: &SpuConfig) {
         *self.role.borrow_mut() = Role::Starting;
+        let retrying = self.promotion_retry_at.take().is_some();
         if let Err(error) = self.log.assign_epoch(spec.leader_epoch).await {
-            tracing::error!(key = %self.key, %error, "cannot record the new leader epoch; not leading");
+            if retrying {
+                tracing::debug!(key = %self.key, %error, "still cannot record the new leader epoch");
+            } else {
+                tracing::error!(
+                    key = %self.key,
+                    %error,
+                    "cannot record the new leader epoch; not leading (trying again every {:?})",
+                    PROMOTION_RETRY_INTERVAL
+                );
+            }
+            self.promotion_retry_at.set(Some(Instant::now() + PROMOTION_RETRY_INTERVAL));
             return;
         }
         let takeover = Takeover {

@@ -621,6 +621,7 @@ async fn background_timer(core: Rc<Core>, stop: Rc<Signal>) {
                 }
             }
             replica.background_sync().await;
+            replica.retry_promotion(&core.config).await;
             if checkpoint && !replica.is_closed() {
                 if let Err(error) = replica.log().checkpoint_high_watermark().await {
                     tracing::warn!(key = %replica.key(), %error, "high-watermark checkpoint failed");

@@ -74,6 +74,9 @@ pub struct Replica {
     last_sync: Cell<std::time::Instant>,
     /// As leader: the fetch throttle of each follower a move is adding (`replication::throttle`).
     throttles: RefCell<std::collections::BTreeMap<SpuId, FetchThrottle>>,
+    /// Set when taking the leadership the SC assigned failed (the epoch could not be recorded,
+    /// e.g. on a full disk): when the background timer tries again.
+    pub(crate) promotion_retry_at: Cell<Option<std::time::Instant>>,
 }
 
 /// What a follower may fetch now.
@@ -269,6 +272,7 @@ impl Replica {
             closed: Cell::new(false),
             last_sync: Cell::new(std::time::Instant::now()),
             throttles: RefCell::default(),
+            promotion_retry_at: Cell::new(None),
         })
     }
 
