@@ -4,8 +4,10 @@
 //!
 //! One accept thread ([`run_accept`]) and one thread per connection, at most
 //! [`CONNECTIONS_MAX`] at a time; a connection beyond that is closed at once (logged). Each
-//! connection thread owns its socket and its [`FrameDecoder`]; it reads with a short timeout so it
-//! notices shutdown and, for a metadata watch, pushes updates between reads.
+//! connection thread owns its socket and its [`FrameDecoder`] (which grows only with bytes
+//! received); it reads with a timeout so it notices shutdown ([`IDLE_POLL`]) and, for a metadata
+//! watch, pushes updates between reads ([`SHUTDOWN_POLL`]). A frame started and not finished
+//! within `--frame-read-timeout-ms` closes the connection.
 //!
 //! ## Failure modes (never a panic on input)
 //!
@@ -43,8 +45,24 @@ use crate::store::MetadataStore;
 
 pub use sluice_proto::api::admin::AdminResponse;
 
-/// Most simultaneous connections on the public address; bounds threads and buffers.
-pub const CONNECTIONS_MAX: usize = 256;
+/// Most simultaneous connections on the public address; bounds threads and buffers. Every
+/// client (SDK, CLI, load generator) holds at least one for its metadata watch, so this is
+/// sized for thousands of clients: at 256 (the limit before), 256 idle connections locked
+/// every new client out. An idle connection costs a parked thread (a small stack, of which a
+/// few KiB are touched) and a wake-up every [`IDLE_POLL`]; measured in perf/README.md.
+pub const CONNECTIONS_MAX: usize = 16_384;
+/// Stack of a connection thread: handlers are shallow (decode, cache or store call, encode);
+/// the default 2 MiB would reserve 32 GiB of address space at [`CONNECTIONS_MAX`].
+pub const CONNECTION_STACK_BYTES: usize = 512 * 1024;
+/// How often a connection without a metadata watch wakes up to check for shutdown (one with a
+/// watch wakes every [`SHUTDOWN_POLL`] to push updates).
+pub const IDLE_POLL: Duration = Duration::from_secs(1);
+/// Default of `--frame-read-timeout-ms`: a client that started a frame must send the rest
+/// within this time, else its connection is closed (logged): a half-sent frame must not hold
+/// a thread and its buffer forever. A connection between requests is not timed out.
+pub const FRAME_READ_TIMEOUT_MS_DEFAULT: u64 = 30_000;
+/// Refused connections are logged at most this often (with the count since the last line).
+const REFUSAL_LOG_INTERVAL: Duration = Duration::from_secs(1);
 /// Largest admin frame accepted: 1 MiB holds an explicit assignment of thousands of partitions.
 pub const FRAME_BYTES_MAX: u32 = 1024 * 1024;
 /// How often blocked threads check the shutdown flag.
@@ -62,6 +80,8 @@ pub struct ServerContext {
     pub shutdown: Arc<AtomicBool>,
     /// SPUs that preferred-leader restores leave alone (shared with the controller thread).
     pub holds: Arc<crate::controllers::holds::LeadershipHolds>,
+    /// Longest time to receive the rest of a started frame.
+    pub frame_read_timeout: Duration,
 }
 
 /// Accepts connections until shutdown; spawns one thread per connection (bounded). A
@@ -76,6 +96,8 @@ pub fn run_accept(
         return;
     }
     let active = Arc::new(AtomicUsize::new(0));
+    let mut refused: u64 = 0;
+    let mut last_refusal_logged: Option<std::time::Instant> = None;
     while !shutdown.load(Ordering::Relaxed) {
         let (stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
@@ -90,14 +112,24 @@ pub fn run_accept(
             }
         };
         if active.load(Ordering::Relaxed) >= CONNECTIONS_MAX {
-            tracing::warn!(%peer, limit = CONNECTIONS_MAX, "too many connections; closing");
+            refused += 1;
+            if last_refusal_logged.is_none_or(|logged| logged.elapsed() >= REFUSAL_LOG_INTERVAL) {
+                last_refusal_logged = Some(std::time::Instant::now());
+                tracing::warn!(
+                    %peer, limit = CONNECTIONS_MAX, refused,
+                    "too many connections; closing (refused: since the last such line)"
+                );
+                refused = 0;
+            }
             continue;
         }
         active.fetch_add(1, Ordering::Relaxed);
         let (gate, shutdown) = (Arc::clone(&gate), Arc::clone(&shutdown));
         let guard = ActiveGuard(Arc::clone(&active));
-        let spawned =
-            std::thread::Builder::new().name(format!("sc-admin-{peer}")).spawn(move || {
+        let spawned = std::thread::Builder::new()
+            .name(format!("sc-admin-{peer}"))
+            .stack_size(CONNECTION_STACK_BYTES)
+            .spawn(move || {
                 let _guard = guard;
                 match gate.get() {
                     Some(context) => connection::serve(stream, peer, context),
