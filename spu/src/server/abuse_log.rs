@@ -1,5 +1,5 @@
 //! Log lines for connections closed because of what the client sent (bad frames, frames left
-//! half-way): a warning with the peer and the reason, at most [`WARNINGS_PER_WINDOW`] per
+//! half-way) or because the process ran out of a resource for them: a warning with the peer and the reason, at most [`WARNINGS_PER_WINDOW`] per
 //! [`WINDOW`] per core, so a flood of hostile connections cannot flood the log; the lines left
 //! out are counted and reported with the next one, and logged at debug level meanwhile.
 //!
@@ -35,8 +35,7 @@ pub fn closed(stream: &TcpStream, reason: &str) {
         let suppressed = SUPPRESSED.replace(0);
         tracing::warn!(
             %peer, reason, suppressed,
-            "closing a client connection: it sent what the protocol does not allow \
-             (suppressed: such lines left out since the last one)"
+            "closing a client connection (suppressed: such lines left out since the last one)"
         );
     } else {
         SUPPRESSED.set(SUPPRESSED.get() + 1);
