@@ -5,9 +5,11 @@
 //! One accept thread ([`run_accept`]) and one thread per connection, at most
 //! [`CONNECTIONS_MAX`] at a time; a connection beyond that is closed at once (logged). Each
 //! connection thread owns its socket and its [`FrameDecoder`] (which grows only with bytes
-//! received); it reads with a timeout so it notices shutdown ([`IDLE_POLL`]) and, for a metadata
-//! watch, pushes updates between reads ([`SHUTDOWN_POLL`]). A frame started and not finished
-//! within `--frame-read-timeout-ms` closes the connection.
+//! received); it reads with a timeout so it notices shutdown ([`IDLE_POLL`]) and, for a
+//! metadata watch, pushes updates between reads ([`SHUTDOWN_POLL`]). A frame started and not
+//! finished within `--frame-read-timeout-ms` closes the connection. The accept thread waits in
+//! `poll` on a [`LISTEN_BACKLOG`] deep queue, so a burst of thousands of connects is accepted
+//! at once.
 //!
 //! ## Failure modes (never a panic on input)
 //!
@@ -32,6 +34,7 @@ mod standby;
 pub use standby::STANDBY_MESSAGE;
 
 use std::net::{SocketAddr, TcpListener};
+use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -56,7 +59,14 @@ pub const CONNECTIONS_MAX: usize = 16_384;
 pub const CONNECTION_STACK_BYTES: usize = 512 * 1024;
 /// How often a connection without a metadata watch wakes up to check for shutdown (one with a
 /// watch wakes every [`SHUTDOWN_POLL`] to push updates).
-pub const IDLE_POLL: Duration = Duration::from_secs(1);
+/// 10,000 idle connections at 1 s cost 10,000 wake-ups a second (probe p99 +19 ms on 2 cores).
+pub const IDLE_POLL: Duration = Duration::from_secs(5);
+/// Listen backlog of the public address (std's default is 128): connections arriving in a burst
+/// beyond the backlog have their SYN dropped and retried by the client a second later (10,000
+/// connects took 72 s with 128).
+pub const LISTEN_BACKLOG: i32 = 4096;
+/// Longest wait for a connection before the accept loop checks the shutdown flag.
+const ACCEPT_POLL_MS: i32 = 100;
 /// Default of `--frame-read-timeout-ms`: a client that started a frame must send the rest
 /// within this time, else its connection is closed (logged): a half-sent frame must not hold
 /// a thread and its buffer forever. A connection between requests is not timed out.
@@ -95,6 +105,12 @@ pub fn run_accept(
         tracing::error!(%error, "cannot make the public listener non-blocking");
         return;
     }
+    // Listening again on a listening socket only changes its backlog (capped by somaxconn).
+    // SAFETY: the descriptor is the listener's, open for the whole call.
+    if unsafe { libc::listen(listener.as_raw_fd(), LISTEN_BACKLOG) } != 0 {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(%error, "cannot raise the public listener's backlog");
+    }
     let active = Arc::new(AtomicUsize::new(0));
     let mut refused: u64 = 0;
     let mut last_refusal_logged: Option<std::time::Instant> = None;
@@ -102,7 +118,12 @@ pub fn run_accept(
         let (stream, peer) = match listener.accept() {
             Ok(accepted) => accepted,
             Err(error) if error.kind() == std::io::ErrorKind::WouldBlock => {
-                std::thread::sleep(Duration::from_millis(20));
+                // Wakes as soon as a connection arrives (a fixed sleep here let the backlog
+                // overflow during bursts).
+                let mut ready =
+                    libc::pollfd { fd: listener.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid pollfd for the listener's open descriptor.
+                unsafe { libc::poll(&mut ready, 1, ACCEPT_POLL_MS) };
                 continue;
             }
             Err(error) => {
