@@ -27,6 +27,10 @@ const TOPIC_PARTITIONS: u32 = 2;
 const RSS_SAMPLE_INTERVAL: Duration = Duration::from_millis(200);
 /// Records each flood producer sends per value buffer refill (none: the value is reused).
 const PRELOAD_RECORD_BYTES: usize = 1024;
+/// Pause after opening idle connections before the held window: the servers accept and set up
+/// thousands of connections after the clients' connects returned (the kernel's backlog), and
+/// that burst is not what an idle connection costs.
+const IDLE_SETTLE: Duration = Duration::from_secs(3);
 /// The SC's public frame limit: a half frame to it announces less.
 const SC_FRAME_BYTES_MAX: u32 = 1024 * 1024;
 
@@ -245,6 +249,7 @@ fn idle(setup: &Setup, args: &IdleArgs, report: &mut AbuseReport) -> Result<(), 
         report.figure(format!("{target} connections opened"), streams.len() as f64, "");
         held.push((target, streams));
     }
+    std::thread::sleep(IDLE_SETTLE);
     report.probe.push(setup.probe.window("idle held", setup.common.window));
     setup.sample(report, &targets, "idle held");
     for (target, streams) in &mut held {
