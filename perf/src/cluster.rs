@@ -46,12 +46,21 @@ pub struct LocalClusterConfig {
     pub spus: u32,
     /// Extra flags of the SC (e.g. `--heartbeat-timeout-ms=2000`).
     pub sc_flags: Vec<String>,
+    /// Extra flags of every SPU (e.g. `--frame-read-timeout-ms=1000`).
+    pub spu_flags: Vec<String>,
 }
 
 impl LocalClusterConfig {
     /// One SPU with `cores` cores (all when `None`), binaries found as [`find_binary`] says.
     pub fn single_spu(data_dir: PathBuf, cores: Option<u32>, bin_dir: Option<PathBuf>) -> Self {
-        LocalClusterConfig { data_dir, cores, bin_dir, spus: 1, sc_flags: Vec::new() }
+        LocalClusterConfig {
+            data_dir,
+            cores,
+            bin_dir,
+            spus: 1,
+            sc_flags: Vec::new(),
+            spu_flags: Vec::new(),
+        }
     }
 }
 
@@ -128,6 +137,7 @@ impl LocalCluster {
                 "--delete-bytes-per-second=0".into(),
             ];
             arguments.extend(config.cores.map(|cores| format!("--cores={cores}")));
+            arguments.extend(config.spu_flags.iter().cloned());
             let log = logs.join(format!("spu-{id}.log"));
             let process = ChildGuard(None);
             local.spus.push(SpuChild { id, process, arguments, ready_file, log });
@@ -271,6 +281,11 @@ impl LocalCluster {
             .chain(self.spus.iter().map(|spu| &spu.process))
             .filter_map(|guard| guard.0.as_ref().map(std::process::Child::id))
             .collect()
+    }
+
+    /// PID of the SC.
+    pub fn sc_pid(&self) -> Option<u32> {
+        self.sc.0.as_ref().map(std::process::Child::id)
     }
 
     /// PID of the first SPU.

@@ -285,6 +285,7 @@ pub fn run_failover(args: &FailoverArgs) -> Result<FailoverReport, PerfError> {
         bin_dir: args.bin_dir.clone(),
         spus: SPUS,
         sc_flags,
+        spu_flags: Vec::new(),
     })?;
     let outcome = measure(args, &mut local, heartbeat_timeout_ms);
     drop(local);

@@ -5,6 +5,7 @@
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use sluice_perf::abuse::AbuseArgs;
 use sluice_perf::args::{FailoverArgs, SuiteArgs, WorkloadArgs};
 use sluice_perf::check::run::{run_check, CheckArgs};
 use sluice_perf::failover::{run_failover, summary_table};
@@ -49,6 +50,15 @@ enum Command {
     /// acknowledgement); progress per event on stderr, p50 / p99 / max against issue 18's
     /// targets on stdout. Exits non-zero when a target is missed or a record failed.
     Failover(FailoverArgs),
+    /// Hostile and careless clients beside a well-behaved probe: idle connections by the
+    /// thousand, garbage and half frames, slow consumers, a flooding producer.
+    ///
+    /// Against a running cluster (`sluice cluster start --local`, or --sc): each workload
+    /// measures the probe's end-to-end latency without and with the abuse in the same run and
+    /// the servers' RSS (from /proc, PIDs from --spu-pid / --sc-pid or the local cluster's
+    /// state file). Exits non-zero when a server died, the probe stopped receiving, or a
+    /// connection that must be closed was not.
+    Abuse(AbuseArgs),
 }
 
 fn main() -> ExitCode {
@@ -60,6 +70,7 @@ fn main() -> ExitCode {
         Command::Suite(args) => suite(&args),
         Command::Check(args) => check(&args),
         Command::Failover(args) => failover(&args),
+        Command::Abuse(args) => abuse(&args),
     };
     match outcome {
         Ok(code) => code,
@@ -146,4 +157,20 @@ fn suite(args: &SuiteArgs) -> anyhow::Result<ExitCode> {
     eprintln!("report written to {}", path.display());
     let failed = report.runs.iter().any(|run| run.report.value().is_none());
     Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+fn abuse(args: &AbuseArgs) -> anyhow::Result<ExitCode> {
+    let report = sluice_perf::abuse::run(args)?;
+    print!("{}", report.table());
+    let json = match &args.workload {
+        sluice_perf::abuse::AbuseWorkload::Idle(args) => &args.common.json,
+        sluice_perf::abuse::AbuseWorkload::Garbage(args) => &args.common.json,
+        sluice_perf::abuse::AbuseWorkload::SlowConsumer(args) => &args.common.json,
+        sluice_perf::abuse::AbuseWorkload::Flood(args) => &args.common.json,
+    };
+    if let Some(path) = json {
+        write_json(path, &report)?;
+        eprintln!("report written to {}", path.display());
+    }
+    Ok(if report.problems.is_empty() { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

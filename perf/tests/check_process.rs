@@ -80,6 +80,7 @@ fn spus_killed_during_a_check_at_rf_3_lose_nothing() {
         bin_dir: Some(bin_dir()),
         spus: 3,
         sc_flags: Vec::new(),
+        spu_flags: Vec::new(),
     })
     .unwrap_or_else(|error| panic!("the local cluster did not start: {error}"));
     let report = directory.path().join("check.json");

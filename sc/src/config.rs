@@ -103,6 +103,11 @@ pub struct ScArgs {
     /// Milliseconds without a heartbeat before an SPU is marked offline [default: 2000].
     #[arg(long, env = "SLUICE_SC_HEARTBEAT_TIMEOUT_MS")]
     pub heartbeat_timeout_ms: Option<u64>,
+    /// Milliseconds a client of the public address may take to send the rest of a frame it
+    /// has started; past it the connection is closed (logged). A connection between requests
+    /// is never timed out [default: 30000].
+    #[arg(long, env = "SLUICE_SC_FRAME_READ_TIMEOUT_MS")]
+    pub frame_read_timeout_ms: Option<u64>,
     /// Milliseconds between automatic moves of partition leadership back to the preferred
     /// replica (the first of a partition's replicas) once it is online and in sync; 0 turns
     /// them off (then only `RebalanceLeaders` moves them) [default: 10000].
@@ -148,6 +153,7 @@ pub struct FileConfig {
     topic_retention_ms: Option<u64>,
     topic_segment_bytes: Option<u64>,
     heartbeat_timeout_ms: Option<u64>,
+    frame_read_timeout_ms: Option<u64>,
     leader_rebalance_interval_ms: Option<u64>,
     leader_ttl_ms: Option<u64>,
     leader_lock_delay_ms: Option<u64>,
@@ -195,6 +201,8 @@ pub struct ScConfig {
     pub topic_defaults: TopicDefaults,
     /// Time without a heartbeat before an SPU is offline.
     pub heartbeat_timeout: Duration,
+    /// Longest time to receive the rest of a started frame on the public address.
+    pub frame_read_timeout: Duration,
     /// Interval between automatic moves of leadership back to preferred replicas; `None`: off.
     pub leader_rebalance_interval: Option<Duration>,
     /// Leadership session settings (Consul store).
@@ -314,6 +322,13 @@ impl ScArgs {
         if heartbeat_timeout_ms == 0 {
             return Err(ConfigError::Invalid("heartbeat_timeout_ms must be at least 1".into()));
         }
+        let frame_read_timeout_ms = self
+            .frame_read_timeout_ms
+            .or(file.frame_read_timeout_ms)
+            .unwrap_or(crate::server::FRAME_READ_TIMEOUT_MS_DEFAULT);
+        if frame_read_timeout_ms == 0 {
+            return Err(ConfigError::Invalid("frame_read_timeout_ms must be at least 1".into()));
+        }
         let leader_rebalance_interval_ms = self
             .leader_rebalance_interval_ms
             .or(file.leader_rebalance_interval_ms)
@@ -366,6 +381,7 @@ impl ScArgs {
             store,
             topic_defaults,
             heartbeat_timeout: Duration::from_millis(heartbeat_timeout_ms),
+            frame_read_timeout: Duration::from_millis(frame_read_timeout_ms),
             leader_rebalance_interval,
             leader,
             ready_file: self.ready_file.or(file.ready_file),

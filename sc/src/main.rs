@@ -17,6 +17,7 @@ fn main() -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    raise_open_files_limit();
     let config = args.resolve()?;
     tracing::info!(?config.store, "starting the streaming controller");
     let sc = Sc::start(&config)?;
@@ -43,4 +44,30 @@ fn main() -> anyhow::Result<()> {
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Raises the soft limit of open files to the hard limit, logged: every client connection is
+/// a descriptor, and the common soft default (1,024) would refuse connections long before
+/// memory or CPU run out. The systemd units set `LimitNOFILE`; this covers every other start
+/// (`sluice cluster start --local`, a shell, the tests).
+fn raise_open_files_limit() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: `limit` is a valid, writable rlimit.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
+        tracing::warn!(error = %std::io::Error::last_os_error(), "cannot read RLIMIT_NOFILE");
+        return;
+    }
+    if limit.rlim_cur >= limit.rlim_max {
+        tracing::info!(open_files_max = limit.rlim_cur, "open files limit");
+        return;
+    }
+    let before = limit.rlim_cur;
+    let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+    // SAFETY: `raised` is a valid rlimit not above the hard limit.
+    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } == 0 {
+        tracing::info!(before, open_files_max = raised.rlim_cur, "raised the open files limit");
+    } else {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(%error, open_files_max = before, "cannot raise the open files limit");
+    }
 }

@@ -168,6 +168,7 @@ impl TermPlan {
             topic_defaults: self.config.topic_defaults,
             shutdown: self.shutdown.clone(),
             holds,
+            frame_read_timeout: self.config.frame_read_timeout,
         }));
         self.link_gate.open(Arc::new(SpuLinkContext {
             store,

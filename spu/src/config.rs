@@ -41,6 +41,10 @@ pub const TAIL_CACHE_BYTES_DEFAULT: u64 = 8 << 20;
 /// long enough for a follower to ride out a slow disk moment, short enough that acks `all`
 /// does not stall long on a follower that is alive but cannot keep up.
 pub const REPLICA_LAG_MAX_MS_DEFAULT: u64 = 10_000;
+/// Default of `--frame-read-timeout-ms`: a client that started a frame must finish it within
+/// this time (a produce of 64 MiB at 10 MB/s takes 7 s); one that stops half-way is closed
+/// instead of holding its buffer forever. Idle connections (no partial frame) are not timed.
+pub const FRAME_READ_TIMEOUT_MS_DEFAULT: u64 = 30_000;
 
 /// Command-line flags of `sluice-spu`. Each also reads `SLUICE_SPU_<NAME>` and the TOML file
 /// key of the same name with `_` instead of `-`.
@@ -110,6 +114,11 @@ pub struct SpuArgs {
     /// Largest frame accepted from a client, bytes [default: 64 MiB].
     #[arg(long, env = "SLUICE_SPU_FRAME_BYTES_MAX")]
     pub frame_bytes_max: Option<u32>,
+    /// Milliseconds a client may take to send the rest of a frame it has started; past it the
+    /// connection is closed (logged). A connection between requests is never timed out
+    /// [default: 30000].
+    #[arg(long, env = "SLUICE_SPU_FRAME_READ_TIMEOUT_MS")]
+    pub frame_read_timeout_ms: Option<u64>,
     /// Refuse appends while the data volume has less free space than this [default: 2 GiB].
     #[arg(long, env = "SLUICE_SPU_FREE_BYTES_MIN")]
     pub free_bytes_min: Option<u64>,
@@ -184,6 +193,7 @@ pub struct FileConfig {
     drop_sent_pages: Option<bool>,
     direct_reads: Option<bool>,
     frame_bytes_max: Option<u32>,
+    frame_read_timeout_ms: Option<u64>,
     free_bytes_min: Option<u64>,
     zero_fill_bytes: Option<u64>,
     tail_cache_bytes: Option<u64>,
@@ -248,6 +258,8 @@ pub struct SpuConfig {
     pub direct_reads: bool,
     /// Largest frame accepted.
     pub frame_bytes_max: u32,
+    /// Longest time to receive the rest of a started frame.
+    pub frame_read_timeout: Duration,
     /// Free-space floor of the data volume.
     pub free_bytes_min: u64,
     /// Zeros written ahead of each active segment's end (0: none).
@@ -389,6 +401,13 @@ impl SpuArgs {
         if frame_bytes_max < 1024 {
             return Err(ConfigError::Invalid("--frame-bytes-max must be at least 1024".into()));
         }
+        let frame_read_timeout_ms = self
+            .frame_read_timeout_ms
+            .or(file.frame_read_timeout_ms)
+            .unwrap_or(FRAME_READ_TIMEOUT_MS_DEFAULT);
+        if frame_read_timeout_ms == 0 {
+            return Err(ConfigError::Invalid("--frame-read-timeout-ms must be at least 1".into()));
+        }
         let heartbeat_interval_ms = self
             .heartbeat_interval_ms
             .or(file.heartbeat_interval_ms)
@@ -455,6 +474,7 @@ impl SpuArgs {
             drop_sent_pages: self.drop_sent_pages.or(file.drop_sent_pages).unwrap_or(true),
             direct_reads: self.direct_reads.or(file.direct_reads).unwrap_or(true),
             frame_bytes_max,
+            frame_read_timeout: Duration::from_millis(frame_read_timeout_ms),
             free_bytes_min: self
                 .free_bytes_min
                 .or(file.free_bytes_min)

@@ -3,6 +3,8 @@
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::Ordering;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Receiver;
 use sluice_proto::api::admin::{
@@ -22,7 +24,7 @@ use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::{encode_frame, Frame, FrameError, FrameHeader};
 use sluice_proto::object::{SpuGroupName, TopicName};
 
-use super::{decoder, metadata, ServerContext, SHUTDOWN_POLL};
+use super::{decoder, metadata, ServerContext, IDLE_POLL, SHUTDOWN_POLL};
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -37,15 +39,14 @@ struct Watch {
 
 /// Serves one connection until the peer closes, a fatal frame error, or shutdown.
 pub(super) fn serve(mut stream: TcpStream, peer: SocketAddr, context: &ServerContext) {
-    if let Err(error) = stream.set_read_timeout(Some(SHUTDOWN_POLL)) {
-        tracing::warn!(%peer, %error, "cannot set a read timeout; closing");
-        return;
-    }
     let _ignored = stream.set_nodelay(true);
     tracing::debug!(%peer, "admin connection opened");
     let mut decoder = decoder();
     let mut watch: Option<Watch> = None;
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    let mut poll = None;
+    // When the buffered part of a frame started (None: nothing buffered).
+    let mut partial_since: Option<Instant> = None;
     while !context.shutdown.load(Ordering::Relaxed) {
         if let Some(watch) = &mut watch {
             if watch.changes.try_recv().is_ok() && push_watch(&mut stream, context, watch).is_err()
@@ -53,11 +54,35 @@ pub(super) fn serve(mut stream: TcpStream, peer: SocketAddr, context: &ServerCon
                 return;
             }
         }
+        let wanted =
+            if watch.is_some() || partial_since.is_some() { SHUTDOWN_POLL } else { IDLE_POLL };
+        if poll != Some(wanted) {
+            if let Err(error) = stream.set_read_timeout(Some(wanted)) {
+                tracing::warn!(%peer, %error, "cannot set a read timeout; closing");
+                return;
+            }
+            poll = Some(wanted);
+        }
         match stream.read(&mut chunk) {
-            Ok(0) => break,
+            Ok(0) => {
+                if decoder.buffered_len() > 0 {
+                    log_abusive_close(peer, "the client closed in the middle of a frame");
+                }
+                break;
+            }
             Ok(read) => decoder.feed(&chunk[..read]),
             Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                continue
+                if partial_since.is_some_and(|since| since.elapsed() >= context.frame_read_timeout)
+                {
+                    let reason = format!(
+                        "{} bytes of a frame and nothing more for {} ms",
+                        decoder.buffered_len(),
+                        context.frame_read_timeout.as_millis()
+                    );
+                    log_abusive_close(peer, &reason);
+                    return;
+                }
+                continue;
             }
             Err(error) if error.kind() == ErrorKind::Interrupted => continue,
             Err(error) => {
@@ -72,6 +97,9 @@ pub(super) fn serve(mut stream: TcpStream, peer: SocketAddr, context: &ServerCon
                 Err(error) => {
                     tracing::debug!(%peer, %error, "bad frame");
                     let answered = stream.write_all(&frame_error_response(&error));
+                    if error.is_fatal() {
+                        log_abusive_close(peer, &error.to_string());
+                    }
                     if error.is_fatal() || answered.is_err() {
                         return;
                     }
@@ -88,8 +116,44 @@ pub(super) fn serve(mut stream: TcpStream, peer: SocketAddr, context: &ServerCon
                 }
             }
         }
+        // The clock of a partial frame starts with its first bytes and runs until it is whole
+        // (bytes trickling in do not reset it).
+        partial_since = match decoder.buffered_len() {
+            0 => None,
+            _ => partial_since.or_else(|| Some(Instant::now())),
+        };
     }
     tracing::debug!(%peer, "admin connection closed");
+}
+
+/// Refusals and bad-input closes logged at warning level per [`ABUSE_LOG_WINDOW`], process-wide;
+/// the rest at debug level, counted into the next warning.
+const ABUSE_WARNINGS_PER_WINDOW: u64 = 10;
+/// Length of one rate-limiting window of [`log_abusive_close`].
+const ABUSE_LOG_WINDOW: Duration = Duration::from_secs(10);
+
+/// Logs that the connection from `peer` is closed because of what it sent, rate-limited so that
+/// a flood of hostile connections cannot flood the log.
+fn log_abusive_close(peer: SocketAddr, reason: &str) {
+    static WINDOW: Mutex<(Option<Instant>, u64, u64)> = Mutex::new((None, 0, 0));
+    let mut window = WINDOW.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (start, warned, suppressed) = &mut *window;
+    if start.is_none_or(|start| start.elapsed() >= ABUSE_LOG_WINDOW) {
+        *start = Some(Instant::now());
+        *warned = 0;
+    }
+    if *warned < ABUSE_WARNINGS_PER_WINDOW {
+        *warned += 1;
+        let left_out = std::mem::take(suppressed);
+        tracing::warn!(
+            %peer, reason, suppressed = left_out,
+            "closing a client connection: it sent what the protocol does not allow \
+             (suppressed: such lines left out since the last one)"
+        );
+    } else {
+        *suppressed += 1;
+        tracing::debug!(%peer, reason, "closing a client connection");
+    }
 }
 
 /// Sends the current metadata to a watcher if it changed since the last push.

@@ -29,6 +29,16 @@
 //! connection after a log line (its format has no room for an error without the names it
 //! failed to decode). A client that disconnects mid-request only ends its own connection: an
 //! append already staged completes (its outcome is unknown to the client, as for any drop).
+//! A started frame must be finished within `--frame-read-timeout-ms` or the connection
+//! closes; a connection between requests is never timed out. Closes caused by what a client
+//! sent are logged by [`abuse_log`] (warnings, rate-limited per core).
+//!
+//! Memory per connection: nothing is set up before the connection's first byte (a peek waits
+//! for it), then the receive buffer starts at 64 KiB and grows, by doubling, only as
+//! a frame's bytes arrive (never to a frame's declared length up front: a 4-byte prefix
+//! announcing 64 MiB once made the core allocate and zero 64 MiB per connection); the writer
+//! queue holds at most [`OUTGOING_QUEUE_CAPACITY`] responses, and while it is full the read
+//! loop reads nothing more, so a client that stops reading its socket holds a bounded amount.
 //!
 //! Cross-core: a request for a partition of another core is forwarded by [`super::ops`] (one
 //! copy each way; the owner's copying read also checks every CRC). Rough measure on this 2-core
@@ -55,6 +65,7 @@ use sluice_proto::frame::{decode_header, FrameError, FrameHeader, FRAME_HEADER_L
 use sluice_proto::ids::CorrelationId;
 
 use crate::metrics::{CoreProbe, Counter, Gauge, Timing};
+use crate::server::abuse_log;
 use crate::server::core::Core;
 use crate::server::handlers::{self, HandlerError};
 use crate::server::stream::{self, Streams};
@@ -220,7 +231,11 @@ impl ReceiveBuffer {
             self.end -= self.start;
             self.start = 0;
         }
-        let target = wanted.max(self.end + 4096).max(RECEIVE_BUFFER_BYTES);
+        // A frame's declared length is only a claim: grow by doubling towards it as its
+        // bytes arrive, so memory follows what was received (a 4-byte prefix announcing
+        // 64 MiB costs nothing), while a large frame still costs O(size) copies in all.
+        let grown = self.bytes.len().saturating_mul(2).max(self.end + 4096);
+        let target = wanted.min(grown).max(self.end + 4096).max(RECEIVE_BUFFER_BYTES);
         if self.bytes.len() < target {
             let spare = SPARE_RECEIVE_BUFFER.with(|spare| spare.take());
             if spare.len() > self.bytes.len() {
@@ -240,17 +255,26 @@ impl ReceiveBuffer {
 /// Serves one connection until the client closes it, a fatal framing error, or shutdown.
 pub async fn serve(core: Rc<Core>, mut stream: TcpStream, port: Port) {
     let _ = stream.set_nodelay(true);
+    let _open = OpenConnection::new(&core.probe);
+    // Until its first byte a connection holds one descriptor and no buffer or task: 10,000
+    // connections that never sent anything took 2 descriptors each (so a 20,000 open-files
+    // limit held fewer than 10,000) and a receive buffer each.
+    let mut first = [0u8; 1];
+    match stream.peek(&mut first).await {
+        Ok(0) | Err(_) => return,
+        Ok(_) => {}
+    }
     // SAFETY: dup returns a new descriptor we own (or -1, checked).
     let write_fd = unsafe { libc::dup(stream.as_raw_fd()) };
     if write_fd < 0 {
-        tracing::warn!("cannot duplicate a connection's descriptor; closing it");
+        let error = std::io::Error::last_os_error();
+        abuse_log::closed(&stream, &format!("cannot duplicate its descriptor: {error}"));
         return;
     }
     // SAFETY: write_fd is a fresh, owned descriptor of a connected TCP socket.
     let write_stream = unsafe { TcpStream::from_raw_fd(write_fd) };
     let (writer, queue) = local_channel::new_bounded(OUTGOING_QUEUE_CAPACITY);
     let writer = Rc::new(writer);
-    let _open = OpenConnection::new(&core.probe);
     let mode = SendMode::from_flags(core.config.zero_copy, core.config.direct_reads);
     let writer_task = glommio::spawn_local(write_loop(
         write_stream,
@@ -261,6 +285,8 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, port: Port) {
     ));
     let streams = Rc::new(Streams::new(Rc::clone(&writer), Rc::clone(&core.probe)));
     let frame_bytes_max = core.config.frame_bytes_max;
+    let frame_read_timeout = core.config.frame_read_timeout;
+    let mut timed = false;
     let mut buffer = ReceiveBuffer { bytes: vec![0; RECEIVE_BUFFER_BYTES], start: 0, end: 0 };
     loop {
         match decode_header(&buffer.bytes[buffer.start..buffer.end], frame_bytes_max) {
@@ -282,6 +308,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, port: Port) {
                 }
                 let keep_going = answer_frame_error(&buffer, &error, &writer).await;
                 if !keep_going {
+                    abuse_log::closed(&stream, &error.to_string());
                     break;
                 }
                 if let FrameError::UnknownApiKey { frame_len, .. }
@@ -298,11 +325,32 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, port: Port) {
             4 + u32::from_be_bytes([prefix[0], prefix[1], prefix[2], prefix[3]]) as usize
         });
         buffer.reserve(wanted);
+        // Only a started frame is timed: a connection between requests may stay idle.
+        let partial = buffer.start < buffer.end;
+        if partial != timed
+            && stream.set_read_timeout(partial.then_some(frame_read_timeout)).is_ok()
+        {
+            timed = partial;
+        }
         match stream.read(&mut buffer.bytes[buffer.end..]).await {
-            Ok(0) => break,
+            Ok(0) => {
+                if partial {
+                    abuse_log::closed(&stream, "the client closed in the middle of a frame");
+                }
+                break;
+            }
             Ok(read) => {
                 core.probe.add(Counter::BytesReceived, read as u64);
                 buffer.end += read;
+            }
+            Err(error) if timed && error.kind() == std::io::ErrorKind::TimedOut => {
+                let reason = format!(
+                    "{} bytes of a frame and nothing more for {} ms",
+                    buffer.end - buffer.start,
+                    frame_read_timeout.as_millis()
+                );
+                abuse_log::closed(&stream, &reason);
+                break;
             }
             Err(error) => {
                 tracing::debug!(%error, "connection read failed");

@@ -39,6 +39,10 @@ use crate::server::shard::ReadRequest;
 
 /// Longest long-poll a fetch may ask for; longer waits are cut to this.
 pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
+/// Most record bytes in one fetch response, whatever the request asks: what a client's
+/// default frame limit holds (the SDK asks for at most this). Bounds what a copied (forwarded
+/// or `--zero-copy false`) response allocates for one request.
+pub const FETCH_RESPONSE_BYTES_MAX: u32 = sluice_proto::frame::FRAME_BYTES_MAX_DEFAULT - 64 * 1024;
 
 /// The APIs the public port serves.
 pub const PUBLIC_APIS: &[ApiKey] = &[
@@ -194,7 +198,7 @@ async fn fetch_pass(
     request: &FetchRequest,
     mode: ReadMode,
 ) -> Vec<Vec<PartitionRead>> {
-    let mut budget = request.max_bytes;
+    let mut budget = request.max_bytes.min(FETCH_RESPONSE_BYTES_MAX);
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in &request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
