@@ -95,16 +95,21 @@ impl Replicated {
 
     /// The partition as the SC stores it.
     pub fn partition(&self, topic: &TopicName, partition: u32) -> PartitionEntry {
+        self.try_partition(topic, partition).expect("the partition")
+    }
+
+    /// The partition as the SC stores it; `None` before the SC has created it.
+    pub fn try_partition(&self, topic: &TopicName, partition: u32) -> Option<PartitionEntry> {
         let key = PartitionKey::new(topic.clone(), PartitionId(partition));
         let partitions = self.sc.admin().list_partitions(Some(topic.clone())).expect("partitions");
-        partitions.partitions.into_iter().find(|entry| entry.key == key).expect("the partition")
+        partitions.partitions.into_iter().find(|entry| entry.key == key)
     }
 
     /// Waits until the partition's in-sync set has `count` members and its leader answers
     /// committed reads.
     pub fn wait_in_sync(&self, topic: &TopicName, partition: u32, count: usize) -> PartitionEntry {
         wait_for(&format!("{count} in-sync replicas of {topic}-{partition}"), || {
-            let entry = self.partition(topic, partition);
+            let entry = self.try_partition(topic, partition)?;
             (entry.status.in_sync_replicas.len() == count).then_some(entry)
         })
     }
