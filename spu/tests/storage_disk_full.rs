@@ -5,75 +5,12 @@
 //! already written is damaged, and appends resume once space is freed.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 
 use sluice_proto::ids::{LeaderEpoch, Offset, TimestampMs};
 use sluice_spu::storage::test_support::{make_batch, run};
 use sluice_spu::storage::{LogConfig, ReplicaLog, SegmentFileCache, StorageError};
-
-/// A loop device with an ext4 image mounted on it. Drop unmounts (lazily when something still
-/// holds the volume) and detaches the loop device, so nothing outlives the test.
-struct LoopMount {
-    mount_point: PathBuf,
-    loop_device: String,
-    _image_dir: tempfile::TempDir,
-}
-
-impl LoopMount {
-    fn new(size_mib: u64) -> LoopMount {
-        let image_dir = tempfile::tempdir().unwrap();
-        let image = image_dir.path().join("volume.img");
-        let mount_point = image_dir.path().join("mnt");
-        std::fs::create_dir(&mount_point).unwrap();
-        std::fs::File::create(&image).unwrap().set_len(size_mib << 20).unwrap();
-        let mkfs = Command::new("mkfs.ext4").args(["-q", "-F"]).arg(&image).status();
-        assert!(mkfs.is_ok_and(|status| status.success()), "mkfs.ext4 failed: install e2fsprogs");
-        // Tests run in parallel: two `losetup --find` at once can pick the same free device.
-        static ATTACH: std::sync::Mutex<()> = std::sync::Mutex::new(());
-        let _attaching = ATTACH.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let attach = Command::new("losetup").args(["--find", "--show"]).arg(&image).output();
-        let attach = attach.expect("losetup not runnable: install util-linux");
-        assert!(
-            attach.status.success(),
-            "cannot attach a loop device (needs root/CAP_SYS_ADMIN): {}",
-            String::from_utf8_lossy(&attach.stderr)
-        );
-        let loop_device = String::from_utf8_lossy(&attach.stdout).trim().to_string();
-        eprintln!("{} on {loop_device}", image.display());
-        let mount = Command::new("mount").arg(&loop_device).arg(&mount_point).output().unwrap();
-        if !mount.status.success() {
-            let _ = Command::new("losetup").arg("-d").arg(&loop_device).status();
-            panic!(
-                "cannot mount a test filesystem (needs root/CAP_SYS_ADMIN): {}",
-                String::from_utf8_lossy(&mount.stderr)
-            );
-        }
-        LoopMount { mount_point, loop_device, _image_dir: image_dir }
-    }
-}
-
-impl Drop for LoopMount {
-    fn drop(&mut self) {
-        let unmounted = Command::new("umount")
-            .arg(&self.mount_point)
-            .status()
-            .is_ok_and(|status| status.success());
-        if !unmounted {
-            eprintln!("{} busy; unmounting lazily", self.mount_point.display());
-            let _ = Command::new("umount").arg("--lazy").arg(&self.mount_point).status();
-        }
-        // On a device still in use this only sets autoclear: it detaches on the last close.
-        let _ = Command::new("losetup").arg("-d").arg(&self.loop_device).status();
-    }
-}
-
-/// Deletes the filler file and commits the deletion: ext4 counts the freed blocks as free only
-/// once the journal transaction holding the unlink commits (fsync of the directory forces it).
-fn free_space(filler: &Path) {
-    std::fs::remove_file(filler).unwrap();
-    std::fs::File::open(filler.parent().unwrap()).unwrap().sync_all().unwrap();
-}
+use sluice_testkit::volume::LoopVolume;
 
 /// Writes a filler file until the kernel says ENOSPC, leaving `spare_bytes` free.
 fn fill(path: &Path, spare_bytes: u64) {
@@ -131,9 +68,9 @@ async fn append_until_error(log: &ReplicaLog, limit: usize) -> (Vec<u8>, Option<
 
 #[test]
 fn kernel_enospc_is_storage_full_and_nothing_is_damaged() {
-    let volume = LoopMount::new(48);
-    let replica = volume.mount_point.join("spu-1/topic-0");
-    let filler = volume.mount_point.join("filler");
+    let volume = LoopVolume::new(48);
+    let replica = volume.path().join("spu-1/topic-0");
+    let filler = volume.path().join("filler");
     run(move || async move {
         let log = ReplicaLog::open(&replica, config(), SegmentFileCache::default()).await.unwrap();
         let (mut before, error) = append_until_error(&log, 20).await;
@@ -153,7 +90,7 @@ fn kernel_enospc_is_storage_full_and_nothing_is_damaged() {
         let error = append_until_error(&log, 5).await.1.expect("still full");
         assert!(matches!(error, StorageError::StorageFull { .. }), "got {error}");
         // Space comes back: appends resume where the log ended.
-        free_space(&filler);
+        volume.free(&filler);
         let end = log.log_end_offset();
         let (after, error) = append_until_error(&log, 10).await;
         assert!(error.is_none(), "appends resume: {error:?}");
@@ -166,9 +103,9 @@ fn kernel_enospc_is_storage_full_and_nothing_is_damaged() {
 
 #[test]
 fn free_space_floor_refuses_before_the_volume_is_full() {
-    let volume = LoopMount::new(48);
-    let replica = volume.mount_point.join("spu-1/topic-0");
-    let filler = volume.mount_point.join("filler");
+    let volume = LoopVolume::new(48);
+    let replica = volume.path().join("spu-1/topic-0");
+    let filler = volume.path().join("filler");
     run(move || async move {
         let floor = LogConfig { free_bytes_min: 12 << 20, ..config() };
         let log =
@@ -183,11 +120,10 @@ fn free_space_floor_refuses_before_the_volume_is_full() {
             matches!(error, StorageError::StorageFull { required_bytes, .. } if required_bytes == 12 << 20),
             "got {error}"
         );
-        let free =
-            sluice_spu::storage::disk_guard::volume_space(&volume.mount_point).unwrap().free_bytes;
+        let free = sluice_spu::storage::disk_guard::volume_space(volume.path()).unwrap().free_bytes;
         assert!(free > 8 << 20, "refused while space was still left ({free} bytes)");
         assert_eq!(read_everything(&log).await, before);
-        free_space(&filler);
+        volume.free(&filler);
         let (after, error) = append_until_error(&log, 5).await;
         assert!(error.is_none(), "appends resume: {error:?}");
         before.extend_from_slice(&after);
