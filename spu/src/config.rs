@@ -35,6 +35,8 @@ pub const DELETED_RETENTION_MS_DEFAULT: u64 = 60_000;
 pub const DELETE_BYTES_PER_SECOND_DEFAULT: u64 = 512 << 20;
 /// Default free-space floor of the data volume: appends are refused below it.
 pub const FREE_BYTES_MIN_DEFAULT: u64 = 2 << 30;
+/// Default free-space floor, percent of the data volume's size.
+pub const FREE_SPACE_PERCENT_MIN_DEFAULT: f64 = 5.0;
 /// Default of `--tail-cache-bytes`: memory per core for the partitions' newest writes.
 pub const TAIL_CACHE_BYTES_DEFAULT: u64 = 8 << 20;
 /// Default time a follower may lag before it leaves the in-sync set (Kafka's default too):
@@ -119,9 +121,15 @@ pub struct SpuArgs {
     /// [default: 30000].
     #[arg(long, env = "SLUICE_SPU_FRAME_READ_TIMEOUT_MS")]
     pub frame_read_timeout_ms: Option<u64>,
-    /// Refuse appends while the data volume has less free space than this [default: 2 GiB].
+    /// Refuse appends while the data volume has less free space than this; the floor in
+    /// force is the larger of this and --free-space-percent-min [default: 2 GiB].
     #[arg(long, env = "SLUICE_SPU_FREE_BYTES_MIN")]
     pub free_bytes_min: Option<u64>,
+    /// Refuse appends while the data volume has less than this percentage of its size free;
+    /// the floor in force is the larger of this and --free-bytes-min (0 to 99.9)
+    /// [default: 5].
+    #[arg(long, env = "SLUICE_SPU_FREE_SPACE_PERCENT_MIN")]
+    pub free_space_percent_min: Option<f64>,
     /// Write zeros this many bytes ahead of each active segment's end, in the background, so
     /// that appends overwrite written blocks instead of converting fallocated (unwritten)
     /// extents, which makes each fdatasync commit the journal [default: 0, off]. Helps small
@@ -195,6 +203,7 @@ pub struct FileConfig {
     frame_bytes_max: Option<u32>,
     frame_read_timeout_ms: Option<u64>,
     free_bytes_min: Option<u64>,
+    free_space_percent_min: Option<f64>,
     zero_fill_bytes: Option<u64>,
     tail_cache_bytes: Option<u64>,
     heartbeat_interval_ms: Option<u64>,
@@ -226,7 +235,7 @@ impl ScAddresses {
 }
 
 /// The resolved, validated configuration.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct SpuConfig {
     /// This SPU's id.
     pub id: SpuId,
@@ -260,8 +269,10 @@ pub struct SpuConfig {
     pub frame_bytes_max: u32,
     /// Longest time to receive the rest of a started frame.
     pub frame_read_timeout: Duration,
-    /// Free-space floor of the data volume.
+    /// Free-space floor of the data volume, bytes.
     pub free_bytes_min: u64,
+    /// Free-space floor of the data volume, fraction of its size (the larger floor applies).
+    pub free_space_ratio_min: f64,
     /// Zeros written ahead of each active segment's end (0: none).
     pub zero_fill_bytes: u64,
     /// Memory per core for the partitions' newest writes (0: none).
@@ -401,6 +412,15 @@ impl SpuArgs {
         if frame_bytes_max < 1024 {
             return Err(ConfigError::Invalid("--frame-bytes-max must be at least 1024".into()));
         }
+        let free_space_percent_min = self
+            .free_space_percent_min
+            .or(file.free_space_percent_min)
+            .unwrap_or(FREE_SPACE_PERCENT_MIN_DEFAULT);
+        if !(0.0..100.0).contains(&free_space_percent_min) {
+            return Err(ConfigError::Invalid(
+                "--free-space-percent-min must be at least 0 and under 100".into(),
+            ));
+        }
         let frame_read_timeout_ms = self
             .frame_read_timeout_ms
             .or(file.frame_read_timeout_ms)
@@ -479,6 +499,7 @@ impl SpuArgs {
                 .free_bytes_min
                 .or(file.free_bytes_min)
                 .unwrap_or(FREE_BYTES_MIN_DEFAULT),
+            free_space_ratio_min: free_space_percent_min / 100.0,
             zero_fill_bytes: self.zero_fill_bytes.or(file.zero_fill_bytes).unwrap_or(0),
             tail_cache_bytes: self
                 .tail_cache_bytes
@@ -551,6 +572,8 @@ mod tests {
         assert_eq!(config.zero_fill_bytes, 0);
         assert_eq!(config.tail_cache_bytes, 8 << 20);
         assert_eq!(config.retention_interval, Duration::from_secs(30));
+        assert_eq!(config.free_bytes_min, 2 << 30);
+        assert_eq!(config.free_space_ratio_min, 0.05);
         assert_eq!(config.replicas_dir(), PathBuf::from("sluice-spu-data/spu-3"));
     }
 
@@ -562,7 +585,7 @@ mod tests {
             &path,
             "id = 4\nsc = \"a:1,b:2\"\npublic_address = \"127.0.0.2:7000\"\ncores = 60000\n\
              zero_copy = false\ndrop_sent_pages = false\ndirect_reads = false\n\
-             zero_fill_bytes = 8388608\ntail_cache_bytes = 0\n",
+             zero_fill_bytes = 8388608\ntail_cache_bytes = 0\nfree_space_percent_min = 10.0\n",
         )
         .unwrap();
         let args = SpuArgs { config: Some(path), id: Some(5), ..SpuArgs::default() };
@@ -576,6 +599,7 @@ mod tests {
         assert!(!config.direct_reads);
         assert_eq!(config.zero_fill_bytes, 8 << 20);
         assert_eq!(config.tail_cache_bytes, 0);
+        assert_eq!(config.free_space_ratio_min, 0.1);
     }
 
     #[test]
@@ -589,5 +613,14 @@ mod tests {
         assert!(matches!(args.resolve(), Err(ConfigError::Parse { .. })));
         let args = SpuArgs { id: Some(1), retention_interval_ms: Some(0), ..SpuArgs::default() };
         assert!(args.resolve().unwrap_err().to_string().contains("--retention-interval-ms"));
+        for percent in [-1.0, 100.0, f64::NAN] {
+            let args = SpuArgs {
+                id: Some(1),
+                free_space_percent_min: Some(percent),
+                ..SpuArgs::default()
+            };
+            let error = args.resolve().unwrap_err().to_string();
+            assert!(error.contains("--free-space-percent-min"), "{percent}: {error}");
+        }
     }
 }

@@ -210,6 +210,7 @@ fn render_data_volume(registry: &MetricsRegistry, out: &mut String) {
     let Ok(space) = volume_space(&volume.directory) else { return };
     let config = crate::storage::LogConfig {
         free_bytes_min: volume.free_bytes_min,
+        free_space_ratio_min: volume.free_space_ratio_min,
         ..crate::storage::LogConfig::default()
     };
     let gauges = [

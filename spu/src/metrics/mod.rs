@@ -405,9 +405,11 @@ pub struct MetricsRegistry {
 pub struct DataVolume {
     /// A directory on the volume.
     pub directory: std::path::PathBuf,
-    /// The configured floor (`--free-bytes-min`); the floor in force is the larger of it and
-    /// the storage's ratio of the volume size.
+    /// The configured floor in bytes (`--free-bytes-min`).
     pub free_bytes_min: u64,
+    /// The configured floor as a fraction of the volume (`--free-space-percent-min` / 100);
+    /// the floor in force is the larger of the two.
+    pub free_space_ratio_min: f64,
 }
 
 impl MetricsRegistry {

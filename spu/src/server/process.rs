@@ -229,6 +229,7 @@ impl Spu {
         registry.set_data_volume(crate::metrics::DataVolume {
             directory: replicas_dir.clone(),
             free_bytes_min: config.free_bytes_min,
+            free_space_ratio_min: config.free_space_ratio_min,
         });
         let metrics = MetricsServer::start(config.metrics_address, registry)
             .map_err(|source| StartError::Bind { address: config.metrics_address, source })?;

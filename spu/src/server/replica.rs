@@ -140,6 +140,7 @@ pub fn log_config(spec: &PartitionSpec, spu: &SpuConfig) -> LogConfig {
         retention_ms: spec.config.retention_time_ms,
         retention_bytes: spec.config.retention_bytes,
         free_bytes_min: spu.free_bytes_min,
+        free_space_ratio_min: spu.free_space_ratio_min,
         zero_fill_bytes: spu.zero_fill_bytes,
         // Set once the replica is open: its share of the core's budget.
         tail_cache_bytes: 0,

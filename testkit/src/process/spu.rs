@@ -118,7 +118,9 @@ impl SpuBuilder {
             "--public-address=127.0.0.1:0".to_owned(),
             "--private-address=127.0.0.1:0".into(),
             "--metrics-address=127.0.0.1:0".into(),
+            // The host's disk may be nearly full; a test fills its own volume to test floors.
             "--free-bytes-min=0".into(),
+            "--free-space-percent-min=0".into(),
             format!("--cores={}", self.cores),
         ];
         command
