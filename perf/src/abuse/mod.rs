@@ -213,6 +213,8 @@ pub struct ServerSample {
     pub rss_mib: f64,
     /// Threads of the process.
     pub threads: u64,
+    /// Open file descriptors of the process.
+    pub descriptors: u64,
 }
 
 /// A named figure.
@@ -284,12 +286,12 @@ impl AbuseReport {
             }
         }
         if !self.servers.is_empty() {
-            let _ = writeln!(out, "server  phase                  RSS MiB   threads");
+            let _ = writeln!(out, "server  phase                  RSS MiB   threads  descriptors");
             for sample in &self.servers {
                 let _ = writeln!(
                     out,
-                    "{:<7} {:<20} {:>9.1} {:>9}",
-                    sample.server, sample.phase, sample.rss_mib, sample.threads
+                    "{:<7} {:<20} {:>9.1} {:>9} {:>12}",
+                    sample.server, sample.phase, sample.rss_mib, sample.threads, sample.descriptors
                 );
             }
         }

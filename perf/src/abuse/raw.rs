@@ -215,6 +215,33 @@ pub fn threads(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
+/// Open descriptors of `pid` (entries of /proc/PID/fd).
+pub fn open_descriptors(pid: u32) -> Option<u64> {
+    Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count() as u64)
+}
+
+/// Threads of `pid` whose name starts with `prefix`, and the voluntary context switches (sleeps
+/// ended by a wake-up) they made so far, summed.
+pub fn thread_wakeups(pid: u32, prefix: &str) -> Option<(u64, u64)> {
+    let (mut threads, mut switches) = (0, 0);
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).ok()?.flatten() {
+        let comm = std::fs::read_to_string(task.path().join("comm")).unwrap_or_default();
+        if !comm.starts_with(prefix) {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.path().join("status")).unwrap_or_default();
+        let count = status
+            .lines()
+            .find_map(|line| line.strip_prefix("voluntary_ctxt_switches:"))
+            .and_then(|value| value.trim().parse::<u64>().ok());
+        if let Some(count) = count {
+            threads += 1;
+            switches += count;
+        }
+    }
+    Some((threads, switches))
+}
+
 /// Whether process `pid` exists (and is not a zombie).
 pub fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))

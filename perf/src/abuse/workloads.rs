@@ -33,6 +33,8 @@ const PRELOAD_RECORD_BYTES: usize = 1024;
 const IDLE_SETTLE: Duration = Duration::from_secs(3);
 /// The SC's public frame limit: a half frame to it announces less.
 const SC_FRAME_BYTES_MAX: u32 = 1024 * 1024;
+/// Name prefix of the SC's public-connection threads (`sc-admin-<peer>`, cut to 15 bytes).
+const SC_CONNECTION_THREAD: &str = "sc-admin";
 
 /// Runs the workload of `args` and returns its report.
 pub fn run(args: &AbuseArgs) -> Result<AbuseReport, PerfError> {
@@ -172,6 +174,7 @@ impl Setup {
             phase: phase.into(),
             rss_mib: raw::resident_bytes(pid)? as f64 / f64::from(1 << 20),
             threads: raw::threads(pid).unwrap_or(0),
+            descriptors: raw::open_descriptors(pid).unwrap_or(0),
         })
     }
 
@@ -250,8 +253,35 @@ fn idle(setup: &Setup, args: &IdleArgs, report: &mut AbuseReport) -> Result<(), 
         held.push((target, streams));
     }
     std::thread::sleep(IDLE_SETTLE);
+    // The SC serves each connection on a thread that wakes now and then to check for shutdown:
+    // those wake-ups cost every idle connection CPU (and the probe latency).
+    let sc_pid = setup.pid(Target::Sc).filter(|_| targets.contains(&Target::Sc));
+    let wakeups_before = sc_pid.and_then(|pid| raw::thread_wakeups(pid, SC_CONNECTION_THREAD));
+    let held_since = Instant::now();
     report.probe.push(setup.probe.window("idle held", setup.common.window));
+    let wakeups_after = sc_pid.and_then(|pid| raw::thread_wakeups(pid, SC_CONNECTION_THREAD));
+    if let (Some((threads, before)), Some((_, after))) = (wakeups_before, wakeups_after) {
+        let per_second = after.saturating_sub(before) as f64
+            / threads.max(1) as f64
+            / held_since.elapsed().as_secs_f64();
+        report.figure("sc wake-ups per idle connection per second", per_second, "/s");
+    }
+    let before = report.servers.clone();
     setup.sample(report, &targets, "idle held");
+    for (target, streams) in &held {
+        let descriptors = |samples: &[ServerSample], phase: &str| {
+            samples
+                .iter()
+                .find(|sample| sample.server == *target && sample.phase == phase)
+                .map(|sample| sample.descriptors as f64)
+        };
+        if let (Some(idle), Some(held_now)) =
+            (descriptors(&before, "before"), descriptors(&report.servers, "idle held"))
+        {
+            let per_connection = (held_now - idle) / streams.len().max(1) as f64;
+            report.figure(format!("{target} descriptors per idle connection"), per_connection, "");
+        }
+    }
     for (target, streams) in &mut held {
         let open = raw::count_open(streams);
         report.figure(format!("{target} connections still open after the hold"), open as f64, "");
