@@ -62,6 +62,26 @@ impl LocalClusterConfig {
             spu_flags: Vec::new(),
         }
     }
+
+    /// Turns both free-space floors of every SPU off (`--free-bytes-min=0`,
+    /// `--free-space-percent-min=0`): for tests, whose host disk may be nearly full while they
+    /// write little, and whose SPUs would otherwise refuse appends with `StorageFull`.
+    pub fn without_disk_floors(mut self) -> Self {
+        self.spu_flags.extend(SPU_DISK_FLOORS_OFF.iter().map(|(_, flag)| flag.to_string()));
+        self
+    }
+}
+
+/// The SPU's free-space floors turned off, as environment variables (inherited by the SPUs that a
+/// `sluice-perf suite` or `failover` run starts) and as the equivalent flags.
+pub const SPU_DISK_FLOORS_OFF: [(&str, &str); 2] = [
+    ("SLUICE_SPU_FREE_BYTES_MIN", "--free-bytes-min=0"),
+    ("SLUICE_SPU_FREE_SPACE_PERCENT_MIN", "--free-space-percent-min=0"),
+];
+
+/// [`SPU_DISK_FLOORS_OFF`] as `(variable, value)` pairs for [`std::process::Command::envs`].
+pub fn spu_disk_floors_off_env() -> impl Iterator<Item = (&'static str, &'static str)> {
+    SPU_DISK_FLOORS_OFF.iter().map(|(variable, _)| (*variable, "0"))
 }
 
 /// One SPU child and what it takes to start it again.

@@ -32,11 +32,14 @@ fn start_cluster(directory: &Path, spu_flags: &[&str], sc_flags: &[&str]) -> Loc
             bin_dir().display()
         );
     }
-    LocalCluster::start(&LocalClusterConfig {
-        spu_flags: spu_flags.iter().map(|flag| flag.to_string()).collect(),
-        sc_flags: sc_flags.iter().map(|flag| flag.to_string()).collect(),
-        ..LocalClusterConfig::single_spu(directory.join("cluster"), Some(1), Some(bin_dir()))
-    })
+    LocalCluster::start(
+        &LocalClusterConfig {
+            spu_flags: spu_flags.iter().map(|flag| flag.to_string()).collect(),
+            sc_flags: sc_flags.iter().map(|flag| flag.to_string()).collect(),
+            ..LocalClusterConfig::single_spu(directory.join("cluster"), Some(1), Some(bin_dir()))
+        }
+        .without_disk_floors(),
+    )
     .unwrap_or_else(|error| panic!("the local cluster did not start: {error}"))
 }
 
@@ -44,6 +47,7 @@ fn start_cluster(directory: &Path, spu_flags: &[&str], sc_flags: &[&str]) -> Loc
 fn abuse(cluster: &LocalCluster, directory: &Path, arguments: &[&str]) -> serde_json::Value {
     let report = directory.join("abuse.json");
     let output = Command::new(PERF)
+        .envs(sluice_perf::cluster::spu_disk_floors_off_env())
         .arg("abuse")
         .args(arguments)
         .arg("--sc")

@@ -18,10 +18,11 @@ fn a_clean_run_is_valid_and_counts_every_send() {
         directory.path().join("cluster"),
         None,
         Some(bin_dir()),
-    ))
+    ).without_disk_floors())
     .unwrap_or_else(|error| panic!("the local cluster did not start (build sluice-sc and sluice-spu with the same target directory): {error}"));
     let report = directory.path().join("check.json");
     let output = Command::new(PERF)
+        .envs(sluice_perf::cluster::spu_disk_floors_off_env())
         .args(["check", "--topic=checked", "--create-topic", "--partitions=2", "--producers=2"])
         .args(["--duration=2s", "--rate=2000", "--tail"])
         .arg("--sc")
@@ -61,6 +62,7 @@ fn a_clean_run_is_valid_and_counts_every_send() {
     // 0, sequences from 0) at other offsets than the ones acknowledged now, so the verdict is
     // invalid and the exit status 1.
     let output = Command::new(PERF)
+        .envs(sluice_perf::cluster::spu_disk_floors_off_env())
         .args(["check", "--topic=checked", "--producers=1", "--duration=1s", "--rate=500"])
         .arg("--sc")
         .arg(&cluster.sc_public_address)
@@ -74,17 +76,21 @@ fn a_clean_run_is_valid_and_counts_every_send() {
 #[test]
 fn spus_killed_during_a_check_at_rf_3_lose_nothing() {
     let directory = tempfile::tempdir().unwrap();
-    let mut cluster = LocalCluster::start(&LocalClusterConfig {
-        data_dir: directory.path().join("cluster"),
-        cores: Some(1),
-        bin_dir: Some(bin_dir()),
-        spus: 3,
-        sc_flags: Vec::new(),
-        spu_flags: Vec::new(),
-    })
+    let mut cluster = LocalCluster::start(
+        &LocalClusterConfig {
+            data_dir: directory.path().join("cluster"),
+            cores: Some(1),
+            bin_dir: Some(bin_dir()),
+            spus: 3,
+            sc_flags: Vec::new(),
+            spu_flags: Vec::new(),
+        }
+        .without_disk_floors(),
+    )
     .unwrap_or_else(|error| panic!("the local cluster did not start: {error}"));
     let report = directory.path().join("check.json");
     let check = Command::new(PERF)
+        .envs(sluice_perf::cluster::spu_disk_floors_off_env())
         .args(["check", "--topic=killed", "--create-topic", "--partitions=3", "--replication=3"])
         .args(["--min-in-sync=2", "--producers=2", "--duration=12s", "--rate=1000", "--tail"])
         .arg("--sc")

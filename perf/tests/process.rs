@@ -21,17 +21,17 @@ fn require_servers() {
 
 fn start_cluster(directory: &Path) -> LocalCluster {
     require_servers();
-    LocalCluster::start(&LocalClusterConfig::single_spu(
-        directory.join("cluster"),
-        None,
-        Some(bin_dir()),
-    ))
+    LocalCluster::start(
+        &LocalClusterConfig::single_spu(directory.join("cluster"), None, Some(bin_dir()))
+            .without_disk_floors(),
+    )
     .unwrap_or_else(|error| panic!("the local cluster did not start: {error}"))
 }
 
 /// Runs `sluice-perf <arguments>` and parses the report it wrote.
 fn perf_run(cluster: &LocalCluster, report: &Path, arguments: &[&str]) -> RunReport {
     let mut command = Command::new(PERF);
+    command.envs(sluice_perf::cluster::spu_disk_floors_off_env());
     command.args(arguments).arg("--sc").arg(&cluster.sc_public_address).arg("--json").arg(report);
     for pid in cluster.pids() {
         command.arg(format!("--server-pid={pid}"));
@@ -110,6 +110,7 @@ fn a_workload_against_no_cluster_fails_clearly() {
     let address = listener.local_addr().unwrap();
     drop(listener);
     let output = Command::new(PERF)
+        .envs(sluice_perf::cluster::spu_disk_floors_off_env())
         .args(["produce", "--records=10", "--sc", &address.to_string()])
         .output()
         .expect("run sluice-perf");
@@ -124,6 +125,7 @@ fn suite_runs_in_short_form_and_its_report_parses() {
     let directory = tempfile::tempdir().unwrap();
     let results = directory.path().join("results");
     let output = Command::new(PERF)
+        .envs(sluice_perf::cluster::spu_disk_floors_off_env())
         .args(["suite", "--duration=1s", "--warmup=0s", "--limit-duration=1s", "--record-size=512"])
         .arg("--runs=standard")
         .arg("--data-dir")
@@ -171,6 +173,7 @@ fn suite_runs_in_short_form_and_its_report_parses() {
 fn short_suite(directory: &Path, arguments: &[&str]) -> (SuiteReport, String) {
     let results = directory.join("results");
     let output = Command::new(PERF)
+        .envs(sluice_perf::cluster::spu_disk_floors_off_env())
         .args(["suite", "--duration=1s", "--warmup=0s", "--record-size=512", "--skip-limits"])
         .args(arguments)
         .arg("--data-dir")
@@ -241,6 +244,7 @@ fn failover_measures_a_few_events_and_writes_its_report() {
     let directory = tempfile::tempdir().unwrap();
     let report_path = directory.path().join("failover.json");
     let output = Command::new(PERF)
+        .envs(sluice_perf::cluster::spu_disk_floors_off_env())
         .args(["failover", "--leader-kills=2", "--leader-stops=1", "--follower-kills=1"])
         .arg("--stall-window=1s")
         .arg("--data-dir")
