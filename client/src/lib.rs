@@ -87,24 +87,27 @@
 mod admin;
 mod cluster;
 mod config;
+mod config_file;
 mod connection;
 mod consumer;
 mod error;
 mod metadata;
 mod producer;
 mod sc;
+mod transport;
 mod watch;
 
 pub use admin::Admin;
 pub use cluster::Cluster;
 pub use config::{
-    ClientConfig, ConsumerConfig, Partitioner, ProducerConfig, StartFrom, CONNECT_TIMEOUT_DEFAULT,
-    REQUEST_TIMEOUT_DEFAULT,
+    ClientConfig, ConsumerConfig, Partitioner, ProducerConfig, StartFrom, TlsConfig,
+    CONNECT_TIMEOUT_DEFAULT, REQUEST_TIMEOUT_DEFAULT,
 };
+pub use config_file::{ClientFile, ClientSettings};
 pub use consumer::{
     ConsumerRecord, OwnedRecords, PartitionConsumer, Poll, RecordHeaders, RecordView, Records,
 };
-pub use error::ClientError;
+pub use error::{ClientError, TlsFailure};
 pub use metadata::{core_address, Gap, MetadataSnapshot, Route, RouteError};
 pub use producer::partitioner::{key_partition, murmur2, to_positive};
 pub use producer::{DeliveryFuture, DeliveryListener, Producer, ProducerRecord, RecordMetadata};

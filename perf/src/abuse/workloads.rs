@@ -89,7 +89,7 @@ impl Setup {
             ));
         }
         let sc_address = raw::resolve(&sc_text)?;
-        let cluster = Cluster::connect(ClientConfig::new(&common.sc))?;
+        let cluster = crate::connection::connect(&common.sc)?;
         if common.create_topic {
             let spec = TopicSpec::computed(TOPIC_PARTITIONS, 1);
             match cluster.admin().create_topic(&common.topic, spec) {

@@ -200,7 +200,7 @@ pub fn run_check(args: &CheckArgs) -> Result<CheckReport, PerfError> {
     if args.producers == 0 {
         return Err(PerfError::InvalidParameters("--producers must be at least 1".into()));
     }
-    let cluster = Cluster::connect(ClientConfig::new(&args.sc))?;
+    let cluster = crate::connection::connect(&args.sc)?;
     if args.create_topic {
         let mut spec = TopicSpec::computed(args.partitions, args.replication);
         if let Some(min_in_sync) = args.min_in_sync {

@@ -13,7 +13,7 @@ pub const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connects to the SC(s) of `args.sc`.
 pub fn connect(args: &WorkloadArgs) -> Result<Cluster, PerfError> {
-    Ok(Cluster::connect(ClientConfig::new(&args.sc))?)
+    Ok(crate::connection::connect(&args.sc)?)
 }
 
 /// Creates the topic when `--create-topic` asks for it, then waits until every partition has

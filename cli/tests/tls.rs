@@ -1,0 +1,87 @@
+//! `sluice` over TLS against a real `sluice-sc`: certificates from `sluice cluster certs`, the
+//! connection settings from a `--config` file, flags over the file, and the errors of a
+//! plaintext client and of a refused certificate.
+
+mod common;
+
+use std::path::Path;
+
+use common::sluice;
+use sluice_testkit::process::ScProcess;
+
+fn path(path: &Path) -> String {
+    path.display().to_string()
+}
+
+#[test]
+fn config_file_flags_and_refusals_against_a_tls_sc() {
+    let dir = tempfile::tempdir().unwrap();
+    let tls = dir.path().join("tls");
+    let other = dir.path().join("other");
+    for (out, cluster) in [(&tls, "test"), (&other, "elsewhere")] {
+        let run = sluice(&[
+            "cluster",
+            "certs",
+            "--out",
+            &path(out),
+            "--cluster",
+            cluster,
+            "--spus",
+            "5001",
+            "--sc-host",
+            "127.0.0.1",
+        ])
+        .success("cluster certs");
+        assert!(run.stdout.contains("ca.key private"), "{}", run.stdout);
+    }
+    for file in ["ca.pem", "ca.key", "sc.pem", "sc.key", "spu-5001.pem", "admin.pem", "admin.key"] {
+        assert!(tls.join(file).exists(), "{file} missing");
+    }
+    let sc = ScProcess::builder(&dir.path().join("data"))
+        .flags(&[
+            format!("--tls-cert={}", path(&tls.join("sc.pem"))),
+            format!("--tls-key={}", path(&tls.join("sc.key"))),
+            format!("--tls-ca={}", path(&tls.join("ca.pem"))),
+            "--tls-client-auth=required".to_owned(),
+        ])
+        .start();
+    let address = sc.public_address.to_string();
+    let client_file = dir.path().join("client.toml");
+    std::fs::write(
+        &client_file,
+        format!(
+            "sc = \"{address}\"\ntls_ca = \"tls/ca.pem\"\ntls_cert = \"tls/admin.pem\"\n\
+             tls_key = \"tls/admin.key\"\n"
+        ),
+    )
+    .unwrap();
+    let config = path(&client_file);
+
+    let listed = sluice(&["--config", &config, "spu", "list", "-O", "json"]).success("spu list");
+    assert!(listed.json().is_array(), "{}", listed.stdout);
+
+    let plaintext = sluice(&["--sc", &address, "spu", "list"]);
+    assert!(!plaintext.status.success());
+    assert!(plaintext.stderr.contains("requires TLS: pass --tls-ca"), "{}", plaintext.stderr);
+
+    // Flags win over the file: a certificate of another CA is refused by the SC.
+    let stranger = sluice(&[
+        "--config",
+        &config,
+        "--tls-cert",
+        &path(&other.join("admin.pem")),
+        "--tls-key",
+        &path(&other.join("admin.key")),
+        "spu",
+        "list",
+    ]);
+    assert!(!stranger.status.success());
+    assert!(stranger.stderr.contains("refused this client's certificate"), "{}", stranger.stderr);
+
+    // Without a client certificate a `required` SC refuses too; the file alone serves again.
+    let anonymous =
+        sluice(&["--sc", &address, "--tls-ca", &path(&tls.join("ca.pem")), "spu", "list"]);
+    assert!(!anonymous.status.success());
+    assert!(anonymous.stderr.contains("refused this client's certificate"), "{}", anonymous.stderr);
+    sluice(&["--config", &config, "topic", "list"]).success("topic list after the refusals");
+}
