@@ -747,8 +747,23 @@ mod tests {
 
     #[test]
     fn tls_against_plaintext_and_plaintext_against_tls_are_named() {
-        // A TLS client on a plaintext server.
-        let plain = serve(echo);
+        // A TLS client on a plaintext server that answers what it cannot decode with an error
+        // frame, as the SC and the SPUs do.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let plain = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut hello = [0u8; 512];
+            let _ignored = stream.read(&mut hello);
+            let mut out = Vec::new();
+            let header = sluice_proto::frame::FrameHeader {
+                api_key: sluice_proto::api::ApiKey::ApiVersions,
+                api_version: ApiVersion(0),
+                correlation_id: CorrelationId(0),
+            };
+            encode_frame(&mut out, &header, &sluice_proto::api::NoResponse).unwrap();
+            let _ignored = stream.write_all(&out);
+        });
         let tls_server = TlsServer::start(echo);
         let refused = Connection::open(&plain, Duration::from_secs(5), &tls_server.transport());
         let error = refused.err().expect("TLS to a plaintext server must fail");

@@ -138,7 +138,11 @@ fn handshake(
                 return Err(ClientError::TlsHandshake {
                     address: address.to_owned(),
                     failure: TlsFailure::Other,
-                    reason: format!("no answer to the TLS ClientHello within {timeout:?}"),
+                    reason: format!(
+                        "no answer to the TLS ClientHello within {timeout:?} (a plaintext server \
+                         waiting for the rest of what it takes for a frame does this too: is it \
+                         a plaintext port?)"
+                    ),
                 })
             }
             Err(error) => return Err(failed(error)),
@@ -195,7 +199,10 @@ pub(crate) fn fatal_error(address: &str, error: &std::io::Error) -> Option<Clien
             | AlertDescription::CertificateRevoked
             | AlertDescription::CertificateUnknown
             | AlertDescription::UnsupportedCertificate
-            | AlertDescription::AccessDenied,
+            | AlertDescription::AccessDenied
+            // A certificate whose issuer has the name of a trusted CA but another key (two
+            // throwaway CAs of the same name) fails its signature check.
+            | AlertDescription::DecryptError,
         ) => TlsFailure::ClientCertificateRejected,
         _ => TlsFailure::Other,
     };

@@ -18,8 +18,12 @@ struct Pki {
 
 impl Pki {
     fn new() -> Pki {
+        Pki::named("test CA")
+    }
+
+    fn named(name: &str) -> Pki {
         let dir = tempfile::tempdir().unwrap();
-        let ca = DevCa::new("test CA").unwrap();
+        let ca = DevCa::new(name).unwrap();
         ca.write_cert(&dir.path().join("ca.pem")).unwrap();
         Pki { dir, ca }
     }
@@ -108,22 +112,26 @@ fn handshake_failure(result: Result<Cluster, ClientError>) -> TlsFailure {
 #[test]
 fn refused_certificates_get_their_own_errors_and_the_sc_stays_up() {
     let pki = Pki::new();
-    let other = Pki::new();
+    let other = Pki::named("other CA");
+    // Two throwaway CAs of the same name: the issuer is found by name, its signature fails.
+    let namesake = Pki::new();
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("sc.log");
     let sc = start_sc(&dir.path().join("data"), &log, &pki.sc_flags());
 
     // A client certificate of another CA.
-    let stranger = other.issue("stranger", &["stranger"]);
-    let tls = TlsConfig::new(pki.ca_path()).with_certificate(&stranger.cert, &stranger.key);
-    let error = Cluster::connect(config(&sc, Some(tls))).unwrap_err();
-    assert!(!error.is_retriable());
-    assert!(error.to_string().contains("refused this client's certificate"), "{error}");
-    let tls = TlsConfig::new(pki.ca_path()).with_certificate(&stranger.cert, &stranger.key);
-    assert_eq!(
-        handshake_failure(Cluster::connect(config(&sc, Some(tls)))),
-        TlsFailure::ClientCertificateRejected
-    );
+    for ca in [&other, &namesake] {
+        let stranger = ca.issue("stranger", &["stranger"]);
+        let tls = TlsConfig::new(pki.ca_path()).with_certificate(&stranger.cert, &stranger.key);
+        let error = Cluster::connect(config(&sc, Some(tls))).unwrap_err();
+        assert!(!error.is_retriable());
+        assert!(error.to_string().contains("refused this client's certificate"), "{error}");
+        let tls = TlsConfig::new(pki.ca_path()).with_certificate(&stranger.cert, &stranger.key);
+        assert_eq!(
+            handshake_failure(Cluster::connect(config(&sc, Some(tls)))),
+            TlsFailure::ClientCertificateRejected
+        );
+    }
 
     // An expired client certificate of the right CA.
     let now = time::OffsetDateTime::now_utc();
