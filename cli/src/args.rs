@@ -968,7 +968,7 @@ mod tests {
             "sluice", "--sc", "h:1", "consume", "t", "-B", "-d", "-n", "5", "-p", "2",
         ])
         .unwrap();
-        assert_eq!(cli.sc, "h:1");
+        assert_eq!(cli.sc.as_deref(), Some("h:1"));
         let Command::Consume(args) = cli.command else { panic!("not consume") };
         assert!(args.from_beginning && args.stop_at_end);
         assert_eq!((args.count, args.partition), (Some(5), Some(2)));

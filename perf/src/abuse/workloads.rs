@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_client::{Acks, ClientConfig, Cluster, ProducerConfig, ProducerRecord, TopicSpec};
+use sluice_client::{Acks, Cluster, ProducerConfig, ProducerRecord, TopicSpec};
 
 use super::probe::Probe;
 use super::raw::{self, Garbage};

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use sluice_client::{
-    Acks, ClientConfig, ClientError, Cluster, ConsumerConfig, DeliveryListener, ErrorCode,
-    Isolation, Poll, ProducerConfig, ProducerRecord, RecordMetadata, StartFrom, TopicSpec,
+    Acks, ClientError, Cluster, ConsumerConfig, DeliveryListener, ErrorCode, Isolation, Poll,
+    ProducerConfig, ProducerRecord, RecordMetadata, StartFrom, TopicSpec,
 };
 
 use super::history::{analyze, Analysis, History, Outcome, Seen, Send, ValueId};

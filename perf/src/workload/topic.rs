@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sluice_client::{ClientConfig, ClientError, Cluster, ErrorCode, TopicSpec};
+use sluice_client::{ClientError, Cluster, ErrorCode, TopicSpec};
 
 use crate::args::WorkloadArgs;
 use crate::error::PerfError;
