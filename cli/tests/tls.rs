@@ -85,3 +85,25 @@ fn config_file_flags_and_refusals_against_a_tls_sc() {
     assert!(anonymous.stderr.contains("refused this client's certificate"), "{}", anonymous.stderr);
     sluice(&["--config", &config, "topic", "list"]).success("topic list after the refusals");
 }
+
+#[test]
+fn a_local_cluster_with_tls_serves_its_admin_identity_through_client_toml() {
+    let cluster = common::LocalCluster::new();
+    let started = cluster.start(&["--spus", "1", "--cores", "1", "--tls"]).success("start --tls");
+    let client_file = cluster.dir().join("client.toml");
+    assert!(started.stdout.contains("sluice --config"), "{}", started.stdout);
+    assert!(client_file.exists());
+    for file in ["ca.pem", "ca.key", "sc.pem", "admin.pem", "admin.key"] {
+        assert!(cluster.dir().join("tls").join(file).exists(), "tls/{file} missing");
+    }
+    let config = path(&client_file);
+    let spus = sluice(&["--config", &config, "spu", "list", "-O", "json"]).success("spu list");
+    assert_eq!(spus.json().as_array().map(Vec::len), Some(1), "{}", spus.stdout);
+    // `cluster status` reaches the SC with the cluster's own settings.
+    assert_eq!(cluster.status()["spus"].as_array().map(Vec::len), Some(1));
+
+    let address = cluster.sc_address();
+    let plaintext = sluice(&["--sc", &address, "topic", "list"]);
+    assert!(!plaintext.status.success());
+    assert!(plaintext.stderr.contains("requires TLS"), "{}", plaintext.stderr);
+}
