@@ -19,7 +19,10 @@ pub fn set_settings(settings: ClientSettings) {
 /// The client configuration for the SC(s) at `sc`. The `--config` file's `sc` applies only
 /// while `sc` is the default address (neither `--sc` nor `SLUICE_SC` given).
 pub fn client_config(sc: &str) -> Result<ClientConfig, ClientError> {
-    let settings = SETTINGS.get().cloned().unwrap_or_default();
+    config_for(SETTINGS.get().cloned().unwrap_or_default(), sc)
+}
+
+fn config_for(settings: ClientSettings, sc: &str) -> Result<ClientConfig, ClientError> {
     let given = (sc != SC_ADDRESS_DEFAULT).then(|| sc.to_owned());
     ClientSettings { sc: given, ..settings }.resolve(SC_ADDRESS_DEFAULT)
 }
@@ -27,4 +30,24 @@ pub fn client_config(sc: &str) -> Result<ClientConfig, ClientError> {
 /// Connects to the SC(s) at `sc` with the global connection settings.
 pub fn connect(sc: &str) -> Result<Cluster, ClientError> {
     Cluster::connect(client_config(sc)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_file_gives_the_address_unless_sc_is_given_and_flags_give_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("client.toml");
+        std::fs::write(&file, "sc = \"10.0.0.9:9003\"\ntls_ca = \"ca.pem\"\n").unwrap();
+        let settings = ClientSettings { config: Some(file), ..ClientSettings::default() };
+        let from_file = config_for(settings.clone(), SC_ADDRESS_DEFAULT).unwrap();
+        assert_eq!(from_file.sc_addresses, ["10.0.0.9:9003"]);
+        assert_eq!(from_file.tls.unwrap().ca, dir.path().join("ca.pem"));
+        let given = config_for(settings, "10.0.0.1:9003").unwrap();
+        assert_eq!(given.sc_addresses, ["10.0.0.1:9003"]);
+        let plain = config_for(ClientSettings::default(), SC_ADDRESS_DEFAULT).unwrap();
+        assert_eq!(plain.tls, None);
+    }
 }
