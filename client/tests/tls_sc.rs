@@ -187,3 +187,28 @@ fn plaintext_and_tls_on_the_wrong_port_are_named_and_both_sides_go_on() {
     assert_serves(config(&tls_sc, Some(TlsConfig::new(pki.ca_path()))));
     assert_serves(config(&plain_sc, None));
 }
+
+#[test]
+fn a_rotated_certificate_serves_new_connections_and_established_ones_go_on() {
+    let pki = Pki::new();
+    let dir = tempfile::tempdir().unwrap();
+    let log = dir.path().join("sc.log");
+    let sc = start_sc(&dir.path().join("data"), &log, &pki.sc_flags());
+    let before = Cluster::connect(config(&sc, Some(TlsConfig::new(pki.ca_path())))).unwrap();
+    before.admin().list_spus().unwrap();
+
+    // The SC's certificate is replaced by one of another CA, written over the same files.
+    let next = Pki::named("next CA");
+    next.ca
+        .issue(&["sc.default", "127.0.0.1"], VALIDITY_DEFAULT)
+        .unwrap()
+        .write(pki.dir.path(), "sc")
+        .unwrap();
+    sluice_testkit::process::wait_for("new connections to get the new certificate", || {
+        Cluster::connect(config(&sc, Some(TlsConfig::new(next.ca_path())))).ok()
+    });
+    let error = Cluster::connect(config(&sc, Some(TlsConfig::new(pki.ca_path())))).unwrap_err();
+    assert!(matches!(error, ClientError::TlsHandshake { .. }), "{error:?}");
+    // The connection made before the rotation keeps its session.
+    before.admin().list_spus().unwrap();
+}
