@@ -141,3 +141,134 @@ pub(super) fn close_after_refusal(socket: &TcpStream) {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The accept loop of a standby SC (its gate never opens) with and without TLS: requests
+    //! over TLS get the standby's answer, and each kind of client on the wrong port is told.
+
+    use std::io::{Read, Write};
+    use std::net::{TcpListener, TcpStream};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use sluice_proto::api::admin::AdminResponse;
+    use sluice_proto::api::metadata::MetadataRequest;
+    use sluice_proto::api::{ApiVersion, Decode};
+    use sluice_proto::error_code::ErrorCode;
+    use sluice_proto::frame::{encode_request, FrameDecoder};
+    use sluice_proto::ids::CorrelationId;
+    use sluice_tls::dev_ca::{DevCa, VALIDITY_DEFAULT};
+    use sluice_tls::{
+        looks_like_tls, ClientAuth, ClientStream, ClientTls, ClientTlsFiles, ServerTls,
+    };
+
+    use crate::ha::Gate;
+    use crate::server::{run_accept, ServerContext};
+
+    const TIMEOUT: Duration = Duration::from_secs(10);
+
+    /// A standby accept loop on an OS-chosen port; stops when the guard drops.
+    struct Standby {
+        address: String,
+        shutdown: Arc<AtomicBool>,
+    }
+
+    impl Standby {
+        fn start(tls: Option<Arc<ServerTls>>) -> Standby {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = listener.local_addr().unwrap().to_string();
+            let shutdown = Arc::new(AtomicBool::new(false));
+            let gate = Arc::new(Gate::<ServerContext>::default());
+            let flag = Arc::clone(&shutdown);
+            std::thread::spawn(move || run_accept(listener, tls, gate, flag));
+            Standby { address, shutdown }
+        }
+    }
+
+    impl Drop for Standby {
+        fn drop(&mut self) {
+            self.shutdown.store(true, Ordering::Relaxed);
+        }
+    }
+
+    fn request() -> Vec<u8> {
+        let mut out = Vec::new();
+        let request = MetadataRequest { topics: None };
+        encode_request(&mut out, ApiVersion(0), CorrelationId(3), &request).unwrap();
+        out
+    }
+
+    fn answer(stream: &mut impl Read) -> AdminResponse {
+        let mut decoder = FrameDecoder::new(1 << 20);
+        let mut chunk = [0u8; 4096];
+        loop {
+            if let Some(frame) = decoder.next_frame().unwrap() {
+                return AdminResponse::decode(frame.header.api_version, &frame.body).unwrap();
+            }
+            let read = stream.read(&mut chunk).unwrap();
+            assert!(read > 0, "closed without an answer");
+            decoder.feed(&chunk[..read]);
+        }
+    }
+
+    #[test]
+    fn a_standby_answers_over_tls_and_names_clients_on_the_wrong_port() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = DevCa::new("test CA").unwrap();
+        let ca_path = dir.path().join("ca.pem");
+        ca.write_cert(&ca_path).unwrap();
+        let sc =
+            ca.issue(&["127.0.0.1"], VALIDITY_DEFAULT).unwrap().write(dir.path(), "sc").unwrap();
+        let server = ServerTls::new(sc.server(&ca_path, ClientAuth::Optional)).unwrap();
+        let tls_standby = Standby::start(Some(Arc::new(server)));
+        let plain_standby = Standby::start(None);
+        let client =
+            ClientTls::new(ClientTlsFiles { ca: ca_path.clone(), cert: None, key: None }).unwrap();
+        let tls_connect = |address: &str| {
+            let socket = TcpStream::connect(address).unwrap();
+            let mut stream = ClientStream::connect(socket, client.config(), "127.0.0.1").unwrap();
+            stream.handshake(TIMEOUT).unwrap();
+            stream
+        };
+
+        // Over TLS the standby answers with NotController, twice on one connection.
+        let mut stream = tls_connect(&tls_standby.address);
+        for _ in 0..2 {
+            stream.write_all(&request()).unwrap();
+            stream.flush().unwrap();
+            assert_eq!(answer(&mut stream).error_code, ErrorCode::NotController);
+        }
+
+        // A plaintext client on the TLS port gets a TLS alert.
+        let mut plain = TcpStream::connect(&tls_standby.address).unwrap();
+        plain.set_read_timeout(Some(TIMEOUT)).unwrap();
+        plain.write_all(&request()).unwrap();
+        let mut first = [0u8; 7];
+        plain.read_exact(&mut first).unwrap();
+        assert!(looks_like_tls(&first), "{first:?}");
+
+        // A TLS client on the plaintext port gets an error frame saying so.
+        let socket = TcpStream::connect(&plain_standby.address).unwrap();
+        socket.set_read_timeout(Some(TIMEOUT)).unwrap();
+        let mut hello = ClientStream::connect(socket, client.config(), "127.0.0.1").unwrap();
+        let ClientStream::Tls(hello) = &mut hello else { unreachable!() };
+        while hello.conn.wants_write() {
+            hello.conn.write_tls(&mut hello.sock).unwrap();
+        }
+        let refusal = answer(&mut hello.sock);
+        assert_eq!(refusal.error_code, ErrorCode::InvalidRequest);
+        assert!(refusal.message.unwrap().contains("a TLS client connected to a plaintext port"));
+
+        // Both still serve the right clients.
+        let mut stream = tls_connect(&tls_standby.address);
+        stream.write_all(&request()).unwrap();
+        stream.flush().unwrap();
+        assert_eq!(answer(&mut stream).error_code, ErrorCode::NotController);
+        let mut plain = TcpStream::connect(&plain_standby.address).unwrap();
+        plain.set_read_timeout(Some(TIMEOUT)).unwrap();
+        plain.write_all(&request()).unwrap();
+        assert_eq!(answer(&mut plain).error_code, ErrorCode::NotController);
+    }
+}
