@@ -87,6 +87,22 @@ fn config_file_flags_and_refusals_against_a_tls_sc() {
 }
 
 #[test]
+fn deploy_make_certs_writes_a_ca_and_certificates_with_sluice() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/tls/make-certs");
+    let output = std::process::Command::new(script)
+        .env("SLUICE_BIN", common::sluice_bin())
+        .args(["--out", &path(dir.path()), "--cluster", "prod", "--spus", "5001,5002"])
+        .args(["--client", "app"])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{}", String::from_utf8_lossy(&output.stderr));
+    for file in ["ca.pem", "sc.pem", "spu-5001.pem", "spu-5002.key", "app.pem", "app.key"] {
+        assert!(dir.path().join(file).exists(), "{file} missing");
+    }
+}
+
+#[test]
 fn a_local_cluster_with_tls_serves_its_admin_identity_through_client_toml() {
     let cluster = common::LocalCluster::new();
     let started = cluster.start(&["--spus", "1", "--cores", "1", "--tls"]).success("start --tls");
