@@ -169,8 +169,7 @@ pub enum ClientError {
         /// rustls' reason.
         reason: String,
     },
-    /// The client uses TLS and the server answered in plaintext (or closed at once). Not
-    /// retriable.
+    /// The client uses TLS and the server answered in plaintext. Not retriable.
     #[error("the server at {address} does not speak TLS (is it a plaintext port? drop --tls-ca)")]
     NotTls {
         /// The server address.

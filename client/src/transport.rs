@@ -7,7 +7,8 @@
 //!   (new connections use them).
 //! - Mismatches are told apart from other failures, each with its own [`ClientError`]
 //!   variant: a TLS client whose server answers the ClientHello with anything but a TLS record
-//!   (or closes without a word) gets [`ClientError::NotTls`]; a plaintext client whose server
+//!   gets [`ClientError::NotTls`] (one that closes without a word is an ordinary connection
+//!   failure: a server at its connection limit does that too); a plaintext client whose server
 //!   answers with a TLS record gets [`ClientError::TlsRequired`] ([`tls_required`] marks that
 //!   error where frames are read). A refused certificate, in either direction, is
 //!   [`ClientError::TlsHandshake`] with the side that refused; in TLS 1.3 a server refuses a
@@ -148,7 +149,16 @@ fn handshake(
             Err(error) => return Err(failed(error)),
         }
     };
-    if answered == 0 || !TLS_RECORD_TYPES.contains(&first[0]) {
+    if answered == 0 {
+        // No answer at all: a plaintext server that drops what it cannot read, or a server
+        // refusing connections (at its limit); retrying is the caller's call.
+        return Err(failed(std::io::Error::new(
+            ErrorKind::ConnectionAborted,
+            "closed at the TLS ClientHello without an answer (a plaintext port, or a server \
+             refusing connections)",
+        )));
+    }
+    if !TLS_RECORD_TYPES.contains(&first[0]) {
         return Err(ClientError::NotTls { address: address.to_owned() });
     }
     stream.handshake(timeout).map_err(|error| match error {
