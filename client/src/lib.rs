@@ -69,6 +69,28 @@
 //! Consumers and admin calls block; from async code run them where blocking is allowed (a
 //! dedicated thread, or the runtime's blocking pool).
 //!
+//! # TLS
+//!
+//! With [`ClientConfig::tls`] every connection (the SC and each SPU core) uses TLS; servers
+//! are verified by the host of the address dialled, and a client certificate, when given, is
+//! this client's identity. [`ClientSettings`] reads the same from a client file
+//! (`sluice --config`), under flags and environment variables.
+//!
+//! ```no_run
+//! use sluice_client::{ClientConfig, ClientError, Cluster, TlsConfig, TlsFailure};
+//!
+//! let mut config = ClientConfig::new("10.0.0.1:9003");
+//! config.tls = Some(TlsConfig::new("ca.pem").with_certificate("app.pem", "app.key"));
+//! match Cluster::connect(config) {
+//!     Ok(_cluster) => {}
+//!     Err(ClientError::TlsHandshake { failure: TlsFailure::ClientCertificateRejected, .. }) => {
+//!         eprintln!("the cluster does not accept app.pem");
+//!     }
+//!     Err(ClientError::NotTls { address }) => eprintln!("{address} is a plaintext port"),
+//!     Err(other) => eprintln!("{other}"),
+//! }
+//! ```
+//!
 //! # Errors
 //!
 //! Every failure is a [`ClientError`] whose message says what to do, and whose
