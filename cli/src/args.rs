@@ -21,7 +21,20 @@ Sluice: a persistent, replicated streaming platform.
 
 `sluice` starts a local cluster, manages topics, SPUs and SPU groups, and produces and
 consumes records. Every command that talks to a cluster goes to the Streaming Controller (SC)
-named by --sc (or SLUICE_SC, default 127.0.0.1:9003).";
+named by --sc (or SLUICE_SC, default 127.0.0.1:9003).
+
+TLS: --tls-ca turns TLS on for every connection (SC and SPUs) and names the CA bundle the
+servers' certificates must chain to; servers are verified by the host of the address dialled.
+--tls-cert and --tls-key present a client certificate (its name is your identity) to servers
+that ask for one. A client file (--config FILE, TOML) can hold the same settings:
+
+  sc = \"127.0.0.1:9003\"
+  tls_ca = \"tls/ca.pem\"        # relative to the file's directory
+  tls_cert = \"tls/admin.pem\"
+  tls_key = \"tls/admin.key\"
+
+Precedence: flag, then environment variable, then file, then default. `sluice cluster start
+--local --tls` writes such a file for its admin identity.";
 
 const AFTER_HELP: &str = "\
 Quick start:
@@ -41,9 +54,22 @@ pub struct Cli {
     /// SC public address(es), `host:port[,host:port...]`, tried in order; or
     /// `consul://AGENT/CLUSTER`: every SC of CLUSTER whose Consul checks pass, the active one
     /// first (ACL token from CONSUL_HTTP_TOKEN).
-    #[arg(long, global = true, env = "SLUICE_SC", default_value = SC_ADDRESS_DEFAULT,
-        value_name = "HOST:PORT[,..]")]
-    pub sc: String,
+    /// [default: the --config file's `sc`, else 127.0.0.1:9003]
+    #[arg(long, global = true, env = "SLUICE_SC", value_name = "HOST:PORT[,..]")]
+    pub sc: Option<String>,
+    /// Client configuration file (TOML: `sc`, `tls_ca`, `tls_cert`, `tls_key`); flags and
+    /// environment variables override its values.
+    #[arg(long, global = true, env = "SLUICE_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Use TLS, trusting the servers' certificates signed by this PEM CA bundle.
+    #[arg(long, global = true, env = "SLUICE_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// PEM client certificate presented to servers that ask for one (with --tls-key).
+    #[arg(long, global = true, env = "SLUICE_TLS_CERT", value_name = "PEM")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, global = true, env = "SLUICE_TLS_KEY", value_name = "PEM")]
+    pub tls_key: Option<PathBuf>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -159,6 +185,50 @@ pub enum ClusterCommand {
     /// in sync, then the next.
     #[command(name = "rolling-restart", after_help = CLUSTER_ROLLING_RESTART_EXAMPLES)]
     RollingRestart(ClusterRollingRestartArgs),
+    /// Create a throwaway CA and certificates for an SC, SPUs and client identities (for
+    /// tests and trials; production certificates come from your own PKI).
+    #[command(after_help = CLUSTER_CERTS_EXAMPLES)]
+    Certs(ClusterCertsArgs),
+}
+
+const CLUSTER_CERTS_EXAMPLES: &str = "\
+Examples:
+  sluice cluster certs --out ./tls --cluster prod --spus 5001,5002 --sc-host sc1.example.com
+  sluice cluster certs --out ./tls --spus 5001 --sc-host 10.0.0.5 --client admin --client app
+
+Writes DIR/ca.pem and DIR/ca.key (the CA: keep ca.key private; a second run with the same DIR
+reuses it), DIR/sc.pem and sc.key (names sc.CLUSTER, each --sc-host, localhost and
+127.0.0.1), DIR/spu-N.pem and spu-N.key per SPU (names spu-N.CLUSTER, each --spu-host,
+localhost and 127.0.0.1) and DIR/NAME.pem and NAME.key per --client (name NAME). Keys are
+mode 0600. Then, for example:
+  sluice-sc --tls-cert DIR/sc.pem --tls-key DIR/sc.key --tls-ca DIR/ca.pem --tls-client-auth optional
+  sluice --tls-ca DIR/ca.pem --tls-cert DIR/admin.pem --tls-key DIR/admin.key topic list";
+
+/// `sluice cluster certs`
+#[derive(Clone, Debug, Args)]
+pub struct ClusterCertsArgs {
+    /// Directory to write the files to (created if missing).
+    #[arg(long, value_name = "DIR")]
+    pub out: PathBuf,
+    /// Cluster name, as the SC's --cluster: certificates name `sc.CLUSTER` and
+    /// `spu-N.CLUSTER`.
+    #[arg(long, default_value = "default")]
+    pub cluster: String,
+    /// SPU ids to issue certificates for.
+    #[arg(long, value_delimiter = ',', value_name = "ID,ID,..")]
+    pub spus: Vec<i32>,
+    /// Host names or IP addresses clients dial the SC by (repeatable).
+    #[arg(long, value_name = "HOST")]
+    pub sc_host: Vec<String>,
+    /// Host names or IP addresses clients dial the SPUs by (repeatable; the same for all).
+    #[arg(long, value_name = "HOST")]
+    pub spu_host: Vec<String>,
+    /// Client identities to issue certificates for (repeatable) [default: admin].
+    #[arg(long, value_name = "NAME")]
+    pub client: Vec<String>,
+    /// Validity of the certificates, e.g. `365d`.
+    #[arg(long, value_name = "DURATION", default_value = "365d", value_parser = units::parse_duration)]
+    pub validity: std::time::Duration,
 }
 
 const CLUSTER_REBALANCE_EXAMPLES: &str = "\
@@ -344,6 +414,11 @@ pub struct ClusterStartArgs {
     /// Longest wait for the SC and every SPU to come up, e.g. `60s`, `2m`.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = units::parse_duration)]
     pub timeout: std::time::Duration,
+    /// TLS on the SC's and the SPUs' listeners, with a throwaway CA and certificates written
+    /// to DIR/tls/ (client certificates optional), and DIR/client.toml for an `admin` client
+    /// identity: use it with `sluice --config DIR/client.toml ...`.
+    #[arg(long)]
+    pub tls: bool,
 }
 
 /// `sluice cluster status`
@@ -893,7 +968,7 @@ mod tests {
             "sluice", "--sc", "h:1", "consume", "t", "-B", "-d", "-n", "5", "-p", "2",
         ])
         .unwrap();
-        assert_eq!(cli.sc, "h:1");
+        assert_eq!(cli.sc.as_deref(), Some("h:1"));
         let Command::Consume(args) = cli.command else { panic!("not consume") };
         assert!(args.from_beginning && args.stop_at_end);
         assert_eq!((args.count, args.partition), (Some(5), Some(2)));

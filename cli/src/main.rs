@@ -12,6 +12,7 @@
 
 mod admin;
 mod args;
+mod certs;
 mod consume;
 mod local;
 mod output;
@@ -26,8 +27,19 @@ use clap::Parser;
 
 use args::{Cli, ClusterCommand, ClusterSpuCommand, Command};
 
-fn run(cli: Cli) -> anyhow::Result<()> {
-    let sc = cli.sc.as_str();
+/// The connection settings of the global flags, environment variables and `--config` file.
+fn client_config(cli: &Cli) -> anyhow::Result<sluice_client::ClientConfig> {
+    let settings = sluice_client::ClientSettings {
+        sc: cli.sc.clone(),
+        config: cli.config.clone(),
+        tls_ca: cli.tls_ca.clone(),
+        tls_cert: cli.tls_cert.clone(),
+        tls_key: cli.tls_key.clone(),
+    };
+    Ok(settings.resolve(args::SC_ADDRESS_DEFAULT)?)
+}
+
+fn run(cli: &Cli, sc: &str) -> anyhow::Result<()> {
     match &cli.command {
         Command::Cluster(ClusterCommand::Start(args)) => local::start(args),
         Command::Cluster(ClusterCommand::Status(args)) => local::status(args),
@@ -40,6 +52,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Cluster(ClusterCommand::Rebalance(args)) => rebalance::run(sc, args),
         Command::Cluster(ClusterCommand::RollingRestart(args)) => local::rolling::run(sc, args),
+        Command::Cluster(ClusterCommand::Certs(args)) => certs::run(args),
         Command::Topic(command) => admin::topic(sc, command),
         Command::Partition(command) => partition::run(sc, command),
         Command::Spu(command) => admin::spu(sc, command),
@@ -76,8 +89,16 @@ fn local_cluster_hint(error: &anyhow::Error, sc: &str) -> Option<String> {
 
 fn main() {
     let cli = Cli::parse();
-    let sc = cli.sc.clone();
-    if let Err(error) = run(cli) {
+    let config = match client_config(&cli) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            std::process::exit(1);
+        }
+    };
+    let sc = config.sc_addresses.join(",");
+    sc_api::set_connection_settings(config);
+    if let Err(error) = run(&cli, &sc) {
         eprintln!("error: {error:#}");
         if let Some(hint) = local_cluster_hint(&error, &sc) {
             eprintln!("{hint}");

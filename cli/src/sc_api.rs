@@ -5,6 +5,8 @@
 //! say what to do (e.g. an unreachable SC suggests `sluice cluster start --local`); this module
 //! adds which operation failed.
 
+use std::sync::OnceLock;
+
 use anyhow::Context;
 use sluice_client::{ClientConfig, Cluster};
 use sluice_proto::api::admin::{PartitionEntry, SpuEntry, SpuGroupEntry, TopicEntry};
@@ -16,10 +18,30 @@ pub struct ScApi {
     cluster: Cluster,
 }
 
+/// How this process connects (TLS files, token) from the global flags, environment and
+/// `--config` file; set once by `main` before any command runs.
+static CONNECTION_SETTINGS: OnceLock<ClientConfig> = OnceLock::new();
+
+/// Records the connection settings every [`ScApi::connect`] uses (the first call wins).
+pub fn set_connection_settings(config: ClientConfig) {
+    let _first = CONNECTION_SETTINGS.set(config);
+}
+
 impl ScApi {
-    /// Connects to the SC(s) at `sc` (`host:port[,host:port...]`).
+    /// Connects to the SC(s) at `sc` (`host:port[,host:port...]`) with this process'
+    /// connection settings (TLS, token).
     pub fn connect(sc: &str) -> anyhow::Result<ScApi> {
-        let cluster = Cluster::connect(ClientConfig::new(sc))?;
+        let addresses = ClientConfig::new(sc).sc_addresses;
+        let config = match CONNECTION_SETTINGS.get() {
+            Some(settings) => ClientConfig { sc_addresses: addresses, ..settings.clone() },
+            None => ClientConfig::new(sc),
+        };
+        ScApi::connect_with(config)
+    }
+
+    /// Connects with `config` as it is (the local cluster's own settings).
+    pub fn connect_with(config: ClientConfig) -> anyhow::Result<ScApi> {
+        let cluster = Cluster::connect(config)?;
         Ok(ScApi { cluster })
     }
 

@@ -8,6 +8,7 @@ use common::sluice;
 /// Every command path of `sluice`, with a word its help must contain.
 const COMMANDS: &[(&[&str], &str)] = &[
     (&[], "Quick start"),
+    (&[], "--tls-ca"),
     (&["cluster"], "local cluster"),
     (&["cluster", "start"], "--spus"),
     (&["cluster", "status"], "--data-dir"),
@@ -15,6 +16,8 @@ const COMMANDS: &[(&[&str], &str)] = &[
     (&["cluster", "spu"], "kill"),
     (&["cluster", "spu", "stop"], "SIGTERM"),
     (&["cluster", "spu", "kill"], "kill -9"),
+    (&["cluster", "certs"], "--sc-host"),
+    (&["cluster", "start"], "--tls"),
     (&["topic"], "describe"),
     (&["topic", "create"], "--retention-time"),
     (&["topic", "create"], "MAY LOSE ACKNOWLEDGED RECORDS"),

@@ -161,11 +161,18 @@ fn shell_scripts_pass_shellcheck() {
         return;
     }
     let deploy = repo().join("deploy");
-    let scripts: Vec<PathBuf> =
-        ["install", "uninstall", "lib/units.sh", "netns/up", "netns/down", "netns/lib.sh"]
-            .iter()
-            .map(|name| deploy.join(name))
-            .collect();
+    let scripts: Vec<PathBuf> = [
+        "install",
+        "uninstall",
+        "lib/units.sh",
+        "netns/up",
+        "netns/down",
+        "netns/lib.sh",
+        "tls/make-certs",
+    ]
+    .iter()
+    .map(|name| deploy.join(name))
+    .collect();
     run_ok(Command::new("shellcheck").arg("-x").current_dir(repo()).args(&scripts));
 }
 

@@ -131,7 +131,7 @@ impl Cluster {
                 reason: error.to_string(),
             })?;
         let inner = ClusterInner {
-            pool: ConnectionPool::new(config.connect_timeout),
+            pool: ConnectionPool::new(config.connect_timeout, sc.transport().clone()),
             config,
             sc,
             metadata,

@@ -2,6 +2,7 @@
 //!
 //! Every limit is a named field or constant with the reason for its default next to it.
 
+use std::path::PathBuf;
 use std::time::Duration;
 
 use sluice_proto::api::fetch::Isolation;
@@ -18,7 +19,7 @@ pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 
 /// How to reach the cluster.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClientConfig {
     /// SC public addresses (`host:port`), tried in order; the client moves to the next one on
     /// connection refused, a standby's `NotController`, or a dropped connection. An entry
@@ -31,6 +32,43 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Bound on waiting for one response (admin calls, produce, list offsets, fetch).
     pub request_timeout: Duration,
+    /// TLS for every connection (SC and SPUs); `None`: plaintext.
+    pub tls: Option<TlsConfig>,
+    /// Authentication token presented to the cluster (reserved for access control; not sent
+    /// by this version).
+    pub token: Option<String>,
+}
+
+/// TLS settings of a client: whom to trust, and the certificate to present when the servers
+/// ask for one (mutual TLS; its name is the client's principal).
+///
+/// ```
+/// let mut config = sluice_client::ClientConfig::new("127.0.0.1:9003");
+/// config.tls = Some(sluice_client::TlsConfig::new("/etc/sluice/ca.pem"));
+/// ```
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsConfig {
+    /// PEM CA bundle that servers' certificates must chain to.
+    pub ca: PathBuf,
+    /// PEM certificate chain presented to servers (with `key`).
+    pub cert: Option<PathBuf>,
+    /// PEM private key of `cert`.
+    pub key: Option<PathBuf>,
+    /// The name every server's certificate is checked against, instead of the host part of
+    /// the address dialled (for servers dialled by an address their certificates do not name).
+    pub server_name: Option<String>,
+}
+
+impl TlsConfig {
+    /// Servers verified against the CA bundle `ca`; no client certificate.
+    pub fn new(ca: impl Into<PathBuf>) -> TlsConfig {
+        TlsConfig { ca: ca.into(), cert: None, key: None, server_name: None }
+    }
+
+    /// The same, presenting the certificate `cert` with its key `key`.
+    pub fn with_certificate(self, cert: impl Into<PathBuf>, key: impl Into<PathBuf>) -> TlsConfig {
+        TlsConfig { cert: Some(cert.into()), key: Some(key.into()), ..self }
+    }
 }
 
 impl ClientConfig {
@@ -51,6 +89,8 @@ impl ClientConfig {
                 .collect(),
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
+            tls: None,
+            token: None,
         }
     }
 
@@ -94,6 +134,16 @@ impl ClientConfig {
                 reason: "no address given; pass host:port[,host:port...]".into(),
             });
         }
+        if let Some(tls) = &self.tls {
+            if tls.cert.is_some() != tls.key.is_some() {
+                return Err(ClientError::InvalidInput {
+                    what: "TLS settings",
+                    reason: "a client certificate needs both its file and its key \
+                             (--tls-cert and --tls-key)"
+                        .into(),
+                });
+            }
+        }
         if self.connect_timeout.is_zero() || self.request_timeout.is_zero() {
             return Err(ClientError::InvalidInput {
                 what: "timeout",
@@ -101,6 +151,20 @@ impl ClientConfig {
             });
         }
         Ok(())
+    }
+}
+
+impl std::fmt::Debug for ClientConfig {
+    /// Everything but the token's value.
+    fn fmt(&self, formatter: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        formatter
+            .debug_struct("ClientConfig")
+            .field("sc_addresses", &self.sc_addresses)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("tls", &self.tls)
+            .field("token", &self.token.as_ref().map(|_| "<hidden>"))
+            .finish()
     }
 }
 

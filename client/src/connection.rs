@@ -18,19 +18,35 @@
 //! Bounds: frames above [`RESPONSE_FRAME_BYTES_MAX`] close the connection; in-flight requests
 //! per connection are bounded by their callers (one produce request per partition, one fetch
 //! per consumer).
+//!
+//! ## TLS
+//!
+//! A rustls connection is one state machine for both directions, so it cannot be split like a
+//! socket. Over TLS ([`TlsLink`]) the session sits behind its own mutex and the socket's write
+//! half behind another, with one rule: a writer takes the socket lock first, then the session
+//! lock only to encrypt its frame into the writer's buffer, and writes that buffer to the socket
+//! after releasing the session. The reader thread reads raw bytes without any lock and takes
+//! the session lock only to decrypt them. So no thread ever holds the session lock during
+//! socket I/O: a writer blocked on a full socket never stops the reader from draining
+//! responses (which would deadlock against a server blocked on writing them), and records
+//! leave in the order they were sealed because only the socket lock's holder seals. TLS costs
+//! one copy each way (rustls' buffers); the plaintext path is unchanged.
 
 use std::collections::HashMap;
 use std::io::{ErrorKind, IoSlice, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use sluice_proto::api::{ApiVersion, Request};
 use sluice_proto::frame::{encode_request, Frame, FrameDecoder, FRAME_BYTES_MAX_DEFAULT};
 use sluice_proto::ids::CorrelationId;
+use sluice_tls::rustls::ClientConnection;
+use sluice_tls::ClientStream;
 
 use crate::error::ClientError;
+use crate::transport::{fatal_error, is_tls_answer, tls_required, Transport};
 
 /// Largest response frame accepted: the SPU's own frame maximum.
 pub(crate) const RESPONSE_FRAME_BYTES_MAX: u32 = FRAME_BYTES_MAX_DEFAULT;
@@ -38,6 +54,9 @@ pub(crate) const RESPONSE_FRAME_BYTES_MAX: u32 = FRAME_BYTES_MAX_DEFAULT;
 pub(crate) const SWEEP_INTERVAL: Duration = Duration::from_millis(100);
 /// Bytes read from the socket at a time.
 const READ_CHUNK_BYTES: usize = 256 * 1024;
+/// Capacity a TLS writer's buffer keeps between frames; a larger frame's buffer is shrunk back
+/// after it is sent, so one big produce request does not pin its size for the connection's life.
+const TLS_WRITE_BUFFER_BYTES_KEPT: usize = 1024 * 1024;
 
 /// What the reader thread calls with a request's outcome.
 pub(crate) type Completion = Box<dyn FnOnce(Result<Frame, ClientError>) + Send>;
@@ -95,40 +114,111 @@ impl Shared {
     }
 }
 
-/// One TCP connection to one SPU core.
+/// The write side of a connection.
+enum Writer {
+    /// The socket's write half.
+    Plain(Mutex<TcpStream>),
+    /// A TLS session shared with the reader thread (see the module docs for the lock order).
+    Tls(Arc<TlsLink>),
+}
+
+/// A TLS connection's state, shared by the writers and the reader thread.
+struct TlsLink {
+    /// The rustls session: taken briefly to seal or open records, never across socket I/O.
+    session: Mutex<ClientConnection>,
+    /// The socket's write half and the sealed bytes of the frame being written; whoever
+    /// holds it is the only one sealing records.
+    socket: Mutex<(TcpStream, Vec<u8>)>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|poison| poison.into_inner())
+}
+
+impl TlsLink {
+    /// Seals `pieces` and writes them (see the module docs for why in two steps).
+    fn write_frame(&self, pieces: &mut [IoSlice<'_>]) -> std::io::Result<()> {
+        let mut socket = lock(&self.socket);
+        let (stream, sealed) = &mut *socket;
+        {
+            let mut session = lock(&self.session);
+            write_all_vectored(&mut session.writer(), pieces)?;
+            while session.wants_write() {
+                session.write_tls(sealed)?;
+            }
+        }
+        let written = stream.write_all(sealed);
+        sealed.clear();
+        sealed.shrink_to(TLS_WRITE_BUFFER_BYTES_KEPT);
+        written
+    }
+
+    /// Sends what the session wants to send on its own (an alert, a key update answer) when no
+    /// writer is busy; otherwise the busy writer's next frame takes it along.
+    fn flush_pending(&self) -> std::io::Result<()> {
+        let Ok(mut socket) = self.socket.try_lock() else { return Ok(()) };
+        let (stream, sealed) = &mut *socket;
+        {
+            let mut session = lock(&self.session);
+            while session.wants_write() {
+                session.write_tls(sealed)?;
+            }
+        }
+        let written = stream.write_all(sealed);
+        sealed.clear();
+        written
+    }
+}
+
+/// One connection (plaintext or TLS) to one SPU core.
 pub(crate) struct Connection {
     shared: Arc<Shared>,
-    writer: Mutex<TcpStream>,
+    writer: Writer,
+    /// A handle on the socket for shutting it down whatever the writers do.
+    socket: TcpStream,
     next_correlation_id: AtomicI32,
 }
 
 impl Connection {
-    /// Connects and starts the reader thread.
+    /// Connects (with TLS when `transport` says so) and starts the reader thread.
     pub(crate) fn open(
         address: &str,
         connect_timeout: Duration,
+        transport: &Transport,
     ) -> Result<Connection, ClientError> {
-        let stream = crate::sc::connect(address, connect_timeout)
-            .map_err(|error| ClientError::connection(address, error))?;
-        let reader = stream.try_clone().map_err(|error| ClientError::connection(address, error))?;
-        reader
-            .set_read_timeout(Some(SWEEP_INTERVAL))
-            .map_err(|error| ClientError::connection(address, error))?;
+        let failed = |error| ClientError::connection(address, error);
+        let stream = transport.connect(address, connect_timeout)?;
         let shared = Arc::new(Shared {
             address: address.to_owned(),
             pending: Mutex::new(HashMap::new()),
             closed: AtomicBool::new(false),
         });
+        let (writer, reader, socket) = match stream {
+            ClientStream::Plain(socket) => {
+                let reader = socket.try_clone().map_err(failed)?;
+                let handle = socket.try_clone().map_err(failed)?;
+                (Writer::Plain(Mutex::new(socket)), Reader::Plain(reader), handle)
+            }
+            ClientStream::Tls(tls) => {
+                let sluice_tls::rustls::StreamOwned { mut conn, sock } = *tls;
+                // Whole frames are sealed at once; the socket lock bounds what waits.
+                conn.set_buffer_limit(None);
+                let reader = sock.try_clone().map_err(failed)?;
+                let handle = sock.try_clone().map_err(failed)?;
+                let link = Arc::new(TlsLink {
+                    session: Mutex::new(conn),
+                    socket: Mutex::new((sock, Vec::new())),
+                });
+                (Writer::Tls(Arc::clone(&link)), Reader::Tls { socket: reader, link }, handle)
+            }
+        };
+        reader.socket().set_read_timeout(Some(SWEEP_INTERVAL)).map_err(failed)?;
         let thread_shared = Arc::clone(&shared);
         std::thread::Builder::new()
             .name(format!("sluice-conn-{address}"))
             .spawn(move || read_loop(&thread_shared, reader))
-            .map_err(|error| ClientError::connection(address, error))?;
-        Ok(Connection {
-            shared,
-            writer: Mutex::new(stream),
-            next_correlation_id: AtomicI32::new(1),
-        })
+            .map_err(failed)?;
+        Ok(Connection { shared, writer, socket, next_correlation_id: AtomicI32::new(1) })
     }
 
     pub(crate) fn address(&self) -> &str {
@@ -174,9 +264,9 @@ impl Connection {
             }
             self.shared.lock_pending().insert(correlation_id.get(), pending);
         }
-        let written = {
-            let mut writer = self.writer.lock().unwrap_or_else(|poison| poison.into_inner());
-            write_all_vectored(&mut *writer, frame)
+        let written = match &self.writer {
+            Writer::Plain(socket) => write_all_vectored(&mut *lock(socket), frame),
+            Writer::Tls(link) => link.write_frame(frame),
         };
         if let Err(error) = written {
             let failure = ClientError::connection(self.address(), error);
@@ -212,8 +302,7 @@ impl Connection {
     }
 
     fn writer_shutdown(&self) -> std::io::Result<()> {
-        let writer = self.writer.lock().unwrap_or_else(|poison| poison.into_inner());
-        writer.shutdown(Shutdown::Both)
+        self.socket.shutdown(Shutdown::Both)
     }
 
     fn closed_error(&self) -> ClientError {
@@ -230,17 +319,93 @@ impl Drop for Connection {
     }
 }
 
-fn read_loop(shared: &Shared, mut stream: TcpStream) {
+/// The read side of a connection, owned by its reader thread.
+enum Reader {
+    /// The socket's read half.
+    Plain(TcpStream),
+    /// The socket's read half and the session that opens its records.
+    Tls {
+        /// Raw TLS bytes come from here, read without any lock.
+        socket: TcpStream,
+        /// The session shared with the writers.
+        link: Arc<TlsLink>,
+    },
+}
+
+impl Reader {
+    fn socket(&self) -> &TcpStream {
+        match self {
+            Reader::Plain(socket) | Reader::Tls { socket, .. } => socket,
+        }
+    }
+}
+
+/// Opens the TLS records in `input` and feeds their plaintext to `decoder`; `Ok(false)` once
+/// the SPU closed the session.
+fn open_records(
+    link: &TlsLink,
+    mut input: &[u8],
+    plaintext: &mut [u8],
+    decoder: &mut FrameDecoder,
+) -> std::io::Result<bool> {
+    let mut session = lock(&link.session);
+    while !input.is_empty() {
+        session.read_tls(&mut input)?;
+        session
+            .process_new_packets()
+            .map_err(|error| std::io::Error::new(ErrorKind::InvalidData, error))?;
+        loop {
+            match session.reader().read(plaintext) {
+                Ok(0) => return Ok(false),
+                Ok(read) => decoder.feed(&plaintext[..read]),
+                Err(error) if error.kind() == ErrorKind::WouldBlock => break,
+                Err(error) => return Err(error),
+            }
+        }
+    }
+    Ok(true)
+}
+
+fn read_loop(shared: &Shared, reader: Reader) {
     let mut decoder = FrameDecoder::new(RESPONSE_FRAME_BYTES_MAX);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
+    // Opened TLS records land here before the decoder (plaintext needs no such buffer).
+    let mut plaintext = match &reader {
+        Reader::Plain(_) => Vec::new(),
+        Reader::Tls { .. } => vec![0u8; READ_CHUNK_BYTES],
+    };
+    let mut first_read = true;
     let mut next_sweep = Instant::now() + SWEEP_INTERVAL;
+    let mut stream = reader.socket();
     let failure = loop {
         if shared.closed.load(Ordering::Acquire) {
             break std::io::Error::new(ErrorKind::NotConnected, "connection closed by the client");
         }
         match stream.read(&mut chunk) {
             Ok(0) => break std::io::Error::new(ErrorKind::UnexpectedEof, "closed by the SPU"),
-            Ok(read) => decoder.feed(&chunk[..read]),
+            Ok(read) => match &reader {
+                Reader::Plain(_) => {
+                    if std::mem::take(&mut first_read) && is_tls_answer(&chunk[..read]) {
+                        break tls_required();
+                    }
+                    decoder.feed(&chunk[..read]);
+                }
+                Reader::Tls { link, .. } => {
+                    match open_records(link, &chunk[..read], &mut plaintext, &mut decoder) {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            break std::io::Error::new(
+                                ErrorKind::UnexpectedEof,
+                                "closed by the SPU (TLS close_notify)",
+                            )
+                        }
+                        Err(error) => break error,
+                    }
+                    if let Err(error) = link.flush_pending() {
+                        break error;
+                    }
+                }
+            },
             Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
             Err(error) if error.kind() == ErrorKind::Interrupted => {}
             Err(error) => break error,
@@ -256,7 +421,9 @@ fn read_loop(shared: &Shared, mut stream: TcpStream) {
     };
     tracing::debug!(address = %shared.address, error = %failure, "SPU connection ended");
     let _ignored = stream.shutdown(Shutdown::Both);
-    shared.fail_all(&ClientError::connection(&shared.address, failure));
+    let error = fatal_error(&shared.address, &failure)
+        .unwrap_or_else(|| ClientError::connection(&shared.address, failure));
+    shared.fail_all(&error);
 }
 
 /// Hands every whole frame to its completion; a fatal framing error ends the connection.
@@ -285,11 +452,12 @@ fn dispatch_frames(shared: &Shared, decoder: &mut FrameDecoder) -> Result<(), st
 pub(crate) struct ConnectionPool {
     connections: Mutex<HashMap<String, Arc<Connection>>>,
     connect_timeout: Duration,
+    transport: Transport,
 }
 
 impl ConnectionPool {
-    pub(crate) fn new(connect_timeout: Duration) -> ConnectionPool {
-        ConnectionPool { connections: Mutex::new(HashMap::new()), connect_timeout }
+    pub(crate) fn new(connect_timeout: Duration, transport: Transport) -> ConnectionPool {
+        ConnectionPool { connections: Mutex::new(HashMap::new()), connect_timeout, transport }
     }
 
     /// The live connection to `address`, connecting when there is none. Connecting happens
@@ -303,7 +471,7 @@ impl ConnectionPool {
                 }
             }
         }
-        let fresh = Arc::new(Connection::open(address, self.connect_timeout)?);
+        let fresh = Arc::new(Connection::open(address, self.connect_timeout, &self.transport)?);
         let mut connections = self.connections.lock().unwrap_or_else(|poison| poison.into_inner());
         match connections.get(address) {
             Some(existing) if !existing.is_closed() => Ok(Arc::clone(existing)),
@@ -405,7 +573,9 @@ mod tests {
 
     #[test]
     fn pipelined_requests_complete_by_correlation_id() {
-        let connection = Connection::open(&serve(echo), Duration::from_secs(5)).unwrap();
+        let connection =
+            Connection::open(&serve(echo), Duration::from_secs(5), &Transport::plaintext())
+                .unwrap();
         let (sender, receiver) = crossbeam_channel::unbounded();
         let mut ids = Vec::new();
         for _ in 0..50 {
@@ -431,7 +601,9 @@ mod tests {
 
     #[test]
     fn unanswered_request_times_out_and_dead_connection_fails_fast() {
-        let connection = Connection::open(&serve(|_| None), Duration::from_secs(5)).unwrap();
+        let connection =
+            Connection::open(&serve(|_| None), Duration::from_secs(5), &Transport::plaintext())
+                .unwrap();
         let error = connection
             .call(&ApiVersionsRequest, "api versions", Duration::from_millis(150))
             .unwrap_err();
@@ -440,7 +612,8 @@ mod tests {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let address = listener.local_addr().unwrap().to_string();
         let closer = std::thread::spawn(move || drop(listener.accept().unwrap()));
-        let connection = Connection::open(&address, Duration::from_secs(5)).unwrap();
+        let connection =
+            Connection::open(&address, Duration::from_secs(5), &Transport::plaintext()).unwrap();
         closer.join().unwrap();
         let error = connection
             .call(&ApiVersionsRequest, "api versions", Duration::from_secs(30))
@@ -449,10 +622,171 @@ mod tests {
         assert!(connection.is_closed());
     }
 
+    /// A TLS server (dev CA) answering every request frame with `reply(frame)`, over the
+    /// blocking `ServerStream` of sluice-tls: the SPU side of a TLS connection, in process.
+    struct TlsServer {
+        address: String,
+        dir: tempfile::TempDir,
+    }
+
+    impl TlsServer {
+        fn start(reply: fn(&Frame) -> Option<Vec<u8>>) -> TlsServer {
+            use sluice_tls::dev_ca::{DevCa, VALIDITY_DEFAULT};
+            let dir = tempfile::tempdir().unwrap();
+            let ca = DevCa::new("test CA").unwrap();
+            ca.write_cert(&dir.path().join("ca.pem")).unwrap();
+            let server = ca
+                .issue(&["spu-1.test", "127.0.0.1"], VALIDITY_DEFAULT)
+                .unwrap()
+                .write(dir.path(), "spu")
+                .unwrap();
+            let files = server.server(&dir.path().join("ca.pem"), sluice_tls::ClientAuth::Optional);
+            let tls = sluice_tls::ServerTls::new(files).unwrap();
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            let address = listener.local_addr().unwrap().to_string();
+            std::thread::spawn(move || {
+                for socket in listener.incoming() {
+                    let Ok(socket) = socket else { return };
+                    let config = tls.config();
+                    std::thread::spawn(move || serve_tls(socket, config, reply));
+                }
+            });
+            TlsServer { address, dir }
+        }
+
+        fn transport(&self) -> Transport {
+            let mut config = crate::ClientConfig::new(&self.address);
+            config.tls = Some(crate::TlsConfig::new(self.dir.path().join("ca.pem")));
+            Transport::new(&config).unwrap()
+        }
+    }
+
+    fn serve_tls(
+        socket: TcpStream,
+        config: Arc<sluice_tls::rustls::ServerConfig>,
+        reply: fn(&Frame) -> Option<Vec<u8>>,
+    ) {
+        let mut stream = sluice_tls::ServerStream::accept(socket, config).unwrap();
+        if stream.handshake(Duration::from_secs(10)).is_err() {
+            return;
+        }
+        stream.socket().set_read_timeout(None).unwrap();
+        let mut decoder = FrameDecoder::new(64 << 20);
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let read = match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            decoder.feed(&chunk[..read]);
+            while let Ok(Some(frame)) = decoder.next_frame() {
+                if let Some(bytes) = reply(&frame) {
+                    if stream.write_all(&bytes).and_then(|()| stream.flush()).is_err() {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// Answers with the request's own body (so that big requests make big responses).
+    fn mirror(frame: &Frame) -> Option<Vec<u8>> {
+        let mut out = Vec::new();
+        let header = frame.header.to_bytes(frame.body.len()).unwrap();
+        out.extend_from_slice(&header);
+        out.extend_from_slice(&frame.body);
+        Some(out)
+    }
+
+    #[test]
+    fn pipelined_requests_over_tls_from_many_threads_complete_with_their_bodies() {
+        let server = TlsServer::start(mirror);
+        let connection = Arc::new(
+            Connection::open(&server.address, Duration::from_secs(5), &server.transport()).unwrap(),
+        );
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        let mut writers = Vec::new();
+        for thread in 0..4u8 {
+            let (connection, sender) = (Arc::clone(&connection), sender.clone());
+            writers.push(std::thread::spawn(move || {
+                for round in 0..25usize {
+                    let id = connection.next_correlation_id();
+                    // Bodies from a few bytes to 2 MiB: records span many TLS records, and
+                    // writers queue behind each other's sealing.
+                    let body = vec![thread; (round * 87_383) % (2 << 20) + 1];
+                    let header = sluice_proto::frame::FrameHeader {
+                        api_key: sluice_proto::api::ApiKey::ApiVersions,
+                        api_version: ApiVersion(0),
+                        correlation_id: id,
+                    };
+                    let mut frame = header.to_bytes(body.len()).unwrap().to_vec();
+                    frame.extend_from_slice(&body);
+                    let sender = sender.clone();
+                    let expected = body.len();
+                    let completion: Completion = Box::new(move |result: Result<Frame, _>| {
+                        let checked = result.map(|frame| {
+                            frame.body.len() == expected && frame.body.iter().all(|b| *b == thread)
+                        });
+                        let _ignored = sender.send(checked);
+                    });
+                    connection
+                        .send(id, &frame, Some((completion, "test", Duration::from_secs(30))))
+                        .unwrap();
+                }
+            }));
+        }
+        for writer in writers {
+            writer.join().unwrap();
+        }
+        for _ in 0..100 {
+            let checked = receiver.recv_timeout(Duration::from_secs(30)).unwrap();
+            assert!(checked.unwrap(), "a response came back with another body");
+        }
+        assert!(!connection.is_closed());
+    }
+
+    #[test]
+    fn tls_against_plaintext_and_plaintext_against_tls_are_named() {
+        // A TLS client on a plaintext server that answers what it cannot decode with an error
+        // frame, as the SC and the SPUs do.
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let plain = listener.local_addr().unwrap().to_string();
+        std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut hello = [0u8; 512];
+            let _ignored = stream.read(&mut hello);
+            let mut out = Vec::new();
+            let header = sluice_proto::frame::FrameHeader {
+                api_key: sluice_proto::api::ApiKey::ApiVersions,
+                api_version: ApiVersion(0),
+                correlation_id: CorrelationId(0),
+            };
+            encode_frame(&mut out, &header, &sluice_proto::api::NoResponse).unwrap();
+            let _ignored = stream.write_all(&out);
+        });
+        let tls_server = TlsServer::start(echo);
+        let refused = Connection::open(&plain, Duration::from_secs(5), &tls_server.transport());
+        let error = refused.err().expect("TLS to a plaintext server must fail");
+        assert!(matches!(error, ClientError::NotTls { .. }), "{error:?}");
+        // A plaintext client on a TLS server: the server's alert names the problem.
+        let connection =
+            Connection::open(&tls_server.address, Duration::from_secs(5), &Transport::plaintext())
+                .unwrap();
+        let error = connection
+            .call(&ApiVersionsRequest, "api versions", Duration::from_secs(10))
+            .unwrap_err();
+        assert!(matches!(error, ClientError::TlsRequired { .. }), "{error:?}");
+        // The TLS server goes on serving TLS clients.
+        let connection =
+            Connection::open(&tls_server.address, Duration::from_secs(5), &tls_server.transport())
+                .unwrap();
+        connection.call(&ApiVersionsRequest, "api versions", Duration::from_secs(10)).unwrap();
+    }
+
     #[test]
     fn pool_replaces_a_closed_connection() {
         let address = serve(echo);
-        let pool = ConnectionPool::new(Duration::from_secs(5));
+        let pool = ConnectionPool::new(Duration::from_secs(5), Transport::plaintext());
         let first = pool.get(&address).unwrap();
         assert!(Arc::ptr_eq(&first, &pool.get(&address).unwrap()));
         first.shared.closed.store(true, Ordering::Release);

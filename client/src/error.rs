@@ -151,6 +151,69 @@ pub enum ClientError {
     /// The producer or cluster handle is shutting down. Not retriable.
     #[error("the client is shut down")]
     Closed,
+    /// The client's TLS settings cannot be used (a file missing or unreadable, a key that does
+    /// not match its certificate, a server name that is not one). Not retriable: fix them.
+    #[error("cannot set up TLS: {reason}")]
+    TlsSetup {
+        /// Which setting or file, and why.
+        reason: String,
+    },
+    /// The TLS handshake failed: a certificate was refused, or the peers share no protocol.
+    /// Not retriable: the same certificates fail again.
+    #[error("TLS with {address} failed: {reason}; {}", .failure.advice())]
+    TlsHandshake {
+        /// The server address.
+        address: String,
+        /// Which side refused what.
+        failure: TlsFailure,
+        /// rustls' reason.
+        reason: String,
+    },
+    /// The client uses TLS and the server answered in plaintext. Not retriable.
+    #[error("the server at {address} does not speak TLS (is it a plaintext port? drop --tls-ca)")]
+    NotTls {
+        /// The server address.
+        address: String,
+    },
+    /// The client uses plaintext and the server answered with TLS. Not retriable.
+    #[error(
+        "the server at {address} requires TLS: pass --tls-ca (the CA bundle of its certificate)"
+    )]
+    TlsRequired {
+        /// The server address.
+        address: String,
+    },
+}
+
+/// Which certificate a TLS handshake refused.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The client does not trust the server's certificate (another CA, expired, or not
+    /// naming the host dialled).
+    ServerCertificateRejected,
+    /// The server refused the client's certificate (another CA, expired, revoked) or asked
+    /// for one the client did not send.
+    ClientCertificateRejected,
+    /// Anything else (no common protocol version or cipher, a timeout).
+    Other,
+}
+
+impl TlsFailure {
+    fn advice(self) -> &'static str {
+        match self {
+            TlsFailure::ServerCertificateRejected => {
+                "the server's certificate is not trusted: check that --tls-ca holds the CA that \
+                 signed it, that it has not expired and that it names the host dialled"
+            }
+            TlsFailure::ClientCertificateRejected => {
+                "the server refused this client's certificate: check --tls-cert/--tls-key (a \
+                 certificate signed by a CA the server trusts, not expired), or pass them if \
+                 none was given"
+            }
+            TlsFailure::Other => "check that client and server both run TLS 1.2 or 1.3",
+        }
+    }
 }
 
 /// What a client does after a request about a partition failed (a consumer's fetch or list
@@ -211,7 +274,11 @@ impl ClientError {
             | ClientError::Encode(_)
             | ClientError::Protocol { .. }
             | ClientError::CorruptBatch(_)
-            | ClientError::Closed => false,
+            | ClientError::Closed
+            | ClientError::TlsSetup { .. }
+            | ClientError::TlsHandshake { .. }
+            | ClientError::NotTls { .. }
+            | ClientError::TlsRequired { .. } => false,
         }
     }
 

@@ -69,6 +69,28 @@
 //! Consumers and admin calls block; from async code run them where blocking is allowed (a
 //! dedicated thread, or the runtime's blocking pool).
 //!
+//! # TLS
+//!
+//! With [`ClientConfig::tls`] every connection (the SC and each SPU core) uses TLS; servers
+//! are verified by the host of the address dialled, and a client certificate, when given, is
+//! this client's identity. [`ClientSettings`] reads the same from a client file
+//! (`sluice --config`), under flags and environment variables.
+//!
+//! ```no_run
+//! use sluice_client::{ClientConfig, ClientError, Cluster, TlsConfig, TlsFailure};
+//!
+//! let mut config = ClientConfig::new("10.0.0.1:9003");
+//! config.tls = Some(TlsConfig::new("ca.pem").with_certificate("app.pem", "app.key"));
+//! match Cluster::connect(config) {
+//!     Ok(_cluster) => {}
+//!     Err(ClientError::TlsHandshake { failure: TlsFailure::ClientCertificateRejected, .. }) => {
+//!         eprintln!("the cluster does not accept app.pem");
+//!     }
+//!     Err(ClientError::NotTls { address }) => eprintln!("{address} is a plaintext port"),
+//!     Err(other) => eprintln!("{other}"),
+//! }
+//! ```
+//!
 //! # Errors
 //!
 //! Every failure is a [`ClientError`] whose message says what to do, and whose
@@ -87,24 +109,27 @@
 mod admin;
 mod cluster;
 mod config;
+mod config_file;
 mod connection;
 mod consumer;
 mod error;
 mod metadata;
 mod producer;
 mod sc;
+mod transport;
 mod watch;
 
 pub use admin::Admin;
 pub use cluster::Cluster;
 pub use config::{
-    ClientConfig, ConsumerConfig, Partitioner, ProducerConfig, StartFrom, CONNECT_TIMEOUT_DEFAULT,
-    REQUEST_TIMEOUT_DEFAULT,
+    ClientConfig, ConsumerConfig, Partitioner, ProducerConfig, StartFrom, TlsConfig,
+    CONNECT_TIMEOUT_DEFAULT, REQUEST_TIMEOUT_DEFAULT,
 };
+pub use config_file::{ClientFile, ClientSettings};
 pub use consumer::{
     ConsumerRecord, OwnedRecords, PartitionConsumer, Poll, RecordHeaders, RecordView, Records,
 };
-pub use error::ClientError;
+pub use error::{ClientError, TlsFailure};
 pub use metadata::{core_address, Gap, MetadataSnapshot, Route, RouteError};
 pub use producer::partitioner::{key_partition, murmur2, to_positive};
 pub use producer::{DeliveryFuture, DeliveryListener, Producer, ProducerRecord, RecordMetadata};

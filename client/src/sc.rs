@@ -11,12 +11,15 @@
 //! [`ClientError::Connection`] (list before retrying).
 //!
 //! Errors: the SC answers a refused request with an `AdminResponse` body under the request's
-//! header, whatever the request's own response type; [`decode_response`] recognises it.
+//! header, whatever the request's own response type; [`decode_response`] recognises it. TLS
+//! failures (a refused certificate, TLS against a plaintext port and the reverse) end the call
+//! at once with their own error: another address or a retry would fail the same way.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{TcpStream, ToSocketAddrs};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+use sluice_tls::ClientStream;
 
 use sluice_proto::api::admin::AdminResponse;
 use sluice_proto::api::metadata::MetadataWatchRequest;
@@ -27,6 +30,7 @@ use sluice_proto::ids::CorrelationId;
 
 use crate::config::ClientConfig;
 use crate::error::ClientError;
+use crate::transport::{fatal_error, is_tls_answer, tls_required, Transport};
 
 /// Largest SC response accepted: a full metadata snapshot of a big cluster fits easily; a bad
 /// peer cannot make the client allocate more.
@@ -59,25 +63,37 @@ pub(crate) struct RawFrame {
     pub body: Vec<u8>,
 }
 
-/// Reads one frame (blocking, with the stream's read timeout).
-pub(crate) fn read_raw_frame(stream: &mut TcpStream) -> std::io::Result<RawFrame> {
-    let mut prefix = [0u8; 4];
-    stream.read_exact(&mut prefix)?;
+/// The declared length of a frame from its 4-byte prefix; a prefix that is a TLS record
+/// header means the server wants TLS ([`tls_required`]).
+fn declared_length(prefix: [u8; 4]) -> std::io::Result<u32> {
     let declared = u32::from_be_bytes(prefix);
-    if !(FRAME_LENGTH_MIN..=SC_RESPONSE_BYTES_MAX).contains(&declared) {
-        return Err(std::io::Error::new(
-            ErrorKind::InvalidData,
-            format!("frame declares {declared} bytes"),
-        ));
+    if (FRAME_LENGTH_MIN..=SC_RESPONSE_BYTES_MAX).contains(&declared) {
+        return Ok(declared);
     }
-    let mut rest = vec![0u8; declared as usize];
-    stream.read_exact(&mut rest)?;
+    if is_tls_answer(&prefix) {
+        return Err(tls_required());
+    }
+    Err(std::io::Error::new(ErrorKind::InvalidData, format!("frame declares {declared} bytes")))
+}
+
+/// A frame from the bytes after its length prefix.
+fn raw_frame(mut rest: Vec<u8>) -> RawFrame {
     let header_rest = FRAME_HEADER_LEN - 4;
-    Ok(RawFrame {
+    RawFrame {
         api_version: u16::from_be_bytes([rest[2], rest[3]]),
         correlation_id: i32::from_be_bytes([rest[4], rest[5], rest[6], rest[7]]),
         body: rest.split_off(header_rest),
-    })
+    }
+}
+
+/// Reads one frame (blocking, with the stream's read timeout).
+pub(crate) fn read_raw_frame(stream: &mut impl Read) -> std::io::Result<RawFrame> {
+    let mut prefix = [0u8; 4];
+    stream.read_exact(&mut prefix)?;
+    let declared = declared_length(prefix)?;
+    let mut rest = vec![0u8; declared as usize];
+    stream.read_exact(&mut rest)?;
+    Ok(raw_frame(rest))
 }
 
 /// Decodes a response body as `T`, turning an `AdminResponse` error body into
@@ -107,44 +123,41 @@ pub(crate) fn decode_response<T: for<'a> Decode<'a>>(
     }
 }
 
-/// One TCP connection to one SC address.
+/// One connection (plaintext or TLS) to one SC address.
 struct ScConnection {
-    stream: TcpStream,
+    stream: ClientStream,
     address: String,
 }
 
 impl ScConnection {
     /// Whether the peer closed the connection while it sat idle (checked before reuse, so that
     /// a request is not written into a connection that is already gone).
-    fn is_closed(&self) -> bool {
-        if self.stream.set_nonblocking(true).is_err() {
+    fn is_closed(&mut self) -> bool {
+        if self.stream.socket().set_nonblocking(true).is_err() {
             return true;
         }
         let mut byte = [0u8; 1];
-        let closed = match self.stream.peek(&mut byte) {
+        let seen = match &mut self.stream {
+            ClientStream::Plain(socket) => socket.peek(&mut byte),
+            // Through rustls: TLS records that carry no data (session tickets) are consumed
+            // here; data would be a byte out of step, and the connection is dropped anyway.
+            tls @ ClientStream::Tls(_) => tls.read(&mut byte),
+        };
+        let closed = match seen {
             Ok(0) => true,
             Ok(_) => true, // unsolicited bytes: the stream is out of step
             Err(error) => error.kind() != ErrorKind::WouldBlock,
         };
-        closed || self.stream.set_nonblocking(false).is_err()
+        closed || self.stream.socket().set_nonblocking(false).is_err()
     }
 }
 
-/// Opens a TCP connection to `address` (`host:port`), trying each resolved IP.
-pub(crate) fn connect(address: &str, timeout: Duration) -> std::io::Result<TcpStream> {
-    let mut last_error = None;
-    for socket_address in address.to_socket_addrs()? {
-        match TcpStream::connect_timeout(&socket_address, timeout) {
-            Ok(stream) => {
-                stream.set_nodelay(true)?;
-                return Ok(stream);
-            }
-            Err(error) => last_error = Some(error),
-        }
-    }
-    Err(last_error.unwrap_or_else(|| {
-        std::io::Error::new(ErrorKind::NotFound, format!("{address} resolves to no address"))
-    }))
+/// Why no connection could be opened to one SC address.
+enum OpenFailure {
+    /// Unreachable: the next address may do better.
+    Unreachable(String),
+    /// A TLS failure: every address would give the same.
+    Fatal(ClientError),
 }
 
 struct ScState {
@@ -165,6 +178,7 @@ struct Attempts {
 /// The blocking SC client with fail-over.
 pub(crate) struct ScClient {
     config: ClientConfig,
+    transport: Transport,
     state: Mutex<ScState>,
 }
 
@@ -172,8 +186,10 @@ impl ScClient {
     pub(crate) fn new(config: ClientConfig) -> Result<ScClient, ClientError> {
         config.validate()?;
         let config = config.resolved()?;
+        let transport = Transport::new(&config)?;
         Ok(ScClient {
             config,
+            transport,
             state: Mutex::new(ScState {
                 connection: None,
                 address_index: 0,
@@ -184,6 +200,11 @@ impl ScClient {
 
     pub(crate) fn config(&self) -> &ClientConfig {
         &self.config
+    }
+
+    /// How connections are made (shared with the SPU connection pool).
+    pub(crate) fn transport(&self) -> &Transport {
+        &self.transport
     }
 
     fn addresses_text(&self) -> String {
@@ -204,14 +225,22 @@ impl ScClient {
         for _ in 0..attempt_count {
             let connection = match self.ensure_connected(&mut state) {
                 Ok(connection) => connection,
-                Err(reason) => {
+                Err(OpenFailure::Unreachable(reason)) => {
                     attempts.unreachable += 1;
                     attempts.last_reason = Some(reason);
                     continue;
                 }
+                Err(OpenFailure::Fatal(error)) => return Err(error),
             };
             let address = connection.address.clone();
-            match self.exchange(&mut state, request) {
+            let exchanged = self.exchange(&mut state, request);
+            if let Err(Exchange::NotSent(error) | Exchange::Lost(error)) = &exchanged {
+                if let Some(fatal) = fatal_error(&address, error) {
+                    self.drop_connection(&mut state);
+                    return Err(fatal);
+                }
+            }
+            match exchanged {
                 Err(Exchange::NotSent(error)) => {
                     self.drop_connection(&mut state);
                     attempts.unreachable += 1;
@@ -263,29 +292,46 @@ impl ScClient {
 
     /// The current connection, opening one to the current address when needed. On failure the
     /// next call tries the next address.
-    fn ensure_connected<'s>(&self, state: &'s mut ScState) -> Result<&'s ScConnection, String> {
-        if state.connection.as_ref().is_some_and(ScConnection::is_closed) {
+    fn ensure_connected<'s>(
+        &self,
+        state: &'s mut ScState,
+    ) -> Result<&'s ScConnection, OpenFailure> {
+        if state.connection.as_mut().is_some_and(ScConnection::is_closed) {
             state.connection = None;
         }
         if state.connection.is_none() {
             let address = self.config.sc_addresses[state.address_index].clone();
             match self.open(&address) {
                 Ok(stream) => state.connection = Some(ScConnection { stream, address }),
-                Err(error) => {
+                Err(failure) => {
                     state.address_index =
                         (state.address_index + 1) % self.config.sc_addresses.len();
-                    return Err(format!("{address}: {error}"));
+                    return Err(failure);
                 }
             }
         }
-        state.connection.as_ref().ok_or_else(|| "no connection".to_owned())
+        state
+            .connection
+            .as_ref()
+            .ok_or_else(|| OpenFailure::Unreachable("no connection".to_owned()))
     }
 
-    fn open(&self, address: &str) -> std::io::Result<TcpStream> {
-        let stream = connect(address, self.config.connect_timeout)?;
-        stream.set_read_timeout(Some(self.config.request_timeout))?;
-        stream.set_write_timeout(Some(self.config.request_timeout))?;
-        Ok(stream)
+    fn open(&self, address: &str) -> Result<ClientStream, OpenFailure> {
+        let stream = match self.transport.connect(address, self.config.connect_timeout) {
+            Ok(stream) => stream,
+            Err(ClientError::Connection { reason, .. }) => {
+                return Err(OpenFailure::Unreachable(format!("{address}: {reason}")))
+            }
+            Err(error) => return Err(OpenFailure::Fatal(error)),
+        };
+        let socket = stream.socket();
+        let timeouts = socket
+            .set_read_timeout(Some(self.config.request_timeout))
+            .and_then(|()| socket.set_write_timeout(Some(self.config.request_timeout)));
+        match timeouts {
+            Ok(()) => Ok(stream),
+            Err(error) => Err(OpenFailure::Unreachable(format!("{address}: {error}"))),
+        }
     }
 
     fn exchange<R: Request>(&self, state: &mut ScState, request: &R) -> Result<RawFrame, Exchange> {
@@ -299,6 +345,7 @@ impl ScClient {
             return Err(Exchange::NotSent(std::io::Error::from(ErrorKind::NotConnected)));
         };
         connection.stream.write_all(&out).map_err(Exchange::NotSent)?;
+        connection.stream.flush().map_err(Exchange::NotSent)?;
         let frame = read_raw_frame(&mut connection.stream).map_err(Exchange::Lost)?;
         if frame.correlation_id != correlation_id.get() {
             return Err(Exchange::Lost(std::io::Error::new(
@@ -323,11 +370,12 @@ impl ScClient {
             let address = &addresses[index];
             let stream = match self.open(address) {
                 Ok(stream) => stream,
-                Err(error) => {
+                Err(OpenFailure::Unreachable(reason)) => {
                     attempts.unreachable += 1;
-                    attempts.last_reason = Some(format!("{address}: {error}"));
+                    attempts.last_reason = Some(reason);
                     continue;
                 }
+                Err(OpenFailure::Fatal(error)) => return Err(error),
             };
             let mut watch = WatchStream {
                 stream,
@@ -335,12 +383,19 @@ impl ScClient {
                 address_index: index,
                 correlation_id: CorrelationId(1),
                 read_timeout,
+                received: Vec::new(),
+                partial_since: None,
             };
             match watch.subscribe() {
                 Ok(()) => return Ok(watch),
                 Err(ClientError::Server { code: ErrorCode::NotController, .. }) => {
                     attempts.not_controller += 1;
                 }
+                Err(
+                    error @ (ClientError::TlsHandshake { .. }
+                    | ClientError::TlsRequired { .. }
+                    | ClientError::NotTls { .. }),
+                ) => return Err(error),
                 Err(error) => {
                     attempts.unreachable += 1;
                     attempts.last_reason = Some(format!("{address}: {error}"));
@@ -366,13 +421,24 @@ fn lost_error(address: &str, error: std::io::Error, after: Duration) -> ClientEr
     }
 }
 
+/// Longest time the rest of a started watch frame may take to arrive.
+const WATCH_FRAME_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Bytes read from a watch connection at a time.
+const WATCH_READ_CHUNK_BYTES: usize = 16 * 1024;
+
 /// A subscribed metadata watch connection.
 pub(crate) struct WatchStream {
-    stream: TcpStream,
+    stream: ClientStream,
     pub address: String,
     pub address_index: usize,
     correlation_id: CorrelationId,
     read_timeout: Duration,
+    /// Bytes of frames received and not yet returned (a partial frame stays here between
+    /// reads: a read timeout never loses half a frame, on TLS as on plaintext).
+    received: Vec<u8>,
+    /// When the partial frame in `received` started.
+    partial_since: Option<Instant>,
 }
 
 /// What reading a watch connection gave.
@@ -390,37 +456,35 @@ impl WatchStream {
         let mut out = Vec::new();
         let request = MetadataWatchRequest { topics: None };
         encode_request(&mut out, ApiVersion(0), self.correlation_id, &request)?;
-        self.stream
-            .write_all(&out)
-            .map_err(|error| ClientError::connection(&self.address, error))?;
-        Ok(())
+        let written = self.stream.write_all(&out).and_then(|()| self.stream.flush());
+        written.map_err(|error| self.failure(error))
+    }
+
+    fn failure(&self, error: std::io::Error) -> ClientError {
+        fatal_error(&self.address, &error)
+            .unwrap_or_else(|| ClientError::connection(&self.address, error))
+    }
+
+    /// The next whole frame in `received`, if there is one.
+    fn take_frame(&mut self) -> std::io::Result<Option<RawFrame>> {
+        let Some(prefix) = self.received.first_chunk::<4>() else { return Ok(None) };
+        let declared = declared_length(*prefix)? as usize;
+        if self.received.len() < 4 + declared {
+            return Ok(None);
+        }
+        let rest = self.received[4..4 + declared].to_vec();
+        self.received.drain(..4 + declared);
+        Ok(Some(raw_frame(rest)))
     }
 
     /// Reads the next frame of the subscription, or `Idle` after the read timeout. An error
     /// body (a standby, a refusal) is returned as an error.
     pub(crate) fn read(&mut self) -> Result<WatchRead, ClientError> {
-        self.stream
-            .set_read_timeout(Some(self.read_timeout))
-            .map_err(|error| ClientError::connection(&self.address, error))?;
-        // Peek first so that a timeout never interrupts a half-read frame.
-        let mut byte = [0u8; 1];
-        match self.stream.peek(&mut byte) {
-            Ok(0) => {
-                let error = std::io::Error::new(ErrorKind::UnexpectedEof, "the SC closed it");
-                return Err(ClientError::connection(&self.address, error));
-            }
-            Ok(_) => {}
-            Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                return Ok(WatchRead::Idle)
-            }
-            Err(error) if error.kind() == ErrorKind::Interrupted => return Ok(WatchRead::Idle),
-            Err(error) => return Err(ClientError::connection(&self.address, error)),
-        }
-        self.stream
-            .set_read_timeout(Some(self.read_timeout.max(Duration::from_secs(10))))
-            .map_err(|error| ClientError::connection(&self.address, error))?;
-        let frame = read_raw_frame(&mut self.stream)
-            .map_err(|error| ClientError::connection(&self.address, error))?;
+        let frame = match self.read_frame() {
+            Ok(Some(frame)) => frame,
+            Ok(None) => return Ok(WatchRead::Idle),
+            Err(error) => return Err(self.failure(error)),
+        };
         if frame.correlation_id != self.correlation_id.get() {
             return Err(ClientError::Protocol {
                 peer: self.address.clone(),
@@ -428,6 +492,46 @@ impl WatchStream {
             });
         }
         Ok(WatchRead::Update(frame))
+    }
+
+    fn read_frame(&mut self) -> std::io::Result<Option<RawFrame>> {
+        self.stream.socket().set_read_timeout(Some(self.read_timeout))?;
+        let mut chunk = [0u8; WATCH_READ_CHUNK_BYTES];
+        loop {
+            if let Some(frame) = self.take_frame()? {
+                self.partial_since = (!self.received.is_empty()).then(Instant::now);
+                return Ok(Some(frame));
+            }
+            match self.stream.read(&mut chunk) {
+                Ok(0) => {
+                    return Err(std::io::Error::new(ErrorKind::UnexpectedEof, "the SC closed it"))
+                }
+                Ok(read) => {
+                    self.received.extend_from_slice(&chunk[..read]);
+                    self.partial_since.get_or_insert_with(Instant::now);
+                }
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        ErrorKind::WouldBlock | ErrorKind::TimedOut | ErrorKind::Interrupted
+                    ) =>
+                {
+                    let stalled = self.partial_since.is_some_and(|since| {
+                        since.elapsed() >= self.read_timeout.max(WATCH_FRAME_READ_TIMEOUT)
+                    });
+                    if stalled {
+                        return Err(std::io::Error::new(
+                            ErrorKind::TimedOut,
+                            "the rest of a metadata push did not arrive",
+                        ));
+                    }
+                    if self.received.is_empty() {
+                        return Ok(None);
+                    }
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 }
 

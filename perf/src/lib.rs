@@ -17,6 +17,7 @@ pub mod abuse;
 pub mod args;
 pub mod check;
 pub mod cluster;
+pub mod connection;
 pub mod error;
 pub mod failover;
 pub mod histogram;

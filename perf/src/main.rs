@@ -17,6 +17,21 @@ use sluice_perf::workload::run::run;
 #[derive(Parser)]
 #[command(name = "sluice-perf", version, about = "Sluice's load generator")]
 struct Cli {
+    /// Client configuration file (TOML: `sc`, `tls_ca`, `tls_cert`, `tls_key`, as `sluice
+    /// --config`); flags and environment variables override it, and its `sc` applies when
+    /// --sc is not given.
+    #[arg(long, global = true, env = "SLUICE_CONFIG", value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// Use TLS towards a running cluster, trusting servers signed by this PEM CA bundle
+    /// (clusters sluice-perf starts itself are plaintext).
+    #[arg(long, global = true, env = "SLUICE_TLS_CA", value_name = "PEM")]
+    tls_ca: Option<std::path::PathBuf>,
+    /// PEM client certificate presented to servers that ask for one (with --tls-key).
+    #[arg(long, global = true, env = "SLUICE_TLS_CERT", value_name = "PEM")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// PEM private key of --tls-cert.
+    #[arg(long, global = true, env = "SLUICE_TLS_KEY", value_name = "PEM")]
+    tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
     command: Command,
 }
@@ -63,6 +78,13 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    sluice_perf::connection::set_settings(sluice_client::ClientSettings {
+        sc: None,
+        config: cli.config,
+        tls_ca: cli.tls_ca,
+        tls_cert: cli.tls_cert,
+        tls_key: cli.tls_key,
+    });
     let outcome = match cli.command {
         Command::Produce(args) => workload(WorkloadKind::Produce, &args),
         Command::Consume(args) => workload(WorkloadKind::Consume, &args),

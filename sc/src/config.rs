@@ -16,6 +16,8 @@ use sluice_kvstore_consul::{LOCK_DELAY_MAX, SESSION_TTL_MAX, SESSION_TTL_MIN};
 use sluice_proto::object::topic::SEGMENT_BYTES_DEFAULT;
 use sluice_proto::object::TopicSpec;
 
+use sluice_tls::{ClientAuth, ServerTlsFiles};
+
 use crate::ha::LeaderSettings;
 
 /// Default public (admin and metadata) address.
@@ -133,6 +135,23 @@ pub struct ScArgs {
     /// a standby rewrites it with `role=active` when it takes over).
     #[arg(long, env = "SLUICE_SC_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// TLS on the public address: PEM certificate chain of this SC (leaf first), with
+    /// `--tls-key`. Without it the public address is plaintext. The files are re-read when they
+    /// change (new connections get the new certificate; established ones continue).
+    #[arg(long, env = "SLUICE_SC_TLS_CERT", value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "SLUICE_SC_TLS_KEY", value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle that client certificates must chain to (needed when
+    /// `--tls-client-auth` is `optional` or `required`).
+    #[arg(long, env = "SLUICE_SC_TLS_CA", value_name = "PEM")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificates on the TLS public address: `none` (not asked for), `optional`
+    /// (verified when sent; the certificate's name is the client's principal) or `required`
+    /// [default: none].
+    #[arg(long, env = "SLUICE_SC_TLS_CLIENT_AUTH", value_name = "none|optional|required")]
+    pub tls_client_auth: Option<ClientAuth>,
 }
 
 /// The TOML file: the same settings as the flags, all optional.
@@ -159,6 +178,10 @@ pub struct FileConfig {
     leader_lock_delay_ms: Option<u64>,
     leader_check_ttl_ms: Option<u64>,
     ready_file: Option<PathBuf>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_client_auth: Option<ClientAuth>,
 }
 
 /// Consul backend settings.
@@ -209,6 +232,8 @@ pub struct ScConfig {
     pub leader: LeaderSettings,
     /// Readiness file.
     pub ready_file: Option<PathBuf>,
+    /// TLS on the public address; `None`: plaintext.
+    pub public_tls: Option<ServerTlsFiles>,
 }
 
 /// Defaults for new topics.
@@ -365,6 +390,12 @@ impl ScArgs {
                 "leader_lock_delay_ms must be at most Consul's {LOCK_DELAY_MAX:?}"
             )));
         }
+        let public_tls = tls_files(
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+            self.tls_ca.or(file.tls_ca),
+            self.tls_client_auth.or(file.tls_client_auth),
+        )?;
         Ok(ScConfig {
             public_address: self
                 .public_address
@@ -385,7 +416,35 @@ impl ScArgs {
             leader_rebalance_interval,
             leader,
             ready_file: self.ready_file.or(file.ready_file),
+            public_tls,
         })
+    }
+}
+
+/// The public listener's TLS files: none without a certificate; a certificate needs its key,
+/// and client certificates need a CA bundle to verify them by.
+fn tls_files(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    client_auth: Option<ClientAuth>,
+) -> Result<Option<ServerTlsFiles>, ConfigError> {
+    let invalid = |text: &str| Err(ConfigError::Invalid(text.to_owned()));
+    match (cert, key) {
+        (Some(cert), Some(key)) => {
+            let client_auth = client_auth.unwrap_or_default();
+            if client_auth != ClientAuth::None && ca.is_none() {
+                return invalid(&format!(
+                    "tls_client_auth = {client_auth} needs tls_ca (the CA bundle client \
+                     certificates must chain to)"
+                ));
+            }
+            Ok(Some(ServerTlsFiles { cert, key, ca, client_auth }))
+        }
+        (None, None) if ca.is_none() && client_auth.is_none() => Ok(None),
+        (None, None) => invalid("tls_ca and tls_client_auth need tls_cert and tls_key"),
+        (Some(_), None) => invalid("tls_cert needs tls_key"),
+        (None, Some(_)) => invalid("tls_key needs tls_cert"),
     }
 }
 
@@ -461,6 +520,40 @@ mod tests {
         assert!(short_check.resolve().unwrap_err().to_string().contains("leader_check_ttl_ms"));
         let long_delay = ScArgs { leader_lock_delay_ms: Some(61_000), ..ScArgs::default() };
         assert!(long_delay.resolve().unwrap_err().to_string().contains("leader_lock_delay_ms"));
+    }
+
+    #[test]
+    fn tls_settings_from_file_and_flags() {
+        assert_eq!(ScArgs::default().resolve().unwrap().public_tls, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sc.toml");
+        std::fs::write(
+            &path,
+            "tls_cert = \"sc.pem\"\ntls_key = \"sc.key\"\ntls_ca = \"ca.pem\"\n\
+             tls_client_auth = \"optional\"\n",
+        )
+        .unwrap();
+        let args = ScArgs {
+            config: Some(path.clone()),
+            tls_client_auth: Some(ClientAuth::Required),
+            ..ScArgs::default()
+        };
+        let tls = args.resolve().unwrap().public_tls.unwrap();
+        assert_eq!(tls.cert, PathBuf::from("sc.pem"));
+        assert_eq!(tls.ca, Some(PathBuf::from("ca.pem")));
+        assert_eq!(tls.client_auth, ClientAuth::Required, "the flag wins over the file");
+
+        let no_key = ScArgs { tls_cert: Some("sc.pem".into()), ..ScArgs::default() };
+        assert!(no_key.resolve().unwrap_err().to_string().contains("tls_key"));
+        let no_ca = ScArgs {
+            tls_cert: Some("sc.pem".into()),
+            tls_key: Some("sc.key".into()),
+            tls_client_auth: Some(ClientAuth::Required),
+            ..ScArgs::default()
+        };
+        assert!(no_ca.resolve().unwrap_err().to_string().contains("tls_ca"));
+        let ca_alone = ScArgs { tls_ca: Some("ca.pem".into()), ..ScArgs::default() };
+        assert!(ca_alone.resolve().is_err());
     }
 
     #[test]

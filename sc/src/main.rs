@@ -26,9 +26,13 @@ fn main() -> anyhow::Result<()> {
         signal_hook::flag::register(signal, shutdown.clone())?;
     }
     let role = if sc.is_active() { "active" } else { "standby" };
+    let public_tls = match &config.public_tls {
+        Some(tls) => format!("TLS, client certificates {}", tls.client_auth),
+        None => "plaintext".to_owned(),
+    };
     tracing::info!(
         public = %sc.public_address, private = %sc.private_address,
-        metrics = %sc.metrics_address, role, "listening"
+        metrics = %sc.metrics_address, role, %public_tls, "listening"
     );
     println!("public address: {}", sc.public_address);
     println!("private address: {}", sc.private_address);

@@ -51,6 +51,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The public listener's TLS files do not load.
+    #[error("cannot set up TLS on the public address: {0}")]
+    Tls(#[from] sluice_tls::TlsError),
     /// The cache did not get its first listing in time.
     #[error("the metadata store did not answer the first listing in time")]
     NotReady,
@@ -234,6 +237,10 @@ impl Sc {
     /// Returns once this SC is active (its first listing done) or, on Consul with another SC
     /// holding the lock, once it stands by; the ready file (if configured) says which.
     pub fn start(config: &ScConfig) -> Result<Sc, StartError> {
+        let public_tls = match &config.public_tls {
+            Some(files) => Some(Arc::new(sluice_tls::ServerTls::new(files.clone())?)),
+            None => None,
+        };
         let mut opened = open_store(&config.store)?;
         opened.store = Arc::new(MeasuredStore::new(opened.store));
         let public = bind(config.public_address)?;
@@ -268,7 +275,7 @@ impl Sc {
         {
             let (gate, shutdown) = (plan.server_gate.clone(), plan.shutdown.clone());
             threads.push(spawn("sc-public-accept", move || {
-                server::run_accept(public, gate, shutdown);
+                server::run_accept(public, public_tls, gate, shutdown);
             })?);
             let (gate, shutdown) = (plan.link_gate.clone(), plan.shutdown.clone());
             threads.push(spawn("sc-private-accept", move || {

@@ -69,6 +69,17 @@ impl IssuedFiles {
 impl DevCa {
     /// A new CA named `name` (its subject CN), valid for ten years.
     pub fn new(name: &str) -> Result<DevCa, TlsError> {
+        DevCa::with_key(name, KeyPair::generate().map_err(generate)?)
+    }
+
+    /// The CA named `name` whose key [`DevCa::key_pem`] gave: what it issues chains to the CA
+    /// certificate written when it was made (same subject, same key), so a CA kept on disk can
+    /// issue more certificates later.
+    pub fn from_key_pem(name: &str, key_pem: &str) -> Result<DevCa, TlsError> {
+        DevCa::with_key(name, KeyPair::from_pem(key_pem).map_err(generate)?)
+    }
+
+    fn with_key(name: &str, key: KeyPair) -> Result<DevCa, TlsError> {
         let mut params = CertificateParams::new(Vec::<String>::new()).map_err(generate)?;
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
@@ -76,9 +87,19 @@ impl DevCa {
         let now = OffsetDateTime::now_utc();
         params.not_before = now - time::Duration::days(1);
         params.not_after = now + time::Duration::days(3650);
-        let key = KeyPair::generate().map_err(generate)?;
         let certificate = params.self_signed(&key).map_err(generate)?;
         Ok(DevCa { certificate, key })
+    }
+
+    /// The CA's private key, PEM (PKCS#8): whoever holds it can issue certificates that every
+    /// peer trusting this CA accepts.
+    pub fn key_pem(&self) -> String {
+        self.key.serialize_pem()
+    }
+
+    /// Writes the CA's private key to `path` (mode 0600).
+    pub fn write_key(&self, path: &Path) -> Result<(), TlsError> {
+        write(path, &self.key_pem(), 0o600)
     }
 
     /// The CA certificate, PEM: the bundle that clients and servers trust.

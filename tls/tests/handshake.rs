@@ -305,3 +305,26 @@ fn missing_or_wrong_files_say_which() {
     no_ca.ca = None;
     assert!(matches!(ServerTls::new(no_ca).unwrap_err(), TlsError::Incomplete(_)));
 }
+
+#[test]
+fn a_ca_reloaded_from_its_key_issues_certificates_that_chain_to_the_original() {
+    let pki = Pki::new();
+    let key_pem = pki.ca.key_pem();
+    let reloaded = DevCa::from_key_pem("test CA", &key_pem).unwrap();
+    let server = reloaded
+        .issue(&["localhost"], VALIDITY_DEFAULT)
+        .unwrap()
+        .write(pki.dir.path(), "server")
+        .unwrap();
+    let client = pki.issue("client", &["client-a"]);
+    let server_tls =
+        Arc::new(ServerTls::new(server.server(&pki.ca_path(), ClientAuth::Required)).unwrap());
+    let (listener, address) = listen();
+    let served = serve_one(listener, server_tls);
+    let client_tls = ClientTls::new(client.client(&pki.ca_path())).unwrap();
+    let mut stream = connect(&address, &client_tls, "localhost").unwrap();
+    echo(&mut stream, b"hello");
+    drop(stream);
+    let identity = served.join().unwrap().unwrap().unwrap();
+    assert_eq!(identity.principal(), Some("client-a"));
+}

@@ -25,6 +25,7 @@ pub mod spu;
 pub mod state;
 mod status;
 mod stop;
+pub mod tls;
 
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -187,7 +188,6 @@ impl<'a> Launch<'a> {
         };
         let state = ClusterState {
             version: STATE_VERSION,
-            data_dir,
             metadata: metadata.into(),
             sc_public_address: String::new(),
             sc_private_address: String::new(),
@@ -196,6 +196,8 @@ impl<'a> Launch<'a> {
             consul_address,
             sc_public_listen: None,
             sc_private_listen: None,
+            tls_dir: args.tls.then(|| data_dir.join(tls::TLS_DIR_NAME)),
+            data_dir,
         };
         Launch::new(args, state, memlock_hint, false)
     }
@@ -264,7 +266,15 @@ impl<'a> Launch<'a> {
                 data_dir_flag(&data_dir),
             );
         }
-        if self.state.sc_public_address != crate::args::SC_ADDRESS_DEFAULT {
+        if self.state.tls_dir.is_some() {
+            let client_file = tls::write_client_file(&self.state)?;
+            println!(
+                "TLS is on (CA and certificates in {}). Connect as the admin identity with \
+                 `sluice --config {} topic list`.",
+                data_dir.join(tls::TLS_DIR_NAME).display(),
+                client_file.display()
+            );
+        } else if self.state.sc_public_address != crate::args::SC_ADDRESS_DEFAULT {
             println!(
                 "The SC is not at the default address: pass `--sc {}` (or set SLUICE_SC) to \
                  other commands.",
@@ -327,6 +337,9 @@ impl<'a> Launch<'a> {
             format!("--data-dir={}", data_dir.join("sc").display()),
             format!("--ready-file={}", ready_file.display()),
         ];
+        if let Some(tls_dir) = &self.state.tls_dir {
+            args.extend(tls::sc_flags(tls_dir)?);
+        }
         match self.state.metadata.as_str() {
             "embedded" => args.push("--store=embedded".into()),
             "consul" => {
@@ -358,7 +371,7 @@ impl<'a> Launch<'a> {
         let mut waiting_since: Option<Instant> = None;
         let mut progress_at = Instant::now();
         loop {
-            match ScApi::connect(&address) {
+            match ScApi::connect_with(tls::client_config(&self.state)) {
                 Ok(api) => {
                     if let Some(since) = waiting_since {
                         eprintln!(
@@ -459,7 +472,7 @@ impl<'a> Launch<'a> {
     fn spawn_spu(&mut self, program: &Path, id: i32, cores: u16) -> anyhow::Result<()> {
         let ready_file = self.run_dir().join(format!("spu-{id}.ready"));
         remove_if_present(&ready_file)?;
-        let args = vec![
+        let mut args = vec![
             format!("--id={id}"),
             format!("--sc={}", self.state.sc_private_address),
             "--public-address=127.0.0.1:0".into(),
@@ -469,6 +482,9 @@ impl<'a> Launch<'a> {
             format!("--cores={cores}"),
             format!("--ready-file={}", ready_file.display()),
         ];
+        if let Some(tls_dir) = &self.state.tls_dir {
+            args.extend(tls::spu_flags(tls_dir, program, id)?);
+        }
         self.spawn(program, &args, Role::Spu, Some(id), Some(cores)).map(drop)
     }
 
@@ -753,6 +769,7 @@ mod tests {
             consul_address: None,
             sc_public_listen: None,
             sc_private_listen: None,
+            tls_dir: None,
         }
     }
 

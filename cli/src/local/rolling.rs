@@ -188,7 +188,7 @@ pub fn run(sc: &str, args: &ClusterRollingRestartArgs) -> anyhow::Result<()> {
             super::data_dir_flag(&data_dir)
         );
     }
-    let api = ScApi::connect(&existing.sc_public_address)?;
+    let api = ScApi::connect_with(super::tls::client_config(&existing))?;
     let restarter = Restarter::Local { existing: &existing, data_dir: &data_dir };
     restart_all(&api, &restarter, &existing.spu_ids(), args)
 }
@@ -309,6 +309,7 @@ fn restart_args(existing: &ClusterState, data_dir: &Path, deadline: Instant) -> 
         sc_private_address: existing.sc_private_address.clone(),
         first_spu_id: existing.spu_ids().first().copied().unwrap_or(5001),
         timeout: deadline.saturating_duration_since(Instant::now()).max(Duration::from_secs(1)),
+        tls: existing.tls_dir.is_some(),
     }
 }
 

@@ -160,6 +160,7 @@ mod tests {
             consul_address: None,
             sc_public_listen: None,
             sc_private_listen: None,
+            tls_dir: None,
         }
     }
 

@@ -51,6 +51,9 @@ pub struct ClusterState {
     /// running SPUs reconnect.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sc_private_listen: Option<String>,
+    /// With `--tls`: the directory of the cluster's CA and certificates (`DIR/tls`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_dir: Option<PathBuf>,
 }
 
 impl ClusterState {
@@ -199,6 +202,7 @@ mod tests {
             consul_address: None,
             sc_public_listen: Some("0.0.0.0:9003".into()),
             sc_private_listen: None,
+            tls_dir: None,
         };
         save(&state).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(state));

@@ -57,11 +57,12 @@ pub fn status(args: &ClusterStatusArgs) -> anyhow::Result<()> {
         })
         .collect();
     let running = processes.iter().all(|process| process.running);
-    let (spus, sc_error) =
-        match ScApi::connect(&existing.sc_public_address).and_then(|api| api.list_spus()) {
-            Ok(spus) => (Some(spus), None),
-            Err(error) => (None, Some(format!("{error:#}"))),
-        };
+    let (spus, sc_error) = match ScApi::connect_with(super::tls::client_config(&existing))
+        .and_then(|api| api.list_spus())
+    {
+        Ok(spus) => (Some(spus), None),
+        Err(error) => (None, Some(format!("{error:#}"))),
+    };
     let report = StatusReport {
         data_dir: existing.data_dir.clone(),
         metadata: existing.metadata.clone(),

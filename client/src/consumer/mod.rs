@@ -541,7 +541,11 @@ impl PartitionConsumer {
                 return Ok(Arc::clone(connection));
             }
         }
-        let connection = Arc::new(Connection::open(address, self.cluster.config.connect_timeout)?);
+        let connection = Arc::new(Connection::open(
+            address,
+            self.cluster.config.connect_timeout,
+            self.cluster.sc.transport(),
+        )?);
         self.connection = Some((address.to_owned(), Arc::clone(&connection)));
         Ok(connection)
     }

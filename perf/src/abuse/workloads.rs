@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sluice_client::{Acks, ClientConfig, Cluster, ProducerConfig, ProducerRecord, TopicSpec};
+use sluice_client::{Acks, Cluster, ProducerConfig, ProducerRecord, TopicSpec};
 
 use super::probe::Probe;
 use super::raw::{self, Garbage};
@@ -89,7 +89,7 @@ impl Setup {
             ));
         }
         let sc_address = raw::resolve(&sc_text)?;
-        let cluster = Cluster::connect(ClientConfig::new(&common.sc))?;
+        let cluster = crate::connection::connect(&common.sc)?;
         if common.create_topic {
             let spec = TopicSpec::computed(TOPIC_PARTITIONS, 1);
             match cluster.admin().create_topic(&common.topic, spec) {

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use serde::{Deserialize, Serialize};
 use sluice_client::{
-    Acks, ClientConfig, ClientError, Cluster, ConsumerConfig, DeliveryListener, ErrorCode,
-    Isolation, Poll, ProducerConfig, ProducerRecord, RecordMetadata, StartFrom, TopicSpec,
+    Acks, ClientError, Cluster, ConsumerConfig, DeliveryListener, ErrorCode, Isolation, Poll,
+    ProducerConfig, ProducerRecord, RecordMetadata, StartFrom, TopicSpec,
 };
 
 use super::history::{analyze, Analysis, History, Outcome, Seen, Send, ValueId};
@@ -200,7 +200,7 @@ pub fn run_check(args: &CheckArgs) -> Result<CheckReport, PerfError> {
     if args.producers == 0 {
         return Err(PerfError::InvalidParameters("--producers must be at least 1".into()));
     }
-    let cluster = Cluster::connect(ClientConfig::new(&args.sc))?;
+    let cluster = crate::connection::connect(&args.sc)?;
     if args.create_topic {
         let mut spec = TopicSpec::computed(args.partitions, args.replication);
         if let Some(min_in_sync) = args.min_in_sync {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use sluice_client::{ClientConfig, ClientError, Cluster, ErrorCode, TopicSpec};
+use sluice_client::{ClientError, Cluster, ErrorCode, TopicSpec};
 
 use crate::args::WorkloadArgs;
 use crate::error::PerfError;
@@ -13,7 +13,7 @@ pub const TOPIC_READY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Connects to the SC(s) of `args.sc`.
 pub fn connect(args: &WorkloadArgs) -> Result<Cluster, PerfError> {
-    Ok(Cluster::connect(ClientConfig::new(&args.sc))?)
+    Ok(crate::connection::connect(&args.sc)?)
 }
 
 /// Creates the topic when `--create-topic` asks for it, then waits until every partition has

@@ -1,7 +1,13 @@
 //! One public-API connection: read frames, dispatch, answer; push metadata watch updates.
+//!
+//! The stream is plaintext or TLS ([`ServerStream`]); every response is written whole and
+//! flushed (TLS buffers records until a flush). On a plaintext listener, a first read that
+//! looks like a TLS ClientHello is a TLS client on the wrong port: it is answered with an error
+//! frame saying so (its SDK sees a non-TLS answer and reports "does not speak TLS"), logged
+//! (rate-limited) and closed, instead of being reported as an oversized frame.
 
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
@@ -23,8 +29,15 @@ use sluice_proto::api::{ApiKey, Decode, Encode};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::{encode_frame, Frame, FrameError, FrameHeader};
 use sluice_proto::object::{SpuGroupName, TopicName};
+use sluice_tls::{looks_like_tls, ServerStream};
 
+use super::transport::Peer;
 use super::{decoder, metadata, ServerContext, IDLE_POLL, SHUTDOWN_POLL};
+
+/// What a TLS client on the plaintext public address is told (in a plaintext error frame).
+pub(super) const TLS_ON_PLAINTEXT_MESSAGE: &str =
+    "a TLS client connected to a plaintext port: this SC's public address has no TLS; connect \
+     without TLS (drop --tls-ca)";
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK_BYTES: usize = 16 * 1024;
@@ -37,10 +50,36 @@ struct Watch {
     last_sent: Option<MetadataWatchUpdate>,
 }
 
+/// Writes a whole response and flushes it (TLS holds records until a flush).
+pub(super) fn send(stream: &mut ServerStream, bytes: &[u8]) -> std::io::Result<()> {
+    stream.write_all(bytes)?;
+    stream.flush()
+}
+
+/// Whether the first bytes of a plaintext connection are a TLS ClientHello; if so, answers
+/// with an error frame that says so and logs it (rate-limited). The caller closes.
+pub(super) fn refuse_tls_on_plaintext(
+    stream: &mut ServerStream,
+    address: SocketAddr,
+    first_bytes: &[u8],
+) -> bool {
+    if stream.is_tls() || !looks_like_tls(first_bytes) {
+        return false;
+    }
+    log_abusive_close(address, "a TLS client connected to a plaintext port");
+    let body = AdminResponse::error(ErrorCode::InvalidRequest, TLS_ON_PLAINTEXT_MESSAGE);
+    if send(stream, &raw_error_frame(0, 0, 0, &body)).is_ok() {
+        super::transport::close_after_refusal(stream.socket());
+    }
+    true
+}
+
 /// Serves one connection until the peer closes, a fatal frame error, or shutdown.
-pub(super) fn serve(mut stream: TcpStream, peer: SocketAddr, context: &ServerContext) {
-    let _ignored = stream.set_nodelay(true);
-    tracing::debug!(%peer, "admin connection opened");
+pub(super) fn serve(mut stream: ServerStream, peer: Peer, context: &ServerContext) {
+    let _ignored = stream.socket().set_nodelay(true);
+    tracing::debug!(%peer, tls = stream.is_tls(), "admin connection opened");
+    let address = peer.address;
+    let mut first_read = true;
     let mut decoder = decoder();
     let mut watch: Option<Watch> = None;
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
@@ -57,7 +96,7 @@ pub(super) fn serve(mut stream: TcpStream, peer: SocketAddr, context: &ServerCon
         let wanted =
             if watch.is_some() || partial_since.is_some() { SHUTDOWN_POLL } else { IDLE_POLL };
         if poll != Some(wanted) {
-            if let Err(error) = stream.set_read_timeout(Some(wanted)) {
+            if let Err(error) = stream.socket().set_read_timeout(Some(wanted)) {
                 tracing::warn!(%peer, %error, "cannot set a read timeout; closing");
                 return;
             }
@@ -66,11 +105,18 @@ pub(super) fn serve(mut stream: TcpStream, peer: SocketAddr, context: &ServerCon
         match stream.read(&mut chunk) {
             Ok(0) => {
                 if decoder.buffered_len() > 0 {
-                    log_abusive_close(peer, "the client closed in the middle of a frame");
+                    log_abusive_close(address, "the client closed in the middle of a frame");
                 }
                 break;
             }
-            Ok(read) => decoder.feed(&chunk[..read]),
+            Ok(read) => {
+                if std::mem::take(&mut first_read)
+                    && refuse_tls_on_plaintext(&mut stream, address, &chunk[..read])
+                {
+                    return;
+                }
+                decoder.feed(&chunk[..read]);
+            }
             Err(error) if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
                 if partial_since.is_some_and(|since| since.elapsed() >= context.frame_read_timeout)
                 {
@@ -79,7 +125,7 @@ pub(super) fn serve(mut stream: TcpStream, peer: SocketAddr, context: &ServerCon
                         decoder.buffered_len(),
                         context.frame_read_timeout.as_millis()
                     );
-                    log_abusive_close(peer, &reason);
+                    log_abusive_close(address, &reason);
                     return;
                 }
                 continue;
@@ -96,9 +142,9 @@ pub(super) fn serve(mut stream: TcpStream, peer: SocketAddr, context: &ServerCon
                 Ok(None) => break,
                 Err(error) => {
                     tracing::debug!(%peer, %error, "bad frame");
-                    let answered = stream.write_all(&frame_error_response(&error));
+                    let answered = send(&mut stream, &frame_error_response(&error));
                     if error.is_fatal() {
-                        log_abusive_close(peer, &error.to_string());
+                        log_abusive_close(address, &error.to_string());
                     }
                     if error.is_fatal() || answered.is_err() {
                         return;
@@ -106,8 +152,8 @@ pub(super) fn serve(mut stream: TcpStream, peer: SocketAddr, context: &ServerCon
                     continue;
                 }
             };
-            let response = dispatch(&frame, context, &mut watch);
-            if stream.write_all(&response).is_err() {
+            let response = dispatch(&frame, &peer, context, &mut watch);
+            if !response.is_empty() && send(&mut stream, &response).is_err() {
                 return;
             }
             if let Some(watch) = &mut watch {
@@ -132,9 +178,9 @@ const ABUSE_WARNINGS_PER_WINDOW: u64 = 10;
 /// Length of one rate-limiting window of [`log_abusive_close`].
 const ABUSE_LOG_WINDOW: Duration = Duration::from_secs(10);
 
-/// Logs that the connection from `peer` is closed because of what it sent, rate-limited so that
-/// a flood of hostile connections cannot flood the log.
-fn log_abusive_close(peer: SocketAddr, reason: &str) {
+/// Logs that the connection from `peer` is closed because of what it sent (or failed to send:
+/// a TLS handshake), rate-limited so that a flood of hostile connections cannot flood the log.
+pub(super) fn log_abusive_close(peer: SocketAddr, reason: &str) {
     static WINDOW: Mutex<(Option<Instant>, u64, u64)> = Mutex::new((None, 0, 0));
     let mut window = WINDOW.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let (start, warned, suppressed) = &mut *window;
@@ -147,7 +193,7 @@ fn log_abusive_close(peer: SocketAddr, reason: &str) {
         let left_out = std::mem::take(suppressed);
         tracing::warn!(
             %peer, reason, suppressed = left_out,
-            "closing a client connection: it sent what the protocol does not allow \
+            "closing a client connection: it broke the protocol or failed its TLS handshake \
              (suppressed: such lines left out since the last one)"
         );
     } else {
@@ -158,7 +204,7 @@ fn log_abusive_close(peer: SocketAddr, reason: &str) {
 
 /// Sends the current metadata to a watcher if it changed since the last push.
 fn push_watch(
-    stream: &mut TcpStream,
+    stream: &mut ServerStream,
     context: &ServerContext,
     watch: &mut Watch,
 ) -> std::io::Result<()> {
@@ -171,7 +217,7 @@ fn push_watch(
     }
     let bytes = encode(&watch.header, &update);
     watch.last_sent = Some(update);
-    stream.write_all(&bytes)
+    send(stream, &bytes)
 }
 
 /// Encodes a response frame; an encoding failure (a bug) becomes an `UnknownServerError` body.
@@ -264,8 +310,16 @@ fn reassign_failed(error_code: ErrorCode, message: String) -> ReassignPartitions
     ReassignPartitionsResponse { error_code, message: Some(message), results: Vec::new() }
 }
 
-fn dispatch(frame: &Frame, context: &ServerContext, watch: &mut Option<Watch>) -> Vec<u8> {
+/// Answers one request of `peer` (whose identity, when it has one, is the principal that
+/// authorization checks).
+fn dispatch(
+    frame: &Frame,
+    peer: &Peer,
+    context: &ServerContext,
+    watch: &mut Option<Watch>,
+) -> Vec<u8> {
     let header = &frame.header;
+    tracing::trace!(%peer, api_key = %header.api_key, "request");
     match header.api_key {
         ApiKey::CreateTopic => with_request(
             frame,

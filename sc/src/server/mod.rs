@@ -21,6 +21,14 @@
 //! - A body that does not decode: the request's own response type with `InvalidRequest` (or
 //!   `InvalidTopicName` / `InvalidSpuGroupName` when only the name is wrong).
 //!
+//! ## TLS
+//!
+//! With `--tls-cert` the public address speaks only TLS: each connection thread peeks the
+//! client's first byte and runs the handshake itself within [`HANDSHAKE_TIMEOUT`]
+//! ([`transport`]), so a slow or silent client never holds up the accept loop. The client's
+//! verified certificate becomes the connection's [`Peer`] identity. Plaintext and TLS clients
+//! on the wrong port are told so and closed (logged, rate-limited).
+//!
 //! Frame-level error responses carry an [`AdminResponse`] body, because the protocol has no
 //! generic error envelope; the same is used for `Metadata`, whose response has no error code.
 
@@ -30,8 +38,10 @@ pub mod handlers;
 pub mod metadata;
 pub mod reassign;
 mod standby;
+mod transport;
 
 pub use standby::STANDBY_MESSAGE;
+pub use transport::{Peer, HANDSHAKE_TIMEOUT};
 
 use std::net::{SocketAddr, TcpListener};
 use std::os::fd::AsRawFd;
@@ -40,6 +50,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use sluice_proto::frame::FrameDecoder;
+use sluice_tls::ServerTls;
 
 use crate::cache::Cache;
 use crate::config::TopicDefaults;
@@ -96,8 +107,10 @@ pub struct ServerContext {
 
 /// Accepts connections until shutdown; spawns one thread per connection (bounded). A
 /// connection is served normally once `gate` is open (this SC is active), as a standby before.
+/// With `tls`, each connection thread first completes a TLS handshake.
 pub fn run_accept(
     listener: TcpListener,
+    tls: Option<Arc<ServerTls>>,
     gate: Arc<Gate<ServerContext>>,
     shutdown: Arc<AtomicBool>,
 ) {
@@ -145,16 +158,19 @@ pub fn run_accept(
             continue;
         }
         active.fetch_add(1, Ordering::Relaxed);
-        let (gate, shutdown) = (Arc::clone(&gate), Arc::clone(&shutdown));
+        let (gate, shutdown, tls) = (Arc::clone(&gate), Arc::clone(&shutdown), tls.clone());
         let guard = ActiveGuard(Arc::clone(&active));
         let spawned = std::thread::Builder::new()
             .name(format!("sc-admin-{peer}"))
             .stack_size(CONNECTION_STACK_BYTES)
             .spawn(move || {
                 let _guard = guard;
+                let Some((stream, peer)) = transport::open(stream, peer, tls.as_deref()) else {
+                    return;
+                };
                 match gate.get() {
                     Some(context) => connection::serve(stream, peer, context),
-                    None => standby::serve(stream, peer, &gate, &shutdown),
+                    None => standby::serve(stream, &peer, &gate, &shutdown),
                 }
             });
         if let Err(error) = spawned {

@@ -3,14 +3,16 @@
 //! body for any request type and move on to the next SC address). Once this SC becomes active
 //! the connection is closed, so the client reconnects and is served normally.
 
-use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::io::{ErrorKind, Read};
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use sluice_proto::api::admin::AdminResponse;
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::encode_frame;
+use sluice_tls::ServerStream;
 
+use super::connection::{refuse_tls_on_plaintext, send};
+use super::transport::Peer;
 use super::{decoder, ServerContext, SHUTDOWN_POLL};
 use crate::ha::Gate;
 
@@ -19,20 +21,28 @@ pub const STANDBY_MESSAGE: &str = "this SC is a standby; try the next SC address
 
 /// Serves one connection as a standby until it closes, this SC becomes active, or shutdown.
 pub(super) fn serve(
-    mut stream: TcpStream,
-    peer: SocketAddr,
+    mut stream: ServerStream,
+    peer: &Peer,
     gate: &Gate<ServerContext>,
     shutdown: &AtomicBool,
 ) {
-    if stream.set_read_timeout(Some(SHUTDOWN_POLL)).is_err() {
+    if stream.socket().set_read_timeout(Some(SHUTDOWN_POLL)).is_err() {
         return;
     }
     let mut decoder = decoder();
     let mut chunk = [0u8; 4096];
+    let mut first_read = true;
     while !shutdown.load(Ordering::Relaxed) && gate.get().is_none() {
         match stream.read(&mut chunk) {
             Ok(0) => return,
-            Ok(read) => decoder.feed(&chunk[..read]),
+            Ok(read) => {
+                if std::mem::take(&mut first_read)
+                    && refuse_tls_on_plaintext(&mut stream, peer.address, &chunk[..read])
+                {
+                    return;
+                }
+                decoder.feed(&chunk[..read]);
+            }
             Err(error)
                 if matches!(
                     error.kind(),
@@ -55,7 +65,7 @@ pub(super) fn serve(
             let mut out = Vec::new();
             let refusal = AdminResponse::error(ErrorCode::NotController, STANDBY_MESSAGE);
             if encode_frame(&mut out, &frame.header, &refusal).is_err()
-                || stream.write_all(&out).is_err()
+                || send(&mut stream, &out).is_err()
             {
                 return;
             }

@@ -62,7 +62,8 @@ pub struct OwnedChild {
 
 impl OwnedChild {
     /// Spawns `command` as `name` with its output sent to `output`: on an inherited stderr at
-    /// the test's `RUST_LOG`, else `warn`; into a file always at `info`, the lines tests read.
+    /// the test's `RUST_LOG`, else `warn`; into a file at `info`, the lines tests read (a
+    /// `RUST_LOG` already set on `command`, e.g. by a builder's `env`, wins in both cases).
     /// Its standard output is piped instead when `pipe_stdout` (a reader of what it prints
     /// must then drain it).
     pub fn spawn(name: &str, mut command: Command, output: &Output, pipe_stdout: bool) -> Self {
@@ -70,7 +71,10 @@ impl OwnedChild {
             Output::Inherit => std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             Output::File(_) => "info".into(),
         };
-        command.env("RUST_LOG", level).stdin(Stdio::null());
+        if !command.get_envs().any(|(name, _)| name == "RUST_LOG") {
+            command.env("RUST_LOG", level);
+        }
+        command.stdin(Stdio::null());
         let log = match output {
             Output::Inherit => {
                 command.stdout(Stdio::null()).stderr(Stdio::inherit());
