@@ -15,6 +15,7 @@ use serde::Deserialize;
 use sluice_kvstore_consul::{LOCK_DELAY_MAX, SESSION_TTL_MAX, SESSION_TTL_MIN};
 use sluice_proto::object::topic::SEGMENT_BYTES_DEFAULT;
 use sluice_proto::object::TopicSpec;
+use sluice_tls::{ClientAuth, ServerTlsFiles};
 
 use crate::ha::LeaderSettings;
 
@@ -85,7 +86,8 @@ pub struct ScArgs {
     /// First segment(s) of every Consul key [default: sluice].
     #[arg(long, env = "SLUICE_SC_CONSUL_KEY_PREFIX")]
     pub consul_key_prefix: Option<String>,
-    /// Cluster name: several clusters may share one Consul [default: default].
+    /// Cluster name: several clusters may share one Consul, and with TLS the suffix of the
+    /// in-cluster certificate names (`sc.<cluster>`, `spu-<id>.<cluster>`) [default: default].
     #[arg(long, env = "SLUICE_SC_CLUSTER")]
     pub cluster: Option<String>,
     /// Partitions of a topic created without a count [default: 1].
@@ -133,6 +135,17 @@ pub struct ScArgs {
     /// a standby rewrites it with `role=active` when it takes over).
     #[arg(long, env = "SLUICE_SC_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// PEM certificate chain of the private (SPU control) listener: turns TLS on there, with
+    /// client certificates required; it should name `sc.<cluster>` (SPUs verify that name)
+    /// [default: none, plaintext].
+    #[arg(long, env = "SLUICE_SC_PRIVATE_TLS_CERT")]
+    pub private_tls_cert: Option<PathBuf>,
+    /// PEM private key of `--private-tls-cert`.
+    #[arg(long, env = "SLUICE_SC_PRIVATE_TLS_KEY")]
+    pub private_tls_key: Option<PathBuf>,
+    /// PEM CA bundle SPU certificates must chain to (required with `--private-tls-cert`).
+    #[arg(long, env = "SLUICE_SC_PRIVATE_TLS_CA")]
+    pub private_tls_ca: Option<PathBuf>,
 }
 
 /// The TOML file: the same settings as the flags, all optional.
@@ -159,6 +172,9 @@ pub struct FileConfig {
     leader_lock_delay_ms: Option<u64>,
     leader_check_ttl_ms: Option<u64>,
     ready_file: Option<PathBuf>,
+    private_tls_cert: Option<PathBuf>,
+    private_tls_key: Option<PathBuf>,
+    private_tls_ca: Option<PathBuf>,
 }
 
 /// Consul backend settings.
@@ -209,6 +225,10 @@ pub struct ScConfig {
     pub leader: LeaderSettings,
     /// Readiness file.
     pub ready_file: Option<PathBuf>,
+    /// Cluster name (Consul, in-cluster certificate names).
+    pub cluster: String,
+    /// TLS of the private listener, client certificates required; `None`: plaintext.
+    pub private_tls: Option<ServerTlsFiles>,
 }
 
 /// Defaults for new topics.
@@ -278,6 +298,24 @@ impl ScArgs {
             None => FileConfig::default(),
         };
         let parse_default = |text: &str| text.parse::<SocketAddr>().expect("valid default address");
+        let cluster = self.cluster.or(file.cluster).unwrap_or_else(|| "default".into());
+        let private_tls = match (
+            self.private_tls_cert.or(file.private_tls_cert),
+            self.private_tls_key.or(file.private_tls_key),
+            self.private_tls_ca.or(file.private_tls_ca),
+        ) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), Some(ca)) => {
+                Some(ServerTlsFiles { cert, key, ca: Some(ca), client_auth: ClientAuth::Required })
+            }
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "private TLS needs --private-tls-cert, --private-tls-key and \
+                     --private-tls-ca together"
+                        .into(),
+                ))
+            }
+        };
         let store = match self.store.or(file.store).unwrap_or(StoreBackend::Embedded) {
             StoreBackend::Embedded => StoreSettings::Embedded {
                 data_dir: self
@@ -295,7 +333,7 @@ impl ScArgs {
                     .consul_key_prefix
                     .or(file.consul_key_prefix)
                     .unwrap_or_else(|| "sluice".into()),
-                cluster: self.cluster.or(file.cluster).unwrap_or_else(|| "default".into()),
+                cluster: cluster.clone(),
             }),
         };
         let base = TopicDefaults::default();
@@ -385,6 +423,8 @@ impl ScArgs {
             leader_rebalance_interval,
             leader,
             ready_file: self.ready_file.or(file.ready_file),
+            cluster,
+            private_tls,
         })
     }
 }
