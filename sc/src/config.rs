@@ -452,6 +452,29 @@ mod tests {
     }
 
     #[test]
+    fn the_cluster_is_top_level_and_private_tls_needs_its_three_files() {
+        let config = ScArgs::default().resolve().unwrap();
+        assert_eq!(config.cluster, "default");
+        assert_eq!(config.private_tls, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sc.toml");
+        std::fs::write(
+            &path,
+            "cluster = \"east\"\nprivate_tls_cert = \"c.pem\"\nprivate_tls_key = \"k.pem\"\n\
+             private_tls_ca = \"ca.pem\"\n",
+        )
+        .unwrap();
+        let config = ScArgs { config: Some(path), ..ScArgs::default() }.resolve().unwrap();
+        assert_eq!(config.cluster, "east", "without Consul too");
+        let tls = config.private_tls.expect("private TLS");
+        assert_eq!(tls.client_auth, ClientAuth::Required);
+        assert_eq!(tls.ca, Some(PathBuf::from("ca.pem")));
+        let incomplete =
+            ScArgs { private_tls_cert: Some("c.pem".into()), ..ScArgs::default() }.resolve();
+        assert!(incomplete.unwrap_err().to_string().contains("--private-tls-ca"));
+    }
+
+    #[test]
     fn leader_rebalance_interval_from_file_and_flag_zero_turns_it_off() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sc.toml");

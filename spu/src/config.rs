@@ -677,6 +677,42 @@ mod tests {
     }
 
     #[test]
+    fn tls_comes_from_the_file_or_flags_and_needs_all_three_files() {
+        let plaintext = SpuArgs { id: Some(1), ..SpuArgs::default() }.resolve().unwrap();
+        assert_eq!(plaintext.tls, None);
+        assert_eq!(plaintext.cluster, "default");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spu.toml");
+        std::fs::write(
+            &path,
+            "id = 1\ncluster = \"east\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n\
+             tls_ca = \"ca.pem\"\ntls_client_auth = \"required\"\n",
+        )
+        .unwrap();
+        let config = SpuArgs { config: Some(path.clone()), ..SpuArgs::default() }.resolve().unwrap();
+        let tls = config.tls.expect("TLS from the file");
+        assert_eq!(config.cluster, "east");
+        assert_eq!(tls.client_auth, ClientAuth::Required);
+        assert_eq!(tls.private_server().client_auth, ClientAuth::Required);
+        assert_eq!(tls.client().cert, Some(PathBuf::from("c.pem")));
+        let flag = SpuArgs {
+            config: Some(path),
+            tls_client_auth: Some(ClientAuth::None),
+            ..SpuArgs::default()
+        };
+        let tls = flag.resolve().unwrap().tls.unwrap();
+        assert_eq!(tls.client_auth, ClientAuth::None);
+        assert_eq!(tls.private_server().client_auth, ClientAuth::Required, "always on private");
+        let incomplete = SpuArgs {
+            id: Some(1),
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            ..SpuArgs::default()
+        };
+        assert!(incomplete.resolve().unwrap_err().to_string().contains("--tls-ca"));
+    }
+
+    #[test]
     fn flags_override_file_and_cores_are_capped() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("spu.toml");

@@ -37,7 +37,7 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use futures_lite::io::{AsyncRead, AsyncWrite};
-use futures_lite::{future, AsyncWriteExt};
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use futures_rustls::{TlsAcceptor, TlsConnector};
 use glommio::net::TcpStream;
 use sluice_proto::ids::SpuId;
@@ -136,11 +136,32 @@ pub async fn accept(
     with_timeout(acceptor.accept(stream)).await
 }
 
-/// The answer to a peer speaking the other protocol: one alert record, then close.
+/// How long a refused peer's bytes are drained after the alert (see [`refuse_mismatch`]).
+const MISMATCH_DRAIN_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bytes of a refused peer drained at most.
+const MISMATCH_DRAIN_BYTES_MAX: usize = 64 << 10;
+
+/// The answer to a peer speaking the other protocol: one alert record, the write side shut,
+/// then what the peer sent is read and dropped (bounded in time and bytes) before the socket
+/// closes: closing with unread bytes would send a reset, which can discard the alert before
+/// the peer reads it.
 pub async fn refuse_mismatch(stream: &mut TcpStream) {
     let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
-    let _ = stream.write_all(&ALERT_HANDSHAKE_FAILURE).await;
+    if stream.write_all(&ALERT_HANDSHAKE_FAILURE).await.is_err() {
+        return;
+    }
     let _ = stream.close().await;
+    let drain = async {
+        let mut drained = 0;
+        let mut chunk = [0u8; 4096];
+        while drained < MISMATCH_DRAIN_BYTES_MAX {
+            match stream.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(read) => drained += read,
+            }
+        }
+    };
+    future::or(drain, glommio::timer::sleep(MISMATCH_DRAIN_TIMEOUT)).await;
 }
 
 /// Whether the first bytes of a connection (at least one) are a TLS ClientHello or alert; a
@@ -324,4 +345,35 @@ pub type CoreTlsHandle = Option<std::rc::Rc<CoreTls>>;
 /// Validates the files once on the main thread (each core then loads its own copy).
 pub fn validate(settings: &SpuTlsSettings, cluster: &str) -> Result<(), TlsError> {
     CoreTls::new(settings, cluster).map(drop)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_client_hello_is_told_from_a_frame() {
+        assert!(starts_like_tls(&[0x16, 0x03, 0x01]));
+        assert!(starts_like_tls(&[0x16]));
+        assert!(starts_like_tls(&ALERT_HANDSHAKE_FAILURE));
+        // A frame's length prefix of a frame under 350 MB.
+        assert!(!starts_like_tls(&[0x00, 0x00, 0x01]));
+        assert!(!starts_like_tls(&[0x00]));
+        assert!(sluice_tls::looks_like_tls(&ALERT_HANDSHAKE_FAILURE));
+    }
+
+    #[test]
+    fn only_a_certificate_naming_the_spu_may_act_as_it() {
+        let identity = Identity { dns_names: vec!["spu-5.east".into()], common_name: None };
+        let spu_ids = identity.spu_ids("east");
+        let peer = PeerIdentity::Certificate { identity, spu_ids };
+        assert!(peer.may_act_as_spu(SpuId(5)));
+        assert!(!peer.may_act_as_spu(SpuId(6)));
+        assert!(!PeerIdentity::Anonymous.may_act_as_spu(SpuId(5)));
+        assert!(PeerIdentity::Plaintext.may_act_as_spu(SpuId(5)));
+        // Another cluster's SPU 5 is not this cluster's.
+        let identity = Identity { dns_names: vec!["spu-5.west".into()], common_name: None };
+        let spu_ids = identity.spu_ids("east");
+        assert!(!PeerIdentity::Certificate { identity, spu_ids }.may_act_as_spu(SpuId(5)));
+    }
 }

@@ -49,7 +49,7 @@ mod session;
 mod sessions;
 pub mod status;
 
-use std::io::Write;
+use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -130,6 +130,10 @@ fn secure(
             tracing::warn!(%peer, "plaintext on the SC's TLS private listener (start the SPU with --tls-cert, --tls-key and --tls-ca); closing");
             // A fatal handshake_failure alert: a plaintext peer recognises TLS in it.
             let _ = (&socket).write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 40]);
+            // Unread bytes at close would send a reset that can discard the alert: read them.
+            let _ = socket.shutdown(std::net::Shutdown::Write);
+            let _ = socket.set_read_timeout(Some(Duration::from_secs(1)));
+            let _ = std::io::copy(&mut (&socket).take(64 << 10), &mut std::io::sink());
             return None;
         }
     }
@@ -217,5 +221,21 @@ pub fn run_accept(
             active.fetch_sub(1, Ordering::Relaxed);
             tracing::error!(%error, "cannot spawn an SPU connection thread");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registration_is_checked_against_the_certificate() {
+        let identity = Identity { dns_names: vec!["spu-5001.default".into()], common_name: None };
+        let peer = LinkPeer::Certificate { identity, cluster: "default".into() };
+        assert_eq!(peer.check_spu(SpuId(5001)), Ok(()));
+        let refused = peer.check_spu(SpuId(5002)).unwrap_err();
+        assert!(refused.contains("spu-5001.default"), "{refused}");
+        assert!(refused.contains("claims SPU 5002"), "{refused}");
+        assert_eq!(LinkPeer::Plaintext.check_spu(SpuId(5002)), Ok(()));
     }
 }

@@ -212,7 +212,10 @@ impl SpuClient {
                 Err(error)
                     if matches!(
                         error.kind(),
-                        ErrorKind::ConnectionReset | ErrorKind::UnexpectedEof
+                        // InvalidData: a TLS alert (the server refused the connection).
+                        ErrorKind::ConnectionReset
+                            | ErrorKind::UnexpectedEof
+                            | ErrorKind::InvalidData
                     ) =>
                 {
                     return Err(())
