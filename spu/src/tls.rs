@@ -339,8 +339,9 @@ impl AsyncWrite for TlsWriter {
     }
 }
 
-/// A shared handle for a core's TLS (one per core, never sent to another thread).
-pub type CoreTlsHandle = Option<std::rc::Rc<CoreTls>>;
+/// A core's TLS (`None`: plaintext). An `Arc` only so that a link configuration can be made
+/// before its executor starts; each core loads its own, and none is shared between cores.
+pub type CoreTlsHandle = Option<std::sync::Arc<CoreTls>>;
 
 /// Validates the files once on the main thread (each core then loads its own copy).
 pub fn validate(settings: &SpuTlsSettings, cluster: &str) -> Result<(), TlsError> {

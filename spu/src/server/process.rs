@@ -783,7 +783,7 @@ async fn run_core(setup: CoreSetup) {
     let tls = match &setup.config.tls {
         None => None,
         Some(settings) => match CoreTls::new(settings, &setup.config.cluster) {
-            Ok(tls) => Some(Rc::new(tls)),
+            Ok(tls) => Some(Arc::new(tls)),
             Err(error) => {
                 tracing::error!(core = setup.index, %error, "cannot load the TLS files; this core stops");
                 return;
