@@ -14,9 +14,9 @@ use std::time::Duration;
 use clap::Parser;
 use serde::Deserialize;
 use sluice_kvstore_consul::ScDiscoveryUrl;
-use sluice_tls::{ClientAuth, ClientTlsFiles, ServerTlsFiles};
 use sluice_proto::frame::FRAME_BYTES_MAX_DEFAULT;
 use sluice_proto::ids::SpuId;
+use sluice_tls::{ClientAuth, ClientTlsFiles, ServerTlsFiles};
 
 /// Default SC private (control) address.
 pub const SC_ADDRESS_DEFAULT: &str = "127.0.0.1:9004";
@@ -608,12 +608,9 @@ fn resolve_tls(
 ) -> Result<Option<SpuTlsSettings>, ConfigError> {
     match (cert, key, ca) {
         (None, None, None) if client_auth.is_none() => Ok(None),
-        (Some(cert), Some(key), Some(ca)) => Ok(Some(SpuTlsSettings {
-            cert,
-            key,
-            ca,
-            client_auth: client_auth.unwrap_or_default(),
-        })),
+        (Some(cert), Some(key), Some(ca)) => {
+            Ok(Some(SpuTlsSettings { cert, key, ca, client_auth: client_auth.unwrap_or_default() }))
+        }
         _ => Err(ConfigError::Invalid(
             "TLS needs --tls-cert, --tls-key and --tls-ca together (--tls-client-auth only with \
              them)"
@@ -689,7 +686,8 @@ mod tests {
              tls_ca = \"ca.pem\"\ntls_client_auth = \"required\"\n",
         )
         .unwrap();
-        let config = SpuArgs { config: Some(path.clone()), ..SpuArgs::default() }.resolve().unwrap();
+        let config =
+            SpuArgs { config: Some(path.clone()), ..SpuArgs::default() }.resolve().unwrap();
         let tls = config.tls.expect("TLS from the file");
         assert_eq!(config.cluster, "east");
         assert_eq!(tls.client_auth, ClientAuth::Required);

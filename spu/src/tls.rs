@@ -168,7 +168,8 @@ pub async fn refuse_mismatch(stream: &mut TcpStream) {
 /// short read that starts like one counts (a Sluice frame's length prefix never starts with
 /// 0x15 or 0x16: that would be a frame of more than 350 MB).
 pub fn starts_like_tls(bytes: &[u8]) -> bool {
-    sluice_tls::looks_like_tls(bytes) || (bytes.len() < 3 && matches!(bytes.first(), Some(0x15 | 0x16)))
+    sluice_tls::looks_like_tls(bytes)
+        || (bytes.len() < 3 && matches!(bytes.first(), Some(0x15 | 0x16)))
 }
 
 /// Who is at the other end of an accepted connection, as far as this SPU can prove.
@@ -236,8 +237,7 @@ impl LinkStream {
         timeout: Duration,
         tls: Option<(&CoreTls, String)>,
     ) -> Result<LinkStream, HandshakeError> {
-        let stream =
-            TcpStream::connect_timeout(address, timeout)
+        let stream = TcpStream::connect_timeout(address, timeout)
             .await
             .map_err(|error| HandshakeError::Connect(error.into()))?;
         let _ = stream.set_nodelay(true);

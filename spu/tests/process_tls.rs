@@ -126,8 +126,7 @@ fn an_spu_registers_over_mutual_tls_and_serves_through_tls_without_sendfile() {
     let topic = cluster.create_topic("secure", 2);
     for partition in 0..2 {
         let mut shared = cluster.client(cluster.spu.public_address);
-        let produced =
-            produce_values(&mut shared, &topic, partition, "shared", 50, Acks::Leader);
+        let produced = produce_values(&mut shared, &topic, partition, "shared", 50, Acks::Leader);
         for address in cluster.spu.core_addresses.clone() {
             let mut client = cluster.client(address);
             let fetched = client.fetch_values(&topic, partition, Offset(0), produced.len());
@@ -245,7 +244,8 @@ fn other_cas_and_the_wrong_protocol_are_refused_clearly_and_the_spu_lives_on() {
     let stranger_spu = stranger.spu_files(2);
 
     // A certificate of another CA on the private port: refused.
-    let from_stranger = tls_exchange(private, &stranger.client(Some(&stranger_spu)), "spu-1.default");
+    let from_stranger =
+        tls_exchange(private, &stranger.client(Some(&stranger_spu)), "spu-1.default");
     assert!(from_stranger.is_err(), "a certificate of another CA was accepted");
     // The private port requires a certificate.
     let anonymous = tls_exchange(private, &cluster.pki.client(None), "spu-1.default");
@@ -260,8 +260,10 @@ fn other_cas_and_the_wrong_protocol_are_refused_clearly_and_the_spu_lives_on() {
     tls_exchange(private, &cluster.pki.client(Some(&own)), "spu-1.default").expect("private");
     tls_exchange(public, &cluster.pki.client(Some(&own)), "spu-1.default").expect("public");
     wait_for("handshake failures counted", || {
-        let failures =
-            metric_sum(&scrape(cluster.spu.metrics_address), "sluice_spu_tls_handshake_failures_total");
+        let failures = metric_sum(
+            &scrape(cluster.spu.metrics_address),
+            "sluice_spu_tls_handshake_failures_total",
+        );
         (failures >= 2).then_some(())
     });
 
@@ -275,9 +277,13 @@ fn other_cas_and_the_wrong_protocol_are_refused_clearly_and_the_spu_lives_on() {
 
     // TLS on a plaintext port (another SPU, without TLS): the TLS client reports an alert.
     let plain = process_common::Cluster::start(1);
-    let error = SpuClient::connect_tls(plain.spu.public_address, &cluster.pki.client(None), "spu-1.default")
-        .err()
-        .expect("TLS to a plaintext port connected");
+    let error = SpuClient::connect_tls(
+        plain.spu.public_address,
+        &cluster.pki.client(None),
+        "spu-1.default",
+    )
+    .err()
+    .expect("TLS to a plaintext port connected");
     assert!(error.to_string().to_lowercase().contains("alert"), "{error}");
     let mismatches =
         metric_sum(&scrape(plain.spu.metrics_address), "sluice_spu_tls_port_mismatches_total");

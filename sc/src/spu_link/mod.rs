@@ -149,7 +149,9 @@ fn secure(
         return None;
     }
     match stream.peer_identity() {
-        Some(identity) => Some((stream, LinkPeer::Certificate { identity, cluster: tls.cluster.clone() })),
+        Some(identity) => {
+            Some((stream, LinkPeer::Certificate { identity, cluster: tls.cluster.clone() }))
+        }
         None => {
             tracing::warn!(%peer, "an SPU connection without a client certificate; closing");
             None

@@ -27,11 +27,11 @@ use sluice_proto::object::{PartitionKey, TopicName};
 use super::divergence::EpochAnswer;
 use super::role::FollowerFetchCheck;
 use crate::metrics::Counter;
+use crate::server::abuse_log;
 use crate::server::connection::Outgoing;
 use crate::server::core::Core;
 use crate::server::handlers::{self, FetchSummary, HandlerError, FETCH_WAIT_MAX};
 use crate::server::ops::{self, PartitionRead, ReadRecords};
-use crate::server::abuse_log;
 use crate::server::replica::{FetchAllowance, Replica};
 use crate::tls::PeerIdentity;
 

@@ -25,11 +25,11 @@ use sluice_proto::ids::{CorrelationId, TimestampMs};
 use sluice_tls::sc_name;
 
 use super::state::Applied;
-use crate::tls::{HandshakeError, LinkStream};
 use super::{
     End, Link, ScLinkEvent, CONNECT_TIMEOUT, FRAMES_QUEUED_MAX, FRAME_BYTES_MAX,
     HEARTBEAT_MISSES_MAX, REGISTER_TIMEOUT,
 };
+use crate::tls::{HandshakeError, LinkStream};
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK_BYTES: usize = 64 * 1024;

@@ -45,7 +45,8 @@ pub fn closed_peer(peer: &str, reason: &str) {
 pub fn refused(reason: &str) {
     if let Some(suppressed) = take_warning() {
         tracing::warn!(
-            reason, suppressed,
+            reason,
+            suppressed,
             "request refused (suppressed: such lines left out since the last one)"
         );
     } else {

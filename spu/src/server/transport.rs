@@ -55,7 +55,10 @@ pub struct Reader {
 enum ReaderInner {
     Plain(TcpStream),
     /// The frame read timeout is applied here with a timer (the socket is inside rustls).
-    Tls { half: TlsReader, timeout: Option<Duration> },
+    Tls {
+        half: TlsReader,
+        timeout: Option<Duration>,
+    },
 }
 
 impl Reader {

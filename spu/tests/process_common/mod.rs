@@ -30,12 +30,12 @@ use sluice_proto::ids::{
 };
 use sluice_proto::object::{SpuSpec, SpuType, TopicName, TopicSpec};
 use sluice_proto::record::{BatchBuilder, Batches};
-use sluice_tls::ClientStream;
 #[allow(unused_imports)] // each test binary uses some of them
 pub use sluice_testkit::process::{
     metric_sum, scrape_metrics as scrape, wait_for, EmbeddedSc, ServerProcess, SpuProcess,
     CONDITION_TIMEOUT,
 };
+use sluice_tls::ClientStream;
 
 /// Starts SPU `id` on `data_dir` against the SC at `sc` and waits until it is registered.
 pub fn start_spu(
