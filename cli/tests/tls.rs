@@ -118,6 +118,24 @@ fn a_local_cluster_with_tls_serves_its_admin_identity_through_client_toml() {
     // `cluster status` reaches the SC with the cluster's own settings.
     assert_eq!(cluster.status()["spus"].as_array().map(Vec::len), Some(1));
 
+    // Records go through the SPU's TLS public listener; the SPU registered with the SC over
+    // mutual TLS on its private listener (`--private-tls-*`).
+    sluice(&["--config", &config, "topic", "create", "secured", "--partitions", "1"])
+        .success("topic create");
+    let produced = common::sluice_with_input(
+        &["--config", &config, "produce", "secured"],
+        Some(b"one\ntwo\n"),
+    )
+    .success("produce over TLS");
+    assert!(
+        produced.stderr.is_empty() || !produced.stderr.contains("error"),
+        "{}",
+        produced.stderr
+    );
+    let consumed = sluice(&["--config", &config, "consume", "secured", "-B", "-d"])
+        .success("consume over TLS");
+    assert_eq!(consumed.stdout.lines().collect::<Vec<_>>(), ["one", "two"], "{}", consumed.stderr);
+
     let address = cluster.sc_address();
     let plaintext = sluice(&["--sc", &address, "topic", "list"]);
     assert!(!plaintext.status.success());

@@ -15,7 +15,6 @@ use serde::Deserialize;
 use sluice_kvstore_consul::{LOCK_DELAY_MAX, SESSION_TTL_MAX, SESSION_TTL_MIN};
 use sluice_proto::object::topic::SEGMENT_BYTES_DEFAULT;
 use sluice_proto::object::TopicSpec;
-
 use sluice_tls::{ClientAuth, ServerTlsFiles};
 
 use crate::ha::LeaderSettings;
@@ -87,7 +86,8 @@ pub struct ScArgs {
     /// First segment(s) of every Consul key [default: sluice].
     #[arg(long, env = "SLUICE_SC_CONSUL_KEY_PREFIX")]
     pub consul_key_prefix: Option<String>,
-    /// Cluster name: several clusters may share one Consul [default: default].
+    /// Cluster name: several clusters may share one Consul, and with TLS the suffix of the
+    /// in-cluster certificate names (`sc.<cluster>`, `spu-<id>.<cluster>`) [default: default].
     #[arg(long, env = "SLUICE_SC_CLUSTER")]
     pub cluster: Option<String>,
     /// Partitions of a topic created without a count [default: 1].
@@ -152,6 +152,17 @@ pub struct ScArgs {
     /// [default: none].
     #[arg(long, env = "SLUICE_SC_TLS_CLIENT_AUTH", value_name = "none|optional|required")]
     pub tls_client_auth: Option<ClientAuth>,
+    /// PEM certificate chain of the private (SPU control) listener: turns TLS on there, with
+    /// client certificates required; it should name `sc.<cluster>` (SPUs verify that name)
+    /// [default: none, plaintext].
+    #[arg(long, env = "SLUICE_SC_PRIVATE_TLS_CERT")]
+    pub private_tls_cert: Option<PathBuf>,
+    /// PEM private key of `--private-tls-cert`.
+    #[arg(long, env = "SLUICE_SC_PRIVATE_TLS_KEY")]
+    pub private_tls_key: Option<PathBuf>,
+    /// PEM CA bundle SPU certificates must chain to (required with `--private-tls-cert`).
+    #[arg(long, env = "SLUICE_SC_PRIVATE_TLS_CA")]
+    pub private_tls_ca: Option<PathBuf>,
 }
 
 /// The TOML file: the same settings as the flags, all optional.
@@ -182,6 +193,9 @@ pub struct FileConfig {
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
     tls_client_auth: Option<ClientAuth>,
+    private_tls_cert: Option<PathBuf>,
+    private_tls_key: Option<PathBuf>,
+    private_tls_ca: Option<PathBuf>,
 }
 
 /// Consul backend settings.
@@ -234,6 +248,10 @@ pub struct ScConfig {
     pub ready_file: Option<PathBuf>,
     /// TLS on the public address; `None`: plaintext.
     pub public_tls: Option<ServerTlsFiles>,
+    /// Cluster name (Consul, in-cluster certificate names).
+    pub cluster: String,
+    /// TLS of the private listener, client certificates required; `None`: plaintext.
+    pub private_tls: Option<ServerTlsFiles>,
 }
 
 /// Defaults for new topics.
@@ -303,6 +321,24 @@ impl ScArgs {
             None => FileConfig::default(),
         };
         let parse_default = |text: &str| text.parse::<SocketAddr>().expect("valid default address");
+        let cluster = self.cluster.or(file.cluster).unwrap_or_else(|| "default".into());
+        let private_tls = match (
+            self.private_tls_cert.or(file.private_tls_cert),
+            self.private_tls_key.or(file.private_tls_key),
+            self.private_tls_ca.or(file.private_tls_ca),
+        ) {
+            (None, None, None) => None,
+            (Some(cert), Some(key), Some(ca)) => {
+                Some(ServerTlsFiles { cert, key, ca: Some(ca), client_auth: ClientAuth::Required })
+            }
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "private TLS needs --private-tls-cert, --private-tls-key and \
+                     --private-tls-ca together"
+                        .into(),
+                ))
+            }
+        };
         let store = match self.store.or(file.store).unwrap_or(StoreBackend::Embedded) {
             StoreBackend::Embedded => StoreSettings::Embedded {
                 data_dir: self
@@ -320,7 +356,7 @@ impl ScArgs {
                     .consul_key_prefix
                     .or(file.consul_key_prefix)
                     .unwrap_or_else(|| "sluice".into()),
-                cluster: self.cluster.or(file.cluster).unwrap_or_else(|| "default".into()),
+                cluster: cluster.clone(),
             }),
         };
         let base = TopicDefaults::default();
@@ -417,6 +453,8 @@ impl ScArgs {
             leader,
             ready_file: self.ready_file.or(file.ready_file),
             public_tls,
+            cluster,
+            private_tls,
         })
     }
 }
@@ -468,6 +506,29 @@ mod tests {
         assert_eq!(config.heartbeat_timeout, Duration::from_secs(2));
         assert_eq!(config.leader_rebalance_interval, Some(Duration::from_secs(10)));
         assert!(matches!(config.store, StoreSettings::Embedded { .. }));
+    }
+
+    #[test]
+    fn the_cluster_is_top_level_and_private_tls_needs_its_three_files() {
+        let config = ScArgs::default().resolve().unwrap();
+        assert_eq!(config.cluster, "default");
+        assert_eq!(config.private_tls, None);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sc.toml");
+        std::fs::write(
+            &path,
+            "cluster = \"east\"\nprivate_tls_cert = \"c.pem\"\nprivate_tls_key = \"k.pem\"\n\
+             private_tls_ca = \"ca.pem\"\n",
+        )
+        .unwrap();
+        let config = ScArgs { config: Some(path), ..ScArgs::default() }.resolve().unwrap();
+        assert_eq!(config.cluster, "east", "without Consul too");
+        let tls = config.private_tls.expect("private TLS");
+        assert_eq!(tls.client_auth, ClientAuth::Required);
+        assert_eq!(tls.ca, Some(PathBuf::from("ca.pem")));
+        let incomplete =
+            ScArgs { private_tls_cert: Some("c.pem".into()), ..ScArgs::default() }.resolve();
+        assert!(incomplete.unwrap_err().to_string().contains("--private-tls-ca"));
     }
 
     #[test]

@@ -57,6 +57,9 @@ pub enum StartError {
     /// The cache did not get its first listing in time.
     #[error("the metadata store did not answer the first listing in time")]
     NotReady,
+    /// The private listener's TLS files do not load (which file and why).
+    #[error("private listener TLS: {0}")]
+    PrivateTls(sluice_tls::TlsError),
 }
 
 /// A running SC.
@@ -245,6 +248,12 @@ impl Sc {
         opened.store = Arc::new(MeasuredStore::new(opened.store));
         let public = bind(config.public_address)?;
         let private = bind(config.private_address)?;
+        let private_tls = match &config.private_tls {
+            None => None,
+            Some(files) => Some(Arc::new(
+                sluice_tls::ServerTls::new(files.clone()).map_err(StartError::PrivateTls)?,
+            )),
+        };
         let local = |listener: &TcpListener, address: SocketAddr| {
             listener.local_addr().map_err(|source| StartError::Bind { address, source })
         };
@@ -278,8 +287,10 @@ impl Sc {
                 server::run_accept(public, public_tls, gate, shutdown);
             })?);
             let (gate, shutdown) = (plan.link_gate.clone(), plan.shutdown.clone());
+            let cluster = config.cluster.clone();
             threads.push(spawn("sc-private-accept", move || {
-                spu_link::run_accept(private, gate, shutdown);
+                let tls = private_tls.map(|tls| spu_link::LinkTls { tls, cluster });
+                spu_link::run_accept(private, tls, gate, shutdown);
             })?);
         }
         let stop = |error: StartError| {

@@ -16,6 +16,7 @@ use serde::Deserialize;
 use sluice_kvstore_consul::ScDiscoveryUrl;
 use sluice_proto::frame::FRAME_BYTES_MAX_DEFAULT;
 use sluice_proto::ids::SpuId;
+use sluice_tls::{ClientAuth, ClientTlsFiles, ServerTlsFiles};
 
 /// Default SC private (control) address.
 pub const SC_ADDRESS_DEFAULT: &str = "127.0.0.1:9004";
@@ -173,9 +174,27 @@ pub struct SpuArgs {
     /// Consul ACL token (registration and `--sc consul://` look-ups).
     #[arg(long, env = "SLUICE_SPU_CONSUL_TOKEN", hide_env_values = true)]
     pub consul_token: Option<String>,
-    /// Cluster name, put in the Consul registration's tags [default: default].
+    /// Cluster name: put in the Consul registration's tags, and, with TLS, the suffix of the
+    /// in-cluster certificate names (`spu-<id>.<cluster>`, `sc.<cluster>`) [default: default].
     #[arg(long, env = "SLUICE_SPU_CLUSTER")]
     pub cluster: Option<String>,
+    /// PEM certificate chain of this SPU: turns TLS on for every listener (public: clients;
+    /// private: replication, client certificates required) and is presented on this SPU's
+    /// own links (to the SC, to leaders). In-cluster it must name `spu-<id>.<cluster>`
+    /// [default: none, plaintext].
+    #[arg(long, env = "SLUICE_SPU_TLS_CERT")]
+    pub tls_cert: Option<PathBuf>,
+    /// PEM private key of `--tls-cert`.
+    #[arg(long, env = "SLUICE_SPU_TLS_KEY")]
+    pub tls_key: Option<PathBuf>,
+    /// PEM CA bundle: client certificates, the SC's and other SPUs' certificates must chain to
+    /// it (required with `--tls-cert`).
+    #[arg(long, env = "SLUICE_SPU_TLS_CA")]
+    pub tls_ca: Option<PathBuf>,
+    /// Client certificates on the public listeners: none, optional or required (the private
+    /// listeners always require one) [default: none].
+    #[arg(long, env = "SLUICE_SPU_TLS_CLIENT_AUTH")]
+    pub tls_client_auth: Option<ClientAuth>,
     /// Rack of this SPU, put in the Consul registration's tags (placement uses the rack given
     /// to `sluice spu register`) [default: none].
     #[arg(long, env = "SLUICE_SPU_RACK")]
@@ -215,6 +234,10 @@ pub struct FileConfig {
     consul_token: Option<String>,
     cluster: Option<String>,
     rack: Option<String>,
+    tls_cert: Option<PathBuf>,
+    tls_key: Option<PathBuf>,
+    tls_ca: Option<PathBuf>,
+    tls_client_auth: Option<ClientAuth>,
 }
 
 /// `sc` in TOML: a list or one comma-separated string.
@@ -291,6 +314,49 @@ pub struct SpuConfig {
     pub consul: Option<ConsulRegistrationSettings>,
     /// Consul token for `consul://` SC addresses (`None`: `CONSUL_HTTP_TOKEN`).
     pub consul_token: Option<String>,
+    /// Cluster name (Consul tags, in-cluster certificate names).
+    pub cluster: String,
+    /// TLS on every listener and link; `None`: plaintext.
+    pub tls: Option<SpuTlsSettings>,
+}
+
+/// This SPU's TLS material (`--tls-*`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SpuTlsSettings {
+    /// Certificate chain, presented on every listener and link.
+    pub cert: PathBuf,
+    /// Its private key.
+    pub key: PathBuf,
+    /// CA bundle every peer certificate must chain to.
+    pub ca: PathBuf,
+    /// Client certificates on the public listeners.
+    pub client_auth: ClientAuth,
+}
+
+impl SpuTlsSettings {
+    /// The public listeners' files.
+    pub fn public_server(&self) -> ServerTlsFiles {
+        ServerTlsFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            ca: Some(self.ca.clone()),
+            client_auth: self.client_auth,
+        }
+    }
+
+    /// The private (replication) listeners' files: client certificates required.
+    pub fn private_server(&self) -> ServerTlsFiles {
+        ServerTlsFiles { client_auth: ClientAuth::Required, ..self.public_server() }
+    }
+
+    /// The files of this SPU's own links (to the SC, to leaders).
+    pub fn client(&self) -> ClientTlsFiles {
+        ClientTlsFiles {
+            ca: self.ca.clone(),
+            cert: Some(self.cert.clone()),
+            key: Some(self.key.clone()),
+        }
+    }
 }
 
 /// Where and how this SPU registers in Consul.
@@ -395,11 +461,18 @@ impl SpuArgs {
                 .map_err(|error| ConfigError::Invalid(format!("--sc: {error}")))?;
         }
         let consul_token = self.consul_token.or(file.consul_token);
+        let cluster = self.cluster.or(file.cluster).unwrap_or_else(|| "default".into());
+        let tls = resolve_tls(
+            self.tls_cert.or(file.tls_cert),
+            self.tls_key.or(file.tls_key),
+            self.tls_ca.or(file.tls_ca),
+            self.tls_client_auth.or(file.tls_client_auth),
+        )?;
         let consul =
             self.consul_address.or(file.consul_address).map(|address| ConsulRegistrationSettings {
                 address,
                 token: consul_token.clone(),
-                cluster: self.cluster.or(file.cluster).unwrap_or_else(|| "default".into()),
+                cluster: cluster.clone(),
                 rack: self.rack.or(file.rack),
             });
         let public_address = self
@@ -519,7 +592,30 @@ impl SpuArgs {
             ready_file: self.ready_file.or(file.ready_file),
             consul,
             consul_token,
+            cluster,
+            tls,
         })
+    }
+}
+
+/// TLS is on when a certificate is given; it then needs its key and a CA bundle (the private
+/// listeners require client certificates, and the links verify the SC and the leaders).
+fn resolve_tls(
+    cert: Option<PathBuf>,
+    key: Option<PathBuf>,
+    ca: Option<PathBuf>,
+    client_auth: Option<ClientAuth>,
+) -> Result<Option<SpuTlsSettings>, ConfigError> {
+    match (cert, key, ca) {
+        (None, None, None) if client_auth.is_none() => Ok(None),
+        (Some(cert), Some(key), Some(ca)) => {
+            Ok(Some(SpuTlsSettings { cert, key, ca, client_auth: client_auth.unwrap_or_default() }))
+        }
+        _ => Err(ConfigError::Invalid(
+            "TLS needs --tls-cert, --tls-key and --tls-ca together (--tls-client-auth only with \
+             them)"
+                .into(),
+        )),
     }
 }
 
@@ -575,6 +671,43 @@ mod tests {
         assert_eq!(config.free_bytes_min, 2 << 30);
         assert_eq!(config.free_space_ratio_min, 0.05);
         assert_eq!(config.replicas_dir(), PathBuf::from("sluice-spu-data/spu-3"));
+    }
+
+    #[test]
+    fn tls_comes_from_the_file_or_flags_and_needs_all_three_files() {
+        let plaintext = SpuArgs { id: Some(1), ..SpuArgs::default() }.resolve().unwrap();
+        assert_eq!(plaintext.tls, None);
+        assert_eq!(plaintext.cluster, "default");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("spu.toml");
+        std::fs::write(
+            &path,
+            "id = 1\ncluster = \"east\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\n\
+             tls_ca = \"ca.pem\"\ntls_client_auth = \"required\"\n",
+        )
+        .unwrap();
+        let config =
+            SpuArgs { config: Some(path.clone()), ..SpuArgs::default() }.resolve().unwrap();
+        let tls = config.tls.expect("TLS from the file");
+        assert_eq!(config.cluster, "east");
+        assert_eq!(tls.client_auth, ClientAuth::Required);
+        assert_eq!(tls.private_server().client_auth, ClientAuth::Required);
+        assert_eq!(tls.client().cert, Some(PathBuf::from("c.pem")));
+        let flag = SpuArgs {
+            config: Some(path),
+            tls_client_auth: Some(ClientAuth::None),
+            ..SpuArgs::default()
+        };
+        let tls = flag.resolve().unwrap().tls.unwrap();
+        assert_eq!(tls.client_auth, ClientAuth::None);
+        assert_eq!(tls.private_server().client_auth, ClientAuth::Required, "always on private");
+        let incomplete = SpuArgs {
+            id: Some(1),
+            tls_cert: Some("c.pem".into()),
+            tls_key: Some("k.pem".into()),
+            ..SpuArgs::default()
+        };
+        assert!(incomplete.resolve().unwrap_err().to_string().contains("--tls-ca"));
     }
 
     #[test]

@@ -10,3 +10,4 @@ pub mod replication;
 pub mod sc_link;
 pub mod server;
 pub mod storage;
+pub mod tls;

@@ -77,6 +77,7 @@ impl Link {
             register: registration(id),
             heartbeat_interval,
             reconnect_backoff: Duration::from_millis(50),
+            tls: None,
         };
         let stopping = Arc::clone(&stop);
         let executor = LocalExecutorBuilder::new(Placement::Unbound)

@@ -4,8 +4,9 @@
 //!
 //! The SC's public listener and every SPU's listeners take the same four flags (`--tls-cert`,
 //! `--tls-key`, `--tls-ca`, `--tls-client-auth optional`): clients may present a certificate
-//! (the `admin` one names `admin`) or none. An `sluice-spu` without those flags (older than
-//! SPU TLS) is started plaintext, with a warning.
+//! (the `admin` one names `admin`) or none. The SC's private listener takes the SC certificate
+//! too (`--private-tls-*`), so SPU links to it and between SPUs are mutual TLS. An `sluice-spu`
+//! without those flags (older than SPU TLS) is started plaintext, with a warning.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -60,7 +61,15 @@ pub fn sc_flags(tls_dir: &Path) -> anyhow::Result<Vec<String>> {
     if !(admin.cert.exists() && admin.key.exists()) {
         pki.issue_client(ADMIN_IDENTITY)?;
     }
-    Ok(listener_flags(tls_dir, &sc))
+    let mut flags = listener_flags(tls_dir, &sc);
+    // The private listener (SPU control) too: SPUs with TLS flags present their certificates on
+    // their links to it, and verify that it names `sc.<cluster>`.
+    flags.extend([
+        format!("--private-tls-cert={}", sc.cert.display()),
+        format!("--private-tls-key={}", sc.key.display()),
+        format!("--private-tls-ca={}", tls_dir.join("ca.pem").display()),
+    ]);
+    Ok(flags)
 }
 
 /// SPU `id`'s TLS flags, issuing its certificate when missing; none (with a warning) when the

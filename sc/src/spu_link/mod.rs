@@ -29,6 +29,15 @@
 //!    a controller pass, not after the heartbeat timeout, which remains for SPUs that go silent
 //!    with their connection open.
 //!
+//! ## TLS
+//!
+//! With `--private-tls-cert/--private-tls-key/--private-tls-ca` the listener speaks TLS and
+//! requires a client certificate from the CA. An SPU's identity on a TLS link is its
+//! certificate's, never its claim: a registration as SPU `N` is refused (`Unauthorized`, an
+//! error naming the certificate's identity and the id claimed, logged at warn) unless the
+//! certificate names `spu-N.<cluster>`. The handshake runs on the connection's thread within
+//! [`HANDSHAKE_TIMEOUT`]; a plaintext SPU on a TLS listener is logged and closed.
+//!
 //! ## Threads and bounds
 //!
 //! One accept thread and one thread per SPU connection, at most [`SPU_CONNECTIONS_MAX`].
@@ -40,12 +49,15 @@ mod session;
 mod sessions;
 pub mod status;
 
-use std::net::TcpListener;
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 pub use sessions::{SessionGeneration, SpuSessions};
+use sluice_proto::ids::SpuId;
+use sluice_tls::{looks_like_tls, Identity, ServerStream, ServerTls};
 
 use crate::cache::Cache;
 use crate::ha::Gate;
@@ -57,6 +69,95 @@ pub const SPU_CONNECTIONS_MAX: usize = 4096;
 pub const FRAME_BYTES_MAX: u32 = 8 * 1024 * 1024;
 /// How long a new connection may take to send its registration.
 pub const REGISTER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Longest time an SPU may take to finish the TLS handshake.
+pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// TLS of the private listener: client certificates required, and an SPU registers only as
+/// the id its certificate names (`spu-<id>.<cluster>`).
+#[derive(Clone)]
+pub struct LinkTls {
+    /// The listener's configuration (reloaded when its files change).
+    pub tls: Arc<ServerTls>,
+    /// The cluster whose names certificates carry.
+    pub cluster: String,
+}
+
+/// Who an SPU connection proved to be.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkPeer {
+    /// Plaintext: nothing proven (no TLS configured on the private listener).
+    Plaintext,
+    /// TLS with a verified certificate.
+    Certificate {
+        /// What the certificate names.
+        identity: Identity,
+        /// The cluster it must name its SPU in.
+        cluster: String,
+    },
+}
+
+impl LinkPeer {
+    /// `Err(reason)` when the peer may not register as SPU `id`: an SPU's identity on a TLS
+    /// link is its certificate's, never its claim.
+    pub fn check_spu(&self, id: SpuId) -> Result<(), String> {
+        match self {
+            LinkPeer::Plaintext => Ok(()),
+            LinkPeer::Certificate { identity, cluster } if identity.is_spu(id.get(), cluster) => {
+                Ok(())
+            }
+            LinkPeer::Certificate { identity, cluster } => Err(format!(
+                "the certificate names {identity} (SPU ids of cluster {cluster}: {:?}) but the \
+                 registration claims SPU {id} (expected {})",
+                identity.spu_ids(cluster),
+                sluice_tls::spu_name(id.get(), cluster)
+            )),
+        }
+    }
+}
+
+/// Runs the TLS handshake when the listener has TLS; `None`: it failed (logged).
+fn secure(
+    socket: TcpStream,
+    peer: SocketAddr,
+    tls: Option<&LinkTls>,
+) -> Option<(ServerStream, LinkPeer)> {
+    let Some(tls) = tls else { return Some((ServerStream::Plain(socket), LinkPeer::Plaintext)) };
+    let mut first = [0u8; 3];
+    let _ = socket.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+    if let Ok(read) = socket.peek(&mut first) {
+        if read > 0 && !looks_like_tls(&first[..read]) {
+            tracing::warn!(%peer, "plaintext on the SC's TLS private listener (start the SPU with --tls-cert, --tls-key and --tls-ca); closing");
+            // A fatal handshake_failure alert: a plaintext peer recognises TLS in it.
+            let _ = (&socket).write_all(&[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 40]);
+            // Unread bytes at close would send a reset that can discard the alert: read them.
+            let _ = socket.shutdown(std::net::Shutdown::Write);
+            let _ = socket.set_read_timeout(Some(Duration::from_secs(1)));
+            let _ = std::io::copy(&mut (&socket).take(64 << 10), &mut std::io::sink());
+            return None;
+        }
+    }
+    let mut stream = match ServerStream::accept(socket, tls.tls.config()) {
+        Ok(stream) => stream,
+        Err(error) => {
+            tracing::error!(%peer, %error, "cannot start TLS on an SPU connection");
+            return None;
+        }
+    };
+    if let Err(error) = stream.handshake(HANDSHAKE_TIMEOUT) {
+        tracing::warn!(%peer, %error, "TLS handshake with an SPU failed; closing");
+        return None;
+    }
+    match stream.peer_identity() {
+        Some(identity) => {
+            Some((stream, LinkPeer::Certificate { identity, cluster: tls.cluster.clone() }))
+        }
+        None => {
+            tracing::warn!(%peer, "an SPU connection without a client certificate; closing");
+            None
+        }
+    }
+}
 
 /// What every SPU connection thread shares.
 pub struct SpuLinkContext {
@@ -76,6 +177,7 @@ pub struct SpuLinkContext {
 /// opens (this SC is a standby) every registration is refused with `NotController`.
 pub fn run_accept(
     listener: TcpListener,
+    tls: Option<LinkTls>,
     gate: Arc<Gate<SpuLinkContext>>,
     shutdown: Arc<AtomicBool>,
 ) {
@@ -106,10 +208,14 @@ pub fn run_accept(
         active.fetch_add(1, Ordering::Relaxed);
         let gate = Arc::clone(&gate);
         let active_count = Arc::clone(&active);
+        let tls = tls.clone();
         let spawned = std::thread::Builder::new().name(format!("sc-spu-{peer}")).spawn(move || {
-            match gate.get() {
-                Some(context) => session::serve(stream, peer, context),
-                None => session::refuse_as_standby(stream, peer),
+            // The handshake runs here, on the connection's thread: a slow peer holds only it.
+            if let Some((stream, identity)) = secure(stream, peer, tls.as_ref()) {
+                match gate.get() {
+                    Some(context) => session::serve(stream, peer, context, identity),
+                    None => session::refuse_as_standby(stream, peer),
+                }
             }
             active_count.fetch_sub(1, Ordering::Relaxed);
         });
@@ -117,5 +223,21 @@ pub fn run_accept(
             active.fetch_sub(1, Ordering::Relaxed);
             tracing::error!(%error, "cannot spawn an SPU connection thread");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_registration_is_checked_against_the_certificate() {
+        let identity = Identity { dns_names: vec!["spu-5001.default".into()], common_name: None };
+        let peer = LinkPeer::Certificate { identity, cluster: "default".into() };
+        assert_eq!(peer.check_spu(SpuId(5001)), Ok(()));
+        let refused = peer.check_spu(SpuId(5002)).unwrap_err();
+        assert!(refused.contains("spu-5001.default"), "{refused}");
+        assert!(refused.contains("claims SPU 5002"), "{refused}");
+        assert_eq!(LinkPeer::Plaintext.check_spu(SpuId(5002)), Ok(()));
     }
 }

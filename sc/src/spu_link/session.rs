@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
-use std::net::{SocketAddr, TcpStream};
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -20,12 +20,14 @@ use sluice_proto::frame::{encode_frame, Frame, FrameDecoder, FrameHeader};
 use sluice_proto::ids::{CorrelationId, SpuId, UpdateEpoch};
 use sluice_proto::object::{InSyncSet, PartitionKey, PartitionSpec};
 
+use sluice_tls::ServerStream;
+
 use super::in_sync::alter_in_sync;
 use super::status::{
     record_heartbeat, record_leader_restarts, record_live_replica, record_registration,
     record_session_end, restarted_since_last_registration,
 };
-use super::{SessionGeneration, SpuLinkContext, FRAME_BYTES_MAX, REGISTER_TIMEOUT};
+use super::{LinkPeer, SessionGeneration, SpuLinkContext, FRAME_BYTES_MAX, REGISTER_TIMEOUT};
 use crate::cache::Snapshot;
 use crate::controllers::now_ms;
 
@@ -59,7 +61,7 @@ struct Sent {
 }
 
 struct Session<'a> {
-    stream: TcpStream,
+    stream: ServerStream,
     decoder: FrameDecoder,
     context: &'a SpuLinkContext,
     id: SpuId,
@@ -75,12 +77,18 @@ struct Session<'a> {
 }
 
 /// Serves one SPU connection until it closes or the SC shuts down.
-pub(super) fn serve(stream: TcpStream, peer: SocketAddr, context: &SpuLinkContext) {
+pub(super) fn serve(
+    stream: ServerStream,
+    peer: SocketAddr,
+    context: &SpuLinkContext,
+    identity: LinkPeer,
+) {
     let decoder = FrameDecoder::new(FRAME_BYTES_MAX);
     let result = stream
+        .socket()
         .set_read_timeout(Some(crate::server::SHUTDOWN_POLL))
         .map_err(End::from)
-        .and_then(|()| register(stream, decoder, context));
+        .and_then(|()| register(stream, decoder, context, &identity, peer));
     match result {
         Ok(mut session) => {
             // From here on the SPU is recorded online: any end marks it offline.
@@ -100,10 +108,11 @@ pub(super) fn serve(stream: TcpStream, peer: SocketAddr, context: &SpuLinkContex
 }
 
 /// Answers the registration of an SPU that reached a standby SC with `NotController`.
-pub(super) fn refuse_as_standby(mut stream: TcpStream, peer: SocketAddr) {
+pub(super) fn refuse_as_standby(mut stream: ServerStream, peer: SocketAddr) {
     let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
     let deadline = Instant::now() + REGISTER_TIMEOUT;
     let frame = stream
+        .socket()
         .set_read_timeout(Some(crate::server::SHUTDOWN_POLL))
         .map_err(End::from)
         .and_then(|()| read_frame(&mut stream, &mut decoder, Some(deadline)));
@@ -117,19 +126,20 @@ pub(super) fn refuse_as_standby(mut stream: TcpStream, peer: SocketAddr) {
 }
 
 fn write_message<M: Encode>(
-    stream: &mut TcpStream,
+    stream: &mut ServerStream,
     header: FrameHeader,
     message: &M,
 ) -> Result<(), End> {
     let mut out = Vec::new();
     encode_frame(&mut out, &header, message).map_err(|error| End::Protocol(error.to_string()))?;
     stream.write_all(&out)?;
+    stream.flush()?;
     Ok(())
 }
 
 /// Reads until one frame is complete, or `deadline` passes.
 fn read_frame(
-    stream: &mut TcpStream,
+    stream: &mut ServerStream,
     decoder: &mut FrameDecoder,
     deadline: Option<Instant>,
 ) -> Result<Option<Frame>, End> {
@@ -159,9 +169,11 @@ fn read_frame(
 }
 
 fn register<'a>(
-    mut stream: TcpStream,
+    mut stream: ServerStream,
     mut decoder: FrameDecoder,
     context: &'a SpuLinkContext,
+    identity: &LinkPeer,
+    peer: SocketAddr,
 ) -> Result<Session<'a>, End> {
     let deadline = Instant::now() + REGISTER_TIMEOUT;
     let frame = read_frame(&mut stream, &mut decoder, Some(deadline))?
@@ -169,7 +181,7 @@ fn register<'a>(
     if frame.header.api_key != ApiKey::SpuRegister {
         return Err(End::Protocol(format!("first message was {}", frame.header.api_key)));
     }
-    let refuse = |stream: &mut TcpStream, error_code: ErrorCode, reason: String| {
+    let refuse = |stream: &mut ServerStream, error_code: ErrorCode, reason: String| {
         let response = SpuRegisterResponse::Refused { error_code, reason: reason.clone() };
         let _ignored = write_message(stream, frame.header, &response);
         End::Protocol(reason)
@@ -180,6 +192,10 @@ fn register<'a>(
             return Err(refuse(&mut stream, ErrorCode::InvalidRequest, error.to_string()))
         }
     };
+    if let Err(reason) = identity.check_spu(request.id) {
+        tracing::warn!(%peer, spu = %request.id, %reason, "SPU registration refused");
+        return Err(refuse(&mut stream, ErrorCode::Unauthorized, reason));
+    }
     if !context.cache.snapshot().spus.contains_key(&request.id) {
         let reason = format!(
             "SPU {} is not registered: register it as a custom SPU or add it to an SPU group",

@@ -84,11 +84,18 @@ pub enum Counter {
     ReplicationBytesFetched,
     /// In-sync set changes proposed to the SC by this core's leaders.
     InSyncProposals,
+    /// TLS handshakes on this core's listeners that failed (refused certificate, timeout).
+    TlsHandshakeFailures,
+    /// Connections that spoke the other protocol (plaintext on a TLS port, TLS on a plaintext
+    /// port), answered with an alert and closed.
+    TlsPortMismatches,
+    /// Requests refused because the peer's certificate does not name the SPU they claim.
+    IdentityRefusals,
 }
 
 impl Counter {
     /// Every counter, in exposition order.
-    pub const ALL: [Counter; 17] = [
+    pub const ALL: [Counter; 20] = [
         Counter::BytesReceived,
         Counter::BytesSent,
         Counter::RecordsProduced,
@@ -106,6 +113,9 @@ impl Counter {
         Counter::ReplicationBytesServed,
         Counter::ReplicationBytesFetched,
         Counter::InSyncProposals,
+        Counter::TlsHandshakeFailures,
+        Counter::TlsPortMismatches,
+        Counter::IdentityRefusals,
     ];
 
     /// Metric name and help text.
@@ -171,6 +181,18 @@ impl Counter {
             Counter::InSyncProposals => (
                 "sluice_spu_in_sync_proposals_total",
                 "In-sync set changes this core's leaders proposed to the SC.",
+            ),
+            Counter::TlsHandshakeFailures => (
+                "sluice_spu_tls_handshake_failures_total",
+                "TLS handshakes on this SPU's listeners that failed or timed out.",
+            ),
+            Counter::TlsPortMismatches => (
+                "sluice_spu_tls_port_mismatches_total",
+                "Connections speaking plaintext to a TLS port or TLS to a plaintext port.",
+            ),
+            Counter::IdentityRefusals => (
+                "sluice_spu_identity_refusals_total",
+                "Requests refused: the peer certificate does not name the SPU they claim.",
             ),
         }
     }

@@ -25,7 +25,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use glommio::net::TcpStream;
 use sluice_proto::api::control::SpuPeer;
 use sluice_proto::api::fetch::FetchResponse;
 use sluice_proto::api::replication::{
@@ -33,9 +32,11 @@ use sluice_proto::api::replication::{
     LeaderEpochEndOffsetRequest, LeaderEpochEndOffsetResponse,
 };
 use sluice_proto::api::{ApiVersion, Decode, Request};
+use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::{encode_request, Frame, FrameDecoder};
 use sluice_proto::ids::{CorrelationId, LeaderEpoch, SpuId};
 use sluice_proto::object::{PartitionKey, TopicName};
+use sluice_tls::spu_name;
 
 use super::role::{FetchPosition, FollowerStep};
 use super::serve::decode_answer;
@@ -43,6 +44,7 @@ use crate::metrics::Counter;
 use crate::server::core::Core;
 use crate::server::replica::Replica;
 use crate::storage::signal::Signal;
+use crate::tls::{HandshakeError, LinkStream};
 
 /// How long the leader may hold a fetch that finds nothing new.
 pub const FETCH_WAIT_MS: u32 = 500;
@@ -209,9 +211,10 @@ async fn run_group(core: Rc<Core>, leader: LeaderCore, group: Rc<Group>) {
             group.changed_or(generation, IDLE_WAIT).await;
             continue;
         };
-        match TcpStream::connect_timeout(address, CONNECT_TIMEOUT).await {
+        // With TLS the leader is verified as `spu-<leader id>.<cluster>`, whatever its address.
+        let tls = core.tls.as_deref().map(|tls| (tls, spu_name(leader.spu.get(), tls.cluster())));
+        match LinkStream::connect(address, CONNECT_TIMEOUT, tls).await {
             Ok(stream) => {
-                let _ = stream.set_nodelay(true);
                 tracing::debug!(leader = %leader.spu, core = leader.core, %address, "fetching");
                 let mut session = Session::new(stream, core.spu());
                 let reason = session.run(&core, &group).await;
@@ -220,8 +223,11 @@ async fn run_group(core: Rc<Core>, leader: LeaderCore, group: Rc<Group>) {
                 }
                 backoff = BACKOFF_MIN;
             }
-            Err(error) => {
+            Err(HandshakeError::Connect(error)) => {
                 tracing::debug!(leader = %leader.spu, %address, %error, "cannot reach the leader");
+            }
+            Err(error) => {
+                tracing::warn!(leader = %leader.spu, %address, %error, "TLS with the leader failed");
             }
         }
         if group.stopped.get() {
@@ -242,7 +248,7 @@ struct Question {
 
 /// One connection to a leader core.
 struct Session {
-    stream: TcpStream,
+    stream: LinkStream,
     decoder: FrameDecoder,
     chunk: Vec<u8>,
     me: SpuId,
@@ -250,7 +256,7 @@ struct Session {
 }
 
 impl Session {
-    fn new(stream: TcpStream, me: SpuId) -> Session {
+    fn new(stream: LinkStream, me: SpuId) -> Session {
         Session {
             stream,
             decoder: FrameDecoder::new(FRAME_BYTES_MAX),
@@ -306,6 +312,8 @@ impl Session {
         encode_request(&mut out, ApiVersion(0), correlation_id, request)
             .map_err(|error| format!("encode: {error}"))?;
         self.stream.write_all(&out).await.map_err(|error| format!("write: {error}"))?;
+        // TLS keeps written bytes in its records until flushed (a no-op on plaintext).
+        self.stream.flush().await.map_err(|error| format!("write: {error}"))?;
         let deadline = Instant::now() + wait + ANSWER_GRACE;
         let frame = loop {
             match self.decoder.next_frame() {
@@ -335,6 +343,17 @@ impl Session {
         Ok(frame)
     }
 
+    /// The leader refused this SPU's identity (its certificate does not name this SPU).
+    fn refused(&self, code: ErrorCode) -> String {
+        let reason = format!(
+            "the leader refused SPU {} ({code}): the certificate this SPU presents does not name \
+             it (see the leader's log)",
+            self.me
+        );
+        tracing::warn!(spu = %self.me, %reason, "replication refused");
+        reason
+    }
+
     async fn ask(&mut self, questions: Vec<Question>) -> Result<(), String> {
         let request = LeaderEpochEndOffsetRequest {
             follower: self.me,
@@ -349,6 +368,11 @@ impl Session {
         let frame = self.call(&request, Duration::ZERO).await?;
         let response = LeaderEpochEndOffsetResponse::decode(frame.header.api_version, &frame.body)
             .map_err(|error| format!("undecodable epoch answer: {error}"))?;
+        if let Some(refused) =
+            response.results.iter().find(|result| result.error_code == ErrorCode::Unauthorized)
+        {
+            return Err(self.refused(refused.error_code));
+        }
         if response.results.len() != questions.len() {
             return Err("epoch answers do not match the questions".into());
         }
@@ -400,6 +424,14 @@ impl Session {
         let frame = self.call(&request, wait).await?;
         let response = FetchResponse::<&[u8]>::decode(frame.header.api_version, &frame.body)
             .map_err(|error| format!("undecodable fetch answer: {error}"))?;
+        if let Some(refused) = response
+            .topics
+            .iter()
+            .flat_map(|topic| &topic.partitions)
+            .find(|answer| answer.header.error_code == ErrorCode::Unauthorized)
+        {
+            return Err(self.refused(refused.header.error_code));
+        }
         let mut acknowledging = Vec::new();
         for topic in &response.topics {
             for answer in &topic.partitions {

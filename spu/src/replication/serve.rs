@@ -21,17 +21,19 @@ use sluice_proto::api::replication::{
 use sluice_proto::api::{ApiKey, Decode};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::{encode_frame, FrameHeader};
-use sluice_proto::ids::{LeaderEpoch, Offset};
+use sluice_proto::ids::{LeaderEpoch, Offset, SpuId};
 use sluice_proto::object::{PartitionKey, TopicName};
 
 use super::divergence::EpochAnswer;
 use super::role::FollowerFetchCheck;
 use crate::metrics::Counter;
+use crate::server::abuse_log;
 use crate::server::connection::Outgoing;
 use crate::server::core::Core;
 use crate::server::handlers::{self, FetchSummary, HandlerError, FETCH_WAIT_MAX};
 use crate::server::ops::{self, PartitionRead, ReadRecords};
 use crate::server::replica::{FetchAllowance, Replica};
+use crate::tls::PeerIdentity;
 
 /// Serves one follower fetch; the response's records are sent without copying where the
 /// platform allows.
@@ -39,9 +41,11 @@ pub async fn follower_fetch(
     core: &Rc<Core>,
     header: &FrameHeader,
     body: &[u8],
+    peer: &PeerIdentity,
 ) -> Result<(Outgoing, FetchSummary), HandlerError> {
     let request = FollowerFetchRequest::decode(header.api_version, body)
         .map_err(|source| HandlerError::Undecodable { api_key: ApiKey::FollowerFetch, source })?;
+    let refused = refuse_identity(core, peer, request.follower);
     let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(FETCH_WAIT_MAX);
     let deadline = Instant::now() + wait;
     // Checked and recorded once: the positions are the follower's as of this request.
@@ -54,6 +58,9 @@ pub async fn follower_fetch(
                 .partitions
                 .iter()
                 .map(|partition| {
+                    if let Some(code) = refused {
+                        return Err(code);
+                    }
                     let key = PartitionKey::new(topic.name.clone(), partition.partition);
                     let replica = core.hosted_replica(&key).ok_or(ErrorCode::NotLeader)?;
                     let check = FollowerFetchCheck {
@@ -82,6 +89,22 @@ pub async fn follower_fetch(
     core.probe.add(Counter::ReplicationBytesServed, bytes as u64);
     let names: Vec<&TopicName> = request.topics.iter().map(|topic| &topic.name).collect();
     handlers::fetch_response(header, &names, reads)
+}
+
+/// `Some(Unauthorized)` when the connection's certificate does not name the follower the
+/// request claims to be (an SPU's identity on a TLS link is its certificate's, never its
+/// claim); logged (rate-limited) and counted.
+fn refuse_identity(core: &Core, peer: &PeerIdentity, follower: SpuId) -> Option<ErrorCode> {
+    if peer.may_act_as_spu(follower) {
+        return None;
+    }
+    core.probe.add(Counter::IdentityRefusals, 1);
+    let cluster = core.tls.as_deref().map_or("", |tls| tls.cluster());
+    abuse_log::refused(&format!(
+        "replication refused: the request claims follower SPU {follower} but the certificate \
+         names {peer} (expected spu-{follower}.{cluster})"
+    ));
+    Some(ErrorCode::Unauthorized)
 }
 
 /// Per partition of a request (flattened), when a throttled one may read again (`None`: not
@@ -218,16 +241,22 @@ pub fn epoch_end_offsets(
     header: &FrameHeader,
     body: &[u8],
     out: &mut Vec<u8>,
+    peer: &PeerIdentity,
 ) -> Result<bool, HandlerError> {
     let request =
         LeaderEpochEndOffsetRequest::decode(header.api_version, body).map_err(|source| {
             HandlerError::Undecodable { api_key: ApiKey::LeaderEpochEndOffset, source }
         })?;
+    let refused = refuse_identity(core, peer, request.follower);
     let mut failed = false;
     let results = request
         .queries
         .into_iter()
         .map(|query| {
+            if let Some(code) = refused {
+                failed = true;
+                return encode_answer(query.key, Err(code));
+            }
             let answer = core
                 .hosted_replica(&query.key)
                 .ok_or(ErrorCode::NotLeader)

@@ -109,6 +109,9 @@ pub struct ScLinkConfig {
     pub heartbeat_interval: Duration,
     /// First pause after a failed round over every address (doubles per failed round).
     pub reconnect_backoff: Duration,
+    /// TLS: the SC is verified as `sc.<cluster>` and this SPU presents its certificate
+    /// (`None`: plaintext).
+    pub tls: crate::tls::CoreTlsHandle,
 }
 
 /// What the link tells the rest of the SPU.

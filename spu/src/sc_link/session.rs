@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use futures_lite::io::{ReadHalf, WriteHalf};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalSender};
-use glommio::net::TcpStream;
 use sluice_proto::api::control::{
     AlterInSyncRequest, AlterInSyncResponse, HeartbeatRequest, HeartbeatResponse,
     LiveReplicaStatus, ReplicaUpdate, RequestSnapshot, SnapshotKind, SpuRegisterResponse,
@@ -23,12 +22,14 @@ use sluice_proto::api::{ApiKey, ApiVersion, Decode, Encode};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::{encode_frame, Frame, FrameDecoder, FrameHeader};
 use sluice_proto::ids::{CorrelationId, TimestampMs};
+use sluice_tls::sc_name;
 
 use super::state::Applied;
 use super::{
     End, Link, ScLinkEvent, CONNECT_TIMEOUT, FRAMES_QUEUED_MAX, FRAME_BYTES_MAX,
     HEARTBEAT_MISSES_MAX, REGISTER_TIMEOUT,
 };
+use crate::tls::{HandshakeError, LinkStream};
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
@@ -38,7 +39,7 @@ type Incoming = Result<Frame, String>;
 
 /// The write side of a registered connection.
 struct Session {
-    writer: WriteHalf<TcpStream>,
+    writer: WriteHalf<LinkStream>,
     next_correlation_id: i32,
     /// A status resend is due once the first replica snapshot of this connection is applied.
     resend_pending: bool,
@@ -66,7 +67,7 @@ pub(super) async fn serve(link: &mut Link, address: SocketAddr) -> End {
         return End::EventsClosed;
     }
     let liveness = link.config.heartbeat_interval.saturating_mul(HEARTBEAT_MISSES_MAX);
-    if let Err(error) = stream.set_read_timeout(Some(liveness)) {
+    if let Err(error) = stream.socket().set_read_timeout(Some(liveness)) {
         return End::Served { reason: io_reason("cannot set the read timeout", error) };
     }
     let (reader, writer) = futures_lite::io::split(stream);
@@ -155,17 +156,25 @@ async fn wait(
 
 /// Connects and registers; returns the stream and the decoder (which may already hold the
 /// first updates).
-async fn register(link: &Link, address: SocketAddr) -> Result<(TcpStream, FrameDecoder), End> {
+async fn register(link: &Link, address: SocketAddr) -> Result<(LinkStream, FrameDecoder), End> {
     let failed = |what: &str, error: &dyn std::fmt::Display| End::Failed {
         reason: format!("{what} {address}: {error}"),
     };
-    let mut stream = TcpStream::connect_timeout(address, CONNECT_TIMEOUT)
-        .await
-        .map_err(|error| failed("cannot connect to", &error))?;
-    let setup = stream
-        .set_nodelay(true)
-        .and_then(|()| stream.set_write_timeout(Some(REGISTER_TIMEOUT)))
-        .and_then(|()| stream.set_read_timeout(Some(REGISTER_TIMEOUT)));
+    let tls = link.config.tls.as_deref().map(|tls| (tls, sc_name(tls.cluster())));
+    let verified_as = tls.as_ref().map(|(_, name)| name.clone());
+    let mut stream = match LinkStream::connect(address, CONNECT_TIMEOUT, tls).await {
+        Ok(stream) => stream,
+        Err(HandshakeError::Connect(error)) => return Err(failed("cannot connect to", &error)),
+        Err(error) => {
+            let name = verified_as.unwrap_or_default();
+            tracing::warn!(sc = %address, verified_as = %name, %error, "TLS with the SC failed");
+            return Err(failed(&format!("TLS with the SC (verified as {name}) at"), &error));
+        }
+    };
+    let socket = stream.socket();
+    let setup = socket
+        .set_write_timeout(Some(REGISTER_TIMEOUT))
+        .and_then(|()| socket.set_read_timeout(Some(REGISTER_TIMEOUT)));
     setup.map_err(|error| failed("cannot configure the connection to", &error))?;
     let header = FrameHeader {
         api_key: ApiKey::SpuRegister,
@@ -178,6 +187,7 @@ async fn register(link: &Link, address: SocketAddr) -> Result<(TcpStream, FrameD
     stream
         .write_all(&out)
         .await
+        .and(stream.flush().await)
         .map_err(|error| failed("cannot send the registration to", &error))?;
     let mut decoder = FrameDecoder::new(FRAME_BYTES_MAX);
     let frame = read_one(&mut stream, &mut decoder)
@@ -212,7 +222,7 @@ async fn register(link: &Link, address: SocketAddr) -> Result<(TcpStream, FrameD
 }
 
 /// Reads until `decoder` yields one frame.
-async fn read_one(stream: &mut TcpStream, decoder: &mut FrameDecoder) -> Result<Frame, String> {
+async fn read_one(stream: &mut LinkStream, decoder: &mut FrameDecoder) -> Result<Frame, String> {
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     loop {
         match decoder.next_frame() {
@@ -230,7 +240,7 @@ async fn read_one(stream: &mut TcpStream, decoder: &mut FrameDecoder) -> Result<
 
 /// The reader task: forwards every frame until the connection fails, then one error.
 async fn read_frames(
-    mut reader: ReadHalf<TcpStream>,
+    mut reader: ReadHalf<LinkStream>,
     mut decoder: FrameDecoder,
     frames: LocalSender<Incoming>,
 ) {
@@ -284,7 +294,9 @@ impl Session {
     ) -> Result<(), String> {
         let mut out = Vec::new();
         encode_frame(&mut out, &header, message).map_err(|error| io_reason("encode", error))?;
-        self.writer.write_all(&out).await.map_err(|error| io_reason("write", error))
+        self.writer.write_all(&out).await.map_err(|error| io_reason("write", error))?;
+        // TLS keeps written bytes in its records until flushed (a no-op on plaintext).
+        self.writer.flush().await.map_err(|error| io_reason("write", error))
     }
 
     async fn handle(&mut self, link: &mut Link, frame: Frame) -> Result<(), End> {

@@ -1,5 +1,7 @@
 //! Log lines for connections closed because of what the client sent (bad frames, frames left
-//! half-way) or because the process ran out of a resource for them: a warning with the peer and the reason, at most [`WARNINGS_PER_WINDOW`] per
+//! half-way, the wrong protocol: TLS on a plaintext port or the reverse, a failed TLS
+//! handshake), requests refused for the certificate they came with, or connections closed
+//! because the process ran out of a resource for them: a warning with the peer and the reason, at most [`WARNINGS_PER_WINDOW`] per
 //! [`WINDOW`] per core, so a flood of hostile connections cannot flood the log; the lines left
 //! out are counted and reported with the next one, and logged at debug level meanwhile.
 //!
@@ -24,6 +26,36 @@ thread_local! {
 /// Logs that the connection `stream` is being closed for `reason`.
 pub fn closed(stream: &TcpStream, reason: &str) {
     let peer = stream.peer_addr().map_or_else(|_| "unknown".to_string(), |peer| peer.to_string());
+    closed_peer(&peer, reason);
+}
+
+/// Logs that the connection from `peer` is being closed for `reason`.
+pub fn closed_peer(peer: &str, reason: &str) {
+    if let Some(suppressed) = take_warning() {
+        tracing::warn!(
+            %peer, reason, suppressed,
+            "closing a client connection (suppressed: such lines left out since the last one)"
+        );
+    } else {
+        tracing::debug!(%peer, reason, "closing a client connection");
+    }
+}
+
+/// Logs a request refused because of who sent it (a certificate naming someone else).
+pub fn refused(reason: &str) {
+    if let Some(suppressed) = take_warning() {
+        tracing::warn!(
+            reason,
+            suppressed,
+            "request refused (suppressed: such lines left out since the last one)"
+        );
+    } else {
+        tracing::debug!(reason, "request refused");
+    }
+}
+
+/// `Some(lines suppressed since the last warning)` when a warning may be logged now.
+fn take_warning() -> Option<u64> {
     let now = Instant::now();
     let window_over = WINDOW_START.get().is_none_or(|start| now.duration_since(start) >= WINDOW);
     if window_over {
@@ -32,13 +64,9 @@ pub fn closed(stream: &TcpStream, reason: &str) {
     }
     if WARNED.get() < WARNINGS_PER_WINDOW {
         WARNED.set(WARNED.get() + 1);
-        let suppressed = SUPPRESSED.replace(0);
-        tracing::warn!(
-            %peer, reason, suppressed,
-            "closing a client connection (suppressed: such lines left out since the last one)"
-        );
+        Some(SUPPRESSED.replace(0))
     } else {
         SUPPRESSED.set(SUPPRESSED.get() + 1);
-        tracing::debug!(%peer, reason, "closing a client connection");
+        None
     }
 }

@@ -51,11 +51,11 @@
 //! and the reason shard-aware clients use the per-core ports.
 
 use std::cell::RefCell;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::AsRawFd;
 use std::rc::Rc;
 use std::time::Instant;
 
-use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use futures_lite::{AsyncWrite, AsyncWriteExt};
 use glommio::channels::local_channel::{self, LocalReceiver, LocalSender};
 use glommio::net::TcpStream;
 use sluice_proto::api::splice::WirePlan;
@@ -65,12 +65,13 @@ use sluice_proto::frame::{decode_header, FrameError, FrameHeader, FRAME_HEADER_L
 use sluice_proto::ids::CorrelationId;
 
 use crate::metrics::{CoreProbe, Counter, Gauge, Timing};
-use crate::server::abuse_log;
 use crate::server::core::Core;
 use crate::server::handlers::{self, HandlerError};
 use crate::server::stream::{self, Streams};
+use crate::server::transport::{self, Reader, Transport};
 use crate::server::zero_copy::{self, SendMode};
 use crate::storage::FileSlice;
+use crate::tls::PeerIdentity;
 
 /// Frames queued for the writer at most per connection.
 pub const OUTGOING_QUEUE_CAPACITY: usize = 16;
@@ -114,8 +115,8 @@ pub enum Port {
 /// are skipped by the kernel and stay cached), and after the connection is closed (before
 /// the close the socket may still hold the last response's pages: measured, a quarter of them
 /// stayed cached).
-async fn write_loop(
-    mut stream: TcpStream,
+async fn write_loop<W: AsyncWrite + AsRawFd + Unpin>(
+    mut stream: W,
     queue: LocalReceiver<Outgoing>,
     mode: SendMode,
     drop_sent_pages: bool,
@@ -166,6 +167,11 @@ async fn write_loop(
                     Err(error) => Err(error.to_string()),
                 }
             }
+        };
+        // TLS keeps written bytes in its records until flushed (a no-op on plaintext).
+        let result = match result {
+            Ok(()) => stream.flush().await.map_err(|error| error.to_string()),
+            failed => failed,
         };
         if let Err(error) = result {
             // A cut frame (or a plan that does not add up) leaves the stream unusable.
@@ -252,30 +258,51 @@ impl ReceiveBuffer {
     }
 }
 
-/// Serves one connection until the client closes it, a fatal framing error, or shutdown.
-pub async fn serve(core: Rc<Core>, mut stream: TcpStream, port: Port) {
+/// Serves one connection until the client closes it, a fatal framing error, or shutdown:
+/// plaintext, or TLS when the core has it (see [`super::transport`]).
+pub async fn serve(core: Rc<Core>, stream: TcpStream, port: Port) {
     let _ = stream.set_nodelay(true);
     let _open = OpenConnection::new(&core.probe);
     // Until its first byte a connection holds one descriptor and no buffer or task: 10,000
     // connections that never sent anything took 2 descriptors each (so a 20,000 open-files
     // limit held fewer than 10,000) and a receive buffer each.
-    let mut first = [0u8; 1];
-    match stream.peek(&mut first).await {
+    let mut first = [0u8; 3];
+    let peeked = match stream.peek(&mut first).await {
         Ok(0) | Err(_) => return,
-        Ok(_) => {}
-    }
-    // SAFETY: dup returns a new descriptor we own (or -1, checked).
-    let write_fd = unsafe { libc::dup(stream.as_raw_fd()) };
-    if write_fd < 0 {
-        let error = std::io::Error::last_os_error();
-        abuse_log::closed(&stream, &format!("cannot duplicate its descriptor: {error}"));
+        Ok(peeked) => peeked,
+    };
+    let Some(transport) = transport::open(&core, stream, port, &first[..peeked]).await else {
         return;
+    };
+    let mode = SendMode::from_flags(core.config.zero_copy, core.config.direct_reads);
+    match transport {
+        Transport::Plain { reader, writer } => {
+            run(core, port, Connection { reader, peer: PeerIdentity::Plaintext }, writer, mode)
+                .await
+        }
+        Transport::Tls { reader, writer, peer } => {
+            // No sendfile through TLS: the records must go through rustls.
+            let mode = if mode == SendMode::ZeroCopy { SendMode::Copy } else { mode };
+            run(core, port, Connection { reader, peer }, writer, mode).await
+        }
     }
-    // SAFETY: write_fd is a fresh, owned descriptor of a connected TCP socket.
-    let write_stream = unsafe { TcpStream::from_raw_fd(write_fd) };
+}
+
+/// The read side of a connection and who is at the other end.
+struct Connection {
+    reader: Reader,
+    peer: PeerIdentity,
+}
+
+/// Reads and runs requests; `write` (the connection's write side) goes to the writer task.
+async fn run<W>(core: Rc<Core>, port: Port, connection: Connection, write: W, mode: SendMode)
+where
+    W: AsyncWrite + AsRawFd + Unpin + 'static,
+{
+    let Connection { reader: mut stream, peer } = connection;
+    let write_stream = write;
     let (writer, queue) = local_channel::new_bounded(OUTGOING_QUEUE_CAPACITY);
     let writer = Rc::new(writer);
-    let mode = SendMode::from_flags(core.config.zero_copy, core.config.direct_reads);
     let writer_task = glommio::spawn_local(write_loop(
         write_stream,
         queue,
@@ -296,7 +323,8 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, port: Port) {
                 buffer.start += frame.frame_len();
                 let header = frame.header;
                 let bytes = &mut buffer.bytes[body];
-                if !dispatch(&core, port, &streams, &writer, &header, bytes).await {
+                let request = Request { port, peer: &peer, header: &header };
+                if !dispatch(&core, &streams, &writer, request, bytes).await {
                     break;
                 }
                 continue;
@@ -308,7 +336,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, port: Port) {
                 }
                 let keep_going = answer_frame_error(&buffer, &error, &writer).await;
                 if !keep_going {
-                    abuse_log::closed(&stream, &error.to_string());
+                    stream.log_closed(&error.to_string());
                     break;
                 }
                 if let FrameError::UnknownApiKey { frame_len, .. }
@@ -335,7 +363,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, port: Port) {
         match stream.read(&mut buffer.bytes[buffer.end..]).await {
             Ok(0) => {
                 if partial {
-                    abuse_log::closed(&stream, "the client closed in the middle of a frame");
+                    stream.log_closed("the client closed in the middle of a frame");
                 }
                 break;
             }
@@ -349,7 +377,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, port: Port) {
                     buffer.end - buffer.start,
                     frame_read_timeout.as_millis()
                 );
-                abuse_log::closed(&stream, &reason);
+                stream.log_closed(&reason);
                 break;
             }
             Err(error) => {
@@ -362,6 +390,14 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, port: Port) {
     drop(streams);
     drop(writer);
     writer_task.await;
+}
+
+/// One request's frame header with where it came from.
+#[derive(Clone, Copy)]
+struct Request<'a> {
+    port: Port,
+    peer: &'a PeerIdentity,
+    header: &'a FrameHeader,
 }
 
 /// Answers a framing error; returns whether the connection goes on.
@@ -389,16 +425,16 @@ async fn answer_frame_error(
 /// Runs one request with its metrics; returns whether the connection goes on.
 async fn dispatch(
     core: &Rc<Core>,
-    port: Port,
     streams: &Rc<Streams>,
     writer: &Rc<LocalSender<Outgoing>>,
-    header: &FrameHeader,
+    request: Request<'_>,
     body: &mut [u8],
 ) -> bool {
+    let header = request.header;
     let probe = Rc::clone(&core.probe);
     probe.request(header.api_key);
     probe.adjust(Gauge::RequestsInFlight, 1);
-    let outcome = run_request(core, port, streams, header, body).await;
+    let outcome = run_request(core, streams, request, body).await;
     probe.adjust(Gauge::RequestsInFlight, -1);
     match outcome {
         Ok((response, failed)) => {
@@ -427,11 +463,11 @@ async fn dispatch(
 /// it carries an error.
 async fn run_request(
     core: &Rc<Core>,
-    port: Port,
     streams: &Rc<Streams>,
-    header: &FrameHeader,
+    request: Request<'_>,
     body: &mut [u8],
 ) -> Result<(Option<Outgoing>, bool), HandlerError> {
+    let Request { port, peer, header } = request;
     let mut out = Vec::new();
     let failed = match (port, header.api_key) {
         (_, ApiKey::ApiVersions) => {
@@ -440,11 +476,11 @@ async fn run_request(
         }
         (Port::Private, ApiKey::FollowerFetch) => {
             let (response, summary) =
-                crate::replication::serve::follower_fetch(core, header, body).await?;
+                crate::replication::serve::follower_fetch(core, header, body, peer).await?;
             return Ok((Some(response), summary.errors));
         }
         (Port::Private, ApiKey::LeaderEpochEndOffset) => {
-            crate::replication::serve::epoch_end_offsets(core, header, body, &mut out)?
+            crate::replication::serve::epoch_end_offsets(core, header, body, &mut out, peer)?
         }
         (Port::Private, other) => {
             tracing::debug!(api_key = %other, "API not served on the SPU's private port");

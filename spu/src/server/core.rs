@@ -34,6 +34,7 @@ use crate::server::deleted;
 use crate::server::replica::{log_config, Replica};
 use crate::server::shard::{ReplicaSet, ShardMessage, ShardOp, ShardReply};
 use crate::storage::{ReplicaLog, SegmentFileCache};
+use crate::tls::CoreTlsHandle;
 
 /// Where a partition's requests go.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +79,8 @@ pub struct Core {
     pub fetchers: Fetchers,
     /// Core 0: where in-sync proposals go to the SC link.
     link_requests: RefCell<Option<LocalSender<AlterInSyncRequest>>>,
+    /// This core's TLS configurations (`None`: plaintext).
+    pub tls: CoreTlsHandle,
 }
 
 /// Replica sets waiting for the reconcile task at most: only the latest matters, so a small
@@ -92,6 +95,7 @@ impl Core {
         queues: Queues,
         mesh: Senders<ShardMessage>,
         probe: Rc<CoreProbe>,
+        tls: CoreTlsHandle,
     ) -> (Rc<Core>, LocalReceiver<ReplicaSet>) {
         let (reconcile, sets) = local_channel::new_bounded(RECONCILE_QUEUE_CAPACITY);
         let core = Rc::new(Core {
@@ -109,6 +113,7 @@ impl Core {
             probe,
             fetchers: Fetchers::default(),
             link_requests: RefCell::new(None),
+            tls,
         });
         (core, sets)
     }

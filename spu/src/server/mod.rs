@@ -18,4 +18,5 @@ pub mod process;
 pub mod replica;
 pub mod shard;
 pub mod stream;
+pub mod transport;
 pub mod zero_copy;

@@ -47,6 +47,7 @@ use crate::server::ops::{self, StatusSink};
 use crate::server::shard::{ShardMessage, MESH_QUEUE_CAPACITY};
 use crate::storage::runtime::{locked_memory_limit_bytes, LOCKED_MEMORY_BYTES_MIN};
 use crate::storage::signal::Signal;
+use crate::tls::CoreTls;
 
 /// How often each core looks at the shutdown flag.
 pub const SHUTDOWN_POLL: Duration = Duration::from_millis(50);
@@ -93,6 +94,9 @@ pub enum StartError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The TLS files do not load (which file and why).
+    #[error("TLS: {0}")]
+    Tls(#[from] sluice_tls::TlsError),
     /// The locked-memory limit is too low for glommio.
     #[error(
         "locked-memory limit is {limit_bytes} bytes; glommio needs at least {needed_bytes} per \
@@ -211,6 +215,9 @@ impl Spu {
                 limit_bytes,
                 needed_bytes: LOCKED_MEMORY_BYTES_MIN,
             });
+        }
+        if let Some(tls) = &config.tls {
+            crate::tls::validate(tls, &config.cluster)?;
         }
         let replicas_dir = config.replicas_dir();
         std::fs::create_dir_all(&replicas_dir).map_err(|source| StartError::Io {
@@ -672,6 +679,7 @@ async fn run_link(
         register,
         heartbeat_interval: core.config.heartbeat_interval,
         reconnect_backoff: Duration::from_millis(200),
+        tls: core.tls.clone(),
     };
     let generation = stop.generation();
     let stop_link = Rc::clone(&stop);
@@ -771,7 +779,19 @@ async fn run_core(setup: CoreSetup) {
     };
     assert_eq!(senders.peer_id(), setup.index, "executors must join the mesh in core order");
     let probe = Rc::new(setup.probe);
-    let (core, sets) = Core::new(setup.index, Arc::clone(&setup.config), queues, senders, probe);
+    // Each core loads its own copy: no TLS state is shared between cores.
+    let tls = match &setup.config.tls {
+        None => None,
+        Some(settings) => match CoreTls::new(settings, &setup.config.cluster) {
+            Ok(tls) => Some(Arc::new(tls)),
+            Err(error) => {
+                tracing::error!(core = setup.index, %error, "cannot load the TLS files; this core stops");
+                return;
+            }
+        },
+    };
+    let (core, sets) =
+        Core::new(setup.index, Arc::clone(&setup.config), queues, senders, probe, tls);
     let stop = Rc::new(Signal::default());
     let merge = setup.link.as_ref().map(|_| {
         let (link, status) = local_channel::new_bounded(STATUS_QUEUE_CAPACITY);

@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod replicated;
+pub mod tls;
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -34,6 +35,7 @@ pub use sluice_testkit::process::{
     metric_sum, scrape_metrics as scrape, wait_for, EmbeddedSc, ServerProcess, SpuProcess,
     CONDITION_TIMEOUT,
 };
+use sluice_tls::ClientStream;
 
 /// Starts SPU `id` on `data_dir` against the SC at `sc` and waits until it is registered.
 pub fn start_spu(
@@ -119,9 +121,9 @@ impl Cluster {
     }
 }
 
-/// A blocking raw-protocol client of the SPU's public API.
+/// A blocking raw-protocol client of the SPU's public API, plaintext or TLS.
 pub struct SpuClient {
-    stream: TcpStream,
+    stream: ClientStream,
     decoder: FrameDecoder,
     next_correlation_id: i32,
 }
@@ -130,7 +132,39 @@ impl SpuClient {
     pub fn connect(address: SocketAddr) -> SpuClient {
         let stream = TcpStream::connect(address).expect("connect to the SPU");
         stream.set_nodelay(true).unwrap();
+        SpuClient::over(ClientStream::Plain(stream))
+    }
+
+    /// Connects with TLS, verifying the SPU as `server_name`; the handshake's error when it
+    /// fails.
+    pub fn connect_tls(
+        address: SocketAddr,
+        tls: &sluice_tls::ClientTls,
+        server_name: &str,
+    ) -> Result<SpuClient, sluice_tls::TlsError> {
+        let socket = TcpStream::connect(address).expect("connect to the SPU");
+        socket.set_nodelay(true).unwrap();
+        let mut stream = ClientStream::connect(socket, tls.config(), server_name)?;
+        stream.handshake(CONDITION_TIMEOUT)?;
+        Ok(SpuClient::over(stream))
+    }
+
+    pub fn over(stream: ClientStream) -> SpuClient {
         SpuClient { stream, decoder: FrameDecoder::new(256 << 20), next_correlation_id: 1 }
+    }
+
+    /// The connection (TLS state, peer certificate).
+    pub fn stream(&self) -> &ClientStream {
+        &self.stream
+    }
+
+    /// Reads what the server sent within `timeout`, raw (`Err`: closed or failed).
+    pub fn read_raw(&mut self, timeout: Duration) -> std::io::Result<Vec<u8>> {
+        self.stream.socket().set_read_timeout(Some(timeout)).unwrap();
+        let mut chunk = vec![0u8; 4096];
+        let read = self.stream.read(&mut chunk)?;
+        chunk.truncate(read);
+        Ok(chunk)
     }
 
     pub fn send<R: Request>(&mut self, request: &R) -> CorrelationId {
@@ -139,11 +173,13 @@ impl SpuClient {
         let mut out = Vec::new();
         encode_request(&mut out, ApiVersion(0), correlation_id, request).unwrap();
         self.stream.write_all(&out).expect("send a request");
+        self.stream.flush().expect("send a request");
         correlation_id
     }
 
     pub fn send_raw(&mut self, bytes: &[u8]) {
         self.stream.write_all(bytes).expect("send bytes");
+        self.stream.flush().expect("send bytes");
     }
 
     /// The next frame, `None` when nothing came within `timeout`. Panics when the connection
@@ -165,6 +201,7 @@ impl SpuClient {
                 return Ok(None);
             }
             self.stream
+                .socket()
                 .set_read_timeout(Some((deadline - now).max(Duration::from_millis(1))))
                 .unwrap();
             match self.stream.read(&mut chunk) {
@@ -172,7 +209,17 @@ impl SpuClient {
                 Ok(read) => self.decoder.feed(&chunk[..read]),
                 Err(error)
                     if matches!(error.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(error) if error.kind() == ErrorKind::ConnectionReset => return Err(()),
+                Err(error)
+                    if matches!(
+                        error.kind(),
+                        // InvalidData: a TLS alert (the server refused the connection).
+                        ErrorKind::ConnectionReset
+                            | ErrorKind::UnexpectedEof
+                            | ErrorKind::InvalidData
+                    ) =>
+                {
+                    return Err(())
+                }
                 Err(error) => panic!("read: {error}"),
             }
         }

@@ -12,22 +12,44 @@ use sluice_proto::error_code::ErrorCode;
 use sluice_proto::ids::{Offset, PartitionId, SpuId};
 use sluice_proto::object::{Endpoint, PartitionKey, SpuSpec, SpuType, TopicName, TopicSpec};
 
+use sluice_sc::config::ScArgs;
+
+use super::tls::{Pki, CLUSTER};
 use super::{start_spu, wait_for, EmbeddedSc, ServerProcess, SpuClient, SpuProcess};
 
 /// Extra flags of every SPU: a short lag limit so tests see in-sync changes quickly.
 pub const SPU_FLAGS: &[&str] = &["--replica-lag-max-ms=3000", "--heartbeat-interval-ms=200"];
 
-/// An SC and `n` SPUs with ids 1..=n, one core each.
+/// An SC and `n` SPUs with ids 1..=n, one core each; with TLS everywhere when `tls` is set
+/// (SC private listener, SPU listeners and links, the test's clients).
 pub struct Replicated {
     pub spus: Vec<Option<SpuProcess>>,
     pub sc: EmbeddedSc,
     pub dir: tempfile::TempDir,
+    pub tls: Option<Pki>,
 }
 
 impl Replicated {
     pub fn start(count: usize) -> Replicated {
+        Self::start_with(count, None)
+    }
+
+    /// [`Replicated::start`] with mutual TLS between the SC and the SPUs and between SPUs.
+    pub fn start_tls(count: usize) -> Replicated {
+        Self::start_with(count, Some(Pki::new("replicated test CA")))
+    }
+
+    fn start_with(count: usize, tls: Option<Pki>) -> Replicated {
         let dir = tempfile::tempdir().expect("temporary directory");
-        let sc = EmbeddedSc::start(&dir.path().join("sc"));
+        let args = ScArgs {
+            heartbeat_timeout_ms: Some(3_000),
+            ..EmbeddedSc::args(&dir.path().join("sc"))
+        };
+        let args = match &tls {
+            Some(pki) => pki.sc_args(args),
+            None => args,
+        };
+        let sc = EmbeddedSc::start_with(args);
         for id in 1..=count as i32 {
             let spec = SpuSpec {
                 id: SpuId(id),
@@ -39,7 +61,7 @@ impl Replicated {
             let registered = sc.admin().register_spu(spec).expect("register an SPU");
             assert!(registered.error_code.is_ok(), "{registered:?}");
         }
-        let mut cluster = Replicated { spus: Vec::new(), sc, dir };
+        let mut cluster = Replicated { spus: Vec::new(), sc, dir, tls };
         for id in 1..=count as i32 {
             let spu = cluster.spawn(id);
             cluster.spus.push(Some(spu));
@@ -52,7 +74,25 @@ impl Replicated {
     }
 
     fn spawn(&self, id: i32) -> SpuProcess {
-        start_spu(id, self.sc.private_address, &self.data_dir(id), 1, SPU_FLAGS)
+        let mut flags: Vec<String> = SPU_FLAGS.iter().map(|flag| (*flag).to_owned()).collect();
+        if let Some(pki) = &self.tls {
+            flags.extend(pki.spu_flags(&pki.spu_files(id), "none"));
+        }
+        let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+        start_spu(id, self.sc.private_address, &self.data_dir(id), 1, &flags)
+    }
+
+    /// A client of SPU `id` at `address` (TLS verifying it as `spu-<id>.default` when the
+    /// cluster has TLS).
+    pub fn client(&self, id: i32, address: std::net::SocketAddr) -> SpuClient {
+        match &self.tls {
+            None => SpuClient::connect(address),
+            Some(pki) => {
+                let client = pki.client(None);
+                SpuClient::connect_tls(address, &client, &sluice_tls::spu_name(id, CLUSTER))
+                    .expect("a TLS connection to the SPU")
+            }
+        }
     }
 
     pub fn spu(&mut self, id: i32) -> &mut SpuProcess {
@@ -120,8 +160,8 @@ impl Replicated {
         let leader = entry.spec.leader;
         let core = entry.spec.leader_placement().expect("leader placement").core;
         let spu = self.spu(leader.get());
-        let mut client =
-            SpuClient::connect(spu.core_addresses[core.index() % spu.core_addresses.len()]);
+        let address = spu.core_addresses[core.index() % spu.core_addresses.len()];
+        let mut client = self.client(leader.get(), address);
         wait_for(&format!("SPU {leader} to lead {topic}-{partition}"), || {
             let (header, _) =
                 client.fetch(topic, partition, Offset(0), (0, 0), Isolation::ReadUncommitted);
