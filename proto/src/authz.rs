@@ -32,7 +32,12 @@ use crate::object::{AclBinding, AclOperation, AclPermission, AclResource, Princi
 
 /// The SHA-256 of a token's text: what the cluster stores and compares.
 pub fn token_digest(token: &str) -> Sha256Digest {
-    Sha256Digest(Sha256::digest(token.as_bytes()).into())
+    sha256(token.as_bytes())
+}
+
+/// The SHA-256 of `bytes`.
+pub fn sha256(bytes: &[u8]) -> Sha256Digest {
+    Sha256Digest(Sha256::digest(bytes).into())
 }
 
 /// A refused request, worded for the caller: `User:alice may not write topic orders`.
@@ -204,7 +209,7 @@ mod tests {
         match random.below(if prefixes { 5 } else { 4 }) {
             0 => AclResource::Cluster,
             1 => AclResource::Topic(TopicName::new(TOPICS[random.below(TOPICS.len())]).unwrap()),
-            2 => AclResource::Spu(SpuId(random.below(2) as u32)),
+            2 => AclResource::Spu(SpuId(random.below(2) as i32)),
             3 => AclResource::SpuGroup(SpuGroupName::new(["a", "b"][random.below(2)]).unwrap()),
             _ => AclResource::TopicPrefix(
                 TopicPrefix::new(PREFIXES[random.below(PREFIXES.len())]).unwrap(),

@@ -133,6 +133,14 @@ pub struct ScArgs {
     /// a standby rewrites it with `role=active` when it takes over).
     #[arg(long, env = "SLUICE_SC_READY_FILE")]
     pub ready_file: Option<PathBuf>,
+    /// Enforce ACLs on every admin and metadata request here and on produce and fetch at the
+    /// SPUs (default off: plaintext development keeps working without any ACL).
+    #[arg(long, env = "SLUICE_SC_AUTHORIZATION", num_args = 0..=1, default_missing_value = "true")]
+    pub authorization: Option<bool>,
+    /// A principal that bypasses ACLs (`User:admin`), to bootstrap the first ACLs; repeatable,
+    /// or comma separated in the environment.
+    #[arg(long = "superuser", env = "SLUICE_SC_SUPERUSERS", value_delimiter = ',')]
+    pub superusers: Vec<sluice_proto::object::Principal>,
 }
 
 /// The TOML file: the same settings as the flags, all optional.
@@ -159,6 +167,8 @@ pub struct FileConfig {
     leader_lock_delay_ms: Option<u64>,
     leader_check_ttl_ms: Option<u64>,
     ready_file: Option<PathBuf>,
+    authorization: Option<bool>,
+    superusers: Option<Vec<sluice_proto::object::Principal>>,
 }
 
 /// Consul backend settings.
@@ -209,6 +219,17 @@ pub struct ScConfig {
     pub leader: LeaderSettings,
     /// Readiness file.
     pub ready_file: Option<PathBuf>,
+    /// Authorization settings.
+    pub security: SecuritySettings,
+}
+
+/// Whether ACLs are enforced, and who bypasses them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecuritySettings {
+    /// Enforce ACLs (`--authorization`).
+    pub authorization: bool,
+    /// Principals that bypass ACLs (`--superuser`).
+    pub superusers: Vec<sluice_proto::object::Principal>,
 }
 
 /// Defaults for new topics.
@@ -385,6 +406,14 @@ impl ScArgs {
             leader_rebalance_interval,
             leader,
             ready_file: self.ready_file.or(file.ready_file),
+            security: SecuritySettings {
+                authorization: self.authorization.or(file.authorization).unwrap_or(false),
+                superusers: if self.superusers.is_empty() {
+                    file.superusers.unwrap_or_default()
+                } else {
+                    self.superusers
+                },
+            },
         })
     }
 }

@@ -18,12 +18,20 @@ use sluice_proto::api::admin::{
 use sluice_proto::api::cluster::{
     HoldLeadershipRequest, HoldLeadershipResponse, PlanRebalanceRequest, PlanRebalanceResponse,
 };
-use sluice_proto::api::metadata::{MetadataRequest, MetadataWatchRequest, MetadataWatchUpdate};
+use sluice_proto::api::metadata::{
+    Change, Changes, MetadataRequest, MetadataWatchRequest, MetadataWatchUpdate,
+};
+use sluice_proto::api::security::{
+    AuthenticateRequest, AuthenticateResponse, CreateAclsRequest, CreateTokenRequest,
+    CreateTokenResponse, DeleteAclsRequest, ListAclsRequest, ListAclsResponse, ListTokensRequest,
+    ListTokensResponse, RevokeTokenRequest,
+};
 use sluice_proto::api::{ApiKey, Decode, Encode};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::{encode_frame, Frame, FrameError, FrameHeader};
 use sluice_proto::object::{SpuGroupName, TopicName};
 
+use super::access::{self, ConnectionAuth, Viewer};
 use super::{decoder, metadata, ServerContext, IDLE_POLL, SHUTDOWN_POLL};
 
 /// Bytes read from the socket at a time.
@@ -35,6 +43,8 @@ struct Watch {
     topics: Option<Vec<TopicName>>,
     changes: Receiver<()>,
     last_sent: Option<MetadataWatchUpdate>,
+    /// Whose topics it shows (filtered by describe when ACLs are enforced).
+    viewer: Viewer,
 }
 
 /// Serves one connection until the peer closes, a fatal frame error, or shutdown.
@@ -43,6 +53,8 @@ pub(super) fn serve(mut stream: TcpStream, peer: SocketAddr, context: &ServerCon
     tracing::debug!(%peer, "admin connection opened");
     let mut decoder = decoder();
     let mut watch: Option<Watch> = None;
+    // The TLS layer fills in the certificate's principal; plaintext has none.
+    let mut auth = ConnectionAuth::new(None);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     let mut poll = None;
     // When the buffered part of a frame started (None: nothing buffered).
@@ -106,7 +118,7 @@ pub(super) fn serve(mut stream: TcpStream, peer: SocketAddr, context: &ServerCon
                     continue;
                 }
             };
-            let response = dispatch(&frame, context, &mut watch);
+            let response = dispatch(&frame, context, &mut watch, &mut auth);
             if stream.write_all(&response).is_err() {
                 return;
             }
@@ -163,7 +175,15 @@ fn push_watch(
     watch: &mut Watch,
 ) -> std::io::Result<()> {
     let snapshot = context.cache.snapshot();
-    let update = metadata::watch_update(&snapshot, watch.topics.as_deref());
+    let mut update = metadata::watch_update(&snapshot, watch.topics.as_deref());
+    let visible = watch.viewer.filter(context, &snapshot);
+    match &mut update.topics {
+        Changes::Full(topics) => topics.retain(|topic| visible(&topic.name)),
+        Changes::Delta { changes, .. } => changes.retain(|change| match change {
+            Change::Upsert(topic) => visible(&topic.name),
+            Change::Remove(name) => visible(name),
+        }),
+    }
     if let Some(last) = &watch.last_sent {
         if last.spus == update.spus && last.topics == update.topics {
             return Ok(());
@@ -264,8 +284,17 @@ fn reassign_failed(error_code: ErrorCode, message: String) -> ReassignPartitions
     ReassignPartitionsResponse { error_code, message: Some(message), results: Vec::new() }
 }
 
-fn dispatch(frame: &Frame, context: &ServerContext, watch: &mut Option<Watch>) -> Vec<u8> {
+fn dispatch(
+    frame: &Frame,
+    context: &ServerContext,
+    watch: &mut Option<Watch>,
+    auth: &mut ConnectionAuth,
+) -> Vec<u8> {
     let header = &frame.header;
+    let viewer = match access::check(context, auth, frame) {
+        Ok(viewer) => viewer,
+        Err(refusal) => return encode(header, &refusal),
+    };
     match header.api_key {
         ApiKey::CreateTopic => with_request(
             frame,
@@ -279,7 +308,12 @@ fn dispatch(frame: &Frame, context: &ServerContext, watch: &mut Option<Watch>) -
         ),
         ApiKey::ListTopics => with_request(
             frame,
-            |request: ListTopicsRequest| context.list_topics(&request),
+            |request: ListTopicsRequest| {
+                let mut response = context.list_topics(&request);
+                let visible = viewer.filter(context, &context.cache.snapshot());
+                response.topics.retain(|topic| visible(&topic.name));
+                response
+            },
             |error_code, _| ListTopicsResponse { error_code, ..Default::default() },
         ),
         ApiKey::DescribeTopic => with_request(
@@ -319,7 +353,12 @@ fn dispatch(frame: &Frame, context: &ServerContext, watch: &mut Option<Watch>) -
         ),
         ApiKey::ListPartitions => with_request(
             frame,
-            |request: ListPartitionsRequest| context.list_partitions(&request),
+            |request: ListPartitionsRequest| {
+                let mut response = context.list_partitions(&request);
+                let visible = viewer.filter(context, &context.cache.snapshot());
+                response.partitions.retain(|partition| visible(&partition.key.topic));
+                response
+            },
             |error_code, _| ListPartitionsResponse { error_code, ..Default::default() },
         ),
         ApiKey::RebalanceLeaders => with_request(
@@ -364,7 +403,60 @@ fn dispatch(frame: &Frame, context: &ServerContext, watch: &mut Option<Watch>) -
                 ..Default::default()
             },
         ),
-        ApiKey::Metadata | ApiKey::MetadataWatch => dispatch_metadata(frame, context, watch),
+        ApiKey::Metadata | ApiKey::MetadataWatch => {
+            dispatch_metadata(frame, context, watch, viewer)
+        }
+        ApiKey::Authenticate => with_request(
+            frame,
+            |request: AuthenticateRequest| context.authenticate(auth, &request),
+            |error_code, message| AuthenticateResponse {
+                error_code,
+                message: Some(message),
+                principal: None,
+            },
+        ),
+        ApiKey::CreateAcls => with_request(
+            frame,
+            |request: CreateAclsRequest| context.create_acls(&request),
+            admin_failed,
+        ),
+        ApiKey::DeleteAcls => with_request(
+            frame,
+            |request: DeleteAclsRequest| context.delete_acls(&request),
+            admin_failed,
+        ),
+        ApiKey::ListAcls => with_request(
+            frame,
+            |request: ListAclsRequest| context.list_acls(&request),
+            |error_code, message| ListAclsResponse {
+                error_code,
+                message: Some(message),
+                ..Default::default()
+            },
+        ),
+        ApiKey::CreateToken => with_request(
+            frame,
+            |request: CreateTokenRequest| context.create_token(&request),
+            |error_code, message| CreateTokenResponse {
+                error_code,
+                message: Some(message),
+                token: None,
+            },
+        ),
+        ApiKey::RevokeToken => with_request(
+            frame,
+            |request: RevokeTokenRequest| context.revoke_token(&request),
+            admin_failed,
+        ),
+        ApiKey::ListTokens => with_request(
+            frame,
+            |_: ListTokensRequest| context.list_tokens(),
+            |error_code, message| ListTokensResponse {
+                error_code,
+                message: Some(message),
+                ..Default::default()
+            },
+        ),
         other => {
             let message = format!("{other} is not served on the SC's public address");
             encode(header, &AdminResponse::error(ErrorCode::InvalidRequest, message))
@@ -372,13 +464,21 @@ fn dispatch(frame: &Frame, context: &ServerContext, watch: &mut Option<Watch>) -
     }
 }
 
-fn dispatch_metadata(frame: &Frame, context: &ServerContext, watch: &mut Option<Watch>) -> Vec<u8> {
+fn dispatch_metadata(
+    frame: &Frame,
+    context: &ServerContext,
+    watch: &mut Option<Watch>,
+    viewer: Viewer,
+) -> Vec<u8> {
     let header = &frame.header;
     match header.api_key {
         ApiKey::Metadata => match MetadataRequest::decode(header.api_version, &frame.body) {
             Ok(request) => {
                 let snapshot = context.cache.snapshot();
-                encode(header, &metadata::metadata(&snapshot, request.topics.as_deref()))
+                let mut response = metadata::metadata(&snapshot, request.topics.as_deref());
+                let visible = viewer.filter(context, &snapshot);
+                response.topics.retain(|topic| visible(&topic.name));
+                encode(header, &response)
             }
             Err(error) => {
                 encode(header, &AdminResponse::error(ErrorCode::InvalidRequest, error.to_string()))
@@ -392,6 +492,7 @@ fn dispatch_metadata(frame: &Frame, context: &ServerContext, watch: &mut Option<
                         topics: request.topics,
                         changes: context.cache.subscribe(),
                         last_sent: None,
+                        viewer,
                     });
                     Vec::new()
                 }

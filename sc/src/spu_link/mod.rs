@@ -70,6 +70,8 @@ pub struct SpuLinkContext {
     pub sessions: SpuSessions,
     /// Set to stop.
     pub shutdown: Arc<AtomicBool>,
+    /// ACL enforcement, bindings and token digests pushed to SPUs.
+    pub security: Arc<crate::security::Security>,
 }
 
 /// Accepts SPU connections until shutdown; one thread per connection (bounded). Until `gate`
