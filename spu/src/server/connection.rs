@@ -66,6 +66,7 @@ use sluice_proto::ids::CorrelationId;
 
 use crate::metrics::{CoreProbe, Counter, Gauge, Timing};
 use crate::server::abuse_log;
+use crate::server::access::ConnectionAccess;
 use crate::server::core::Core;
 use crate::server::handlers::{self, HandlerError};
 use crate::server::stream::{self, Streams};
@@ -288,6 +289,8 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, port: Port) {
     let frame_read_timeout = core.config.frame_read_timeout;
     let mut timed = false;
     let mut buffer = ReceiveBuffer { bytes: vec![0; RECEIVE_BUFFER_BYTES], start: 0, end: 0 };
+    // The TLS layer fills in the certificate's principal; plaintext has none.
+    let mut access = ConnectionAccess::new(None);
     loop {
         match decode_header(&buffer.bytes[buffer.start..buffer.end], frame_bytes_max) {
             Ok(Some(frame)) => {
@@ -296,7 +299,7 @@ pub async fn serve(core: Rc<Core>, mut stream: TcpStream, port: Port) {
                 buffer.start += frame.frame_len();
                 let header = frame.header;
                 let bytes = &mut buffer.bytes[body];
-                if !dispatch(&core, port, &streams, &writer, &header, bytes).await {
+                if !dispatch(&core, port, &streams, &writer, &header, bytes, &mut access).await {
                     break;
                 }
                 continue;
@@ -394,11 +397,12 @@ async fn dispatch(
     writer: &Rc<LocalSender<Outgoing>>,
     header: &FrameHeader,
     body: &mut [u8],
+    access: &mut ConnectionAccess,
 ) -> bool {
     let probe = Rc::clone(&core.probe);
     probe.request(header.api_key);
     probe.adjust(Gauge::RequestsInFlight, 1);
-    let outcome = run_request(core, port, streams, header, body).await;
+    let outcome = run_request(core, port, streams, header, body, access).await;
     probe.adjust(Gauge::RequestsInFlight, -1);
     match outcome {
         Ok((response, failed)) => {
@@ -431,6 +435,7 @@ async fn run_request(
     streams: &Rc<Streams>,
     header: &FrameHeader,
     body: &mut [u8],
+    access: &mut ConnectionAccess,
 ) -> Result<(Option<Outgoing>, bool), HandlerError> {
     let mut out = Vec::new();
     let failed = match (port, header.api_key) {
@@ -451,9 +456,12 @@ async fn run_request(
             handlers::api_versions(header, ErrorCode::UnknownApiKey, &mut out)?;
             true
         }
+        (Port::Public, ApiKey::Authenticate) => {
+            handlers::authenticate(core, access, header, body, &mut out)?
+        }
         (Port::Public, ApiKey::Produce) => {
             let started = Instant::now();
-            let staged = handlers::produce_stage(core, header, body).await?;
+            let staged = handlers::produce_stage(core, header, body, access).await?;
             if !staged.answers() {
                 return Ok((None, staged.finish(core, &mut out).await?));
             }
@@ -476,16 +484,16 @@ async fn run_request(
             return Ok((Some(Outgoing::Deferred(receiver)), false));
         }
         (Port::Public, ApiKey::Fetch) => {
-            let (response, summary) = handlers::fetch(core, header, body).await?;
+            let (response, summary) = handlers::fetch(core, header, body, access).await?;
             core.probe.add(Counter::RecordsFetched, summary.records);
             return Ok((Some(response), summary.errors));
         }
         (Port::Public, ApiKey::ListOffsets) => {
-            handlers::list_offsets(core, header, body, &mut out).await?
+            handlers::list_offsets(core, header, body, &mut out, access).await?
         }
         (Port::Public, ApiKey::StreamFetch) => {
             let writer = streams.writer();
-            stream::open(core, streams, header, body, &writer)?;
+            stream::open(core, streams, header, body, &writer, access)?;
             false
         }
         (Port::Public, ApiKey::StreamFetchCredit) => {

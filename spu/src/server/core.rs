@@ -78,6 +78,8 @@ pub struct Core {
     pub fetchers: Fetchers,
     /// Core 0: where in-sync proposals go to the SC link.
     link_requests: RefCell<Option<LocalSender<AlterInSyncRequest>>>,
+    /// ACLs, token digests and enforcement as the SC last pushed them.
+    pub security: crate::server::access::SecurityCell,
 }
 
 /// Replica sets waiting for the reconcile task at most: only the latest matters, so a small
@@ -109,6 +111,7 @@ impl Core {
             probe,
             fetchers: Fetchers::default(),
             link_requests: RefCell::new(None),
+            security: crate::server::access::SecurityCell::default(),
         });
         (core, sets)
     }
