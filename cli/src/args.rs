@@ -44,6 +44,10 @@ pub struct Cli {
     #[arg(long, global = true, env = "SLUICE_SC", default_value = SC_ADDRESS_DEFAULT,
         value_name = "HOST:PORT[,..]")]
     pub sc: String,
+    /// Access token (`slu_...`, from `sluice token create`): every connection authenticates
+    /// with it and acts as `User:<token name>`.
+    #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -73,6 +77,12 @@ pub enum Command {
     /// Read records from a topic and print them, one per line.
     #[command(after_help = CONSUME_EXAMPLES)]
     Consume(ConsumeArgs),
+    /// Add, remove and list ACL bindings (enforced when the SC runs with --authorization).
+    #[command(subcommand)]
+    Acl(crate::security::AclCommand),
+    /// Create, revoke and list access tokens.
+    #[command(subcommand)]
+    Token(crate::security::TokenCommand),
 }
 
 /// How list and describe commands print.

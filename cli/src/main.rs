@@ -20,6 +20,7 @@ mod produce;
 mod reassign;
 mod rebalance;
 mod sc_api;
+mod security;
 mod units;
 
 use clap::Parser;
@@ -27,6 +28,7 @@ use clap::Parser;
 use args::{Cli, ClusterCommand, ClusterSpuCommand, Command};
 
 fn run(cli: Cli) -> anyhow::Result<()> {
+    sc_api::set_token(cli.token.clone());
     let sc = cli.sc.as_str();
     match &cli.command {
         Command::Cluster(ClusterCommand::Start(args)) => local::start(args),
@@ -46,6 +48,8 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         Command::SpuGroup(command) => admin::spu_group(sc, command),
         Command::Produce(args) => produce::run(sc, args),
         Command::Consume(args) => consume::run(sc, args),
+        Command::Acl(command) => security::acl(sc, command),
+        Command::Token(command) => security::token(sc, command),
     }
 }
 

@@ -11,6 +11,14 @@ use sluice_proto::api::admin::{PartitionEntry, SpuEntry, SpuGroupEntry, TopicEnt
 use sluice_proto::ids::SpuId;
 use sluice_proto::object::{SpuGroupSpec, SpuSpec, TopicName, TopicSpec};
 
+/// The access token of every connection (`--token` / `SLUICE_TOKEN`), set once by `main`.
+static TOKEN: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+
+/// Sets the access token used by every [`ScApi::connect`] (the first call wins).
+pub fn set_token(token: Option<String>) {
+    let _ignored = TOKEN.set(token.filter(|token| !token.is_empty()));
+}
+
 /// A connected cluster handle.
 pub struct ScApi {
     cluster: Cluster,
@@ -19,7 +27,9 @@ pub struct ScApi {
 impl ScApi {
     /// Connects to the SC(s) at `sc` (`host:port[,host:port...]`).
     pub fn connect(sc: &str) -> anyhow::Result<ScApi> {
-        let cluster = Cluster::connect(ClientConfig::new(sc))?;
+        let mut config = ClientConfig::new(sc);
+        config.token = TOKEN.get().cloned().flatten();
+        let cluster = Cluster::connect(config)?;
         Ok(ScApi { cluster })
     }
 

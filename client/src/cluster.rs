@@ -131,7 +131,8 @@ impl Cluster {
                 reason: error.to_string(),
             })?;
         let inner = ClusterInner {
-            pool: ConnectionPool::new(config.connect_timeout),
+            pool: ConnectionPool::new(config.connect_timeout)
+                .with_token(config.token.clone(), config.request_timeout),
             config,
             sc,
             metadata,

@@ -18,7 +18,7 @@ pub const CONNECT_TIMEOUT_DEFAULT: Duration = Duration::from_secs(5);
 pub const REQUEST_TIMEOUT_DEFAULT: Duration = Duration::from_secs(30);
 
 /// How to reach the cluster.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, PartialEq, Eq)]
 pub struct ClientConfig {
     /// SC public addresses (`host:port`), tried in order; the client moves to the next one on
     /// connection refused, a standby's `NotController`, or a dropped connection. An entry
@@ -31,6 +31,21 @@ pub struct ClientConfig {
     pub connect_timeout: Duration,
     /// Bound on waiting for one response (admin calls, produce, list offsets, fetch).
     pub request_timeout: Duration,
+    /// Access token (`slu_...`, from `sluice token create`): sent with `Authenticate` on every
+    /// new connection, to the SC and to SPUs, so the client acts as `User:<token name>`.
+    /// Never printed (`Debug` shows `<redacted>`).
+    pub token: Option<String>,
+}
+
+impl std::fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("sc_addresses", &self.sc_addresses)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .finish()
+    }
 }
 
 impl ClientConfig {
@@ -51,6 +66,7 @@ impl ClientConfig {
                 .collect(),
             connect_timeout: CONNECT_TIMEOUT_DEFAULT,
             request_timeout: REQUEST_TIMEOUT_DEFAULT,
+            token: None,
         }
     }
 

@@ -26,7 +26,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use sluice_proto::api::{ApiVersion, Request};
+use sluice_proto::api::security::{AuthenticateRequest, AuthenticateResponse};
+use sluice_proto::api::{ApiVersion, Decode, Request};
 use sluice_proto::frame::{encode_request, Frame, FrameDecoder, FRAME_BYTES_MAX_DEFAULT};
 use sluice_proto::ids::CorrelationId;
 
@@ -108,6 +109,30 @@ impl Connection {
         address: &str,
         connect_timeout: Duration,
     ) -> Result<Connection, ClientError> {
+        Connection::open_as(address, connect_timeout, None)
+    }
+
+    /// [`Self::open`], then `Authenticate` with `token` (when given) within `timeout`; a
+    /// refused token is [`ClientError::AuthenticationFailed`].
+    pub(crate) fn open_as(
+        address: &str,
+        connect_timeout: Duration,
+        token: Option<(&str, Duration)>,
+    ) -> Result<Connection, ClientError> {
+        let connection = Connection::open_plain(address, connect_timeout)?;
+        if let Some((token, timeout)) = token {
+            let request = AuthenticateRequest { token: token.to_owned() };
+            let frame = connection.call(&request, "authenticate", timeout)?;
+            let response = AuthenticateResponse::decode(frame.header.api_version, &frame.body)
+                .map_err(|error| ClientError::decode(address, &error))?;
+            if !response.error_code.is_ok() {
+                return Err(ClientError::server_message(response.error_code, response.message));
+            }
+        }
+        Ok(connection)
+    }
+
+    fn open_plain(address: &str, connect_timeout: Duration) -> Result<Connection, ClientError> {
         let stream = crate::sc::connect(address, connect_timeout)
             .map_err(|error| ClientError::connection(address, error))?;
         let reader = stream.try_clone().map_err(|error| ClientError::connection(address, error))?;
@@ -285,11 +310,19 @@ fn dispatch_frames(shared: &Shared, decoder: &mut FrameDecoder) -> Result<(), st
 pub(crate) struct ConnectionPool {
     connections: Mutex<HashMap<String, Arc<Connection>>>,
     connect_timeout: Duration,
+    /// Token sent on every new connection, with the bound on its answer.
+    token: Option<(String, Duration)>,
 }
 
 impl ConnectionPool {
     pub(crate) fn new(connect_timeout: Duration) -> ConnectionPool {
-        ConnectionPool { connections: Mutex::new(HashMap::new()), connect_timeout }
+        ConnectionPool { connections: Mutex::new(HashMap::new()), connect_timeout, token: None }
+    }
+
+    /// A pool whose connections authenticate with `token` (answer within `timeout`).
+    pub(crate) fn with_token(mut self, token: Option<String>, timeout: Duration) -> ConnectionPool {
+        self.token = token.map(|token| (token, timeout));
+        self
     }
 
     /// The live connection to `address`, connecting when there is none. Connecting happens
@@ -303,7 +336,8 @@ impl ConnectionPool {
                 }
             }
         }
-        let fresh = Arc::new(Connection::open(address, self.connect_timeout)?);
+        let token = self.token.as_ref().map(|(token, timeout)| (token.as_str(), *timeout));
+        let fresh = Arc::new(Connection::open_as(address, self.connect_timeout, token)?);
         let mut connections = self.connections.lock().unwrap_or_else(|poison| poison.into_inner());
         match connections.get(address) {
             Some(existing) if !existing.is_closed() => Ok(Arc::clone(existing)),
