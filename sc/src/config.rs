@@ -141,6 +141,11 @@ pub struct ScArgs {
     /// or comma separated in the environment.
     #[arg(long = "superuser", env = "SLUICE_SC_SUPERUSERS", value_delimiter = ',')]
     pub superusers: Vec<sluice_proto::object::Principal>,
+    /// A file holding a token (any secret text, e.g. `openssl rand -base64 32`) that
+    /// authenticates as `User:bootstrap`, a superuser: how the first admin token and ACLs are
+    /// made. Only its SHA-256 is kept in memory.
+    #[arg(long, env = "SLUICE_SC_BOOTSTRAP_TOKEN_FILE")]
+    pub bootstrap_token_file: Option<PathBuf>,
 }
 
 /// The TOML file: the same settings as the flags, all optional.
@@ -169,6 +174,7 @@ pub struct FileConfig {
     ready_file: Option<PathBuf>,
     authorization: Option<bool>,
     superusers: Option<Vec<sluice_proto::object::Principal>>,
+    bootstrap_token_file: Option<PathBuf>,
 }
 
 /// Consul backend settings.
@@ -230,6 +236,9 @@ pub struct SecuritySettings {
     pub authorization: bool,
     /// Principals that bypass ACLs (`--superuser`).
     pub superusers: Vec<sluice_proto::object::Principal>,
+    /// SHA-256 of the bootstrap token (`--bootstrap-token-file`), which authenticates as the
+    /// superuser `User:bootstrap`.
+    pub bootstrap_token: Option<sluice_proto::object::Sha256Digest>,
 }
 
 /// Defaults for new topics.
@@ -412,6 +421,24 @@ impl ScArgs {
                     file.superusers.unwrap_or_default()
                 } else {
                     self.superusers
+                },
+                bootstrap_token: match self.bootstrap_token_file.or(file.bootstrap_token_file) {
+                    None => None,
+                    Some(path) => {
+                        let text = std::fs::read_to_string(&path).map_err(|error| {
+                            ConfigError::Invalid(format!(
+                                "cannot read the bootstrap token file {}: {error}",
+                                path.display()
+                            ))
+                        })?;
+                        let token = text.trim();
+                        if token.len() < 16 {
+                            return Err(ConfigError::Invalid(
+                                "the bootstrap token must be at least 16 characters".into(),
+                            ));
+                        }
+                        Some(sluice_proto::authz::token_digest(token))
+                    }
                 },
             },
         })

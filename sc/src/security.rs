@@ -17,7 +17,8 @@ use base64::Engine;
 use rand::RngCore;
 use sluice_proto::api::security::SecurityUpdate;
 use sluice_proto::authz::{sha256, Authorizer};
-use sluice_proto::object::{AclBinding, Principal};
+use sluice_proto::ids::TimestampMs;
+use sluice_proto::object::{AclBinding, Principal, TokenDigest, TokenName};
 
 use crate::cache::Snapshot;
 use crate::config::SecuritySettings;
@@ -45,6 +46,9 @@ pub fn acl_key(binding: &AclBinding) -> Result<ObjectKey, StoreError> {
     ObjectKey::new(sha256(&json).to_string())
 }
 
+/// The name (principal `User:bootstrap`) of the bootstrap token, a superuser.
+pub const BOOTSTRAP_TOKEN_NAME: &str = "bootstrap";
+
 /// Enforcement settings and the current authorizer.
 #[derive(Debug, Default)]
 pub struct Security {
@@ -54,8 +58,18 @@ pub struct Security {
 
 impl Security {
     /// Security with these settings.
-    pub fn new(settings: SecuritySettings) -> Security {
+    pub fn new(mut settings: SecuritySettings) -> Security {
+        if settings.bootstrap_token.is_some() {
+            settings.superusers.push(Principal::User(BOOTSTRAP_TOKEN_NAME.into()));
+        }
         Security { settings, current: Mutex::new(None) }
+    }
+
+    /// The bootstrap token's digest entry, when one is configured.
+    pub fn bootstrap_token(&self) -> Option<TokenDigest> {
+        let sha256 = self.settings.bootstrap_token?;
+        let name = TokenName::new(BOOTSTRAP_TOKEN_NAME).ok()?;
+        Some(TokenDigest { name, sha256, created_ms: TimestampMs(0) })
     }
 
     /// Whether ACLs are enforced.
@@ -88,7 +102,12 @@ impl Security {
             enforced: self.settings.authorization,
             superusers: self.settings.superusers.clone(),
             bindings: snapshot.acls.values().map(|cached| cached.value.clone()).collect(),
-            tokens: snapshot.tokens.values().map(|cached| cached.value.clone()).collect(),
+            tokens: snapshot
+                .tokens
+                .values()
+                .map(|cached| cached.value.clone())
+                .chain(self.bootstrap_token())
+                .collect(),
         }
     }
 

@@ -64,7 +64,11 @@ impl ConnectionAuth {
     }
 
     /// The principal for a request now, or why the connection's token no longer works.
-    pub fn principal(&self, snapshot: &Snapshot) -> Result<Principal, String> {
+    pub fn principal(
+        &self,
+        snapshot: &Snapshot,
+        bootstrap: Option<&TokenDigest>,
+    ) -> Result<Principal, String> {
         if let Some(principal) = &self.tls_principal {
             return Ok(principal.clone());
         }
@@ -72,6 +76,9 @@ impl ConnectionAuth {
             None => Ok(Principal::Anonymous),
             Some((name, digest)) => match snapshot.tokens.get(name) {
                 Some(cached) if cached.value.sha256 == *digest => Ok(cached.value.principal()),
+                _ if bootstrap.is_some_and(|token| token.sha256 == *digest) => {
+                    Ok(Principal::User(name.as_str().to_owned()))
+                }
                 _ => Err(format!("the access token {name} was revoked; authenticate again")),
             },
         }
@@ -167,8 +174,9 @@ pub fn check(
         return Ok(Viewer::default());
     }
     let snapshot = context.cache.snapshot();
+    let bootstrap = context.security.bootstrap_token();
     let principal = auth
-        .principal(&snapshot)
+        .principal(&snapshot, bootstrap.as_ref())
         .map_err(|message| AdminResponse::error(ErrorCode::AuthenticationFailed, message))?;
     if context.security.is_superuser(&principal) {
         return Ok(Viewer::default());
@@ -202,13 +210,18 @@ impl ServerContext {
         }
         let digest = token_digest(&request.token);
         let snapshot = self.cache.snapshot();
-        let Some(found) = snapshot.tokens.values().find(|cached| cached.value.sha256 == digest)
-        else {
+        let found = snapshot
+            .tokens
+            .values()
+            .map(|cached| cached.value.clone())
+            .chain(self.security.bootstrap_token())
+            .find(|token| token.sha256 == digest);
+        let Some(found) = found else {
             tracing::info!("authentication with an unknown or revoked token refused");
             return failed("unknown or revoked access token");
         };
-        auth.token = Some((found.value.name.clone(), digest));
-        let principal = auth.tls_principal.clone().unwrap_or_else(|| found.value.principal());
+        auth.token = Some((found.name.clone(), digest));
+        let principal = auth.tls_principal.clone().unwrap_or_else(|| found.principal());
         tracing::debug!(%principal, "connection authenticated by token");
         AuthenticateResponse { error_code: ErrorCode::None, message: None, principal: Some(principal) }
     }
