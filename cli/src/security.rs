@@ -201,9 +201,7 @@ pub fn token(sc: &str, command: &TokenCommand) -> anyhow::Result<()> {
             let token = admin
                 .create_token(name)
                 .with_context(|| format!("cannot create token \"{name}\""))?;
-            eprintln!(
-                "token for User:{name} (shown once; use it with --token or SLUICE_TOKEN):"
-            );
+            eprintln!("token for User:{name} (shown once; use it with --token or SLUICE_TOKEN):");
             println!("{token}");
             Ok(())
         }

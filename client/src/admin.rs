@@ -21,9 +21,8 @@ use sluice_proto::api::cluster::{
     HoldLeadershipRequest, HoldLeadershipResponse, PlanRebalanceRequest, PlanRebalanceResponse,
 };
 use sluice_proto::api::security::{
-    CreateAclsRequest, CreateTokenRequest, CreateTokenResponse, DeleteAclsRequest,
-    ListAclsRequest, ListAclsResponse, ListTokensRequest, ListTokensResponse, RevokeTokenRequest,
-    TokenInfo,
+    CreateAclsRequest, CreateTokenRequest, CreateTokenResponse, DeleteAclsRequest, ListAclsRequest,
+    ListAclsResponse, ListTokensRequest, ListTokensResponse, RevokeTokenRequest, TokenInfo,
 };
 use sluice_proto::api::{Decode, Request};
 use sluice_proto::error_code::ErrorCode;

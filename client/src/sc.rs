@@ -273,14 +273,21 @@ impl ScClient {
             }
         };
         let version = ApiVersion(frame.api_version);
-        match decode_response::<AuthenticateResponse>(address, version, &frame.body, Shape::ErrorCodeFirst) {
+        match decode_response::<AuthenticateResponse>(
+            address,
+            version,
+            &frame.body,
+            Shape::ErrorCodeFirst,
+        ) {
             Ok(response) if response.error_code.is_ok() => {
                 if let Some(connection) = state.connection.as_mut() {
                     connection.authenticated = true;
                 }
                 Ok(())
             }
-            Ok(response) => Err(Some(ClientError::server_message(response.error_code, response.message))),
+            Ok(response) => {
+                Err(Some(ClientError::server_message(response.error_code, response.message)))
+            }
             Err(ClientError::Server { code: ErrorCode::NotController, .. }) => {
                 self.drop_connection(state);
                 Err(None)

@@ -28,7 +28,9 @@ use std::collections::HashMap;
 
 use sha2::{Digest, Sha256};
 
-use crate::object::{AclBinding, AclOperation, AclPermission, AclResource, Principal, Sha256Digest};
+use crate::object::{
+    AclBinding, AclOperation, AclPermission, AclResource, Principal, Sha256Digest,
+};
 
 /// The SHA-256 of a token's text: what the cluster stores and compares.
 pub fn token_digest(token: &str) -> Sha256Digest {
@@ -222,7 +224,11 @@ mod tests {
             principal: principal(random),
             resource: resource(random, true),
             operation: AclOperation::ALL[random.below(6)],
-            permission: if random.below(4) == 0 { AclPermission::Deny } else { AclPermission::Allow },
+            permission: if random.below(4) == 0 {
+                AclPermission::Deny
+            } else {
+                AclPermission::Allow
+            },
         }
     }
 
@@ -300,13 +306,14 @@ mod tests {
 
     #[test]
     fn agrees_with_the_reference_over_random_bindings() {
-        let base = std::env::var("SLUICE_AUTHZ_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(
-            || {
+        let base = std::env::var("SLUICE_AUTHZ_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| {
                 std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(1, |elapsed| elapsed.as_nanos() as u64)
-            },
-        );
+            });
         let seeds: u64 =
             std::env::var("SLUICE_AUTHZ_SEEDS").ok().and_then(|s| s.parse().ok()).unwrap_or(2000);
         println!("authorizer model: base seed {base}, {seeds} seeds (SLUICE_AUTHZ_SEED replays)");
@@ -324,12 +331,7 @@ mod tests {
     }
 
     fn allow(who: &str, resource: AclResource, operation: AclOperation) -> AclBinding {
-        AclBinding {
-            principal: user(who),
-            resource,
-            operation,
-            permission: AclPermission::Allow,
-        }
+        AclBinding { principal: user(who), resource, operation, permission: AclPermission::Allow }
     }
 
     #[test]
@@ -356,7 +358,8 @@ mod tests {
         assert!(!authorizer.allows(&alice, AclOperation::Alter, &AclResource::Cluster));
         assert!(!authorizer.allows(&Principal::Anonymous, AclOperation::Read, &topic("orders")));
         assert!(authorizer.allows(&user("admin"), AclOperation::Alter, &AclResource::Cluster));
-        let refusal = authorizer.authorize(&alice, AclOperation::Write, &topic("orders")).unwrap_err();
+        let refusal =
+            authorizer.authorize(&alice, AclOperation::Write, &topic("orders")).unwrap_err();
         assert_eq!(refusal.to_string(), "User:alice may not write topic orders");
     }
 

@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::de::DeserializeOwned;
 use sluice_proto::ids::SpuId;
-use sluice_proto::object::{AclBinding, PartitionKey, SpuGroupName, TokenDigest, TokenName, TopicName};
+use sluice_proto::object::{
+    AclBinding, PartitionKey, SpuGroupName, TokenDigest, TokenName, TopicName,
+};
 
 use crate::objects::{PartitionObject, SpuGroupObject, SpuObject, TopicObject};
 use crate::store::{MetadataStore, ObjectKey, ObjectKind, StoreError, Version, WatchEvent};

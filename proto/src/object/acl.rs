@@ -233,7 +233,9 @@ impl std::str::FromStr for AclOperation {
 }
 
 /// Whether a binding allows or denies. A matching deny wins over any allow.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize,
+)]
 pub enum AclPermission {
     /// Grants the operation.
     #[default]

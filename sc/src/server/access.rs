@@ -147,9 +147,7 @@ fn requirement(frame: &Frame) -> Option<Requirement> {
             .map(|r| or_cluster_alter(vec![(Create, AclResource::SpuGroup(r.name))])),
         ApiKey::DeleteSpuGroup => decoded::<DeleteSpuGroupRequest>(frame)
             .map(|r| or_cluster_alter(vec![(Delete, AclResource::SpuGroup(r.name))])),
-        ApiKey::ListSpus | ApiKey::ListSpuGroups | ApiKey::PlanRebalance => {
-            Some(cluster(Describe))
-        }
+        ApiKey::ListSpus | ApiKey::ListSpuGroups | ApiKey::PlanRebalance => Some(cluster(Describe)),
         ApiKey::RebalanceLeaders
         | ApiKey::ReassignPartitions
         | ApiKey::HoldLeadership
@@ -183,11 +181,14 @@ pub fn check(
     }
     let Some(requirement) = requirement(frame) else { return Ok(Viewer(Some(principal))) };
     let authorizer = context.security.authorizer(&snapshot);
-    if requirement.iter().any(|(operation, resource)| authorizer.allows(&principal, *operation, resource))
+    if requirement
+        .iter()
+        .any(|(operation, resource)| authorizer.allows(&principal, *operation, resource))
     {
         return Ok(Viewer(Some(principal)));
     }
-    let (operation, resource) = requirement.into_iter().next().unwrap_or((AclOperation::Alter, AclResource::Cluster));
+    let (operation, resource) =
+        requirement.into_iter().next().unwrap_or((AclOperation::Alter, AclResource::Cluster));
     let refusal = Refusal { principal, operation, resource };
     tracing::debug!(api_key = %frame.header.api_key, %refusal, "request refused");
     Err(AdminResponse::error(ErrorCode::AuthorizationFailed, refusal.to_string()))
@@ -223,7 +224,11 @@ impl ServerContext {
         auth.token = Some((found.name.clone(), digest));
         let principal = auth.tls_principal.clone().unwrap_or_else(|| found.principal());
         tracing::debug!(%principal, "connection authenticated by token");
-        AuthenticateResponse { error_code: ErrorCode::None, message: None, principal: Some(principal) }
+        AuthenticateResponse {
+            error_code: ErrorCode::None,
+            message: None,
+            principal: Some(principal),
+        }
     }
 
     /// Adds ACL bindings (existing ones stay as they are).
@@ -234,8 +239,13 @@ impl ServerContext {
                 Ok(key) => key,
                 Err(error) => return store_error(&error),
             };
-            match self.store.put_typed(ObjectKind::Acl, &key, binding, ExpectedVersion::Absent, None)
-            {
+            match self.store.put_typed(
+                ObjectKind::Acl,
+                &key,
+                binding,
+                ExpectedVersion::Absent,
+                None,
+            ) {
                 Ok(version) => {
                     tracing::info!(%binding, "ACL added");
                     newest = newest.max(Some(version));
@@ -291,9 +301,13 @@ impl ServerContext {
             Err(error) => return failed(ErrorCode::InvalidRequest, error.to_string()),
         };
         let token = draw_token();
-        let digest =
-            TokenDigest { name: request.name.clone(), sha256: token_digest(&token), created_ms: now_ms() };
-        match self.store.put_typed(ObjectKind::Token, &key, &digest, ExpectedVersion::Absent, None) {
+        let digest = TokenDigest {
+            name: request.name.clone(),
+            sha256: token_digest(&token),
+            created_ms: now_ms(),
+        };
+        match self.store.put_typed(ObjectKind::Token, &key, &digest, ExpectedVersion::Absent, None)
+        {
             Ok(version) => {
                 tracing::info!(name = %request.name, "access token created");
                 self.written(version);
@@ -332,7 +346,10 @@ impl ServerContext {
         let tokens = snapshot
             .tokens
             .values()
-            .map(|cached| TokenInfo { name: cached.value.name.clone(), created_ms: cached.value.created_ms })
+            .map(|cached| TokenInfo {
+                name: cached.value.name.clone(),
+                created_ms: cached.value.created_ms,
+            })
             .collect();
         ListTokensResponse { tokens, ..ListTokensResponse::default() }
     }

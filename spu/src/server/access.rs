@@ -30,7 +30,9 @@ use sluice_proto::api::security::{
 };
 use sluice_proto::authz::{token_digest, Authorizer, Refusal};
 use sluice_proto::error_code::ErrorCode;
-use sluice_proto::object::{AclOperation, AclResource, Principal, Sha256Digest, TokenName, TopicName};
+use sluice_proto::object::{
+    AclOperation, AclResource, Principal, Sha256Digest, TokenName, TopicName,
+};
 
 /// Decisions cached per connection at most (a client touching more topics re-decides).
 pub const DECISIONS_MAX: usize = 64;
@@ -120,13 +122,15 @@ impl ConnectionAccess {
                 principal: None,
             };
         };
-        let principal = self
-            .tls_principal
-            .clone()
-            .unwrap_or_else(|| Principal::User(name.as_str().to_owned()));
+        let principal =
+            self.tls_principal.clone().unwrap_or_else(|| Principal::User(name.as_str().to_owned()));
         self.token = Some((name, digest));
         self.version = u64::MAX; // forget decisions made as the earlier principal
-        AuthenticateResponse { error_code: ErrorCode::None, message: None, principal: Some(principal) }
+        AuthenticateResponse {
+            error_code: ErrorCode::None,
+            message: None,
+            principal: Some(principal),
+        }
     }
 
     fn refresh(&mut self, security: &CoreSecurity) {
@@ -158,10 +162,8 @@ impl ConnectionAccess {
             return None;
         }
         self.refresh(security);
-        if let Some((_, _, code)) = self
-            .decisions
-            .iter()
-            .find(|(cached_operation, cached_topic, _)| {
+        if let Some((_, _, code)) =
+            self.decisions.iter().find(|(cached_operation, cached_topic, _)| {
                 *cached_operation == operation && cached_topic == topic
             })
         {
@@ -237,7 +239,10 @@ mod tests {
         let right = access.authenticate(&first, &AuthenticateRequest { token: "slu_a".into() });
         assert_eq!(right.principal, Some(Principal::user("alice").unwrap()));
         assert_eq!(access.check(&first, AclOperation::Write, &orders), None);
-        assert_eq!(access.check(&first, AclOperation::Read, &orders), Some(ErrorCode::AuthorizationFailed));
+        assert_eq!(
+            access.check(&first, AclOperation::Read, &orders),
+            Some(ErrorCode::AuthorizationFailed)
+        );
         let revoked = CoreSecurity::new(&update(2, &[], vec![binding]));
         assert_eq!(
             access.check(&revoked, AclOperation::Write, &orders),

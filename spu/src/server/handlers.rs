@@ -31,8 +31,8 @@ use sluice_proto::ids::PartitionId;
 use sluice_proto::object::{AclOperation, PartitionKey, TopicName};
 
 use crate::metrics::Counter;
-use crate::server::connection::Outgoing;
 use crate::server::access::ConnectionAccess;
+use crate::server::connection::Outgoing;
 use crate::server::core::Core;
 use crate::server::ops::{self, PartitionRead, ReadMode, ReadRecords};
 use crate::server::replica::StagedProduce;
@@ -100,7 +100,10 @@ pub fn authenticate(
 ) -> Result<bool, HandlerError> {
     let request =
         sluice_proto::api::security::AuthenticateRequest::decode(header.api_version, body)
-            .map_err(|source| HandlerError::Undecodable { api_key: ApiKey::Authenticate, source })?;
+            .map_err(|source| HandlerError::Undecodable {
+                api_key: ApiKey::Authenticate,
+                source,
+            })?;
     let response = access.authenticate(&core.security.get(), &request);
     encode_frame(out, &response_header(header), &response)?;
     Ok(!response.error_code.is_ok())

@@ -26,9 +26,9 @@ use sluice_proto::api::stream_fetch::{
 };
 use sluice_proto::api::{ApiKey, Decode};
 use sluice_proto::error_code::ErrorCode;
-use sluice_proto::object::AclOperation;
 use sluice_proto::frame::{begin_frame, encode_frame, finish_frame, FrameHeader};
 use sluice_proto::ids::{CorrelationId, Offset};
+use sluice_proto::object::AclOperation;
 use sluice_proto::object::PartitionKey;
 
 use crate::metrics::{CoreProbe, Counter, Gauge};
