@@ -541,7 +541,9 @@ impl PartitionConsumer {
                 return Ok(Arc::clone(connection));
             }
         }
-        let connection = Arc::new(Connection::open(address, self.cluster.config.connect_timeout)?);
+        let config = &self.cluster.config;
+        let token = config.token.as_deref().map(|token| (token, config.request_timeout));
+        let connection = Arc::new(Connection::open_as(address, config.connect_timeout, token)?);
         self.connection = Some((address.to_owned(), Arc::clone(&connection)));
         Ok(connection)
     }
