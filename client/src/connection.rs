@@ -104,7 +104,8 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Connects and starts the reader thread.
+    /// Connects and starts the reader thread (no authentication).
+    #[cfg(test)]
     pub(crate) fn open(
         address: &str,
         connect_timeout: Duration,
