@@ -57,7 +57,7 @@ pub struct Cli {
     /// [default: the --config file's `sc`, else 127.0.0.1:9003]
     #[arg(long, global = true, env = "SLUICE_SC", value_name = "HOST:PORT[,..]")]
     pub sc: Option<String>,
-    /// Client configuration file (TOML: `sc`, `tls_ca`, `tls_cert`, `tls_key`); flags and
+    /// Client configuration file (TOML: `sc`, `tls_ca`, `tls_cert`, `tls_key`, `token`); flags and
     /// environment variables override its values.
     #[arg(long, global = true, env = "SLUICE_CONFIG", value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -70,6 +70,10 @@ pub struct Cli {
     /// PEM private key of --tls-cert.
     #[arg(long, global = true, env = "SLUICE_TLS_KEY", value_name = "PEM")]
     pub tls_key: Option<PathBuf>,
+    /// Access token (`slu_...`, from `sluice token create`): every connection authenticates
+    /// with it and acts as `User:<token name>` [default: the --config file's `token`].
+    #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
     /// The command.
     #[command(subcommand)]
     pub command: Command,
@@ -99,6 +103,12 @@ pub enum Command {
     /// Read records from a topic and print them, one per line.
     #[command(after_help = CONSUME_EXAMPLES)]
     Consume(ConsumeArgs),
+    /// Add, remove and list ACL bindings (enforced when the SC runs with --authorization).
+    #[command(subcommand)]
+    Acl(crate::security::AclCommand),
+    /// Create, revoke and list access tokens.
+    #[command(subcommand)]
+    Token(crate::security::TokenCommand),
 }
 
 /// How list and describe commands print.

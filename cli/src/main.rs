@@ -21,6 +21,7 @@ mod produce;
 mod reassign;
 mod rebalance;
 mod sc_api;
+mod security;
 mod units;
 
 use clap::Parser;
@@ -35,6 +36,7 @@ fn client_config(cli: &Cli) -> anyhow::Result<sluice_client::ClientConfig> {
         tls_ca: cli.tls_ca.clone(),
         tls_cert: cli.tls_cert.clone(),
         tls_key: cli.tls_key.clone(),
+        token: cli.token.clone().filter(|token| !token.is_empty()),
     };
     Ok(settings.resolve(args::SC_ADDRESS_DEFAULT)?)
 }
@@ -59,6 +61,8 @@ fn run(cli: &Cli, sc: &str) -> anyhow::Result<()> {
         Command::SpuGroup(command) => admin::spu_group(sc, command),
         Command::Produce(args) => produce::run(sc, args),
         Command::Consume(args) => consume::run(sc, args),
+        Command::Acl(command) => security::acl(sc, command),
+        Command::Token(command) => security::token(sc, command),
     }
 }
 

@@ -20,10 +20,16 @@ use sluice_proto::api::admin::{
 use sluice_proto::api::cluster::{
     HoldLeadershipRequest, HoldLeadershipResponse, PlanRebalanceRequest, PlanRebalanceResponse,
 };
+use sluice_proto::api::security::{
+    CreateAclsRequest, CreateTokenRequest, CreateTokenResponse, DeleteAclsRequest, ListAclsRequest,
+    ListAclsResponse, ListTokensRequest, ListTokensResponse, RevokeTokenRequest, TokenInfo,
+};
 use sluice_proto::api::{Decode, Request};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::ids::SpuId;
-use sluice_proto::object::{SpuGroupName, SpuGroupSpec, SpuSpec, TopicName, TopicSpec};
+use sluice_proto::object::{
+    AclBinding, Principal, SpuGroupName, SpuGroupSpec, SpuSpec, TokenName, TopicName, TopicSpec,
+};
 
 use crate::error::ClientError;
 use crate::sc::{Retry, ScClient, Shape};
@@ -70,8 +76,17 @@ has_error_code!(
     DescribeTopicResponse,
     ListSpusResponse,
     ListSpuGroupsResponse,
-    ListPartitionsResponse
+    ListPartitionsResponse,
+    ListAclsResponse,
+    ListTokensResponse
 );
+
+fn token_name(name: &str) -> Result<TokenName, ClientError> {
+    TokenName::new(name).map_err(|error| ClientError::InvalidInput {
+        what: "token name",
+        reason: error.to_string(),
+    })
+}
 
 fn topic_name(name: &str) -> Result<TopicName, ClientError> {
     TopicName::new(name).map_err(|error| ClientError::InvalidInput {
@@ -301,5 +316,44 @@ impl Admin {
     /// Deletes an SPU group.
     pub fn delete_spu_group(&self, name: &str) -> Result<(), ClientError> {
         self.mutate(&DeleteSpuGroupRequest { name: group_name(name)? })
+    }
+
+    /// Adds ACL bindings (existing ones are kept as they are). Needs alter on the cluster.
+    pub fn create_acls(&self, bindings: Vec<AclBinding>) -> Result<(), ClientError> {
+        self.mutate(&CreateAclsRequest { bindings })
+    }
+
+    /// Removes ACL bindings (missing ones are ignored).
+    pub fn delete_acls(&self, bindings: Vec<AclBinding>) -> Result<(), ClientError> {
+        self.mutate(&DeleteAclsRequest { bindings })
+    }
+
+    /// ACL bindings, of one principal or all, sorted.
+    pub fn list_acls(&self, principal: Option<Principal>) -> Result<Vec<AclBinding>, ClientError> {
+        let response: ListAclsResponse = self.read(&ListAclsRequest { principal })?;
+        Ok(response.bindings)
+    }
+
+    /// Creates an access token named `name` and returns its text, which the cluster does not
+    /// keep: store it now (it authenticates as `User:<name>`).
+    pub fn create_token(&self, name: &str) -> Result<String, ClientError> {
+        let request = CreateTokenRequest { name: token_name(name)? };
+        let response: CreateTokenResponse =
+            self.sc.call(&request, Shape::ErrorCodeFirst, Retry::Mutation)?;
+        match (response.error_code, response.token) {
+            (ErrorCode::None, Some(token)) => Ok(token),
+            (code, _) => Err(ClientError::server_message(code, response.message)),
+        }
+    }
+
+    /// Revokes an access token: requests authenticated by it are refused from now on.
+    pub fn revoke_token(&self, name: &str) -> Result<(), ClientError> {
+        self.mutate(&RevokeTokenRequest { name: token_name(name)? })
+    }
+
+    /// Access tokens: names and creation times (never secrets).
+    pub fn list_tokens(&self) -> Result<Vec<TokenInfo>, ClientError> {
+        let response: ListTokensResponse = self.read(&ListTokensRequest)?;
+        Ok(response.tokens)
     }
 }

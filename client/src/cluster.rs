@@ -131,7 +131,8 @@ impl Cluster {
                 reason: error.to_string(),
             })?;
         let inner = ClusterInner {
-            pool: ConnectionPool::new(config.connect_timeout, sc.transport().clone()),
+            pool: ConnectionPool::new(config.connect_timeout, sc.transport().clone())
+                .with_token(config.token.clone(), config.request_timeout),
             config,
             sc,
             metadata,

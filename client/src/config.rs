@@ -34,8 +34,9 @@ pub struct ClientConfig {
     pub request_timeout: Duration,
     /// TLS for every connection (SC and SPUs); `None`: plaintext.
     pub tls: Option<TlsConfig>,
-    /// Authentication token presented to the cluster (reserved for access control; not sent
-    /// by this version).
+    /// Access token (`slu_...`, from `sluice token create`): sent with `Authenticate` on every
+    /// new connection, to the SC and to SPUs, so the client acts as `User:<token name>`.
+    /// Never printed (`Debug` hides it).
     pub token: Option<String>,
 }
 

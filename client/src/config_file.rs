@@ -7,7 +7,7 @@
 //! tls_cert = "tls/admin.pem"
 //! tls_key = "tls/admin.key"
 //! # tls_server_name = "sc.local" # verify servers by this name instead of the host dialled
-//! # token = "..."                # reserved for access control
+//! # token = "slu_..."            # access token (`sluice token create`), for authorization
 //! ```
 //!
 //! Precedence, highest first: command-line flag, environment variable, file, default
@@ -34,7 +34,7 @@ pub struct ClientFile {
     pub tls_key: Option<PathBuf>,
     /// Name to verify every server's certificate against.
     pub tls_server_name: Option<String>,
-    /// Authentication token (reserved for access control).
+    /// Access token (`slu_...`, from `sluice token create`).
     pub token: Option<String>,
 }
 
@@ -73,6 +73,8 @@ pub struct ClientSettings {
     pub tls_cert: Option<PathBuf>,
     /// `--tls-key` / `SLUICE_TLS_KEY`.
     pub tls_key: Option<PathBuf>,
+    /// `--token` / `SLUICE_TOKEN`.
+    pub token: Option<String>,
 }
 
 impl ClientSettings {
@@ -100,7 +102,7 @@ impl ClientSettings {
             }
             None => None,
         };
-        config.token = file.token;
+        config.token = self.token.clone().or(file.token);
         config.validate()?;
         Ok(config)
     }
@@ -128,6 +130,8 @@ mod tests {
         assert_eq!(tls.cert, Some(PathBuf::from("/abs/admin.pem")));
         assert_eq!(config.token.as_deref(), Some("secret"));
         assert!(!format!("{config:?}").contains("secret"), "the token stays out of logs");
+        let flagged = ClientSettings { token: Some("flag".into()), ..settings.clone() };
+        assert_eq!(flagged.resolve("127.0.0.1:9003").unwrap().token.as_deref(), Some("flag"));
 
         let flags =
             ClientSettings { sc: Some("h:1".into()), tls_ca: Some("other.pem".into()), ..settings };

@@ -39,7 +39,8 @@ use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use sluice_proto::api::{ApiVersion, Request};
+use sluice_proto::api::security::{AuthenticateRequest, AuthenticateResponse};
+use sluice_proto::api::{ApiVersion, Decode, Request};
 use sluice_proto::frame::{encode_request, Frame, FrameDecoder, FRAME_BYTES_MAX_DEFAULT};
 use sluice_proto::ids::CorrelationId;
 use sluice_tls::rustls::ClientConnection;
@@ -180,8 +181,39 @@ pub(crate) struct Connection {
 }
 
 impl Connection {
-    /// Connects (with TLS when `transport` says so) and starts the reader thread.
+    /// Connects (with TLS when `transport` says so) and starts the reader thread (no
+    /// authentication).
+    #[cfg(test)]
     pub(crate) fn open(
+        address: &str,
+        connect_timeout: Duration,
+        transport: &Transport,
+    ) -> Result<Connection, ClientError> {
+        Connection::open_as(address, connect_timeout, transport, None)
+    }
+
+    /// Connects as [`Self::open`] does, then `Authenticate`s with `token` (when given) within
+    /// its timeout; a refused token is [`ClientError::AuthenticationFailed`].
+    pub(crate) fn open_as(
+        address: &str,
+        connect_timeout: Duration,
+        transport: &Transport,
+        token: Option<(&str, Duration)>,
+    ) -> Result<Connection, ClientError> {
+        let connection = Connection::open_unauthenticated(address, connect_timeout, transport)?;
+        if let Some((token, timeout)) = token {
+            let request = AuthenticateRequest { token: token.to_owned() };
+            let frame = connection.call(&request, "authenticate", timeout)?;
+            let response = AuthenticateResponse::decode(frame.header.api_version, &frame.body)
+                .map_err(|error| ClientError::decode(address, &error))?;
+            if !response.error_code.is_ok() {
+                return Err(ClientError::server_message(response.error_code, response.message));
+            }
+        }
+        Ok(connection)
+    }
+
+    fn open_unauthenticated(
         address: &str,
         connect_timeout: Duration,
         transport: &Transport,
@@ -453,11 +485,24 @@ pub(crate) struct ConnectionPool {
     connections: Mutex<HashMap<String, Arc<Connection>>>,
     connect_timeout: Duration,
     transport: Transport,
+    /// Token sent on every new connection, with the bound on its answer.
+    token: Option<(String, Duration)>,
 }
 
 impl ConnectionPool {
     pub(crate) fn new(connect_timeout: Duration, transport: Transport) -> ConnectionPool {
-        ConnectionPool { connections: Mutex::new(HashMap::new()), connect_timeout, transport }
+        ConnectionPool {
+            connections: Mutex::new(HashMap::new()),
+            connect_timeout,
+            transport,
+            token: None,
+        }
+    }
+
+    /// A pool whose connections authenticate with `token` (answer within `timeout`).
+    pub(crate) fn with_token(mut self, token: Option<String>, timeout: Duration) -> ConnectionPool {
+        self.token = token.map(|token| (token, timeout));
+        self
     }
 
     /// The live connection to `address`, connecting when there is none. Connecting happens
@@ -471,7 +516,9 @@ impl ConnectionPool {
                 }
             }
         }
-        let fresh = Arc::new(Connection::open(address, self.connect_timeout, &self.transport)?);
+        let token = self.token.as_ref().map(|(token, timeout)| (token.as_str(), *timeout));
+        let fresh =
+            Arc::new(Connection::open_as(address, self.connect_timeout, &self.transport, token)?);
         let mut connections = self.connections.lock().unwrap_or_else(|poison| poison.into_inner());
         match connections.get(address) {
             Some(existing) if !existing.is_closed() => Ok(Arc::clone(existing)),

@@ -148,6 +148,20 @@ pub enum ClientError {
     /// same offset.
     #[error("corrupt record batch: {0}")]
     CorruptBatch(#[from] BatchError),
+    /// The principal may not do this (ACLs; `AuthorizationFailed`), e.g. `User:alice may not
+    /// write topic orders`. Not retriable: an operator must grant it (`sluice acl add`).
+    #[error("{message} (AuthorizationFailed); an operator grants access with `sluice acl add`")]
+    AuthorizationFailed {
+        /// The server's message: principal, operation and resource.
+        message: String,
+    },
+    /// The access token is unknown or was revoked (`AuthenticationFailed`). Not retriable:
+    /// use another token (`sluice token create`).
+    #[error("{message} (AuthenticationFailed)")]
+    AuthenticationFailed {
+        /// The server's message.
+        message: String,
+    },
     /// The producer or cluster handle is shutting down. Not retriable.
     #[error("the client is shut down")]
     Closed,
@@ -275,6 +289,8 @@ impl ClientError {
             | ClientError::Protocol { .. }
             | ClientError::CorruptBatch(_)
             | ClientError::Closed
+            | ClientError::AuthorizationFailed { .. }
+            | ClientError::AuthenticationFailed { .. }
             | ClientError::TlsSetup { .. }
             | ClientError::TlsHandshake { .. }
             | ClientError::NotTls { .. }
@@ -298,19 +314,25 @@ impl ClientError {
     pub fn code(&self) -> Option<ErrorCode> {
         match self {
             ClientError::Server { code, .. } => Some(*code),
+            ClientError::AuthorizationFailed { .. } => Some(ErrorCode::AuthorizationFailed),
+            ClientError::AuthenticationFailed { .. } => Some(ErrorCode::AuthenticationFailed),
             _ => None,
         }
     }
 
     /// A server refusal with the code's own description as message.
     pub(crate) fn server(code: ErrorCode) -> ClientError {
-        ClientError::Server { code, message: code.description().to_owned() }
+        ClientError::server_message(code, None)
     }
 
     /// A server refusal with the server's message (or the code's description).
     pub(crate) fn server_message(code: ErrorCode, message: Option<String>) -> ClientError {
         let message = message.unwrap_or_else(|| code.description().to_owned());
-        ClientError::Server { code, message }
+        match code {
+            ErrorCode::AuthorizationFailed => ClientError::AuthorizationFailed { message },
+            ErrorCode::AuthenticationFailed => ClientError::AuthenticationFailed { message },
+            _ => ClientError::Server { code, message },
+        }
     }
 
     /// A data-path refusal of one partition (produce, fetch, list offsets), with a message
@@ -342,6 +364,14 @@ impl ClientError {
             }
             ErrorCode::UnknownTopicOrPartition | ErrorCode::ReplicaNotAvailable => {
                 "is not served by the SPU asked (a replica being created or moved); retrying"
+            }
+            ErrorCode::AuthorizationFailed | ErrorCode::AuthenticationFailed => {
+                let message = format!(
+                    "this client's principal may not access topic {topic} (partition \
+                     {partition}): {}",
+                    code.description()
+                );
+                return ClientError::server_message(code, Some(message));
             }
             _ => {
                 return ClientError::Server {

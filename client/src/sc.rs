@@ -23,6 +23,7 @@ use sluice_tls::ClientStream;
 
 use sluice_proto::api::admin::AdminResponse;
 use sluice_proto::api::metadata::MetadataWatchRequest;
+use sluice_proto::api::security::{AuthenticateRequest, AuthenticateResponse};
 use sluice_proto::api::{ApiVersion, Decode, Request};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::{encode_request, FRAME_HEADER_LEN, FRAME_LENGTH_MIN};
@@ -127,6 +128,8 @@ pub(crate) fn decode_response<T: for<'a> Decode<'a>>(
 struct ScConnection {
     stream: ClientStream,
     address: String,
+    /// Whether the configured token was accepted on this connection (or none is configured).
+    authenticated: bool,
 }
 
 impl ScConnection {
@@ -233,6 +236,17 @@ impl ScClient {
                 Err(OpenFailure::Fatal(error)) => return Err(error),
             };
             let address = connection.address.clone();
+            if !connection.authenticated {
+                match self.authenticate(&mut state, &address) {
+                    Ok(()) => {}
+                    Err(Some(error)) => return Err(error),
+                    Err(None) => {
+                        attempts.unreachable += 1;
+                        attempts.last_reason = Some(format!("{address}: authentication lost"));
+                        continue;
+                    }
+                }
+            }
             let exchanged = self.exchange(&mut state, request);
             if let Err(Exchange::NotSent(error) | Exchange::Lost(error)) = &exchanged {
                 if let Some(fatal) = fatal_error(&address, error) {
@@ -274,6 +288,43 @@ impl ScClient {
         Err(self.exhausted(attempts))
     }
 
+    /// Sends the configured token on the current connection. `Err(Some)`: refused (or a
+    /// standby, as `NoActiveController` is decided by the caller's next attempt); `Err(None)`:
+    /// the connection failed, try again.
+    fn authenticate(&self, state: &mut ScState, address: &str) -> Result<(), Option<ClientError>> {
+        let Some(token) = self.config.token.clone() else { return Ok(()) };
+        let request = AuthenticateRequest { token };
+        let frame = match self.exchange(state, &request) {
+            Ok(frame) => frame,
+            Err(Exchange::NotSent(error) | Exchange::Lost(error)) => {
+                self.drop_connection(state);
+                return Err(fatal_error(address, &error));
+            }
+        };
+        let version = ApiVersion(frame.api_version);
+        match decode_response::<AuthenticateResponse>(
+            address,
+            version,
+            &frame.body,
+            Shape::ErrorCodeFirst,
+        ) {
+            Ok(response) if response.error_code.is_ok() => {
+                if let Some(connection) = state.connection.as_mut() {
+                    connection.authenticated = true;
+                }
+                Ok(())
+            }
+            Ok(response) => {
+                Err(Some(ClientError::server_message(response.error_code, response.message)))
+            }
+            Err(ClientError::Server { code: ErrorCode::NotController, .. }) => {
+                self.drop_connection(state);
+                Err(None)
+            }
+            Err(error) => Err(Some(error)),
+        }
+    }
+
     fn exhausted(&self, attempts: Attempts) -> ClientError {
         if attempts.not_controller > 0 {
             ClientError::NoActiveController { addresses: self.addresses_text() }
@@ -302,7 +353,10 @@ impl ScClient {
         if state.connection.is_none() {
             let address = self.config.sc_addresses[state.address_index].clone();
             match self.open(&address) {
-                Ok(stream) => state.connection = Some(ScConnection { stream, address }),
+                Ok(stream) => {
+                    let authenticated = self.config.token.is_none();
+                    state.connection = Some(ScConnection { stream, address, authenticated });
+                }
                 Err(failure) => {
                     state.address_index =
                         (state.address_index + 1) % self.config.sc_addresses.len();
@@ -386,7 +440,11 @@ impl ScClient {
                 received: Vec::new(),
                 partial_since: None,
             };
-            match watch.subscribe() {
+            let subscribed = match &self.config.token {
+                Some(token) => watch.authenticate(token).and_then(|()| watch.subscribe()),
+                None => watch.subscribe(),
+            };
+            match subscribed {
                 Ok(()) => return Ok(watch),
                 Err(ClientError::Server { code: ErrorCode::NotController, .. }) => {
                     attempts.not_controller += 1;
@@ -452,6 +510,30 @@ pub(crate) enum WatchRead {
 impl WatchStream {
     /// Sends the watch request. The SC answers with a full snapshot push, or (a standby, a
     /// refusal) with an error body that [`WatchStream::read`]'s caller decodes.
+    /// Sends the token and waits for its answer (before subscribing, with correlation id 0).
+    fn authenticate(&mut self, token: &str) -> Result<(), ClientError> {
+        let mut out = Vec::new();
+        let request = AuthenticateRequest { token: token.to_owned() };
+        encode_request(&mut out, ApiVersion(0), CorrelationId(0), &request)?;
+        self.stream
+            .write_all(&out)
+            .map_err(|error| ClientError::connection(&self.address, error))?;
+        let frame = read_raw_frame(&mut self.stream)
+            .map_err(|error| ClientError::connection(&self.address, error))?;
+        let version = ApiVersion(frame.api_version);
+        let response = decode_response::<AuthenticateResponse>(
+            &self.address,
+            version,
+            &frame.body,
+            Shape::ErrorCodeFirst,
+        )?;
+        if response.error_code.is_ok() {
+            Ok(())
+        } else {
+            Err(ClientError::server_message(response.error_code, response.message))
+        }
+    }
+
     fn subscribe(&mut self) -> Result<(), ClientError> {
         let mut out = Vec::new();
         let request = MetadataWatchRequest { topics: None };

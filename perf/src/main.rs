@@ -17,7 +17,7 @@ use sluice_perf::workload::run::run;
 #[derive(Parser)]
 #[command(name = "sluice-perf", version, about = "Sluice's load generator")]
 struct Cli {
-    /// Client configuration file (TOML: `sc`, `tls_ca`, `tls_cert`, `tls_key`, as `sluice
+    /// Client configuration file (TOML: `sc`, `tls_ca`, `tls_cert`, `tls_key`, `token`, as `sluice
     /// --config`); flags and environment variables override it, and its `sc` applies when
     /// --sc is not given.
     #[arg(long, global = true, env = "SLUICE_CONFIG", value_name = "FILE")]
@@ -32,6 +32,9 @@ struct Cli {
     /// PEM private key of --tls-cert.
     #[arg(long, global = true, env = "SLUICE_TLS_KEY", value_name = "PEM")]
     tls_key: Option<std::path::PathBuf>,
+    /// Access token (`slu_...`, from `sluice token create`) for a cluster with authorization.
+    #[arg(long, global = true, env = "SLUICE_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    token: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         tls_ca: cli.tls_ca,
         tls_cert: cli.tls_cert,
         tls_key: cli.tls_key,
+        token: cli.token,
     });
     let outcome = match cli.command {
         Command::Produce(args) => workload(WorkloadKind::Produce, &args),

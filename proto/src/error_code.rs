@@ -100,7 +100,9 @@ error_codes! {
     NotEnoughReplicasAfterAppend = 20, retriable: true,
         "the append was written on the leader but in-sync replicas fell below the minimum";
     InvalidRequiredAcks = 21, retriable: false, "acks must be none, leader or all";
-    Unauthorized = 29, retriable: false, "the caller is not authorized for this operation";
+    AuthorizationFailed = 29, retriable: false,
+        "the caller's principal may not do this operation on this resource (ACLs); an \
+         operator grants it with `sluice acl add`";
     InvalidTimestamp = 32, retriable: false, "a record timestamp is out of the accepted range";
     UnsupportedVersion = 35, retriable: false,
         "this server does not support the API version of the request";
@@ -132,6 +134,8 @@ error_codes! {
     OffsetNotAvailable = 78, retriable: true,
         "the partition's new leader cannot prove its high watermark yet (its followers have \
          not reported since it took over); committed reads are answered once it can";
+    AuthenticationFailed = 58, retriable: false,
+        "the access token is unknown or revoked; create a new one with `sluice token create`";
     InvalidRecord = 87, retriable: false, "a record inside the batch is invalid";
     InvalidUpdateVersion = 95, retriable: true,
         "the in-sync set proposal was based on an older partition epoch than the SC's; the \
@@ -250,6 +254,10 @@ mod tests {
         assert_eq!(ErrorCode::RequestTimedOut.code(), 7);
         assert_eq!(ErrorCode::StorageFull.code(), 1006);
         assert_eq!(ErrorCode::FrameTooLarge.code(), 1008);
+        assert_eq!(ErrorCode::AuthorizationFailed.code(), 29);
+        assert_eq!(ErrorCode::AuthenticationFailed.code(), 58);
+        assert!(!ErrorCode::AuthorizationFailed.is_retriable());
+        assert!(!ErrorCode::AuthenticationFailed.is_retriable());
     }
 
     #[test]

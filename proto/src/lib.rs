@@ -8,12 +8,14 @@
 //! - [`frame`]: length-prefixed frames with API key, version and correlation id.
 //! - [`error_code`]: the one client-facing error-code enum, with fixed numbers.
 //! - [`api`]: every request and response, data plane and control plane.
-//! - [`object`]: specs and statuses of SPUs, SPU groups, topics and partitions.
+//! - [`object`]: specs and statuses of SPUs, SPU groups, topics and partitions; ACL bindings.
+//! - [`authz`]: the authorization decision over ACL bindings (pure), shared by SC and SPUs.
 
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod api;
+pub mod authz;
 pub mod codec;
 pub mod error_code;
 pub mod frame;

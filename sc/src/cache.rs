@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use serde::de::DeserializeOwned;
 use sluice_proto::ids::SpuId;
-use sluice_proto::object::{PartitionKey, SpuGroupName, TopicName};
+use sluice_proto::object::{
+    AclBinding, PartitionKey, SpuGroupName, TokenDigest, TokenName, TopicName,
+};
 
 use crate::objects::{PartitionObject, SpuGroupObject, SpuObject, TopicObject};
 use crate::store::{MetadataStore, ObjectKey, ObjectKind, StoreError, Version, WatchEvent};
@@ -67,6 +69,10 @@ pub struct Snapshot {
     pub spu_groups: BTreeMap<SpuGroupName, Cached<SpuGroupObject>>,
     /// Partitions by key.
     pub partitions: BTreeMap<PartitionKey, Cached<PartitionObject>>,
+    /// ACL bindings by store key.
+    pub acls: BTreeMap<ObjectKey, Cached<AclBinding>>,
+    /// Access-token digests by name.
+    pub tokens: BTreeMap<TokenName, Cached<TokenDigest>>,
 }
 
 impl Snapshot {
@@ -107,6 +113,10 @@ impl Snapshot {
             ObjectKind::Partition => {
                 put_into(&mut self.partitions, text.parse().ok(), version, value);
             }
+            ObjectKind::Acl => put_into(&mut self.acls, Some(key.clone()), version, value),
+            ObjectKind::Token => {
+                put_into(&mut self.tokens, TokenName::new(text).ok(), version, value);
+            }
         }
     }
 
@@ -119,6 +129,8 @@ impl Snapshot {
                 delete_from(&mut self.spu_groups, SpuGroupName::new(text).ok(), version);
             }
             ObjectKind::Partition => delete_from(&mut self.partitions, text.parse().ok(), version),
+            ObjectKind::Acl => delete_from(&mut self.acls, Some(key.clone()), version),
+            ObjectKind::Token => delete_from(&mut self.tokens, TokenName::new(text).ok(), version),
         }
     }
 }

@@ -163,6 +163,19 @@ pub struct ScArgs {
     /// PEM CA bundle SPU certificates must chain to (required with `--private-tls-cert`).
     #[arg(long, env = "SLUICE_SC_PRIVATE_TLS_CA")]
     pub private_tls_ca: Option<PathBuf>,
+    /// Enforce ACLs on every admin and metadata request here and on produce and fetch at the
+    /// SPUs (default off: plaintext development keeps working without any ACL).
+    #[arg(long, env = "SLUICE_SC_AUTHORIZATION", num_args = 0..=1, default_missing_value = "true")]
+    pub authorization: Option<bool>,
+    /// A principal that bypasses ACLs (`User:admin`), to bootstrap the first ACLs; repeatable,
+    /// or comma separated in the environment.
+    #[arg(long = "superuser", env = "SLUICE_SC_SUPERUSERS", value_delimiter = ',')]
+    pub superusers: Vec<sluice_proto::object::Principal>,
+    /// A file holding a token (any secret text, e.g. `openssl rand -base64 32`) that
+    /// authenticates as `User:bootstrap`, a superuser: how the first admin token and ACLs are
+    /// made. Only its SHA-256 is kept in memory.
+    #[arg(long, env = "SLUICE_SC_BOOTSTRAP_TOKEN_FILE")]
+    pub bootstrap_token_file: Option<PathBuf>,
 }
 
 /// The TOML file: the same settings as the flags, all optional.
@@ -196,6 +209,9 @@ pub struct FileConfig {
     private_tls_cert: Option<PathBuf>,
     private_tls_key: Option<PathBuf>,
     private_tls_ca: Option<PathBuf>,
+    authorization: Option<bool>,
+    superusers: Option<Vec<sluice_proto::object::Principal>>,
+    bootstrap_token_file: Option<PathBuf>,
 }
 
 /// Consul backend settings.
@@ -252,6 +268,20 @@ pub struct ScConfig {
     pub cluster: String,
     /// TLS of the private listener, client certificates required; `None`: plaintext.
     pub private_tls: Option<ServerTlsFiles>,
+    /// Authorization settings.
+    pub security: SecuritySettings,
+}
+
+/// Whether ACLs are enforced, and who bypasses them.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct SecuritySettings {
+    /// Enforce ACLs (`--authorization`).
+    pub authorization: bool,
+    /// Principals that bypass ACLs (`--superuser`).
+    pub superusers: Vec<sluice_proto::object::Principal>,
+    /// SHA-256 of the bootstrap token (`--bootstrap-token-file`), which authenticates as the
+    /// superuser `User:bootstrap`.
+    pub bootstrap_token: Option<sluice_proto::object::Sha256Digest>,
 }
 
 /// Defaults for new topics.
@@ -455,6 +485,32 @@ impl ScArgs {
             public_tls,
             cluster,
             private_tls,
+            security: SecuritySettings {
+                authorization: self.authorization.or(file.authorization).unwrap_or(false),
+                superusers: if self.superusers.is_empty() {
+                    file.superusers.unwrap_or_default()
+                } else {
+                    self.superusers
+                },
+                bootstrap_token: match self.bootstrap_token_file.or(file.bootstrap_token_file) {
+                    None => None,
+                    Some(path) => {
+                        let text = std::fs::read_to_string(&path).map_err(|error| {
+                            ConfigError::Invalid(format!(
+                                "cannot read the bootstrap token file {}: {error}",
+                                path.display()
+                            ))
+                        })?;
+                        let token = text.trim();
+                        if token.len() < 16 {
+                            return Err(ConfigError::Invalid(
+                                "the bootstrap token must be at least 16 characters".into(),
+                            ));
+                        }
+                        Some(sluice_proto::authz::token_digest(token))
+                    }
+                },
+            },
         })
     }
 }

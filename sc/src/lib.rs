@@ -36,6 +36,8 @@
 //! - [`ha`]: which SC is active (a Consul session lock), standbys, takeover, fencing of every
 //!   write with the term's token ([`store::FencedStore`]), fail-stop on loss.
 //! - [`config`] and [`process`]: the `sluice-sc` binary's flags and thread start-up.
+//! - [`security`]: ACL enforcement settings, the authorizer over the cached bindings, tokens;
+//!   [`server::access`] checks each public request.
 //!
 //! ## Thread map (who owns what, which channels connect them)
 //!
@@ -99,6 +101,7 @@ pub mod ha;
 pub mod metrics;
 pub mod objects;
 pub mod process;
+pub mod security;
 pub mod server;
 pub mod spu_link;
 pub mod store;

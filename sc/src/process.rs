@@ -168,7 +168,9 @@ impl TermPlan {
                 crate::controllers::run(store, cache, settings, holds, shutdown);
             })?);
         }
+        let security = Arc::new(crate::security::Security::new(self.config.security.clone()));
         self.server_gate.open(Arc::new(ServerContext {
+            security: Arc::clone(&security),
             store: store.clone(),
             cache: cache.clone(),
             topic_defaults: self.config.topic_defaults,
@@ -182,6 +184,7 @@ impl TermPlan {
             heartbeat_timeout: self.config.heartbeat_timeout,
             sessions: crate::spu_link::SpuSessions::default(),
             shutdown: self.shutdown.clone(),
+            security,
         }));
         self.active.store(true, Ordering::Relaxed);
         Ok(threads)

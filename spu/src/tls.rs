@@ -201,6 +201,17 @@ impl PeerIdentity {
         }
     }
 
+    /// The authorization principal a verified certificate names (`User:<first DNS name or
+    /// common name>`); `None` without a certificate.
+    pub fn principal(&self) -> Option<sluice_proto::object::Principal> {
+        match self {
+            PeerIdentity::Certificate { identity, .. } => identity
+                .principal()
+                .map(|name| sluice_proto::object::Principal::User(name.to_owned())),
+            PeerIdentity::Plaintext | PeerIdentity::Anonymous => None,
+        }
+    }
+
     /// Whether the peer may act as SPU `id`: on TLS only with a certificate naming it.
     pub fn may_act_as_spu(&self, id: SpuId) -> bool {
         match self {

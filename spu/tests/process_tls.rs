@@ -190,7 +190,7 @@ fn the_sc_refuses_a_registration_whose_certificate_names_another_spu() {
     };
     match register_as(&mut connect(), 5002) {
         SpuRegisterResponse::Refused { error_code, reason } => {
-            assert_eq!(error_code, ErrorCode::Unauthorized);
+            assert_eq!(error_code, ErrorCode::AuthorizationFailed);
             assert!(reason.contains("spu-5001.default"), "the certificate's identity: {reason}");
             assert!(reason.contains("claims SPU 5002"), "the id claimed: {reason}");
         }
@@ -379,11 +379,11 @@ fn replication_over_mutual_tls_loses_nothing_acknowledged_when_the_leader_dies()
     let other = (1..=3).find(|spu| *spu != leader.get() && *spu != follower).unwrap();
     assert_eq!(
         follower_fetch_as(&cluster, leader.get(), &topic, follower, other),
-        ErrorCode::Unauthorized
+        ErrorCode::AuthorizationFailed
     );
     assert_ne!(
         follower_fetch_as(&cluster, leader.get(), &topic, follower, follower),
-        ErrorCode::Unauthorized
+        ErrorCode::AuthorizationFailed
     );
     let leader_metrics = scrape(cluster.spu(leader.get()).metrics_address);
     assert_eq!(metric_sum(&leader_metrics, "sluice_spu_identity_refusals_total"), 1);

@@ -541,10 +541,13 @@ impl PartitionConsumer {
                 return Ok(Arc::clone(connection));
             }
         }
-        let connection = Arc::new(Connection::open(
+        let config = &self.cluster.config;
+        let token = config.token.as_deref().map(|token| (token, config.request_timeout));
+        let connection = Arc::new(Connection::open_as(
             address,
-            self.cluster.config.connect_timeout,
+            config.connect_timeout,
             self.cluster.sc.transport(),
+            token,
         )?);
         self.connection = Some((address.to_owned(), Arc::clone(&connection)));
         Ok(connection)

@@ -19,6 +19,8 @@
 //! - [`metadata`], [`admin`]: client <-> SC.
 //! - [`control`]: SC <-> SPU.
 //! - [`replication`]: SPU <-> SPU.
+//! - [`security`]: authentication (client <-> SC and SPU), ACLs and tokens (client <-> SC),
+//!   the security snapshot (SC -> SPU).
 //! - [`splice`]: building fetch-format responses whose records are spliced from files.
 //!
 //! | key | request | response | encoding |
@@ -30,14 +32,17 @@
 //! | 4 `StreamFetch` | [`stream_fetch::StreamFetchRequest`] | [`stream_fetch::StreamFetchPush`] (many) | binary |
 //! | 5 `StreamFetchCredit` | [`stream_fetch::StreamFetchCredit`] | none | binary |
 //! | 6 `StreamFetchCancel` | [`stream_fetch::StreamFetchCancel`] | none (the stream ends) | binary |
+//! | 7 `Authenticate` | [`security::AuthenticateRequest`] | [`security::AuthenticateResponse`] | postcard |
 //! | 100 `Metadata` | [`metadata::MetadataRequest`] | [`metadata::MetadataResponse`] | postcard |
 //! | 101 `MetadataWatch` | [`metadata::MetadataWatchRequest`] | [`metadata::MetadataWatchUpdate`] (many) | postcard |
 //! | 110..=141 admin | [`admin`] `*Request` | [`admin::AdminResponse`] or `*Response` | postcard |
-//! | 150..=151 cluster | [`cluster`] `*Request` | [`cluster`] `*Response` | postcard |
+//! | 150..=152 cluster | [`cluster`] `*Request` | [`cluster`] `*Response` | postcard |
+//! | 160..=165 ACLs, tokens | [`security`] `*Request` | [`admin::AdminResponse`] or `*Response` | postcard |
 //! | 200 `SpuRegister` | [`control::SpuRegisterRequest`] | [`control::SpuRegisterResponse`] | postcard |
 //! | 201 `Heartbeat` | [`control::HeartbeatRequest`] | [`control::HeartbeatResponse`] | postcard |
 //! | 202..=205 | [`control::SpuUpdate`], [`control::ReplicaUpdate`], [`control::RequestSnapshot`], [`control::LiveReplicaStatus`] | none | postcard |
 //! | 206 `AlterInSync` | [`control::AlterInSyncRequest`] | [`control::AlterInSyncResponse`] | postcard |
+//! | 207 `SecurityUpdate` | [`security::SecurityUpdate`] | none | postcard |
 //! | 300 `FollowerFetch` | [`replication::FollowerFetchRequest`] | [`fetch::FetchResponse`] | binary |
 //! | 301 `LeaderEpochEndOffset` | [`replication::LeaderEpochEndOffsetRequest`] | [`replication::LeaderEpochEndOffsetResponse`] | postcard |
 //!
@@ -58,6 +63,7 @@ pub mod list_offsets;
 pub mod metadata;
 pub mod produce;
 pub mod replication;
+pub mod security;
 pub mod splice;
 pub mod stream_fetch;
 
@@ -183,6 +189,8 @@ api_keys! {
     StreamFetchCredit = 5, V0, true;
     /// Client -> SPU: cancel a stream (one-way; the stream's last push says it ended).
     StreamFetchCancel = 6, V0, true;
+    /// Client -> SC or SPU: act as the principal of an access token from now on.
+    Authenticate = 7, V0, false;
     /// Client -> SC: topics, partitions, leaders and SPU endpoints.
     Metadata = 100, V0, false;
     /// Client -> SC: subscribe to metadata; updates are pushed with the request's correlation id.
@@ -221,6 +229,18 @@ api_keys! {
     PlanRebalance = 151, V0, false;
     /// Client -> SC: move leadership off an SPU and keep it off for a while (or release it).
     HoldLeadership = 152, V0, false;
+    /// Client -> SC: add ACL bindings.
+    CreateAcls = 160, V0, false;
+    /// Client -> SC: remove ACL bindings.
+    DeleteAcls = 161, V0, false;
+    /// Client -> SC: list ACL bindings.
+    ListAcls = 162, V0, false;
+    /// Client -> SC: create an access token (its text is answered once).
+    CreateToken = 163, V0, false;
+    /// Client -> SC: revoke an access token.
+    RevokeToken = 164, V0, false;
+    /// Client -> SC: list access tokens (no secrets).
+    ListTokens = 165, V0, false;
     /// SPU -> SC: first message on the control connection.
     SpuRegister = 200, V0, false;
     /// SC <-> SPU: liveness, either direction.
@@ -235,6 +255,8 @@ api_keys! {
     LiveReplicaStatus = 205, V0, true;
     /// Leader SPU -> SC: change the in-sync sets of partitions it leads.
     AlterInSync = 206, V0, false;
+    /// SC -> SPU: ACL bindings, token digests and superusers, always whole (one-way).
+    SecurityUpdate = 207, V0, true;
     /// Follower SPU -> leader SPU: pull records and the leader's high watermark.
     FollowerFetch = 300, V0, false;
     /// Follower SPU -> leader SPU: end offset of a leader epoch, for truncation.

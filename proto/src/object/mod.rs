@@ -7,6 +7,8 @@
 //! | SPU group  | [`SpuGroupName`]             | [`SpuGroupSpec`]      | [`SpuGroupStatus`]      |
 //! | topic      | [`TopicName`]                | [`TopicSpec`]         | [`TopicStatus`]         |
 //! | partition  | [`PartitionKey`]             | [`PartitionSpec`]     | [`PartitionStatus`]     |
+//! | ACL        | digest of the binding        | [`AclBinding`]        | none                    |
+//! | token      | [`TokenName`]                | [`TokenDigest`]       | none                    |
 //!
 //! All types are serde: the metadata store keeps them as readable JSON (an operator can read
 //! them with `consul kv get`), the control protocol sends them as postcard. Names validate on
@@ -16,13 +18,18 @@
 //! Store layout convention: one key per object, `<kind>/<key>`, where the key is the name, the
 //! SPU id in decimal, or the partition key's string form `topic-3`.
 
+pub mod acl;
 pub mod name;
 pub mod partition;
 pub mod spu;
 pub mod spu_group;
 pub mod topic;
 
-pub use name::{NameError, SpuGroupName, TopicName, NAME_LENGTH_MAX};
+pub use acl::{
+    AclBinding, AclOperation, AclPermission, AclResource, Principal, PrincipalError, Sha256Digest,
+    TokenDigest, TopicPrefix,
+};
+pub use name::{NameError, SpuGroupName, TokenName, TopicName, NAME_LENGTH_MAX};
 pub use partition::{
     InSyncSet, PartitionKey, PartitionKeyError, PartitionResolution, PartitionSpec,
     PartitionStatus, Reassignment, ReplicaConfig, ReplicaStatus,

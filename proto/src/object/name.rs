@@ -127,6 +127,11 @@ name_type!(
     SpuGroupName,
     "SPU group"
 );
+name_type!(
+    /// An access token's name (its principal is `User:<name>`).
+    TokenName,
+    "token"
+);
 
 #[cfg(test)]
 mod tests {

@@ -24,13 +24,21 @@ use sluice_proto::api::admin::{
 use sluice_proto::api::cluster::{
     HoldLeadershipRequest, HoldLeadershipResponse, PlanRebalanceRequest, PlanRebalanceResponse,
 };
-use sluice_proto::api::metadata::{MetadataRequest, MetadataWatchRequest, MetadataWatchUpdate};
+use sluice_proto::api::metadata::{
+    Change, Changes, MetadataRequest, MetadataWatchRequest, MetadataWatchUpdate,
+};
+use sluice_proto::api::security::{
+    AuthenticateRequest, AuthenticateResponse, CreateAclsRequest, CreateTokenRequest,
+    CreateTokenResponse, DeleteAclsRequest, ListAclsRequest, ListAclsResponse, ListTokensRequest,
+    ListTokensResponse, RevokeTokenRequest,
+};
 use sluice_proto::api::{ApiKey, Decode, Encode};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::{encode_frame, Frame, FrameError, FrameHeader};
-use sluice_proto::object::{SpuGroupName, TopicName};
+use sluice_proto::object::{Principal, SpuGroupName, TopicName};
 use sluice_tls::{looks_like_tls, ServerStream};
 
+use super::access::{self, ConnectionAuth, Viewer};
 use super::transport::Peer;
 use super::{decoder, metadata, ServerContext, IDLE_POLL, SHUTDOWN_POLL};
 
@@ -48,6 +56,8 @@ struct Watch {
     topics: Option<Vec<TopicName>>,
     changes: Receiver<()>,
     last_sent: Option<MetadataWatchUpdate>,
+    /// Whose topics it shows (filtered by describe when ACLs are enforced).
+    viewer: Viewer,
 }
 
 /// Writes a whole response and flushes it (TLS holds records until a flush).
@@ -82,6 +92,14 @@ pub(super) fn serve(mut stream: ServerStream, peer: Peer, context: &ServerContex
     let mut first_read = true;
     let mut decoder = decoder();
     let mut watch: Option<Watch> = None;
+    // A verified client certificate names the connection's principal (`User:<name>`);
+    // without one, `Authenticate` with a token may name it, else it is anonymous.
+    let tls_principal = peer
+        .identity
+        .as_ref()
+        .and_then(|identity| identity.principal())
+        .map(|name| Principal::User(name.to_owned()));
+    let mut auth = ConnectionAuth::new(tls_principal);
     let mut chunk = vec![0u8; READ_CHUNK_BYTES];
     let mut poll = None;
     // When the buffered part of a frame started (None: nothing buffered).
@@ -152,7 +170,7 @@ pub(super) fn serve(mut stream: ServerStream, peer: Peer, context: &ServerContex
                     continue;
                 }
             };
-            let response = dispatch(&frame, &peer, context, &mut watch);
+            let response = dispatch(&frame, &peer, context, &mut watch, &mut auth);
             if !response.is_empty() && send(&mut stream, &response).is_err() {
                 return;
             }
@@ -209,7 +227,15 @@ fn push_watch(
     watch: &mut Watch,
 ) -> std::io::Result<()> {
     let snapshot = context.cache.snapshot();
-    let update = metadata::watch_update(&snapshot, watch.topics.as_deref());
+    let mut update = metadata::watch_update(&snapshot, watch.topics.as_deref());
+    let visible = watch.viewer.filter(context, &snapshot);
+    match &mut update.topics {
+        Changes::Full(topics) => topics.retain(|topic| visible(&topic.name)),
+        Changes::Delta { changes, .. } => changes.retain(|change| match change {
+            Change::Upsert(topic) => visible(&topic.name),
+            Change::Remove(name) => visible(name),
+        }),
+    }
     if let Some(last) = &watch.last_sent {
         if last.spus == update.spus && last.topics == update.topics {
             return Ok(());
@@ -310,16 +336,21 @@ fn reassign_failed(error_code: ErrorCode, message: String) -> ReassignPartitions
     ReassignPartitionsResponse { error_code, message: Some(message), results: Vec::new() }
 }
 
-/// Answers one request of `peer` (whose identity, when it has one, is the principal that
-/// authorization checks).
+/// Answers one request of `peer`: `auth` (the certificate's principal, else the connection's
+/// token) is who authorization checks.
 fn dispatch(
     frame: &Frame,
     peer: &Peer,
     context: &ServerContext,
     watch: &mut Option<Watch>,
+    auth: &mut ConnectionAuth,
 ) -> Vec<u8> {
     let header = &frame.header;
     tracing::trace!(%peer, api_key = %header.api_key, "request");
+    let viewer = match access::check(context, auth, frame) {
+        Ok(viewer) => viewer,
+        Err(refusal) => return encode(header, &refusal),
+    };
     match header.api_key {
         ApiKey::CreateTopic => with_request(
             frame,
@@ -333,7 +364,12 @@ fn dispatch(
         ),
         ApiKey::ListTopics => with_request(
             frame,
-            |request: ListTopicsRequest| context.list_topics(&request),
+            |request: ListTopicsRequest| {
+                let mut response = context.list_topics(&request);
+                let visible = viewer.filter(context, &context.cache.snapshot());
+                response.topics.retain(|topic| visible(&topic.name));
+                response
+            },
             |error_code, _| ListTopicsResponse { error_code, ..Default::default() },
         ),
         ApiKey::DescribeTopic => with_request(
@@ -373,7 +409,12 @@ fn dispatch(
         ),
         ApiKey::ListPartitions => with_request(
             frame,
-            |request: ListPartitionsRequest| context.list_partitions(&request),
+            |request: ListPartitionsRequest| {
+                let mut response = context.list_partitions(&request);
+                let visible = viewer.filter(context, &context.cache.snapshot());
+                response.partitions.retain(|partition| visible(&partition.key.topic));
+                response
+            },
             |error_code, _| ListPartitionsResponse { error_code, ..Default::default() },
         ),
         ApiKey::RebalanceLeaders => with_request(
@@ -418,7 +459,60 @@ fn dispatch(
                 ..Default::default()
             },
         ),
-        ApiKey::Metadata | ApiKey::MetadataWatch => dispatch_metadata(frame, context, watch),
+        ApiKey::Metadata | ApiKey::MetadataWatch => {
+            dispatch_metadata(frame, context, watch, viewer)
+        }
+        ApiKey::Authenticate => with_request(
+            frame,
+            |request: AuthenticateRequest| context.authenticate(auth, &request),
+            |error_code, message| AuthenticateResponse {
+                error_code,
+                message: Some(message),
+                principal: None,
+            },
+        ),
+        ApiKey::CreateAcls => with_request(
+            frame,
+            |request: CreateAclsRequest| context.create_acls(&request),
+            admin_failed,
+        ),
+        ApiKey::DeleteAcls => with_request(
+            frame,
+            |request: DeleteAclsRequest| context.delete_acls(&request),
+            admin_failed,
+        ),
+        ApiKey::ListAcls => with_request(
+            frame,
+            |request: ListAclsRequest| context.list_acls(&request),
+            |error_code, message| ListAclsResponse {
+                error_code,
+                message: Some(message),
+                ..Default::default()
+            },
+        ),
+        ApiKey::CreateToken => with_request(
+            frame,
+            |request: CreateTokenRequest| context.create_token(&request),
+            |error_code, message| CreateTokenResponse {
+                error_code,
+                message: Some(message),
+                token: None,
+            },
+        ),
+        ApiKey::RevokeToken => with_request(
+            frame,
+            |request: RevokeTokenRequest| context.revoke_token(&request),
+            admin_failed,
+        ),
+        ApiKey::ListTokens => with_request(
+            frame,
+            |_: ListTokensRequest| context.list_tokens(),
+            |error_code, message| ListTokensResponse {
+                error_code,
+                message: Some(message),
+                ..Default::default()
+            },
+        ),
         other => {
             let message = format!("{other} is not served on the SC's public address");
             encode(header, &AdminResponse::error(ErrorCode::InvalidRequest, message))
@@ -426,13 +520,21 @@ fn dispatch(
     }
 }
 
-fn dispatch_metadata(frame: &Frame, context: &ServerContext, watch: &mut Option<Watch>) -> Vec<u8> {
+fn dispatch_metadata(
+    frame: &Frame,
+    context: &ServerContext,
+    watch: &mut Option<Watch>,
+    viewer: Viewer,
+) -> Vec<u8> {
     let header = &frame.header;
     match header.api_key {
         ApiKey::Metadata => match MetadataRequest::decode(header.api_version, &frame.body) {
             Ok(request) => {
                 let snapshot = context.cache.snapshot();
-                encode(header, &metadata::metadata(&snapshot, request.topics.as_deref()))
+                let mut response = metadata::metadata(&snapshot, request.topics.as_deref());
+                let visible = viewer.filter(context, &snapshot);
+                response.topics.retain(|topic| visible(&topic.name));
+                encode(header, &response)
             }
             Err(error) => {
                 encode(header, &AdminResponse::error(ErrorCode::InvalidRequest, error.to_string()))
@@ -446,6 +548,7 @@ fn dispatch_metadata(frame: &Frame, context: &ServerContext, watch: &mut Option<
                         topics: request.topics,
                         changes: context.cache.subscribe(),
                         last_sent: None,
+                        viewer,
                     });
                     Vec::new()
                 }

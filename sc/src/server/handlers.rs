@@ -40,7 +40,7 @@ use crate::store::{ExpectedVersion, ObjectKey, ObjectKind, StoreError, TypedStor
 /// Longest wait for the cache to show an admin write before answering anyway.
 pub(crate) const WRITE_VISIBLE_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn store_error(error: &StoreError) -> AdminResponse {
+pub(super) fn store_error(error: &StoreError) -> AdminResponse {
     AdminResponse::error(ErrorCode::ScUnavailable, format!("metadata store: {error}"))
 }
 
@@ -58,7 +58,7 @@ fn config_error(error: &ConfigError) -> AdminResponse {
 }
 
 impl ServerContext {
-    fn written(&self, version: Version) -> AdminResponse {
+    pub(super) fn written(&self, version: Version) -> AdminResponse {
         if !self.cache.wait_for_revision(version, WRITE_VISIBLE_TIMEOUT) {
             tracing::warn!(version = version.get(), "admin write not yet visible in the cache");
         }
@@ -142,7 +142,7 @@ impl ServerContext {
         }
     }
 
-    fn delete_object(
+    pub(super) fn delete_object(
         &self,
         kind: ObjectKind,
         key: &ObjectKey,

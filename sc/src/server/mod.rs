@@ -32,6 +32,7 @@
 //! Frame-level error responses carry an [`AdminResponse`] body, because the protocol has no
 //! generic error envelope; the same is used for `Metadata`, whose response has no error code.
 
+pub mod access;
 mod cluster;
 mod connection;
 pub mod handlers;
@@ -103,6 +104,8 @@ pub struct ServerContext {
     pub holds: Arc<crate::controllers::holds::LeadershipHolds>,
     /// Longest time to receive the rest of a started frame.
     pub frame_read_timeout: Duration,
+    /// ACL enforcement and the current authorizer.
+    pub security: Arc<crate::security::Security>,
 }
 
 /// Accepts connections until shutdown; spawns one thread per connection (bounded). A

@@ -33,7 +33,7 @@
 //!
 //! With `--private-tls-cert/--private-tls-key/--private-tls-ca` the listener speaks TLS and
 //! requires a client certificate from the CA. An SPU's identity on a TLS link is its
-//! certificate's, never its claim: a registration as SPU `N` is refused (`Unauthorized`, an
+//! certificate's, never its claim: a registration as SPU `N` is refused (`AuthorizationFailed`, an
 //! error naming the certificate's identity and the id claimed, logged at warn) unless the
 //! certificate names `spu-N.<cluster>`. The handshake runs on the connection's thread within
 //! [`HANDSHAKE_TIMEOUT`]; a plaintext SPU on a TLS listener is logged and closed.
@@ -171,6 +171,8 @@ pub struct SpuLinkContext {
     pub sessions: SpuSessions,
     /// Set to stop.
     pub shutdown: Arc<AtomicBool>,
+    /// ACL enforcement, bindings and token digests pushed to SPUs.
+    pub security: Arc<crate::security::Security>,
 }
 
 /// Accepts SPU connections until shutdown; one thread per connection (bounded). Until `gate`

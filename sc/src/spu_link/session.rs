@@ -14,6 +14,7 @@ use sluice_proto::api::control::{
     SpuUpdate,
 };
 use sluice_proto::api::metadata::{Change, Changes};
+use sluice_proto::api::security::SecurityUpdate;
 use sluice_proto::api::{ApiKey, ApiVersion, Decode, Encode};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::{encode_frame, Frame, FrameDecoder, FrameHeader};
@@ -58,6 +59,8 @@ struct Sent {
     spus: BTreeMap<SpuId, SpuPeer>,
     replicas_epoch: UpdateEpoch,
     replicas: BTreeMap<PartitionKey, (PartitionSpec, InSyncSet)>,
+    /// The last security snapshot sent (its version aside, to tell whether anything changed).
+    security: Option<SecurityUpdate>,
 }
 
 struct Session<'a> {
@@ -194,7 +197,7 @@ fn register<'a>(
     };
     if let Err(reason) = identity.check_spu(request.id) {
         tracing::warn!(%peer, spu = %request.id, %reason, "SPU registration refused");
-        return Err(refuse(&mut stream, ErrorCode::Unauthorized, reason));
+        return Err(refuse(&mut stream, ErrorCode::AuthorizationFailed, reason));
     }
     if !context.cache.snapshot().spus.contains_key(&request.id) {
         let reason = format!(
@@ -325,8 +328,29 @@ impl Session<'_> {
         self.send_full(SnapshotKind::All)
     }
 
+    /// Sends the security snapshot when its contents differ from the last one sent (always
+    /// before the first replica update, so an SPU never serves a replica without it).
+    fn send_security(&mut self, snapshot: &Snapshot) -> Result<(), End> {
+        let update = self.context.security.spu_update(snapshot);
+        let unchanged = self.sent.security.as_ref().is_some_and(|sent| {
+            sent.enforced == update.enforced
+                && sent.superusers == update.superusers
+                && sent.bindings == update.bindings
+                && sent.tokens == update.tokens
+        });
+        if unchanged {
+            return Ok(());
+        }
+        let header = self.header(ApiKey::SecurityUpdate);
+        write_message(&mut self.stream, header, &update)?;
+        self.sent.security = Some(update);
+        Ok(())
+    }
+
     fn send_full(&mut self, kind: SnapshotKind) -> Result<(), End> {
-        let (spus, replicas) = desired(&self.context.cache.snapshot(), self.id);
+        let snapshot = self.context.cache.snapshot();
+        self.send_security(&snapshot)?;
+        let (spus, replicas) = desired(&snapshot, self.id);
         if matches!(kind, SnapshotKind::Spus | SnapshotKind::All) {
             let epoch = UpdateEpoch(self.sent.spus_epoch.get() + 1);
             let update =
@@ -349,7 +373,9 @@ impl Session<'_> {
     }
 
     fn send_deltas(&mut self) -> Result<(), End> {
-        let (spus, replicas) = desired(&self.context.cache.snapshot(), self.id);
+        let snapshot = self.context.cache.snapshot();
+        self.send_security(&snapshot)?;
+        let (spus, replicas) = desired(&snapshot, self.id);
         let spu_changes = diff(&self.sent.spus, &spus, |_, peer| peer.clone());
         if !spu_changes.is_empty() {
             let base_epoch = self.sent.spus_epoch;

@@ -24,12 +24,23 @@ pub enum ObjectKind {
     Topic,
     /// Partitions, keyed by `<topic>-<partition>`.
     Partition,
+    /// ACL bindings, keyed by the hex SHA-256 of the binding's JSON (one object per binding,
+    /// so adding and removing never race on a shared document).
+    Acl,
+    /// Access-token digests, keyed by token name.
+    Token,
 }
 
 impl ObjectKind {
     /// Every kind, in a fixed order.
-    pub const ALL: [ObjectKind; 4] =
-        [ObjectKind::Spu, ObjectKind::SpuGroup, ObjectKind::Topic, ObjectKind::Partition];
+    pub const ALL: [ObjectKind; 6] = [
+        ObjectKind::Spu,
+        ObjectKind::SpuGroup,
+        ObjectKind::Topic,
+        ObjectKind::Partition,
+        ObjectKind::Acl,
+        ObjectKind::Token,
+    ];
 
     /// The kind's name as used in paths (`<dir>/<name>/...`, `sluice/<name>/...`).
     pub const fn as_str(self) -> &'static str {
@@ -38,6 +49,8 @@ impl ObjectKind {
             ObjectKind::SpuGroup => "spu-groups",
             ObjectKind::Topic => "topics",
             ObjectKind::Partition => "partitions",
+            ObjectKind::Acl => "acls",
+            ObjectKind::Token => "tokens",
         }
     }
 

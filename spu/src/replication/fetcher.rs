@@ -368,8 +368,10 @@ impl Session {
         let frame = self.call(&request, Duration::ZERO).await?;
         let response = LeaderEpochEndOffsetResponse::decode(frame.header.api_version, &frame.body)
             .map_err(|error| format!("undecodable epoch answer: {error}"))?;
-        if let Some(refused) =
-            response.results.iter().find(|result| result.error_code == ErrorCode::Unauthorized)
+        if let Some(refused) = response
+            .results
+            .iter()
+            .find(|result| result.error_code == ErrorCode::AuthorizationFailed)
         {
             return Err(self.refused(refused.error_code));
         }
@@ -428,7 +430,7 @@ impl Session {
             .topics
             .iter()
             .flat_map(|topic| &topic.partitions)
-            .find(|answer| answer.header.error_code == ErrorCode::Unauthorized)
+            .find(|answer| answer.header.error_code == ErrorCode::AuthorizationFailed)
         {
             return Err(self.refused(refused.header.error_code));
         }

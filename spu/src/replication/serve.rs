@@ -91,7 +91,7 @@ pub async fn follower_fetch(
     handlers::fetch_response(header, &names, reads)
 }
 
-/// `Some(Unauthorized)` when the connection's certificate does not name the follower the
+/// `Some(AuthorizationFailed)` when the connection's certificate does not name the follower the
 /// request claims to be (an SPU's identity on a TLS link is its certificate's, never its
 /// claim); logged (rate-limited) and counted.
 fn refuse_identity(core: &Core, peer: &PeerIdentity, follower: SpuId) -> Option<ErrorCode> {
@@ -104,7 +104,7 @@ fn refuse_identity(core: &Core, peer: &PeerIdentity, follower: SpuId) -> Option<
         "replication refused: the request claims follower SPU {follower} but the certificate \
          names {peer} (expected spu-{follower}.{cluster})"
     ));
-    Some(ErrorCode::Unauthorized)
+    Some(ErrorCode::AuthorizationFailed)
 }
 
 /// Per partition of a request (flattened), when a throttled one may read again (`None`: not

@@ -134,6 +134,8 @@ pub enum ScLinkEvent {
     Spus(Arc<BTreeMap<SpuId, SpuPeer>>),
     /// The SC's answers to in-sync proposals sent on the `in_sync` channel.
     InSyncAnswers(AlterInSyncResponse),
+    /// ACL bindings, token digests and enforcement (always whole), before any replica set.
+    Security(Arc<sluice_proto::api::security::SecurityUpdate>),
 }
 
 /// Why [`run`] could not run. The link itself never fails on network trouble (it reconnects),

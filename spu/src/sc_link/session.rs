@@ -347,6 +347,24 @@ impl Session {
                 }
                 self.ask_snapshot(applied, SnapshotKind::Replicas).await
             }
+            ApiKey::SecurityUpdate => {
+                let update = sluice_proto::api::security::SecurityUpdate::decode(
+                    header.api_version,
+                    &frame.body,
+                )
+                .map_err(|error| protocol(&error))?;
+                tracing::info!(
+                    version = update.version,
+                    enforced = update.enforced,
+                    bindings = update.bindings.len(),
+                    tokens = update.tokens.len(),
+                    "security update from the SC"
+                );
+                if link.events.send(ScLinkEvent::Security(Arc::new(update))).await.is_err() {
+                    return Err(End::EventsClosed);
+                }
+                Ok(())
+            }
             ApiKey::AlterInSync => {
                 let answers = AlterInSyncResponse::decode(header.api_version, &frame.body)
                     .map_err(|error| protocol(&error))?;

@@ -31,7 +31,7 @@
 //! append already staged completes (its outcome is unknown to the client, as for any drop).
 //! A started frame must be finished within `--frame-read-timeout-ms` or the connection
 //! closes; a connection between requests is never timed out. Closes caused by what a client
-//! sent are logged by [`abuse_log`] (warnings, rate-limited per core).
+//! sent are logged by [`super::abuse_log`] (warnings, rate-limited per core).
 //!
 //! Memory per connection: nothing is set up before the connection's first byte (a peek waits
 //! for it), then the receive buffer starts at 64 KiB and grows, by doubling, only as
@@ -65,6 +65,7 @@ use sluice_proto::frame::{decode_header, FrameError, FrameHeader, FRAME_HEADER_L
 use sluice_proto::ids::CorrelationId;
 
 use crate::metrics::{CoreProbe, Counter, Gauge, Timing};
+use crate::server::access::ConnectionAccess;
 use crate::server::core::Core;
 use crate::server::handlers::{self, HandlerError};
 use crate::server::stream::{self, Streams};
@@ -315,6 +316,9 @@ where
     let frame_read_timeout = core.config.frame_read_timeout;
     let mut timed = false;
     let mut buffer = ReceiveBuffer { bytes: vec![0; RECEIVE_BUFFER_BYTES], start: 0, end: 0 };
+    // A verified client certificate names the connection's principal (`User:<name>`);
+    // without one, `Authenticate` with a token may name it, else it is anonymous.
+    let mut access = ConnectionAccess::new(peer.principal());
     loop {
         match decode_header(&buffer.bytes[buffer.start..buffer.end], frame_bytes_max) {
             Ok(Some(frame)) => {
@@ -324,7 +328,7 @@ where
                 let header = frame.header;
                 let bytes = &mut buffer.bytes[body];
                 let request = Request { port, peer: &peer, header: &header };
-                if !dispatch(&core, &streams, &writer, request, bytes).await {
+                if !dispatch(&core, &streams, &writer, request, bytes, &mut access).await {
                     break;
                 }
                 continue;
@@ -429,12 +433,13 @@ async fn dispatch(
     writer: &Rc<LocalSender<Outgoing>>,
     request: Request<'_>,
     body: &mut [u8],
+    access: &mut ConnectionAccess,
 ) -> bool {
     let header = request.header;
     let probe = Rc::clone(&core.probe);
     probe.request(header.api_key);
     probe.adjust(Gauge::RequestsInFlight, 1);
-    let outcome = run_request(core, streams, request, body).await;
+    let outcome = run_request(core, streams, request, body, access).await;
     probe.adjust(Gauge::RequestsInFlight, -1);
     match outcome {
         Ok((response, failed)) => {
@@ -466,6 +471,7 @@ async fn run_request(
     streams: &Rc<Streams>,
     request: Request<'_>,
     body: &mut [u8],
+    access: &mut ConnectionAccess,
 ) -> Result<(Option<Outgoing>, bool), HandlerError> {
     let Request { port, peer, header } = request;
     let mut out = Vec::new();
@@ -487,9 +493,12 @@ async fn run_request(
             handlers::api_versions(header, ErrorCode::UnknownApiKey, &mut out)?;
             true
         }
+        (Port::Public, ApiKey::Authenticate) => {
+            handlers::authenticate(core, access, header, body, &mut out)?
+        }
         (Port::Public, ApiKey::Produce) => {
             let started = Instant::now();
-            let staged = handlers::produce_stage(core, header, body).await?;
+            let staged = handlers::produce_stage(core, header, body, access).await?;
             if !staged.answers() {
                 return Ok((None, staged.finish(core, &mut out).await?));
             }
@@ -512,16 +521,16 @@ async fn run_request(
             return Ok((Some(Outgoing::Deferred(receiver)), false));
         }
         (Port::Public, ApiKey::Fetch) => {
-            let (response, summary) = handlers::fetch(core, header, body).await?;
+            let (response, summary) = handlers::fetch(core, header, body, access).await?;
             core.probe.add(Counter::RecordsFetched, summary.records);
             return Ok((Some(response), summary.errors));
         }
         (Port::Public, ApiKey::ListOffsets) => {
-            handlers::list_offsets(core, header, body, &mut out).await?
+            handlers::list_offsets(core, header, body, &mut out, access).await?
         }
         (Port::Public, ApiKey::StreamFetch) => {
             let writer = streams.writer();
-            stream::open(core, streams, header, body, &writer)?;
+            stream::open(core, streams, header, body, &writer, access)?;
             false
         }
         (Port::Public, ApiKey::StreamFetchCredit) => {

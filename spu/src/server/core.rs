@@ -81,6 +81,8 @@ pub struct Core {
     link_requests: RefCell<Option<LocalSender<AlterInSyncRequest>>>,
     /// This core's TLS configurations (`None`: plaintext).
     pub tls: CoreTlsHandle,
+    /// ACLs, token digests and enforcement as the SC last pushed them.
+    pub security: crate::server::access::SecurityCell,
 }
 
 /// Replica sets waiting for the reconcile task at most: only the latest matters, so a small
@@ -114,6 +116,7 @@ impl Core {
             fetchers: Fetchers::default(),
             link_requests: RefCell::new(None),
             tls,
+            security: crate::server::access::SecurityCell::default(),
         });
         (core, sets)
     }

@@ -28,14 +28,15 @@ use sluice_proto::codec::DecodeError;
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::{encode_frame, FrameHeader};
 use sluice_proto::ids::PartitionId;
-use sluice_proto::object::{PartitionKey, TopicName};
+use sluice_proto::object::{AclOperation, PartitionKey, TopicName};
 
 use crate::metrics::Counter;
+use crate::server::access::ConnectionAccess;
 use crate::server::connection::Outgoing;
 use crate::server::core::Core;
 use crate::server::ops::{self, PartitionRead, ReadMode, ReadRecords};
 use crate::server::replica::StagedProduce;
-use crate::server::shard::ReadRequest;
+use crate::server::shard::{ListOffsetOutcome, ProduceOutcome, ReadRequest};
 
 /// Longest long-poll a fetch may ask for; longer waits are cut to this.
 pub const FETCH_WAIT_MAX: Duration = Duration::from_secs(30);
@@ -53,6 +54,7 @@ pub const PUBLIC_APIS: &[ApiKey] = &[
     ApiKey::StreamFetch,
     ApiKey::StreamFetchCredit,
     ApiKey::StreamFetchCancel,
+    ApiKey::Authenticate,
 ];
 
 /// Why a request got no normal response.
@@ -88,6 +90,25 @@ pub fn api_versions(
     Ok(())
 }
 
+/// Authenticates the connection with an access token (never logged).
+pub fn authenticate(
+    core: &Rc<Core>,
+    access: &mut ConnectionAccess,
+    header: &FrameHeader,
+    body: &[u8],
+    out: &mut Vec<u8>,
+) -> Result<bool, HandlerError> {
+    let request =
+        sluice_proto::api::security::AuthenticateRequest::decode(header.api_version, body)
+            .map_err(|source| HandlerError::Undecodable {
+                api_key: ApiKey::Authenticate,
+                source,
+            })?;
+    let response = access.authenticate(&core.security.get(), &request);
+    encode_frame(out, &response_header(header), &response)?;
+    Ok(!response.error_code.is_ok())
+}
+
 /// A produce request after its appends: every partition is settled or waits for its
 /// acknowledgement; the response is whole once all of them are.
 pub struct ProduceInProgress {
@@ -103,13 +124,21 @@ pub async fn produce_stage(
     core: &Rc<Core>,
     header: &FrameHeader,
     body: &mut [u8],
+    access: &mut ConnectionAccess,
 ) -> Result<ProduceInProgress, HandlerError> {
     let request = ProduceRequest::<Range<usize>>::decode(header.api_version, body)
         .map_err(|source| HandlerError::Undecodable { api_key: ApiKey::Produce, source })?;
+    let security = core.security.get();
     let mut topics = Vec::with_capacity(request.topics.len());
     for topic in request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
+        let refused = access.check(&security, AclOperation::Write, &topic.name);
         for partition in topic.partitions {
+            if let Some(code) = refused {
+                let outcome = ProduceOutcome::error(code);
+                partitions.push((partition.partition, StagedProduce::Settled(outcome)));
+                continue;
+            }
             let key = PartitionKey::new(topic.name.clone(), partition.partition);
             let records = &mut body[partition.records];
             let staged =
@@ -168,16 +197,22 @@ pub async fn list_offsets(
     header: &FrameHeader,
     body: &[u8],
     out: &mut Vec<u8>,
+    access: &mut ConnectionAccess,
 ) -> Result<bool, HandlerError> {
     let request = ListOffsetsRequest::decode(header.api_version, body)
         .map_err(|source| HandlerError::Undecodable { api_key: ApiKey::ListOffsets, source })?;
+    let security = core.security.get();
     let mut response = ListOffsetsResponse { topics: Vec::with_capacity(request.topics.len()) };
     let mut failed = false;
     for topic in request.topics {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
+        let refused = access.check(&security, AclOperation::Describe, &topic.name);
         for partition in topic.partitions {
             let key = PartitionKey::new(topic.name.clone(), partition.partition);
-            let outcome = ops::list_offset(core, key, partition.spec, request.isolation).await;
+            let outcome = match refused {
+                Some(code) => ListOffsetOutcome::error(code),
+                None => ops::list_offset(core, key, partition.spec, request.isolation).await,
+            };
             failed |= !outcome.error_code.is_ok();
             partitions.push(ListOffsetsPartitionResponse {
                 partition: partition.partition,
@@ -197,15 +232,19 @@ async fn fetch_pass(
     core: &Rc<Core>,
     request: &FetchRequest,
     mode: ReadMode,
+    refused: &[Option<ErrorCode>],
 ) -> Vec<Vec<PartitionRead>> {
     let mut budget = request.max_bytes.min(FETCH_RESPONSE_BYTES_MAX);
     let mut topics = Vec::with_capacity(request.topics.len());
-    for topic in &request.topics {
+    for (index, topic) in request.topics.iter().enumerate() {
         let mut partitions = Vec::with_capacity(topic.partitions.len());
+        let refused = refused.get(index).copied().flatten();
         for partition in &topic.partitions {
             let key = PartitionKey::new(topic.name.clone(), partition.partition);
             let bytes_max = partition.partition_max_bytes.min(budget);
-            let result = if bytes_max == 0 {
+            let result = if let Some(code) = refused {
+                PartitionRead::error(partition.partition, code, partition.fetch_offset)
+            } else if bytes_max == 0 {
                 PartitionRead::error(partition.partition, ErrorCode::None, partition.fetch_offset)
             } else {
                 let read = ReadRequest {
@@ -270,13 +309,20 @@ pub async fn fetch(
     core: &Rc<Core>,
     header: &FrameHeader,
     body: &[u8],
+    access: &mut ConnectionAccess,
 ) -> Result<(Outgoing, FetchSummary), HandlerError> {
     let request = FetchRequest::decode(header.api_version, body)
         .map_err(|source| HandlerError::Undecodable { api_key: ApiKey::Fetch, source })?;
+    let security = core.security.get();
+    let refused: Vec<Option<ErrorCode>> = request
+        .topics
+        .iter()
+        .map(|topic| access.check(&security, AclOperation::Read, &topic.name))
+        .collect();
     let wait = Duration::from_millis(u64::from(request.max_wait_ms)).min(FETCH_WAIT_MAX);
     let deadline = Instant::now() + wait;
     let reads = loop {
-        let reads = fetch_pass(core, &request, ReadMode::Slices).await;
+        let reads = fetch_pass(core, &request, ReadMode::Slices, &refused).await;
         let total: usize = reads.iter().flatten().map(|read| read.records.len()).sum();
         let all_caught_up = reads.iter().flatten().all(|read| read.caught_up(request.isolation));
         let any_error = reads.iter().flatten().any(|read| !read.header.error_code.is_ok());

@@ -9,6 +9,7 @@
 //! serving; [`zero_copy`] sends fetch responses without copying record bytes.
 
 pub mod abuse_log;
+pub mod access;
 pub mod connection;
 pub mod core;
 pub mod deleted;

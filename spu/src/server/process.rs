@@ -713,6 +713,12 @@ async fn run_link(
                     core.send_to(peer, ShardMessage::Peers(Arc::clone(&peers))).await;
                 }
             }
+            ScLinkEvent::Security(update) => {
+                core.security.apply(&update);
+                for peer in (0..core.cores).filter(|peer| *peer != core.index) {
+                    core.send_to(peer, ShardMessage::Security(Arc::clone(&update))).await;
+                }
+            }
             ScLinkEvent::InSyncAnswers(answers) => {
                 core.deliver_in_sync_answers(answers.partitions).await;
             }

@@ -67,6 +67,8 @@ pub enum ShardMessage {
     },
     /// Core 0 -> every core: the peers (their replication ports).
     Peers(Peers),
+    /// Core 0 -> every core: ACLs, token digests and enforcement, as the SC pushed them.
+    Security(Arc<sluice_proto::api::security::SecurityUpdate>),
     /// Any core -> core 0: in-sync set proposals of the replicas it leads, for the SC.
     AlterInSync(Vec<AlterInSyncPartition>),
     /// Core 0 -> the owning core: the SC's answers to its proposals.

@@ -28,6 +28,7 @@ use sluice_proto::api::{ApiKey, Decode};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::{begin_frame, encode_frame, finish_frame, FrameHeader};
 use sluice_proto::ids::{CorrelationId, Offset};
+use sluice_proto::object::AclOperation;
 use sluice_proto::object::PartitionKey;
 
 use crate::metrics::{CoreProbe, Counter, Gauge};
@@ -135,6 +136,7 @@ pub fn open(
     header: &FrameHeader,
     body: &[u8],
     writer: &Rc<LocalSender<Outgoing>>,
+    access: &mut crate::server::access::ConnectionAccess,
 ) -> Result<(), HandlerError> {
     let request = match StreamFetchRequest::decode(header.api_version, body) {
         Ok(request) => request,
@@ -148,6 +150,12 @@ pub fn open(
             return Ok(());
         }
     };
+    // Checked once, when the stream opens: a stream is one request.
+    let security = core.security.get();
+    if let Some(code) = access.check(&security, AclOperation::Read, &request.topic) {
+        let _ = writer.try_send(Outgoing::Bytes(end_frame(header, code, request.start_offset)));
+        return Ok(());
+    }
     let too_many = streams.open.borrow().len() >= STREAMS_PER_CONNECTION_MAX;
     let duplicate = streams.open.borrow().contains_key(&header.correlation_id);
     if too_many || duplicate {

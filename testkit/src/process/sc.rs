@@ -208,6 +208,13 @@ impl ScProcess {
         wait_for_within("the SC to be active", TAKEOVER_TIMEOUT, || self.is_active().then_some(()));
     }
 
+    /// [`Self::restart`] with `flags` added to the ones it started with (e.g. turning
+    /// `--authorization` on once SPUs are registered).
+    pub fn restart_with_flags<S: AsRef<str>>(&mut self, flags: &[S]) {
+        self.builder.flags.extend(flags.iter().map(|flag| flag.as_ref().to_owned()));
+        self.restart();
+    }
+
     /// Starts the SC again on its data directory and on the ports it bound first (SPUs and
     /// clients know them), after killing it if it still runs; waits as the first start did.
     pub fn restart(&mut self) {
