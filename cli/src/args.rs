@@ -424,9 +424,11 @@ pub struct ClusterStartArgs {
     /// Longest wait for the SC and every SPU to come up, e.g. `60s`, `2m`.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = units::parse_duration)]
     pub timeout: std::time::Duration,
-    /// TLS on the SC's and the SPUs' listeners, with a throwaway CA and certificates written
-    /// to DIR/tls/ (client certificates optional), and DIR/client.toml for an `admin` client
-    /// identity: use it with `sluice --config DIR/client.toml ...`.
+    /// TLS on every listener with a throwaway CA and certificates written to DIR/tls/ (mutual
+    /// TLS between the SC and the SPUs, client certificates optional), authorization on (ACLs
+    /// enforced at the SC and the SPUs), and DIR/client.toml for the `admin` client identity, a
+    /// superuser: use it with `sluice --config DIR/client.toml ...`. Everyone else needs ACLs
+    /// (`sluice acl add`) and a certificate or a token (`sluice token create`).
     #[arg(long)]
     pub tls: bool,
 }

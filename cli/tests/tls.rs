@@ -141,3 +141,93 @@ fn a_local_cluster_with_tls_serves_its_admin_identity_through_client_toml() {
     assert!(!plaintext.status.success());
     assert!(plaintext.stderr.contains("requires TLS"), "{}", plaintext.stderr);
 }
+
+#[test]
+fn a_local_cluster_with_tls_admits_its_admin_certificate_and_acl_holders_only() {
+    let cluster = common::LocalCluster::new();
+    let started = cluster.start(&["--spus", "1", "--cores", "1", "--tls"]).success("start --tls");
+    assert!(started.stdout.contains("Authorization is on"), "{}", started.stdout);
+    let config = path(&cluster.dir().join("client.toml"));
+    let ca = path(&cluster.dir().join("tls").join("ca.pem"));
+    let sc = cluster.sc_address();
+
+    // The admin certificate's name is a superuser, at the SC and at the SPU.
+    sluice(&["--config", &config, "topic", "create", "orders", "--partitions", "1"])
+        .success("the admin creates a topic");
+    common::sluice_with_input(&["--config", &config, "produce", "orders"], Some(b"by-admin\n"))
+        .success("the admin produces");
+
+    // Without a certificate or a token a client is anonymous: refused, and told why.
+    let anonymous = sluice(&["--sc", &sc, "--tls-ca", &ca, "topic", "describe", "orders"]);
+    assert!(!anonymous.status.success(), "{}", anonymous.stdout);
+    assert!(
+        anonymous.stderr.contains("Anonymous may not describe topic orders"),
+        "{}",
+        anonymous.stderr
+    );
+
+    // A token names User:bob; he may write only once an ACL allows it.
+    let token = sluice(&["--config", &config, "token", "create", "bob"]).success("token create");
+    let token = token.stdout.trim().to_owned();
+    assert!(token.starts_with("slu_"), "{token}");
+    let bob = |args: &[&str], input: Option<&[u8]>| {
+        let mut all = vec!["--sc", sc.as_str(), "--tls-ca", ca.as_str(), "--token", token.as_str()];
+        all.extend_from_slice(args);
+        common::sluice_with_input(&all, input)
+    };
+    // The SC refuses at once: bob may not even see the topic.
+    let refused = bob(&["produce", "orders"], Some(b"by-bob\n"));
+    assert!(!refused.status.success(), "bob wrote without an ACL");
+    assert!(
+        refused.stderr.contains("User:bob may not describe topic orders"),
+        "{}",
+        refused.stderr
+    );
+    let add = |operation: &str| {
+        let args = [
+            "--config",
+            &config,
+            "acl",
+            "add",
+            "--principal",
+            "User:bob",
+            "--topic",
+            "orders",
+            "--operation",
+            operation,
+        ];
+        sluice(&args).success("acl add");
+    };
+    // Read (which implies describe): the SPU, which gets tokens and ACLs pushed moments after
+    // the commands return, refuses the write, and the SDK says who, what and which topic.
+    add("read");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let refused = bob(&["produce", "orders"], Some(b"by-bob\n"));
+        assert!(!refused.status.success(), "bob wrote without a write ACL");
+        if refused.stderr.contains("User:bob may not write topic orders") {
+            break;
+        }
+        // Until the SPU knows the token it refuses it; the SC may still say describe.
+        assert!(
+            refused.stderr.contains("AuthenticationFailed")
+                || refused.stderr.contains("may not describe"),
+            "{}",
+            refused.stderr
+        );
+        assert!(std::time::Instant::now() < deadline, "the ACLs never reached the SPU");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    add("write");
+    let consumed = loop {
+        let produced = bob(&["produce", "orders"], Some(b"by-bob\n"));
+        if produced.status.success() {
+            break bob(&["consume", "orders", "-B", "-d"], None);
+        }
+        assert!(produced.stderr.contains("may not write"), "{}", produced.stderr);
+        assert!(std::time::Instant::now() < deadline, "the write ACL never reached the SPU");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    };
+    let consumed = consumed.success("bob consumes");
+    assert_eq!(consumed.stdout.lines().collect::<Vec<_>>(), ["by-admin", "by-bob"]);
+}

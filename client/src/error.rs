@@ -383,6 +383,28 @@ impl ClientError {
         ClientError::Server { code, message: format!("partition {topic}/{partition} {situation}") }
     }
 
+    /// [`Self::partition`], with an ACL refusal saying who (`principal`, as the client knows
+    /// itself) may not do what (`operation`: read, write, describe) to which topic, as the SC's
+    /// refusals do (an SPU's answer carries only the code).
+    pub(crate) fn partition_refusal(
+        code: ErrorCode,
+        principal: impl FnOnce() -> String,
+        operation: &str,
+        topic: &str,
+        partition: u32,
+    ) -> ClientError {
+        match code {
+            ErrorCode::AuthorizationFailed => ClientError::AuthorizationFailed {
+                message: format!(
+                    "{} may not {operation} topic {topic} (partition {partition}, refused by its \
+                     leader)",
+                    principal()
+                ),
+            },
+            _ => ClientError::partition(code, topic, partition),
+        }
+    }
+
     pub(crate) fn connection(address: &str, error: std::io::Error) -> ClientError {
         ClientError::Connection { address: address.to_owned(), reason: Arc::new(error) }
     }

@@ -28,6 +28,7 @@ use sluice_proto::api::{ApiVersion, Decode, Request};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::{encode_request, FRAME_HEADER_LEN, FRAME_LENGTH_MIN};
 use sluice_proto::ids::CorrelationId;
+use sluice_proto::object::Principal;
 
 use crate::config::ClientConfig;
 use crate::error::ClientError;
@@ -183,6 +184,10 @@ pub(crate) struct ScClient {
     config: ClientConfig,
     transport: Transport,
     state: Mutex<ScState>,
+    /// The principal the SC said this client acts as (its last successful `Authenticate`).
+    authenticated_as: Mutex<Option<Principal>>,
+    /// The principal the client certificate names, if one is configured.
+    certificate_principal: Option<Principal>,
 }
 
 impl ScClient {
@@ -190,6 +195,8 @@ impl ScClient {
         config.validate()?;
         let config = config.resolved()?;
         let transport = Transport::new(&config)?;
+        let certificate_principal =
+            config.tls.as_ref().and_then(|tls| tls.cert.as_deref()).and_then(certificate_principal);
         Ok(ScClient {
             config,
             transport,
@@ -198,7 +205,25 @@ impl ScClient {
                 address_index: 0,
                 next_correlation_id: 1,
             }),
+            authenticated_as: Mutex::new(None),
+            certificate_principal,
         })
+    }
+
+    /// Who the servers take this client for, as best it knows: the certificate's name (which
+    /// servers prefer), else what the SC answered to the token, else `Anonymous` without a
+    /// token; for messages.
+    pub(crate) fn principal_text(&self) -> String {
+        if let Some(principal) = &self.certificate_principal {
+            return principal.to_string();
+        }
+        let authenticated =
+            self.authenticated_as.lock().unwrap_or_else(|poison| poison.into_inner()).clone();
+        match (authenticated, &self.config.token) {
+            (Some(principal), _) => principal.to_string(),
+            (None, Some(_)) => "this client's token".to_owned(),
+            (None, None) => Principal::Anonymous.to_string(),
+        }
     }
 
     pub(crate) fn config(&self) -> &ClientConfig {
@@ -311,6 +336,10 @@ impl ScClient {
             Ok(response) if response.error_code.is_ok() => {
                 if let Some(connection) = state.connection.as_mut() {
                     connection.authenticated = true;
+                }
+                if let Some(principal) = response.principal {
+                    *self.authenticated_as.lock().unwrap_or_else(|poison| poison.into_inner()) =
+                        Some(principal);
                 }
                 Ok(())
             }
@@ -615,6 +644,16 @@ impl WatchStream {
             }
         }
     }
+}
+
+/// The principal a PEM certificate file names (`User:<first DNS name or common name>`), as the
+/// servers derive it; `None` when the file cannot be read (the TLS setup reports that).
+fn certificate_principal(path: &std::path::Path) -> Option<Principal> {
+    use sluice_tls::rustls::pki_types::pem::PemObject;
+    use sluice_tls::rustls::pki_types::CertificateDer;
+    let first = CertificateDer::pem_file_iter(path).ok()?.next()?.ok()?;
+    let identity = sluice_tls::Identity::from_certificate(&first)?;
+    Some(Principal::User(identity.principal()?.to_owned()))
 }
 
 #[cfg(test)]

@@ -138,9 +138,10 @@ fn principals_acls_tokens_and_revocation_end_to_end() {
     assert_eq!(consume_one(&alice, "orders").unwrap(), b"hello");
     assert_eq!(consume_one(&alice, "orders-eu").unwrap(), b"from admin", "prefix read");
     match produce(&alice, "orders-eu", b"nope") {
-        Err(ClientError::AuthorizationFailed { message }) => {
-            assert!(message.contains("orders-eu"), "{message}")
-        }
+        Err(ClientError::AuthorizationFailed { message }) => assert!(
+            message.starts_with("User:alice may not write topic orders-eu"),
+            "the SPU's refusal names principal, operation and resource: {message}"
+        ),
         other => panic!("expected a refused write, got {other:?}"),
     }
     // Create and delete at the SC.

@@ -28,11 +28,22 @@ use sluice_proto::api::{ApiVersion, Decode};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::ids::{Offset, SpuId};
 use sluice_proto::object::{Endpoint, SpuSpec, SpuType, TopicName, TopicSpec};
-use sluice_testkit::process::SpuProcess;
+use sluice_testkit::process::{ServerProcess, SpuProcess};
 
 const RECORD_BYTES: usize = 1024;
 const BATCH_RECORDS: usize = 100;
 const IN_FLIGHT: usize = 8;
+
+/// CPU seconds (user + system) the process `pid` has used so far.
+fn cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the SPU's stat");
+    // Fields after the command name (which may hold spaces): utime is the 12th, stime the 13th.
+    let fields: Vec<&str> = stat.rsplit_once(')').expect("stat").1.split_whitespace().collect();
+    let ticks: u64 = fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap();
+    // SAFETY: sysconf reads a constant of the system.
+    let per_second = unsafe { libc::sysconf(libc::_SC_CLK_TCK) }.max(1) as f64;
+    ticks as f64 / per_second
+}
 
 fn env_number(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|value| value.parse().ok()).unwrap_or(default)
@@ -101,8 +112,9 @@ impl Setup {
     }
 }
 
-/// Produces `bytes_total` with [`IN_FLIGHT`] requests in flight; MiB/s.
-fn produce(setup: &Setup, bytes_total: u64) -> f64 {
+/// Produces `bytes_total` with [`IN_FLIGHT`] requests in flight; MiB/s and the SPU's CPU
+/// seconds per GiB.
+fn produce(setup: &Setup, bytes_total: u64) -> (f64, f64) {
     let mut client = setup.client();
     let value = vec![b'p'; RECORD_BYTES];
     let values: Vec<&[u8]> = (0..BATCH_RECORDS).map(|_| value.as_slice()).collect();
@@ -123,6 +135,7 @@ fn produce(setup: &Setup, bytes_total: u64) -> f64 {
         client.send(&request);
     };
     let started = Instant::now();
+    let cpu_before = cpu_seconds(setup.spu.pid());
     let mut sent = 0;
     let mut answered = 0;
     while answered < batches {
@@ -136,15 +149,19 @@ fn produce(setup: &Setup, bytes_total: u64) -> f64 {
         answered += 1;
     }
     let seconds = started.elapsed().as_secs_f64();
-    (batches * (RECORD_BYTES * BATCH_RECORDS) as u64) as f64 / (1 << 20) as f64 / seconds
+    let mib = (batches * (RECORD_BYTES * BATCH_RECORDS) as u64) as f64 / (1 << 20) as f64;
+    let cpu = cpu_seconds(setup.spu.pid()) - cpu_before;
+    (mib / seconds, cpu / (mib / 1024.0))
 }
 
-/// Reads the partition from offset 0 to its end; MiB/s of record bytes.
-fn consume(setup: &Setup) -> f64 {
+/// Reads the partition from offset 0 to its end; MiB/s of record bytes and the SPU's CPU
+/// seconds per GiB.
+fn consume(setup: &Setup) -> (f64, f64) {
     let mut client = setup.client();
     let mut next = Offset(0);
     let mut bytes: u64 = 0;
     let started = Instant::now();
+    let cpu_before = cpu_seconds(setup.spu.pid());
     loop {
         let (header, records) =
             client.fetch(&setup.topic, 0, next, (0, 0), Isolation::ReadCommitted);
@@ -156,7 +173,9 @@ fn consume(setup: &Setup) -> f64 {
         let values = record_values(&records);
         next = values.last().expect("records").0.next();
     }
-    bytes as f64 / (1 << 20) as f64 / started.elapsed().as_secs_f64()
+    let mib = bytes as f64 / (1 << 20) as f64;
+    let cpu = cpu_seconds(setup.spu.pid()) - cpu_before;
+    (mib / started.elapsed().as_secs_f64(), cpu / (mib / 1024.0))
 }
 
 /// Open-loop produce at `rate` records/s for `duration` (acks none) while a committed reader
@@ -234,16 +253,19 @@ fn main() {
     let seconds = env_number("TLS_BENCH_E2E_SECONDS", 10);
     let rate = env_number("TLS_BENCH_E2E_RATE", 10_000);
     println!(
-        "mode       produce MiB/s  consume MiB/s  e2e p50 ms  e2e p99 ms  e2e max ms  records \
-         ({mib} MiB; e2e {rate} records/s x 1 KiB for {seconds} s)"
+        "mode       produce MiB/s  CPU s/GiB  consume MiB/s  CPU s/GiB  e2e p50 ms  e2e p99 ms  \
+         e2e max ms  records ({mib} MiB; e2e {rate} records/s x 1 KiB for {seconds} s; SPU CPU)"
     );
-    for tls in [false, true] {
+    // Plaintext, TLS, TLS, plaintext: an effect of running first or second shows as a
+    // difference between the two runs of one mode.
+    for tls in [false, true, true, false] {
         let setup = Setup::start(tls);
-        let produced = produce(&setup, mib << 20);
-        let consumed = consume(&setup);
+        let (produced, produce_cpu) = produce(&setup, mib << 20);
+        let (consumed, consume_cpu) = consume(&setup);
         let (p50, p99, max, seen) = end_to_end(&setup, rate, Duration::from_secs(seconds));
         println!(
-            "{:<10} {produced:>13.1}  {consumed:>13.1}  {p50:>10.2}  {p99:>10.2}  {max:>10.2}  {seen}",
+            "{:<10} {produced:>13.1}  {produce_cpu:>9.2}  {consumed:>13.1}  {consume_cpu:>9.2}  \
+             {p50:>10.2}  {p99:>10.2}  {max:>10.2}  {seen}",
             if tls { "tls" } else { "plaintext" }
         );
     }

@@ -197,6 +197,7 @@ impl<'a> Launch<'a> {
             sc_public_listen: None,
             sc_private_listen: None,
             tls_dir: args.tls.then(|| data_dir.join(tls::TLS_DIR_NAME)),
+            authorization: args.tls,
             data_dir,
         };
         Launch::new(args, state, memlock_hint, false)
@@ -274,6 +275,13 @@ impl<'a> Launch<'a> {
                 data_dir.join(tls::TLS_DIR_NAME).display(),
                 client_file.display()
             );
+            if self.state.authorization {
+                println!(
+                    "Authorization is on: User:{} (that file's identity) is a superuser; others \
+                     need `sluice acl add` and a certificate or a token (`sluice token create`).",
+                    tls::ADMIN_IDENTITY
+                );
+            }
         } else if self.state.sc_public_address != crate::args::SC_ADDRESS_DEFAULT {
             println!(
                 "The SC is not at the default address: pass `--sc {}` (or set SLUICE_SC) to \
@@ -339,6 +347,10 @@ impl<'a> Launch<'a> {
         ];
         if let Some(tls_dir) = &self.state.tls_dir {
             args.extend(tls::sc_flags(tls_dir)?);
+        }
+        if self.state.authorization {
+            args.push("--authorization".into());
+            args.push(format!("--superuser=User:{}", tls::ADMIN_IDENTITY));
         }
         match self.state.metadata.as_str() {
             "embedded" => args.push("--store=embedded".into()),
@@ -770,6 +782,7 @@ mod tests {
             sc_public_listen: None,
             sc_private_listen: None,
             tls_dir: None,
+            authorization: false,
         }
     }
 

@@ -161,6 +161,7 @@ mod tests {
             sc_public_listen: None,
             sc_private_listen: None,
             tls_dir: None,
+            authorization: false,
         }
     }
 

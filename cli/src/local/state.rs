@@ -54,6 +54,9 @@ pub struct ClusterState {
     /// With `--tls`: the directory of the cluster's CA and certificates (`DIR/tls`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_dir: Option<PathBuf>,
+    /// With `--tls`: the SC enforces ACLs (`--authorization`), the admin identity a superuser.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub authorization: bool,
 }
 
 impl ClusterState {
@@ -203,6 +206,7 @@ mod tests {
             sc_public_listen: Some("0.0.0.0:9003".into()),
             sc_private_listen: None,
             tls_dir: None,
+            authorization: false,
         };
         save(&state).unwrap();
         assert_eq!(load(dir.path()).unwrap(), Some(state));

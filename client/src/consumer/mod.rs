@@ -301,9 +301,21 @@ impl PartitionConsumer {
                 reason: "list offsets response without the partition".into(),
             })?;
         if !answer.error_code.is_ok() {
-            return Err(self.partition_error(answer.error_code));
+            return Err(self.refusal(answer.error_code, "describe"));
         }
         Ok(answer.offset.map(Offset::get))
+    }
+
+    /// The error of an SPU's answer to `operation` on this partition.
+    fn refusal(&self, code: ErrorCode, operation: &str) -> ClientError {
+        let principal = || self.cluster.sc.principal_text();
+        ClientError::partition_refusal(
+            code,
+            principal,
+            operation,
+            self.topic.as_str(),
+            self.partition,
+        )
     }
 
     fn partition_error(&self, code: ErrorCode) -> ClientError {
@@ -574,7 +586,7 @@ impl PartitionConsumer {
             (answer.header.error_code, start..start + answer.records.len())
         };
         if !error_code.is_ok() {
-            return Err(self.partition_error(error_code));
+            return Err(self.refusal(error_code, "read"));
         }
         self.failing_since = None;
         if records.is_empty() {

@@ -459,8 +459,10 @@ impl SenderLoop<'_> {
                 *answer
             }
             Ok(answer) => {
-                let error = ClientError::partition(
+                let error = ClientError::partition_refusal(
                     answer.error_code,
+                    || self.shared.cluster.sc.principal_text(),
+                    "write",
                     partition.topic.name.as_str(),
                     partition.partition,
                 );
