@@ -4,7 +4,7 @@
 //!
 //! ```sh
 //! cargo build --release -p sluice-spu
-//! SLUICE_SPU_BIN=target/release/sluice-spu cargo bench -p sluice-spu --bench tls_throughput
+//! SLUICE_SPU_BIN=$PWD/target/release/sluice-spu cargo bench -p sluice-spu --bench tls_throughput
 //! ```
 //!
 //! Settings (environment): `TLS_BENCH_MIB` (produced per mode, default 256),

@@ -7,8 +7,8 @@
 //! certificate names another SPU; certificates of another CA are refused both ways; plaintext
 //! on a TLS port and TLS on a plaintext port are told apart clearly and the SPU lives on;
 //! replication with RF 3 and acks `all` over mutual TLS loses nothing acknowledged when the
-//! leader is killed; rotating the SPU's certificate files while a producer runs loses nothing
-//! and new connections get the new certificate.
+//! leader is killed; rotating the SPU's certificate files while a producer and a tailing
+//! consumer run loses nothing and new connections get the new certificate.
 
 mod process_common;
 
@@ -406,12 +406,36 @@ fn replication_over_mutual_tls_loses_nothing_acknowledged_when_the_leader_dies()
 }
 
 #[test]
-fn rotating_the_certificate_under_a_running_producer_loses_nothing() {
+fn rotating_the_certificate_under_a_running_producer_and_consumer_loses_nothing() {
     let cluster = TlsCluster::start(1, &[]);
     let topic = cluster.create_topic("rotated", 1);
     let files = cluster.pki.spu_files(1);
     let old_der = CertificateDer::from_pem_file(&files.cert).unwrap();
     let stop = Arc::new(AtomicBool::new(false));
+    // How many records the producer had acknowledged when it stopped (usize::MAX: running).
+    let produced = Arc::new(std::sync::atomic::AtomicUsize::new(usize::MAX));
+    // A tailing consumer on a connection opened before the rotation, reading committed records
+    // as they come until it has every acknowledged one.
+    let consumer = {
+        let mut client = cluster.client(cluster.spu.public_address);
+        let (topic, produced) = (topic.clone(), Arc::clone(&produced));
+        std::thread::spawn(move || {
+            let mut read = Vec::new();
+            let mut next = Offset(0);
+            while read.len() < produced.load(Ordering::Acquire) {
+                let (header, records) =
+                    client.fetch(&topic, 0, next, (100, 1), Isolation::ReadCommitted);
+                assert_eq!(header.error_code, ErrorCode::None);
+                for (offset, value) in record_values(&records) {
+                    if offset >= next {
+                        next = offset.next();
+                        read.push((offset, value));
+                    }
+                }
+            }
+            read
+        })
+    };
     let producer = {
         let mut client = cluster.client(cluster.spu.public_address);
         let (topic, stop) = (topic.clone(), Arc::clone(&stop));
@@ -441,6 +465,9 @@ fn rotating_the_certificate_under_a_running_producer_loses_nothing() {
     });
     stop.store(true, Ordering::Relaxed);
     let acknowledged = producer.join().expect("the producer (on its first connection)");
+    produced.store(acknowledged.len(), Ordering::Release);
+    let tailed = consumer.join().expect("the consumer (on its first connection)");
+    assert_eq!(tailed, acknowledged, "the consumer read every acknowledged record, once, in order");
     let mut client = cluster.client(cluster.spu.public_address);
     let fetched = client.fetch_values(&topic, 0, Offset(0), acknowledged.len());
     assert_eq!(fetched, acknowledged, "every acknowledged record, once, in order");
