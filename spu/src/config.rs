@@ -195,6 +195,18 @@ pub struct SpuArgs {
     /// listeners always require one) [default: none].
     #[arg(long, env = "SLUICE_SPU_TLS_CLIENT_AUTH")]
     pub tls_client_auth: Option<ClientAuth>,
+    /// PEM certificate chain for the public listeners only (shared and per core), e.g. one
+    /// your clients' CA issued; with `--public-tls-key`. The private listeners and this SPU's
+    /// links keep `--tls-cert` [default: --tls-cert].
+    #[arg(long, env = "SLUICE_SPU_PUBLIC_TLS_CERT", requires = "public_tls_key")]
+    pub public_tls_cert: Option<PathBuf>,
+    /// PEM private key of `--public-tls-cert`.
+    #[arg(long, env = "SLUICE_SPU_PUBLIC_TLS_KEY", requires = "public_tls_cert")]
+    pub public_tls_key: Option<PathBuf>,
+    /// PEM CA bundle that client certificates on the public listeners must chain to
+    /// [default: --tls-ca].
+    #[arg(long, env = "SLUICE_SPU_PUBLIC_TLS_CA")]
+    pub public_tls_ca: Option<PathBuf>,
     /// Rack of this SPU, put in the Consul registration's tags (placement uses the rack given
     /// to `sluice spu register`) [default: none].
     #[arg(long, env = "SLUICE_SPU_RACK")]
@@ -238,6 +250,9 @@ pub struct FileConfig {
     tls_key: Option<PathBuf>,
     tls_ca: Option<PathBuf>,
     tls_client_auth: Option<ClientAuth>,
+    public_tls_cert: Option<PathBuf>,
+    public_tls_key: Option<PathBuf>,
+    public_tls_ca: Option<PathBuf>,
 }
 
 /// `sc` in TOML: a list or one comma-separated string.
@@ -331,22 +346,34 @@ pub struct SpuTlsSettings {
     pub ca: PathBuf,
     /// Client certificates on the public listeners.
     pub client_auth: ClientAuth,
+    /// The public listeners' own certificate and key (`--public-tls-cert/key`); `None`: `cert`.
+    pub public_identity: Option<(PathBuf, PathBuf)>,
+    /// The CA bundle of client certificates on the public listeners; `None`: `ca`.
+    pub public_ca: Option<PathBuf>,
 }
 
 impl SpuTlsSettings {
     /// The public listeners' files.
     pub fn public_server(&self) -> ServerTlsFiles {
+        let (cert, key) =
+            self.public_identity.clone().unwrap_or_else(|| (self.cert.clone(), self.key.clone()));
         ServerTlsFiles {
-            cert: self.cert.clone(),
-            key: self.key.clone(),
-            ca: Some(self.ca.clone()),
+            cert,
+            key,
+            ca: Some(self.public_ca.clone().unwrap_or_else(|| self.ca.clone())),
             client_auth: self.client_auth,
         }
     }
 
-    /// The private (replication) listeners' files: client certificates required.
+    /// The private (replication) listeners' files: the in-cluster certificate, client
+    /// certificates required.
     pub fn private_server(&self) -> ServerTlsFiles {
-        ServerTlsFiles { client_auth: ClientAuth::Required, ..self.public_server() }
+        ServerTlsFiles {
+            cert: self.cert.clone(),
+            key: self.key.clone(),
+            ca: Some(self.ca.clone()),
+            client_auth: ClientAuth::Required,
+        }
     }
 
     /// The files of this SPU's own links (to the SC, to leaders).
@@ -462,12 +489,38 @@ impl SpuArgs {
         }
         let consul_token = self.consul_token.or(file.consul_token);
         let cluster = self.cluster.or(file.cluster).unwrap_or_else(|| "default".into());
-        let tls = resolve_tls(
+        let mut tls = resolve_tls(
             self.tls_cert.or(file.tls_cert),
             self.tls_key.or(file.tls_key),
             self.tls_ca.or(file.tls_ca),
             self.tls_client_auth.or(file.tls_client_auth),
         )?;
+        let public_identity = match (
+            self.public_tls_cert.or(file.public_tls_cert),
+            self.public_tls_key.or(file.public_tls_key),
+        ) {
+            (None, None) => None,
+            (Some(cert), Some(key)) => Some((cert, key)),
+            _ => {
+                return Err(ConfigError::Invalid(
+                    "--public-tls-cert and --public-tls-key go together".into(),
+                ))
+            }
+        };
+        let public_ca = self.public_tls_ca.or(file.public_tls_ca);
+        match &mut tls {
+            Some(tls) => {
+                tls.public_identity = public_identity;
+                tls.public_ca = public_ca;
+            }
+            None if public_identity.is_some() || public_ca.is_some() => {
+                return Err(ConfigError::Invalid(
+                    "--public-tls-* refine TLS that --tls-cert, --tls-key and --tls-ca turn on"
+                        .into(),
+                ))
+            }
+            None => {}
+        }
         let consul =
             self.consul_address.or(file.consul_address).map(|address| ConsulRegistrationSettings {
                 address,
@@ -608,9 +661,14 @@ fn resolve_tls(
 ) -> Result<Option<SpuTlsSettings>, ConfigError> {
     match (cert, key, ca) {
         (None, None, None) if client_auth.is_none() => Ok(None),
-        (Some(cert), Some(key), Some(ca)) => {
-            Ok(Some(SpuTlsSettings { cert, key, ca, client_auth: client_auth.unwrap_or_default() }))
-        }
+        (Some(cert), Some(key), Some(ca)) => Ok(Some(SpuTlsSettings {
+            cert,
+            key,
+            ca,
+            client_auth: client_auth.unwrap_or_default(),
+            public_identity: None,
+            public_ca: None,
+        })),
         _ => Err(ConfigError::Invalid(
             "TLS needs --tls-cert, --tls-key and --tls-ca together (--tls-client-auth only with \
              them)"
@@ -708,6 +766,39 @@ mod tests {
             ..SpuArgs::default()
         };
         assert!(incomplete.resolve().unwrap_err().to_string().contains("--tls-ca"));
+    }
+
+    #[test]
+    fn the_public_listeners_may_have_their_own_certificate_and_ca() {
+        let base = SpuArgs {
+            id: Some(1),
+            tls_cert: Some("spu.pem".into()),
+            tls_key: Some("spu.key".into()),
+            tls_ca: Some("cluster-ca.pem".into()),
+            ..SpuArgs::default()
+        };
+        let same = base.clone().resolve().unwrap().tls.unwrap();
+        assert_eq!(same.public_server().cert, PathBuf::from("spu.pem"));
+        let own = SpuArgs {
+            public_tls_cert: Some("public.pem".into()),
+            public_tls_key: Some("public.key".into()),
+            public_tls_ca: Some("clients-ca.pem".into()),
+            ..base.clone()
+        };
+        let tls = own.resolve().unwrap().tls.unwrap();
+        let public = tls.public_server();
+        assert_eq!((public.cert, public.key), ("public.pem".into(), "public.key".into()));
+        assert_eq!(public.ca, Some(PathBuf::from("clients-ca.pem")));
+        let private = tls.private_server();
+        assert_eq!((private.cert, private.ca), ("spu.pem".into(), Some("cluster-ca.pem".into())));
+        assert_eq!(tls.client().cert, Some(PathBuf::from("spu.pem")), "links keep theirs");
+        let without_tls = SpuArgs {
+            id: Some(1),
+            public_tls_cert: Some("public.pem".into()),
+            public_tls_key: Some("public.key".into()),
+            ..SpuArgs::default()
+        };
+        assert!(without_tls.resolve().unwrap_err().to_string().contains("--tls-cert"));
     }
 
     #[test]

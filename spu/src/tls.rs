@@ -5,7 +5,10 @@
 //! With `--tls-cert/--tls-key/--tls-ca` every listener speaks TLS: the public ones (shared and
 //! per core) ask clients for certificates as `--tls-client-auth` says; the private ones
 //! (replication) always require one. The SPU's own links (to the SC, to leaders) present the
-//! same certificate and trust the same CA. Without them everything is plaintext (the default).
+//! same certificate and trust the same CA. The public listeners may have their own certificate
+//! and client CA (`--public-tls-cert/key/ca`, e.g. from the CA clients already trust); the
+//! private ones and the links keep the in-cluster ones. Without `--tls-*` everything is
+//! plaintext (the default).
 //!
 //! Invariants:
 //! - **An SPU's identity on a TLS link is its certificate's, never its claim.** A follower's

@@ -235,6 +235,44 @@ fn tls_exchange(
 }
 
 #[test]
+fn the_public_listeners_may_present_a_certificate_of_another_ca() {
+    // Clients trust a CA of their own; the cluster's links keep the cluster CA.
+    let clients = Pki::new("clients CA");
+    let public = clients.issue("public", &[&spu_name(1, CLUSTER), "127.0.0.1"]);
+    let flags = [
+        format!("--public-tls-cert={}", public.cert.display()),
+        format!("--public-tls-key={}", public.key.display()),
+        format!("--public-tls-ca={}", clients.ca_path().display()),
+    ];
+    let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+    // Registration at the SC (private TLS, cluster CA) succeeded when `start` returns.
+    let cluster = TlsCluster::start(1, &flags);
+    let topic = TopicName::new("public-ca").unwrap();
+    let created = cluster.sc.admin().create_topic(topic.clone(), TopicSpec::computed(1, 1));
+    assert!(created.expect("create a topic").error_code.is_ok());
+    let name = spu_name(1, CLUSTER);
+    let mut client =
+        SpuClient::connect_tls(cluster.spu.public_address, &clients.client(None), &name)
+            .expect("a client of the clients' CA connects to the public port");
+    wait_for("the partition to be served", || {
+        let (header, _) = client.fetch(&topic, 0, Offset(0), (0, 0), Isolation::ReadUncommitted);
+        (header.error_code == ErrorCode::None).then_some(())
+    });
+    let produced = produce_values(&mut client, &topic, 0, "public", 10, Acks::Leader);
+    assert_eq!(client.fetch_values(&topic, 0, Offset(0), produced.len()), produced);
+    // A client trusting only the cluster CA refuses the public certificate, ...
+    let refused =
+        SpuClient::connect_tls(cluster.spu.public_address, &cluster.pki.client(None), &name);
+    assert!(refused.is_err(), "the public port presented the cluster certificate");
+    // ... and the private port still presents the cluster certificate and wants one of it.
+    let private = cluster.spu.core_private_addresses[0];
+    let own = cluster.pki.spu_files(2);
+    tls_exchange(private, &cluster.pki.client(Some(&own)), &name).expect("private, cluster CA");
+    let from_clients = tls_exchange(private, &clients.client(Some(&public)), &name);
+    assert!(from_clients.is_err(), "the private port accepted the clients' CA");
+}
+
+#[test]
 fn other_cas_and_the_wrong_protocol_are_refused_clearly_and_the_spu_lives_on() {
     let mut cluster = TlsCluster::start(1, &[]);
     let topic = cluster.create_topic("guarded", 1);
