@@ -45,6 +45,9 @@ pub enum AclCommand {
     #[command(after_help = ACL_EXAMPLES)]
     Remove(AclArgs),
     /// List bindings (of one principal with --principal).
+    #[command(
+        after_help = "Examples:\n  sluice acl list\n  sluice acl list --principal User:alice -O json"
+    )]
     List(AclListArgs),
 }
 
@@ -111,6 +114,7 @@ pub enum TokenCommand {
         name: String,
     },
     /// List tokens (names and creation times, no secrets).
+    #[command(after_help = TOKEN_EXAMPLES)]
     List {
         #[command(flatten)]
         output: OutputArgs,

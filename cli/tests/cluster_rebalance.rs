@@ -8,35 +8,12 @@ mod common;
 
 use std::collections::BTreeMap;
 
-use common::sluice;
 use common::workload::Workload;
+use common::{replicas, sluice};
 use sluice_client::TopicSpec;
 use sluice_testkit::process::TestCluster;
 
 const PARTITIONS: u32 = 12;
-
-/// The replicas (SPU ids) of every partition, from `partition list -O json`.
-fn replicas(sc: &str) -> BTreeMap<(String, u64), Vec<i64>> {
-    let listed = sluice(&["--sc", sc, "partition", "list", "-O", "json"]).success("list").json();
-    listed
-        .as_array()
-        .expect("array")
-        .iter()
-        .map(|entry| {
-            let key = (
-                entry["key"]["topic"].as_str().expect("topic").to_owned(),
-                entry["key"]["partition"].as_u64().expect("partition"),
-            );
-            let spus = entry["spec"]["replicas"]
-                .as_array()
-                .expect("replicas")
-                .iter()
-                .map(|replica| replica["spu"].as_i64().expect("spu"))
-                .collect();
-            (key, spus)
-        })
-        .collect()
-}
 
 /// The plan file applied to `current`.
 fn apply(

@@ -205,3 +205,26 @@ impl Drop for LocalCluster {
     }
 }
 pub mod workload;
+
+/// The replicas (SPU ids) of every partition, from `partition list -O json`.
+pub fn replicas(sc: &str) -> std::collections::BTreeMap<(String, u64), Vec<i64>> {
+    let listed = sluice(&["--sc", sc, "partition", "list", "-O", "json"]).success("list").json();
+    listed
+        .as_array()
+        .expect("array")
+        .iter()
+        .map(|entry| {
+            let key = (
+                entry["key"]["topic"].as_str().expect("topic").to_owned(),
+                entry["key"]["partition"].as_u64().expect("partition"),
+            );
+            let spus = entry["spec"]["replicas"]
+                .as_array()
+                .expect("replicas")
+                .iter()
+                .map(|replica| replica["spu"].as_i64().expect("spu"))
+                .collect();
+            (key, spus)
+        })
+        .collect()
+}

@@ -2,7 +2,7 @@
 #   consul acl policy create -name sluice-sc -rules @sluice-sc.hcl
 #   consul acl token create -description "sluice-sc on $(hostname)" -policy-name sluice-sc
 # and give the token's SecretID to the SC (SLUICE_SC_CONSUL_TOKEN in /etc/sluice/sc.env).
-# Tested against an agent with default-deny ACLs (cli/tests/deploy_consul_acl.rs).
+# Tested against an agent with default-deny ACLs (cli/tests/deploy_consul.rs).
 
 # The metadata: every object, the leadership lock and the fencing checks live under
 # <consul_key_prefix>/<cluster>/ (prefix "sluice" by default). With another

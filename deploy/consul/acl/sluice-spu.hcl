@@ -3,7 +3,7 @@
 #   consul acl token create -description "sluice-spu on $(hostname)" -policy-name sluice-spu
 # and give the token's SecretID to the SPU (SLUICE_SPU_CONSUL_TOKEN in /etc/sluice/spu.env).
 # An SPU never touches the metadata keys: this token cannot read or write them.
-# Tested against an agent with default-deny ACLs (cli/tests/deploy_consul_acl.rs).
+# Tested against an agent with default-deny ACLs (cli/tests/deploy_consul.rs).
 
 # Its own registration (service sluice-spu with the HTTP check on /health/ready).
 service "sluice-spu" {
