@@ -109,9 +109,7 @@ fn serve(server: &tiny_http::Server, registry: &MetricsRegistry) {
             } else if path == LIVE_PATH {
                 tiny_http::Response::from_string("live\n")
             } else if path == READY_PATH {
-                let health = registry.health();
-                let open = registry.replicas_open();
-                match health::readiness(health.registered(), health.replicas_assigned(), open) {
+                match registry.health().readiness() {
                     health::Readiness::Ready => tiny_http::Response::from_string("ready\n"),
                     health::Readiness::NotReady(reason) => {
                         tiny_http::Response::from_string(format!("{reason}\n"))

@@ -288,6 +288,8 @@ impl Core {
         let leaders = replicas.iter().filter(|replica| replica.is_leader()).count();
         self.probe.set(Gauge::ReplicasLeader, leaders as i64);
         self.probe.set(Gauge::ReplicasFollower, (replicas.len() - leaders) as i64);
+        let open = self.replicas.borrow().keys().cloned().collect();
+        self.probe.health().set_replicas_open(self.index, open);
     }
 
     async fn reconcile_once(self: &Rc<Self>, set: &ReplicaSet) {

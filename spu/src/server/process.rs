@@ -701,7 +701,7 @@ async fn run_link(
                 core.probe.health().set_registered(false);
             }
             ScLinkEvent::Replicas(set) => {
-                core.probe.health().set_replicas_assigned(set.len());
+                core.probe.health().set_replicas_assigned(set.keys().cloned().collect());
                 core.set_desired(Arc::clone(&set));
                 for peer in (0..core.cores).filter(|peer| *peer != core.index) {
                     core.send_to(peer, ShardMessage::Replicas(Arc::clone(&set))).await;
