@@ -160,18 +160,26 @@ fn shell_scripts_pass_shellcheck() {
         eprintln!("SKIPPED: shellcheck is not installed");
         return;
     }
-    let deploy = repo().join("deploy");
     let scripts: Vec<PathBuf> = [
-        "install",
-        "uninstall",
-        "lib/units.sh",
-        "netns/up",
-        "netns/down",
-        "netns/lib.sh",
-        "tls/make-certs",
+        "deploy/install",
+        "deploy/uninstall",
+        "deploy/lib/units.sh",
+        "deploy/netns/up",
+        "deploy/netns/down",
+        "deploy/netns/lib.sh",
+        "deploy/tls/make-certs",
+        "deploy/faults/run",
+        "deploy/dev/setup",
+        "deploy/dev/test",
+        "deploy/dev/run",
+        "deploy/dev/kill-campaign",
+        "deploy/dev/install-consul",
+        "perf/scripts/throttled-move",
+        "proto/fuzz/run.sh",
+        ".ci/run",
     ]
     .iter()
-    .map(|name| deploy.join(name))
+    .map(|name| repo().join(name))
     .collect();
     run_ok(Command::new("shellcheck").arg("-x").current_dir(repo()).args(&scripts));
 }
