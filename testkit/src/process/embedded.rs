@@ -6,10 +6,16 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
+use std::time::{Duration, Instant};
 
 use sluice_sc::admin_client::AdminClient;
 use sluice_sc::config::ScArgs;
-use sluice_sc::process::Sc;
+use sluice_sc::process::{Sc, StartError};
+use sluice_sc::store::StoreError;
+
+/// Longest wait for the store of an SC this process stopped to be released (see
+/// [`EmbeddedSc::start_with`]).
+pub const RESTART_LOCK_WAIT: Duration = Duration::from_secs(10);
 
 /// An SC running on this process's threads; shut down on drop.
 pub struct EmbeddedSc {
@@ -40,8 +46,26 @@ impl EmbeddedSc {
     }
 
     /// An SC with `args`; returns once it listens (active, or standby on a Consul store).
+    ///
+    /// A restart in the same data directory may find its store still locked by the SC this
+    /// process just stopped: an idle admin connection thread of that SC notices the shutdown
+    /// only at its next poll ([`sluice_sc::server::IDLE_POLL`]) and holds the store until then.
+    /// The start is retried while the lock's holder is this process, for up to
+    /// [`RESTART_LOCK_WAIT`].
     pub fn start_with(args: ScArgs) -> EmbeddedSc {
-        let sc = Sc::start(&args.resolve().expect("an SC configuration")).expect("start the SC");
+        let config = args.resolve().expect("an SC configuration");
+        let deadline = Instant::now() + RESTART_LOCK_WAIT;
+        let sc = loop {
+            match Sc::start(&config) {
+                Ok(sc) => break sc,
+                Err(StartError::Store(StoreError::Locked { holder_pid, .. }))
+                    if holder_pid == Some(std::process::id()) && Instant::now() < deadline =>
+                {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
+                Err(error) => panic!("start the SC: {error}"),
+            }
+        };
         EmbeddedSc {
             public_address: sc.public_address,
             private_address: sc.private_address,
