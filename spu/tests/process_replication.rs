@@ -142,3 +142,65 @@ fn two_replicas_down_refuse_acks_all_and_keep_committed_reads() {
     let more = produce(&mut cluster, &topic, 10, 5);
     assert_eq!(more.len(), 5);
 }
+
+/// A follower's long poll waiting on a leader whose replica is then removed from it (here the
+/// topic is deleted; a move that replaces the leader does the same) is answered at once with
+/// `NotLeader`. It used to spin the leader's core until the poll's deadline (a closed replica
+/// never waits, and its last role still said leader): a move that replaced a leader stalled
+/// acks `all` of every partition that core followed for up to the 500 ms of a follower's poll.
+#[test]
+fn a_long_poll_on_a_replica_that_goes_away_is_answered_at_once() {
+    use sluice_proto::api::replication::{
+        FollowerFetchPartition, FollowerFetchRequest, FollowerFetchTopic,
+    };
+    use sluice_proto::api::{fetch::FetchResponse, ApiVersion, Decode};
+
+    let mut cluster = Replicated::start(2);
+    let topic = cluster.create_topic("leaving", 1, 2, 1);
+    let entry = cluster.partition(&topic, 0);
+    // Until the leader serves the partition a follower fetch is refused with NotLeader.
+    let (leader, _client) = cluster.leader_client(&topic, 0);
+    let follower = entry.spec.replicas.iter().map(|replica| replica.spu).find(|spu| *spu != leader);
+    let follower = follower.expect("a follower");
+    // The test fetches in the follower's name too (plaintext trusts the claim).
+    let core = entry.spec.leader_placement().expect("leader placement").core;
+    let spu = cluster.spu(leader.get());
+    let address = spu.core_private_addresses[core.index() % spu.core_private_addresses.len()];
+    let mut private = process_common::SpuClient::connect(address);
+    let poll_ms = 20_000;
+    private.send(&FollowerFetchRequest {
+        follower,
+        max_wait_ms: poll_ms,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        topics: vec![FollowerFetchTopic {
+            name: topic.clone(),
+            partitions: vec![FollowerFetchPartition {
+                partition: PartitionId(0),
+                fetch_offset: Offset(0),
+                log_end_offset: Offset(0),
+                leader_epoch: Some(entry.spec.leader_epoch),
+                last_fetched_epoch: None,
+                partition_max_bytes: 1 << 20,
+            }],
+        }],
+    });
+    // The poll waits: nothing is past offset 0.
+    if let Some(early) = private.next_frame_within(std::time::Duration::from_millis(500)) {
+        let response = FetchResponse::decode(ApiVersion(0), &early.body).expect("a response");
+        panic!("answered before the deletion: {:?}", response.topics[0].partitions[0].header);
+    }
+    let deleted = cluster.sc.admin().delete_topic(topic.clone()).expect("delete the topic");
+    assert!(deleted.error_code.is_ok(), "{deleted:?}");
+    let started = std::time::Instant::now();
+    let frame = private.next_frame();
+    let waited = started.elapsed();
+    let response = FetchResponse::decode(ApiVersion(0), &frame.body).expect("a fetch response");
+    let code = response.topics[0].partitions[0].header.error_code;
+    println!("answered after {waited:?} with {code:?}");
+    assert_eq!(
+        code,
+        ErrorCode::NotLeader,
+        "the poll on the removed replica ran to its deadline ({poll_ms} ms) instead"
+    );
+}

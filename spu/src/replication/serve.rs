@@ -84,6 +84,8 @@ pub async fn follower_fetch(
             break reads;
         }
         wait_any(&replicas, &reads, &throttled, deadline).await;
+        // A wait that ends at once must not keep the core: other tasks run between passes.
+        glommio::yield_if_needed().await;
     };
     let bytes: usize = reads.iter().flatten().map(|read| read.records.len()).sum();
     core.probe.add(Counter::ReplicationBytesServed, bytes as u64);
@@ -162,7 +164,10 @@ fn read_for_follower(
 ) -> PartitionRead {
     let log = replica.log();
     let end = log.log_end_offset();
-    if !replica.is_leader() {
+    // A replica closed while a fetch waited (removed from this SPU by a move or a deletion)
+    // keeps its last role: without this a long poll on it would read nothing, find its wait
+    // over at once (a closed replica never waits) and spin the core until its deadline.
+    if replica.is_closed() || !replica.is_leader() {
         return PartitionRead::error(partition, ErrorCode::NotLeader, offset);
     }
     if bytes_max == 0 || offset >= end {
