@@ -592,24 +592,30 @@ mod tests {
         let address = listener.local_addr().unwrap().to_string();
         std::thread::spawn(move || {
             let (mut stream, _) = listener.accept().unwrap();
-            let mut decoder = FrameDecoder::new(1 << 20);
-            let mut chunk = [0u8; 4096];
-            loop {
-                let read = match stream.read(&mut chunk) {
-                    Ok(0) | Err(_) => return,
-                    Ok(read) => read,
-                };
-                decoder.feed(&chunk[..read]);
-                while let Ok(Some(frame)) = decoder.next_frame() {
-                    if let Some(bytes) = reply(&frame) {
-                        if stream.write_all(&bytes).is_err() {
-                            return;
-                        }
+            answer_frames(&mut stream, reply);
+        });
+        address
+    }
+
+    /// Reads frames from `stream` and writes what `reply` makes of each, until either side
+    /// fails or the peer closes.
+    fn answer_frames(stream: &mut (impl Read + Write), reply: fn(&Frame) -> Option<Vec<u8>>) {
+        let mut decoder = FrameDecoder::new(64 << 20);
+        let mut chunk = vec![0u8; 64 * 1024];
+        loop {
+            let read = match stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return,
+                Ok(read) => read,
+            };
+            decoder.feed(&chunk[..read]);
+            while let Ok(Some(frame)) = decoder.next_frame() {
+                if let Some(bytes) = reply(&frame) {
+                    if stream.write_all(&bytes).and_then(|()| stream.flush()).is_err() {
+                        return;
                     }
                 }
             }
-        });
-        address
+        }
     }
 
     fn echo(frame: &Frame) -> Option<Vec<u8>> {
@@ -718,22 +724,7 @@ mod tests {
             return;
         }
         stream.socket().set_read_timeout(None).unwrap();
-        let mut decoder = FrameDecoder::new(64 << 20);
-        let mut chunk = vec![0u8; 64 * 1024];
-        loop {
-            let read = match stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return,
-                Ok(read) => read,
-            };
-            decoder.feed(&chunk[..read]);
-            while let Ok(Some(frame)) = decoder.next_frame() {
-                if let Some(bytes) = reply(&frame) {
-                    if stream.write_all(&bytes).and_then(|()| stream.flush()).is_err() {
-                        return;
-                    }
-                }
-            }
-        }
+        answer_frames(&mut stream, reply);
     }
 
     /// Answers with the request's own body (so that big requests make big responses).

@@ -10,15 +10,14 @@ use std::net::TcpStream;
 use std::time::Duration;
 
 use process_common::{
-    batch, record_values, value_for, wait_for, Cluster, ServerProcess, SpuClient,
+    batch, follower_fetch_request, record_values, value_for, wait_for, Cluster, ServerProcess,
+    SpuClient,
 };
 use sluice_proto::api::api_versions::ApiVersionsResponse;
 use sluice_proto::api::fetch::{FetchResponse, Isolation};
 use sluice_proto::api::list_offsets::OffsetSpec;
 use sluice_proto::api::produce::{Acks, ProducePartition, ProduceRequest, ProduceTopic};
-use sluice_proto::api::replication::{
-    FollowerFetchPartition, FollowerFetchRequest, FollowerFetchTopic,
-};
+use sluice_proto::api::replication::FollowerFetchRequest;
 use sluice_proto::api::{ApiKey, ApiVersion, Decode};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::ids::{LeaderEpoch, Offset, PartitionId, SpuId};
@@ -274,23 +273,7 @@ fn follower_fetch(
     partition: u32,
     leader_epoch: Option<LeaderEpoch>,
 ) -> FollowerFetchRequest {
-    FollowerFetchRequest {
-        follower: SpuId(2),
-        max_wait_ms: 0,
-        min_bytes: 0,
-        max_bytes: 1 << 20,
-        topics: vec![FollowerFetchTopic {
-            name: topic.clone(),
-            partitions: vec![FollowerFetchPartition {
-                partition: PartitionId(partition),
-                fetch_offset: Offset(0),
-                log_end_offset: Offset(0),
-                leader_epoch,
-                last_fetched_epoch: None,
-                partition_max_bytes: 1 << 20,
-            }],
-        }],
-    }
+    follower_fetch_request(SpuId(2), topic, partition, Offset(0), leader_epoch, (0, 0))
 }
 
 #[test]

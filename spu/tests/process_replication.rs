@@ -9,11 +9,8 @@
 
 mod process_common;
 
-use std::collections::BTreeMap;
-
-use process_common::replicated::{log_batches, Replicated};
-use process_common::{batch, record_values, wait_for};
-use sluice_proto::api::fetch::Isolation;
+use process_common::replicated::{log_batches, read_all, Replicated};
+use process_common::{batch, wait_for};
 use sluice_proto::api::produce::Acks;
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::ids::{Offset, PartitionId};
@@ -36,28 +33,6 @@ fn produce(
             (outcome.base_offset.expect("an offset"), value)
         })
         .collect()
-}
-
-/// Every record the current leader serves to a committed reader, by offset.
-fn read_all(cluster: &mut Replicated, topic: &TopicName) -> BTreeMap<Offset, Vec<u8>> {
-    let (_, mut client) = cluster.leader_client(topic, 0);
-    let mut records = BTreeMap::new();
-    let mut next = Offset(0);
-    loop {
-        let (header, bytes) = wait_for("a committed read", || {
-            let (header, bytes) = client.fetch(topic, 0, next, (0, 0), Isolation::ReadCommitted);
-            (header.error_code != ErrorCode::OffsetNotAvailable).then_some((header, bytes))
-        });
-        assert_eq!(header.error_code, ErrorCode::None);
-        let values = record_values(&bytes);
-        if values.is_empty() {
-            return records;
-        }
-        for (offset, value) in values {
-            next = offset.next();
-            records.insert(offset, value);
-        }
-    }
 }
 
 #[test]
@@ -150,9 +125,7 @@ fn two_replicas_down_refuse_acks_all_and_keep_committed_reads() {
 /// acks `all` of every partition that core followed for up to the 500 ms of a follower's poll.
 #[test]
 fn a_long_poll_on_a_replica_that_goes_away_is_answered_at_once() {
-    use sluice_proto::api::replication::{
-        FollowerFetchPartition, FollowerFetchRequest, FollowerFetchTopic,
-    };
+    use process_common::follower_fetch_request;
     use sluice_proto::api::{fetch::FetchResponse, ApiVersion, Decode};
 
     let mut cluster = Replicated::start(2);
@@ -168,23 +141,9 @@ fn a_long_poll_on_a_replica_that_goes_away_is_answered_at_once() {
     let address = spu.core_private_addresses[core.index() % spu.core_private_addresses.len()];
     let mut private = process_common::SpuClient::connect(address);
     let poll_ms = 20_000;
-    private.send(&FollowerFetchRequest {
-        follower,
-        max_wait_ms: poll_ms,
-        min_bytes: 1,
-        max_bytes: 1 << 20,
-        topics: vec![FollowerFetchTopic {
-            name: topic.clone(),
-            partitions: vec![FollowerFetchPartition {
-                partition: PartitionId(0),
-                fetch_offset: Offset(0),
-                log_end_offset: Offset(0),
-                leader_epoch: Some(entry.spec.leader_epoch),
-                last_fetched_epoch: None,
-                partition_max_bytes: 1 << 20,
-            }],
-        }],
-    });
+    let leader_epoch = Some(entry.spec.leader_epoch);
+    let wait = (poll_ms, 1);
+    private.send(&follower_fetch_request(follower, &topic, 0, Offset(0), leader_epoch, wait));
     // The poll waits: nothing is past offset 0.
     if let Some(early) = private.next_frame_within(std::time::Duration::from_millis(500)) {
         let response = FetchResponse::decode(ApiVersion(0), &early.body).expect("a response");

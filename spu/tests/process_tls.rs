@@ -12,29 +12,25 @@
 
 mod process_common;
 
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
-use process_common::replicated::{log_batches, Replicated};
+use process_common::replicated::{log_batches, read_all, register_custom, Replicated};
 use process_common::tls::{Pki, CLUSTER};
 use process_common::{
-    batch, metric_sum, record_values, scrape, start_spu, wait_for, EmbeddedSc, ServerProcess,
-    SpuClient, CONDITION_TIMEOUT,
+    batch, follower_fetch_request, metric_sum, record_values, scrape, start_spu, wait_for,
+    EmbeddedSc, ServerProcess, SpuClient, CONDITION_TIMEOUT,
 };
 use sluice_proto::api::control::{SpuRegisterRequest, SpuRegisterResponse};
 use sluice_proto::api::fetch::{FetchResponse, Isolation};
 use sluice_proto::api::produce::Acks;
-use sluice_proto::api::replication::{
-    FollowerFetchPartition, FollowerFetchRequest, FollowerFetchTopic,
-};
 use sluice_proto::api::{ApiKey, ApiVersion, Decode};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::{encode_frame, FrameDecoder, FrameHeader};
-use sluice_proto::ids::{CorrelationId, LeaderEpoch, Offset, PartitionId, SpuId};
-use sluice_proto::object::{Endpoint, PartitionKey, SpuSpec, SpuType, TopicName, TopicSpec};
+use sluice_proto::ids::{CorrelationId, Offset, PartitionId, SpuId};
+use sluice_proto::object::{Endpoint, PartitionKey, TopicName, TopicSpec};
 use sluice_tls::rustls::pki_types::pem::PemObject;
 use sluice_tls::rustls::pki_types::CertificateDer;
 use sluice_tls::{looks_like_tls, spu_name, ClientStream, TlsError};
@@ -85,18 +81,6 @@ impl TlsCluster {
         }
         topic
     }
-}
-
-fn register_custom(sc: &EmbeddedSc, id: i32) {
-    let spec = SpuSpec {
-        id: SpuId(id),
-        spu_type: SpuType::Custom,
-        public_endpoint: Endpoint::new("127.0.0.1", 0),
-        private_endpoint: Endpoint::new("127.0.0.1", 0),
-        ..SpuSpec::default()
-    };
-    let registered = sc.admin().register_spu(spec).expect("register an SPU");
-    assert!(registered.error_code.is_ok(), "{registered:?}");
 }
 
 /// Produces `count` one-record batches; returns the acknowledged (offset, value) pairs.
@@ -338,28 +322,6 @@ fn other_cas_and_the_wrong_protocol_are_refused_clearly_and_the_spu_lives_on() {
     assert!(metric_sum(&metrics, "sluice_spu_tls_port_mismatches_total") >= 1, "{metrics}");
 }
 
-/// Every record the partition's leader serves to a committed reader, by offset.
-fn read_all(cluster: &mut Replicated, topic: &TopicName) -> BTreeMap<Offset, Vec<u8>> {
-    let (_, mut client) = cluster.leader_client(topic, 0);
-    let mut records = BTreeMap::new();
-    let mut next = Offset(0);
-    loop {
-        let (header, bytes) = wait_for("a committed read", || {
-            let (header, bytes) = client.fetch(topic, 0, next, (0, 0), Isolation::ReadCommitted);
-            (header.error_code != ErrorCode::OffsetNotAvailable).then_some((header, bytes))
-        });
-        assert_eq!(header.error_code, ErrorCode::None);
-        let values = record_values(&bytes);
-        if values.is_empty() {
-            return records;
-        }
-        for (offset, value) in values {
-            next = offset.next();
-            records.insert(offset, value);
-        }
-    }
-}
-
 /// A follower fetch claiming `claimed` over a TLS connection presenting `presented`'s
 /// certificate; the partition's error code.
 fn follower_fetch_as(
@@ -374,23 +336,7 @@ fn follower_fetch_as(
     let address = cluster.spus[leader as usize - 1].as_ref().unwrap().core_private_addresses[0];
     let mut client = SpuClient::connect_tls(address, &tls, &spu_name(leader, CLUSTER))
         .expect("mutual TLS with the leader");
-    let request = FollowerFetchRequest {
-        follower: SpuId(claimed),
-        max_wait_ms: 0,
-        min_bytes: 0,
-        max_bytes: 1 << 20,
-        topics: vec![FollowerFetchTopic {
-            name: topic.clone(),
-            partitions: vec![FollowerFetchPartition {
-                partition: PartitionId(0),
-                fetch_offset: Offset(0),
-                log_end_offset: Offset(0),
-                leader_epoch: None::<LeaderEpoch>,
-                last_fetched_epoch: None::<LeaderEpoch>,
-                partition_max_bytes: 1 << 20,
-            }],
-        }],
-    };
+    let request = follower_fetch_request(SpuId(claimed), topic, 0, Offset(0), None, (0, 0));
     let frame = client.call(&request);
     let response = FetchResponse::<&[u8]>::decode(frame.header.api_version, &frame.body).unwrap();
     response.topics[0].partitions[0].header.error_code

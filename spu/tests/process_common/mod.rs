@@ -22,6 +22,9 @@ use sluice_proto::api::list_offsets::{
 use sluice_proto::api::produce::{
     Acks, ProducePartition, ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopic,
 };
+use sluice_proto::api::replication::{
+    FollowerFetchPartition, FollowerFetchRequest, FollowerFetchTopic,
+};
 use sluice_proto::api::{ApiVersion, Decode, Request};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::{encode_request, Frame, FrameDecoder};
@@ -367,4 +370,33 @@ pub fn record_values(records: &[u8]) -> Vec<(Offset, Vec<u8>)> {
 /// Deterministic value bytes for record `index` of partition `partition`.
 pub fn value_for(partition: u32, index: usize, length: usize) -> Vec<u8> {
     (0..length).map(|position| (partition as usize * 31 + index * 7 + position) as u8).collect()
+}
+
+/// A follower fetch of one partition as SPU `follower` following in `leader_epoch`, from
+/// `fetch_offset` (also its log end), answered after `max_wait_ms` unless `min_bytes` arrive.
+pub fn follower_fetch_request(
+    follower: SpuId,
+    topic: &TopicName,
+    partition: u32,
+    fetch_offset: Offset,
+    leader_epoch: Option<LeaderEpoch>,
+    (max_wait_ms, min_bytes): (u32, u32),
+) -> FollowerFetchRequest {
+    FollowerFetchRequest {
+        follower,
+        max_wait_ms,
+        min_bytes,
+        max_bytes: 1 << 20,
+        topics: vec![FollowerFetchTopic {
+            name: topic.clone(),
+            partitions: vec![FollowerFetchPartition {
+                partition: PartitionId(partition),
+                fetch_offset,
+                log_end_offset: fetch_offset,
+                leader_epoch,
+                last_fetched_epoch: None,
+                partition_max_bytes: 1 << 20,
+            }],
+        }],
+    }
 }

@@ -4,6 +4,7 @@
 
 #![allow(dead_code)]
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use sluice_proto::api::admin::PartitionEntry;
@@ -15,7 +16,7 @@ use sluice_proto::object::{Endpoint, PartitionKey, SpuSpec, SpuType, TopicName, 
 use sluice_sc::config::ScArgs;
 
 use super::tls::{Pki, CLUSTER};
-use super::{start_spu, wait_for, EmbeddedSc, ServerProcess, SpuClient, SpuProcess};
+use super::{record_values, start_spu, wait_for, EmbeddedSc, ServerProcess, SpuClient, SpuProcess};
 
 /// Extra flags of every SPU: a short lag limit so tests see in-sync changes quickly.
 pub const SPU_FLAGS: &[&str] = &["--replica-lag-max-ms=3000", "--heartbeat-interval-ms=200"];
@@ -51,15 +52,7 @@ impl Replicated {
         };
         let sc = EmbeddedSc::start_with(args);
         for id in 1..=count as i32 {
-            let spec = SpuSpec {
-                id: SpuId(id),
-                spu_type: SpuType::Custom,
-                public_endpoint: Endpoint::new("127.0.0.1", 0),
-                private_endpoint: Endpoint::new("127.0.0.1", 0),
-                ..SpuSpec::default()
-            };
-            let registered = sc.admin().register_spu(spec).expect("register an SPU");
-            assert!(registered.error_code.is_ok(), "{registered:?}");
+            register_custom(&sc, id);
         }
         let mut cluster = Replicated { spus: Vec::new(), sc, dir, tls };
         for id in 1..=count as i32 {
@@ -174,6 +167,42 @@ impl Replicated {
             serving.then_some(())
         });
         (leader, client)
+    }
+}
+
+/// Registers custom SPU `id` (endpoints learnt when it connects) at `sc`.
+pub fn register_custom(sc: &EmbeddedSc, id: i32) {
+    let spec = SpuSpec {
+        id: SpuId(id),
+        spu_type: SpuType::Custom,
+        public_endpoint: Endpoint::new("127.0.0.1", 0),
+        private_endpoint: Endpoint::new("127.0.0.1", 0),
+        ..SpuSpec::default()
+    };
+    let registered = sc.admin().register_spu(spec).expect("register an SPU");
+    assert!(registered.error_code.is_ok(), "{registered:?}");
+}
+
+/// Every record partition 0 of `topic`'s current leader serves to a committed reader, by
+/// offset.
+pub fn read_all(cluster: &mut Replicated, topic: &TopicName) -> BTreeMap<Offset, Vec<u8>> {
+    let (_, mut client) = cluster.leader_client(topic, 0);
+    let mut records = BTreeMap::new();
+    let mut next = Offset(0);
+    loop {
+        let (header, bytes) = wait_for("a committed read", || {
+            let (header, bytes) = client.fetch(topic, 0, next, (0, 0), Isolation::ReadCommitted);
+            (header.error_code != ErrorCode::OffsetNotAvailable).then_some((header, bytes))
+        });
+        assert_eq!(header.error_code, ErrorCode::None);
+        let values = record_values(&bytes);
+        if values.is_empty() {
+            return records;
+        }
+        for (offset, value) in values {
+            next = offset.next();
+            records.insert(offset, value);
+        }
     }
 }
 
