@@ -3,7 +3,9 @@
 //! read, checked against a plain in-memory model.
 //!
 //! `SLUICE_TEST_SEED=<n>` runs one seed; `SLUICE_MODEL_SEEDS=<count>` changes how many, and
-//! `SLUICE_MODEL_FIRST_SEED=<n>` where they start (default: from the time of day).
+//! `SLUICE_MODEL_FIRST_SEED=<n>` where they start (default: from the time of day);
+//! `SLUICE_MODEL_STALL_SECS=<n>` how long one operation may take before the test aborts with
+//! every thread's stack (default 60).
 
 use std::os::unix::fs::FileExt;
 use std::path::Path;
@@ -25,6 +27,8 @@ const STALL_LIMIT: std::time::Duration = std::time::Duration::from_secs(60);
 /// number drawn, when it began).
 static PROGRESS: std::sync::Mutex<Option<(u64, usize, u32, std::time::Instant)>> =
     std::sync::Mutex::new(None);
+/// The kernel thread id of the thread running the executor (0 until it starts).
+static EXECUTOR_TID: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
 
 fn progress(seed: u64, index: usize, operation: u32) {
     let mut progress = PROGRESS.lock().unwrap_or_else(|poison| poison.into_inner());
@@ -32,24 +36,53 @@ fn progress(seed: u64, index: usize, operation: u32) {
 }
 
 /// Aborts the process, naming the seed and operation and printing every thread's stack (with
-/// gdb, when installed), when one operation stalls.
+/// gdb, when installed), when one operation stalls. The executor thread's stack comes last, on
+/// standard error after the seeds, so a log that keeps only its tail still shows it.
 fn start_stall_watchdog() {
     std::thread::spawn(|| loop {
         std::thread::sleep(std::time::Duration::from_secs(1));
         let stalled = *PROGRESS.lock().unwrap_or_else(|poison| poison.into_inner());
         if let Some((seed, index, operation, since)) = stalled {
-            if since.elapsed() > STALL_LIMIT {
+            let limit = std::env::var("SLUICE_MODEL_STALL_SECS")
+                .ok()
+                .and_then(|secs| secs.parse().ok())
+                .map_or(STALL_LIMIT, std::time::Duration::from_secs);
+            if since.elapsed() > limit {
+                let stacks = std::process::Command::new("gdb")
+                    .args(["-p", &std::process::id().to_string(), "-batch", "-ex"])
+                    .arg("thread apply all bt 60")
+                    .output()
+                    .map(|output| String::from_utf8_lossy(&output.stdout).into_owned())
+                    .unwrap_or_else(|error| format!("(gdb not run: {error})"));
+                let tid = EXECUTOR_TID.load(std::sync::atomic::Ordering::Relaxed);
+                let marker = format!("(LWP {tid})");
+                let (executor, others): (Vec<&str>, Vec<&str>) =
+                    stacks.split("\nThread ").partition(|part| part.contains(&marker));
+                eprintln!("---- other threads ----\n{}", others.join("\nThread "));
+                // The kernel side of every thread, io_uring's workers (iou-wrk) included: gdb
+                // cannot see what a worker is blocked on.
+                for task in std::fs::read_dir("/proc/self/task").into_iter().flatten().flatten() {
+                    let path = task.path();
+                    let comm = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+                    let stack = std::fs::read_to_string(path.join("stack")).unwrap_or_default();
+                    eprintln!("---- kernel stack of {:?} {}{stack}", task.file_name(), comm);
+                }
+                // /proc says where the kernel has the executor thread waiting.
+                let kernel = std::fs::read_to_string(format!("/proc/self/task/{tid}/stack"))
+                    .unwrap_or_default();
+                let wchan = std::fs::read_to_string(format!("/proc/self/task/{tid}/wchan"))
+                    .unwrap_or_default();
+                let state = std::fs::read_to_string(format!("/proc/self/task/{tid}/stat"))
+                    .unwrap_or_default();
+                eprintln!(
+                    "---- executor thread {tid}: stat {state} wchan {wchan}\n{kernel}\nThread {}",
+                    executor.join("\nThread ")
+                );
                 eprintln!(
                     "model test stalled: seed {seed}, operation #{index} (drawn {operation}) has \
                      run for {:?}; replay with SLUICE_TEST_SEED={seed} SLUICE_MODEL_VERBOSE=1",
                     since.elapsed()
                 );
-                // Every thread's stack (the executor's, glommio's blocking threads') says
-                // what the operation waits for; gdb is installed by deploy/dev/setup.
-                let _ = std::process::Command::new("gdb")
-                    .args(["-p", &std::process::id().to_string(), "-batch", "-ex"])
-                    .arg("thread apply all bt 40")
-                    .status();
                 std::process::abort();
             }
         }
@@ -433,6 +466,9 @@ fn random_operation_sequences_match_the_model() {
     eprintln!("model test: seeds {first}..{} (SLUICE_TEST_SEED=<n> to replay one)", first + count);
     start_stall_watchdog();
     run(move || async move {
+        // SAFETY: gettid has no preconditions.
+        let tid = unsafe { libc::gettid() };
+        EXECUTOR_TID.store(i64::from(tid), std::sync::atomic::Ordering::Relaxed);
         for seed in first..first + count {
             // Named before it runs: a seed that hangs is the last one printed.
             if seed % 100 == 0 || count <= 100 {
