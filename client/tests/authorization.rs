@@ -178,6 +178,9 @@ fn principals_acls_tokens_and_revocation_end_to_end() {
     admin.admin().revoke_token("alice").expect("revoke");
     let after = alice.admin().list_topics();
     assert!(matches!(after, Err(ClientError::AuthenticationFailed { .. })), "{after:?}");
+    // The SPU too, as soon as the revocation returned (it waits for the SPUs to enforce it).
+    let after = produce(&alice, "orders", b"after revocation");
+    assert!(matches!(after, Err(ClientError::AuthenticationFailed { .. })), "{after:?}");
     assert!(!admin.admin().list_tokens().unwrap().iter().any(|t| t.name.as_str() == "alice"));
 
     // ACLs are stored: they survive a restart of the SC.

@@ -26,6 +26,7 @@ fn every_decoder(body: &[u8]) {
     round_trip::<RevokeTokenRequest>(body);
     round_trip::<ListTokensResponse>(body);
     round_trip::<SecurityUpdate>(body);
+    round_trip::<SecurityApplied>(body);
 }
 
 proptest! {

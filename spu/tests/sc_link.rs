@@ -78,6 +78,7 @@ impl Link {
             heartbeat_interval,
             reconnect_backoff: Duration::from_millis(50),
             tls: None,
+            enforced_security: None,
         };
         let stopping = Arc::clone(&stop);
         let executor = LocalExecutorBuilder::new(Placement::Unbound)

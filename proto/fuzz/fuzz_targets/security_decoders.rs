@@ -31,4 +31,5 @@ libfuzzer_sys::fuzz_target!(|data: &[u8]| {
     check!(ListTokensRequest, data);
     check!(ListTokensResponse, data);
     check!(SecurityUpdate, data);
+    check!(SecurityApplied, data);
 });

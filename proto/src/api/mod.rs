@@ -43,6 +43,7 @@
 //! | 202..=205 | [`control::SpuUpdate`], [`control::ReplicaUpdate`], [`control::RequestSnapshot`], [`control::LiveReplicaStatus`] | none | postcard |
 //! | 206 `AlterInSync` | [`control::AlterInSyncRequest`] | [`control::AlterInSyncResponse`] | postcard |
 //! | 207 `SecurityUpdate` | [`security::SecurityUpdate`] | none | postcard |
+//! | 208 `SecurityApplied` | [`security::SecurityApplied`] | none | postcard |
 //! | 300 `FollowerFetch` | [`replication::FollowerFetchRequest`] | [`fetch::FetchResponse`] | binary |
 //! | 301 `LeaderEpochEndOffset` | [`replication::LeaderEpochEndOffsetRequest`] | [`replication::LeaderEpochEndOffsetResponse`] | postcard |
 //!
@@ -257,6 +258,8 @@ api_keys! {
     AlterInSync = 206, V0, false;
     /// SC -> SPU: ACL bindings, token digests and superusers, always whole (one-way).
     SecurityUpdate = 207, V0, true;
+    /// SPU -> SC: every core enforces the security snapshot of a version (one-way).
+    SecurityApplied = 208, V0, true;
     /// Follower SPU -> leader SPU: pull records and the leader's high watermark.
     FollowerFetch = 300, V0, false;
     /// Follower SPU -> leader SPU: end offset of a leader epoch, for truncation.

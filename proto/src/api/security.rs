@@ -153,6 +153,14 @@ pub struct SecurityUpdate {
     pub tokens: Vec<TokenDigest>,
 }
 
+/// SPU -> SC: every core of the SPU enforces the [`SecurityUpdate`] of `version` (or a newer
+/// one). The SC answers an ACL or token change once every online SPU has said so.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SecurityApplied {
+    /// The newest [`SecurityUpdate::version`] every core applied.
+    pub version: u64,
+}
+
 postcard_v0!(
     AuthenticateRequest,
     AuthenticateResponse,
@@ -166,6 +174,7 @@ postcard_v0!(
     ListTokensRequest,
     ListTokensResponse,
     SecurityUpdate,
+    SecurityApplied,
 );
 
 requests! {
@@ -177,4 +186,5 @@ requests! {
     RevokeTokenRequest => AdminResponse, RevokeToken;
     ListTokensRequest => ListTokensResponse, ListTokens;
     SecurityUpdate => NoResponse, SecurityUpdate;
+    SecurityApplied => NoResponse, SecurityApplied;
 }

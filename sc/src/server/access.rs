@@ -13,6 +13,10 @@
 //! makes the connection's next request fail with `AuthenticationFailed` (no restart, no
 //! reconnect needed). Established connections are not cut; they simply stop working.
 //!
+//! ACL and token changes are answered once every SPU connected to this SC enforces them
+//! ([`crate::security::Security::wait_enforced`]), so produce and fetch at the SPUs follow the
+//! change as soon as the command returns.
+//!
 //! ## Enforcement (only with `--authorization`)
 //!
 //! Every request but `Authenticate` is checked before its handler runs ([`check`]); a refusal
@@ -44,7 +48,7 @@ use super::handlers::store_error;
 use super::ServerContext;
 use crate::cache::Snapshot;
 use crate::controllers::now_ms;
-use crate::security::{acl_key, draw_token};
+use crate::security::{acl_key, draw_token, ENFORCE_TIMEOUT};
 use crate::store::{ExpectedVersion, ObjectKey, ObjectKind, TypedStore, Version};
 
 /// The identity state of one connection.
@@ -255,9 +259,31 @@ impl ServerContext {
             }
         }
         match newest {
-            Some(version) => self.written(version),
+            Some(version) => self.enforced_everywhere(self.written(version)),
             None => AdminResponse::ok(),
         }
+    }
+
+    /// Waits, after a successful change of the ACLs or tokens, until every SPU with a session
+    /// enforces the cache's current snapshot (at most [`ENFORCE_TIMEOUT`]); answers `response`.
+    fn enforced_everywhere(&self, response: AdminResponse) -> AdminResponse {
+        if !response.error_code.is_ok() {
+            return response;
+        }
+        let version = self.cache.snapshot().revision;
+        let started = std::time::Instant::now();
+        let behind = self.security.wait_enforced(version, ENFORCE_TIMEOUT);
+        if behind.is_empty() {
+            tracing::debug!(elapsed = ?started.elapsed(), "every connected SPU enforces the change");
+        } else {
+            tracing::warn!(
+                ?behind,
+                timeout = ?ENFORCE_TIMEOUT,
+                "SPUs did not confirm they enforce an ACL or token change in time; each will once \
+                 the update reaches it"
+            );
+        }
+        response
     }
 
     /// Removes ACL bindings (missing ones are ignored).
@@ -273,7 +299,7 @@ impl ServerContext {
             }
             tracing::info!(%binding, "ACL removed");
         }
-        AdminResponse::ok()
+        self.enforced_everywhere(AdminResponse::ok())
     }
 
     /// Lists ACL bindings, sorted.
@@ -310,7 +336,7 @@ impl ServerContext {
         {
             Ok(version) => {
                 tracing::info!(name = %request.name, "access token created");
-                self.written(version);
+                self.enforced_everywhere(self.written(version));
                 CreateTokenResponse { token: Some(token), ..CreateTokenResponse::default() }
             }
             Err(error) if error.is_conflict() => failed(
@@ -337,7 +363,7 @@ impl ServerContext {
         if response.error_code.is_ok() {
             tracing::info!(name = %request.name, "access token revoked");
         }
-        response
+        self.enforced_everywhere(response)
     }
 
     /// Lists tokens (names and creation times).

@@ -14,7 +14,7 @@ use sluice_proto::api::control::{
     SpuUpdate,
 };
 use sluice_proto::api::metadata::{Change, Changes};
-use sluice_proto::api::security::SecurityUpdate;
+use sluice_proto::api::security::{SecurityApplied, SecurityUpdate};
 use sluice_proto::api::{ApiKey, ApiVersion, Decode, Encode};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::{encode_frame, Frame, FrameDecoder, FrameHeader};
@@ -94,8 +94,11 @@ pub(super) fn serve(
         .and_then(|()| register(stream, decoder, context, &identity, peer));
     match result {
         Ok(mut session) => {
+            // ACL and token changes wait for this SPU to enforce them while the session lasts.
+            context.security.spu_connected(session.id);
             // From here on the SPU is recorded online: any end marks it offline.
             let outcome = session.accept().and_then(|()| session.run());
+            context.security.spu_disconnected(session.id);
             match outcome {
                 Ok(()) => {
                     tracing::info!(spu = %session.id, %peer, "SPU connection closed at shutdown")
@@ -339,6 +342,11 @@ impl Session<'_> {
                 && sent.tokens == update.tokens
         });
         if unchanged {
+            // The SPU enforces these very contents if it enforces the update that carried them.
+            let sent_version = self.sent.security.as_ref().map_or(0, |sent| sent.version);
+            if self.context.security.spu_enforced_version(self.id) >= sent_version {
+                self.context.security.spu_enforces(self.id, update.version);
+            }
             return Ok(());
         }
         let header = self.header(ApiKey::SecurityUpdate);
@@ -510,6 +518,12 @@ impl Session<'_> {
                     }
                 }
                 write_message(&mut self.stream, header, &answer.response)
+            }
+            ApiKey::SecurityApplied => {
+                let applied = SecurityApplied::decode(version, &frame.body).map_err(malformed)?;
+                tracing::debug!(spu = %self.id, version = applied.version, "SPU enforces security update");
+                self.context.security.spu_enforces(self.id, applied.version);
+                Ok(())
             }
             other => Err(End::Protocol(format!("unexpected {other} on the control connection"))),
         }

@@ -217,11 +217,13 @@ pub enum Gauge {
     StreamsOpen,
     /// Replicas this core leads whose in-sync set lacks some replica.
     ReplicasUnderReplicated,
+    /// Version of the ACL and token snapshot this core enforces (0: none yet).
+    SecurityVersion,
 }
 
 impl Gauge {
     /// Every gauge, in exposition order.
-    pub const ALL: [Gauge; 8] = [
+    pub const ALL: [Gauge; 9] = [
         Gauge::ConnectionsOpen,
         Gauge::RequestsInFlight,
         Gauge::InboxDepth,
@@ -230,6 +232,7 @@ impl Gauge {
         Gauge::ReplicasFollower,
         Gauge::StreamsOpen,
         Gauge::ReplicasUnderReplicated,
+        Gauge::SecurityVersion,
     ];
 
     /// Metric name and help text.
@@ -253,6 +256,10 @@ impl Gauge {
             Gauge::ReplicasUnderReplicated => (
                 "sluice_spu_replicas_under_replicated",
                 "Replicas this core leads with fewer in-sync replicas than replicas.",
+            ),
+            Gauge::SecurityVersion => (
+                "sluice_spu_security_version",
+                "Version of the ACL and token snapshot from the SC this core enforces.",
             ),
         }
     }
@@ -470,6 +477,12 @@ impl MetricsRegistry {
             .map(|core| core.gauge(Gauge::ReplicasLeader) + core.gauge(Gauge::ReplicasFollower))
             .map(|open| u64::try_from(open).unwrap_or(0))
             .sum()
+    }
+
+    /// The newest security snapshot version every core enforces (0 before the first).
+    pub fn security_version_applied(&self) -> u64 {
+        let versions = self.cores.iter().map(|core| core.gauge(Gauge::SecurityVersion));
+        versions.min().map_or(0, |version| u64::try_from(version).unwrap_or(0))
     }
 
     /// Number of cores.

@@ -112,6 +112,32 @@ pub struct ScLinkConfig {
     /// TLS: the SC is verified as `sc.<cluster>` and this SPU presents its certificate
     /// (`None`: plaintext).
     pub tls: crate::tls::CoreTlsHandle,
+    /// The security update version every core enforces, told to the SC (`SecurityApplied`)
+    /// once it reaches an update's; `None`: an update counts as enforced once handed on as
+    /// [`ScLinkEvent::Security`].
+    pub enforced_security: Option<EnforcedSecurity>,
+}
+
+/// Reads the newest security update version every core of the SPU enforces.
+#[derive(Clone)]
+pub struct EnforcedSecurity(Arc<dyn Fn() -> u64 + Send + Sync>);
+
+impl EnforcedSecurity {
+    /// Reads through `version`.
+    pub fn new(version: impl Fn() -> u64 + Send + Sync + 'static) -> EnforcedSecurity {
+        EnforcedSecurity(Arc::new(version))
+    }
+
+    /// The version every core enforces now.
+    pub fn version(&self) -> u64 {
+        (self.0)()
+    }
+}
+
+impl std::fmt::Debug for EnforcedSecurity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("EnforcedSecurity").field(&self.version()).finish()
+    }
 }
 
 /// What the link tells the rest of the SPU.

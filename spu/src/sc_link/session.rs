@@ -18,6 +18,7 @@ use sluice_proto::api::control::{
     LiveReplicaStatus, ReplicaUpdate, RequestSnapshot, SnapshotKind, SpuRegisterResponse,
     SpuUpdate,
 };
+use sluice_proto::api::security::SecurityApplied;
 use sluice_proto::api::{ApiKey, ApiVersion, Decode, Encode};
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::{encode_frame, Frame, FrameDecoder, FrameHeader};
@@ -26,7 +27,7 @@ use sluice_tls::sc_name;
 
 use super::state::Applied;
 use super::{
-    End, Link, ScLinkEvent, CONNECT_TIMEOUT, FRAMES_QUEUED_MAX, FRAME_BYTES_MAX,
+    End, EnforcedSecurity, Link, ScLinkEvent, CONNECT_TIMEOUT, FRAMES_QUEUED_MAX, FRAME_BYTES_MAX,
     HEARTBEAT_MISSES_MAX, REGISTER_TIMEOUT,
 };
 use crate::tls::{HandshakeError, LinkStream};
@@ -43,7 +44,13 @@ struct Session {
     next_correlation_id: i32,
     /// A status resend is due once the first replica snapshot of this connection is applied.
     resend_pending: bool,
+    /// The newest security update handed on and not yet reported enforced to the SC.
+    security_pending: Option<u64>,
 }
+
+/// How often the session looks whether every core enforces a pending security update (the
+/// cores apply it within microseconds of receiving it).
+const SECURITY_POLL: Duration = Duration::from_millis(1);
 
 fn now_ms() -> TimestampMs {
     let since_epoch = std::time::SystemTime::now()
@@ -73,9 +80,22 @@ pub(super) async fn serve(link: &mut Link, address: SocketAddr) -> End {
     let (reader, writer) = futures_lite::io::split(stream);
     let (frames_sender, frames) = local_channel::new_bounded(FRAMES_QUEUED_MAX);
     let _reader_task = glommio::spawn_local(read_frames(reader, decoder, frames_sender));
-    let mut session = Session { writer, next_correlation_id: 1, resend_pending: true };
+    let mut session =
+        Session { writer, next_correlation_id: 1, resend_pending: true, security_pending: None };
     let mut next_heartbeat = Instant::now();
     loop {
+        if let Some(pending) = session.security_pending {
+            let enforced =
+                link.config.enforced_security.as_ref().map_or(pending, EnforcedSecurity::version);
+            if enforced >= pending {
+                session.security_pending = None;
+                let applied = SecurityApplied { version: enforced };
+                if let Err(reason) = session.send(ApiKey::SecurityApplied, &applied).await {
+                    return End::Served { reason };
+                }
+                continue;
+            }
+        }
         let now = Instant::now();
         if now >= next_heartbeat {
             let request = HeartbeatRequest { sent_at: now_ms() };
@@ -85,7 +105,11 @@ pub(super) async fn serve(link: &mut Link, address: SocketAddr) -> End {
             next_heartbeat = now + link.config.heartbeat_interval;
             continue;
         }
-        let wake = wait(link, &frames, next_heartbeat - now).await;
+        let mut until = next_heartbeat - now;
+        if session.security_pending.is_some() {
+            until = until.min(SECURITY_POLL);
+        }
+        let wake = wait(link, &frames, until).await;
         let outcome = match wake {
             Wake::Tick => Ok(()),
             Wake::Frame(None) => Err(End::Served { reason: "the reader stopped".into() }),
@@ -360,9 +384,11 @@ impl Session {
                     tokens = update.tokens.len(),
                     "security update from the SC"
                 );
+                let version = update.version;
                 if link.events.send(ScLinkEvent::Security(Arc::new(update))).await.is_err() {
                     return Err(End::EventsClosed);
                 }
+                self.security_pending = Some(self.security_pending.unwrap_or(0).max(version));
                 Ok(())
             }
             ApiKey::AlterInSync => {

@@ -121,6 +121,14 @@ impl Core {
         (core, sets)
     }
 
+    /// Enforces `update` on this core (unless older than the current one) and publishes the
+    /// version enforced, which core 0's SC link reports once every core has it.
+    pub fn apply_security(&self, update: &sluice_proto::api::security::SecurityUpdate) {
+        self.security.apply(update);
+        let version = i64::try_from(self.security.get().version).unwrap_or(i64::MAX);
+        self.probe.set(crate::metrics::Gauge::SecurityVersion, version);
+    }
+
     /// This SPU's id.
     pub fn spu(&self) -> SpuId {
         self.config.id

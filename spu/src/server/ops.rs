@@ -358,7 +358,7 @@ pub async fn serve_peer(
             ShardMessage::Reply { id, reply } => core.deliver_reply(id, reply),
             ShardMessage::Replicas(set) => core.set_desired(set),
             ShardMessage::Peers(peers) => core.fetchers.set_peers(&core, peers),
-            ShardMessage::Security(update) => core.security.apply(&update),
+            ShardMessage::Security(update) => core.apply_security(&update),
             ShardMessage::AlterInSync(partitions) => core.send_proposals(partitions).await,
             ShardMessage::InSyncAnswers(results) => core.deliver_in_sync_answers(results).await,
             ShardMessage::Status { core: from, replicas } => {

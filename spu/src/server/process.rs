@@ -680,6 +680,10 @@ async fn run_link(
         heartbeat_interval: core.config.heartbeat_interval,
         reconnect_backoff: Duration::from_millis(200),
         tls: core.tls.clone(),
+        enforced_security: Some(sc_link::EnforcedSecurity::new({
+            let registry = Arc::clone(core.probe.registry());
+            move || registry.security_version_applied()
+        })),
     };
     let generation = stop.generation();
     let stop_link = Rc::clone(&stop);
@@ -714,7 +718,7 @@ async fn run_link(
                 }
             }
             ScLinkEvent::Security(update) => {
-                core.security.apply(&update);
+                core.apply_security(&update);
                 for peer in (0..core.cores).filter(|peer| *peer != core.index) {
                     core.send_to(peer, ShardMessage::Security(Arc::clone(&update))).await;
                 }
