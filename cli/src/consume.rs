@@ -146,7 +146,7 @@ fn poll_chunk(
             for record in records {
                 let fields = RecordFields {
                     partition,
-                    offset: record.offset,
+                    offset: record.offset.get(),
                     timestamp: record.timestamp,
                     key: record.key,
                     value: record.value,
@@ -206,7 +206,7 @@ fn consumer_config(args: &ConsumeArgs) -> ConsumerConfig {
     let start = if args.from_beginning {
         StartFrom::Beginning
     } else if let Some(offset) = args.offset {
-        StartFrom::Offset(offset)
+        StartFrom::Offset(sluice_client::Offset(offset))
     } else if let Some(time_ms) = args.from_time {
         StartFrom::Timestamp(time_ms)
     } else {

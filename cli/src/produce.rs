@@ -151,7 +151,8 @@ fn send_lines(
         producer
             .send_with_callback(&record, move |result| match result {
                 Ok(metadata) if verbose => {
-                    eprintln!("partition {} offset {}", metadata.partition, metadata.offset)
+                    let offset = metadata.offset.map_or(-1, |offset| offset.get());
+                    eprintln!("partition {} offset {offset}", metadata.partition)
                 }
                 Ok(_) => {}
                 Err(error) => outcome.record_failure(error),

@@ -285,7 +285,7 @@ pub enum StartFrom {
     #[default]
     End,
     /// This offset.
-    Offset(i64),
+    Offset(sluice_proto::ids::Offset),
     /// The first record whose timestamp (ms since the Unix epoch) is at or after this one; the
     /// end when there is none.
     Timestamp(i64),

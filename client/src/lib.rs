@@ -26,7 +26,7 @@
 //!
 //! let producer = cluster.producer(ProducerConfig::default())?;
 //! let delivery = producer.send(&ProducerRecord::new("greetings", b"hello").with_key(b"k"))?;
-//! println!("written at offset {}", delivery.wait()?.offset);
+//! println!("written at offset {:?}", delivery.wait()?.offset); // None with acks none
 //!
 //! let config = ConsumerConfig { start: StartFrom::Beginning, stop_at_end: true, ..Default::default() };
 //! let mut consumer = cluster.consumer("greetings", 0, config)?;
@@ -145,7 +145,7 @@ pub use sluice_proto::api::fetch::Isolation;
 pub use sluice_proto::api::metadata::{PartitionMetadata, SpuMetadata, TopicMetadata};
 pub use sluice_proto::api::produce::Acks;
 pub use sluice_proto::error_code::ErrorCode;
-pub use sluice_proto::ids::{CoreId, SpuId};
+pub use sluice_proto::ids::{CoreId, Offset, SpuId};
 pub use sluice_proto::object::{SpuGroupSpec, SpuSpec, TopicSpec};
 pub use sluice_proto::record::Compression;
 

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use sluice_client::{
     key_partition, Acks, ClientError, Compression, ConsumerConfig, ConsumerRecord, DeliveryFuture,
-    Isolation, PartitionConsumer, Partitioner, Poll, ProducerConfig, ProducerRecord,
+    Isolation, Offset, PartitionConsumer, Partitioner, Poll, ProducerConfig, ProducerRecord,
     RecordMetadata, StartFrom, TopicSpec,
 };
 use sluice_testkit::process::{wait_for, TestCluster};
@@ -60,7 +60,13 @@ fn generated(seed: u64, index: usize) -> ConsumerRecord {
         1 => vec![("trace".to_owned(), index.to_be_bytes().to_vec())],
         _ => vec![("a".to_owned(), vec![]), ("b".to_owned(), random.to_le_bytes().to_vec())],
     };
-    ConsumerRecord { offset: -1, timestamp: 1_700_000_000_000 + index as i64, key, value, headers }
+    ConsumerRecord {
+        offset: Offset(-1),
+        timestamp: 1_700_000_000_000 + index as i64,
+        key,
+        value,
+        headers,
+    }
 }
 
 fn send_generated(
@@ -96,7 +102,7 @@ fn consume_all(consumer: &mut PartitionConsumer) -> Vec<ConsumerRecord> {
 }
 
 fn assert_same(seed: u64, index: usize, expected: &ConsumerRecord, actual: &ConsumerRecord) {
-    let context = format!("record {index} (seed {seed}, offset {})", actual.offset);
+    let context = format!("record {index} (seed {seed}, offset {})", actual.offset.get());
     assert_eq!(actual.key, expected.key, "{context}: key");
     assert!(actual.value == expected.value, "{context}: value differs");
     assert_eq!(actual.headers, expected.headers, "{context}: headers");
@@ -137,7 +143,10 @@ fn produce_and_consume_byte_identical_in_order_over_two_spus_of_two_cores() {
     for (index, delivery) in deliveries.into_iter().enumerate() {
         assert!(delivery.is_done(), "flush returned before record {index} was resolved");
         let metadata = delivery.wait().unwrap_or_else(|error| panic!("record {index}: {error}"));
-        by_partition.entry(metadata.partition).or_default().push((metadata.offset, index));
+        by_partition
+            .entry(metadata.partition)
+            .or_default()
+            .push((metadata.offset.unwrap().get(), index));
     }
     for (partition, written) in &mut by_partition {
         // Offsets are dense and follow send order within a partition.
@@ -158,7 +167,7 @@ fn produce_and_consume_byte_identical_in_order_over_two_spus_of_two_cores() {
         let written = by_partition.get(&partition).cloned().unwrap_or_default();
         assert_eq!(consumed.len(), written.len(), "records in partition {partition} (seed {seed})");
         for ((offset, index), actual) in written.iter().zip(&consumed) {
-            assert_eq!(actual.offset, *offset);
+            assert_eq!(actual.offset.get(), *offset);
             assert_same(seed, *index, &generated(seed, *index), actual);
         }
     }
@@ -262,7 +271,7 @@ fn consumer_tails_while_a_producer_writes() {
     assert_eq!(acknowledged.load(Ordering::SeqCst), total);
     let expected: Vec<String> = (0..total).map(|index| format!("value-{index}")).collect();
     assert_eq!(seen, expected);
-    assert_eq!(consumer.position(), total as i64);
+    assert_eq!(consumer.position(), Offset(total as i64));
 }
 
 #[test]
@@ -281,8 +290,10 @@ fn start_positions_offset_end_and_timestamp() {
         })
         .collect();
     producer.flush().unwrap();
-    let offsets: Vec<i64> =
-        deliveries.into_iter().map(|delivery| delivery.wait().unwrap().offset).collect();
+    let offsets: Vec<i64> = deliveries
+        .into_iter()
+        .map(|delivery| delivery.wait().unwrap().offset.unwrap().get())
+        .collect();
     assert_eq!(offsets, (0..100).collect::<Vec<_>>());
 
     let first_value = |start: StartFrom| -> Option<i64> {
@@ -293,20 +304,23 @@ fn start_positions_offset_end_and_timestamp() {
             .map(|record| i64::from_be_bytes(record.value.clone().unwrap().try_into().unwrap()))
     };
     assert_eq!(first_value(StartFrom::Beginning), Some(0));
-    assert_eq!(first_value(StartFrom::Offset(42)), Some(42));
+    assert_eq!(first_value(StartFrom::Offset(sluice_client::Offset(42))), Some(42));
     assert_eq!(first_value(StartFrom::Timestamp(base_time + 555)), Some(56));
     assert_eq!(first_value(StartFrom::Timestamp(base_time + 10_000)), None);
     assert_eq!(first_value(StartFrom::End), None);
     let config = ConsumerConfig { start: StartFrom::End, stop_at_end: true, ..Default::default() };
     let consumer = cluster.cluster.consumer("positions", 0, config).unwrap();
-    assert_eq!(consumer.end_offset(), Some(100));
+    assert_eq!(consumer.end_offset(), Some(Offset(100)));
     // The owned-record iterator: blocks per record, ends at the end offset.
-    let config =
-        ConsumerConfig { start: StartFrom::Offset(90), stop_at_end: true, ..Default::default() };
+    let config = ConsumerConfig {
+        start: StartFrom::Offset(sluice_client::Offset(90)),
+        stop_at_end: true,
+        ..Default::default()
+    };
     let mut consumer = cluster.cluster.consumer("positions", 0, config).unwrap();
     let owned: Vec<(i64, i64)> = consumer
         .records()
-        .map(|record| record.map(|record| (record.offset, record.timestamp)).unwrap())
+        .map(|record| record.map(|record| (record.offset.get(), record.timestamp)).unwrap())
         .collect();
     let expected: Vec<(i64, i64)> =
         (90..100).map(|offset| (offset, base_time + offset * 10)).collect();
@@ -352,9 +366,12 @@ fn every_codec_and_acks_level_round_trips() {
             last.unwrap()
         });
         if acks == Acks::None {
-            assert_eq!(last.offset, -1, "acks none reports no offset");
+            assert_eq!(last.offset, None, "acks none reports no offset");
         } else {
-            assert!(last.offset >= 299, "{compression:?}: {last:?}");
+            assert!(
+                last.offset.is_some_and(|offset| offset.get() >= 299),
+                "{compression:?}: {last:?}"
+            );
         }
     }
     // acks none gives no confirmation: wait until the log has everything.
@@ -523,7 +540,11 @@ fn tagged_sends_report_every_record_once_to_the_listener() {
         let index = tag - 1_000_000;
         assert_eq!(metadata.partition, (index % 2) as u32, "tag {tag}");
         // Records of one partition are acknowledged in send order with consecutive offsets.
-        assert_eq!(metadata.offset, next_offset[metadata.partition as usize], "tag {tag}");
+        assert_eq!(
+            metadata.offset.unwrap().get(),
+            next_offset[metadata.partition as usize],
+            "tag {tag}"
+        );
         next_offset[metadata.partition as usize] += 1;
         tags.push(tag);
     }

@@ -33,7 +33,10 @@ fn a_tailing_consumer_moves_off_a_paused_leader() {
     config.request_timeout = request_timeout;
     let client = Cluster::connect(config).expect("connect");
     let old = leader(&client, "paused", None);
-    let config = ConsumerConfig { start: StartFrom::Offset(0), ..ConsumerConfig::default() };
+    let config = ConsumerConfig {
+        start: StartFrom::Offset(sluice_client::Offset(0)),
+        ..ConsumerConfig::default()
+    };
     let mut consumer = client.consumer("paused", 0, config).expect("consumer");
     assert!(matches!(consumer.poll(Duration::from_millis(300)).unwrap(), Poll::Idle));
 
@@ -44,7 +47,8 @@ fn a_tailing_consumer_moves_off_a_paused_leader() {
     let new = leader(&test.cluster, "paused", Some(old));
     let producer = test.cluster.producer(ProducerConfig::default()).expect("producer");
     let delivery = producer.send(&ProducerRecord::new("paused", b"after").with_partition(0));
-    let offset = delivery.expect("send").wait().expect("written at the new leader").offset;
+    let offset =
+        delivery.expect("send").wait().expect("written at the new leader").offset.unwrap().get();
     let value = loop {
         assert!(
             stopped_at.elapsed() < request_timeout / 2,
@@ -52,7 +56,7 @@ fn a_tailing_consumer_moves_off_a_paused_leader() {
         );
         if let Poll::Records(records) = consumer.poll(Duration::from_millis(200)).unwrap() {
             let record = records.into_iter().next().expect("a record");
-            break (record.offset, record.value.unwrap().to_vec());
+            break (record.offset.get(), record.value.unwrap().to_vec());
         }
     };
     assert_eq!(value, (offset, b"after".to_vec()), "read from the new leader {new}");
@@ -80,7 +84,9 @@ fn a_producer_rides_through_a_killed_leader() {
             .send_with_callback(
                 &ProducerRecord::new("killed", &bytes),
                 move |result| match result {
-                    Ok(metadata) => acknowledged.lock().unwrap().push((index, metadata.offset)),
+                    Ok(metadata) => {
+                        acknowledged.lock().unwrap().push((index, metadata.offset.unwrap().get()))
+                    }
                     Err(error) => failures.lock().unwrap().push(error.to_string()),
                 },
             )
@@ -112,7 +118,7 @@ fn a_producer_rides_through_a_killed_leader() {
             Poll::Records(records) => {
                 for record in records {
                     let value = u32::from_be_bytes(record.value.unwrap().try_into().unwrap());
-                    stored.insert(record.offset, value);
+                    stored.insert(record.offset.get(), value);
                 }
             }
             Poll::Idle => {}

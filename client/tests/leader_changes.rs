@@ -46,7 +46,7 @@ fn produce(producer: &sluice_client::Producer, values: std::ops::Range<u32>) -> 
         .map(|value| {
             let bytes = value.to_be_bytes();
             let record = ProducerRecord::new(TOPIC, &bytes).with_partition(0);
-            producer.send(&record).expect("send").wait().expect("delivered").offset
+            producer.send(&record).expect("send").wait().expect("delivered").offset.unwrap().get()
         })
         .collect()
 }
@@ -65,7 +65,10 @@ impl Drop for ConsumerThread {
 }
 
 fn spawn_consumer(cluster: &Cluster) -> ConsumerThread {
-    let config = ConsumerConfig { start: StartFrom::Offset(0), ..ConsumerConfig::default() };
+    let config = ConsumerConfig {
+        start: StartFrom::Offset(sluice_client::Offset(0)),
+        ..ConsumerConfig::default()
+    };
     let mut consumer = cluster.consumer(TOPIC, 0, config).expect("consumer");
     let (sender, records) = std::sync::mpsc::channel();
     let stop = Arc::new(AtomicBool::new(false));
@@ -76,7 +79,7 @@ fn spawn_consumer(cluster: &Cluster) -> ConsumerThread {
                 Ok(Poll::Records(records)) => {
                     for record in records {
                         let value = u32::from_be_bytes(record.value.unwrap().try_into().unwrap());
-                        let _ = sender.send(Ok((record.offset, value)));
+                        let _ = sender.send(Ok((record.offset.get(), value)));
                     }
                 }
                 Ok(Poll::Idle | Poll::End) => {}
@@ -327,7 +330,7 @@ fn producer_retries_not_enough_replicas_and_an_offline_partition() {
     let record = ProducerRecord::new(TOPIC, &bytes).with_partition(0);
     let delivery = producer.send(&record).expect("send");
     fake.sc.elect(0, SpuId(2));
-    assert_eq!(delivery.wait().expect("delivered after the election").offset, 1);
+    assert_eq!(delivery.wait().expect("delivered after the election").offset.unwrap().get(), 1);
 }
 
 #[test]
@@ -360,7 +363,10 @@ fn consumer_gives_up_after_its_request_timeout_saying_why() {
     let fake = FakeCluster::start(TOPIC, 1, 1);
     let request_timeout = Duration::from_secs(1);
     let cluster = connect(&fake, request_timeout);
-    let config = ConsumerConfig { start: StartFrom::Offset(0), ..ConsumerConfig::default() };
+    let config = ConsumerConfig {
+        start: StartFrom::Offset(sluice_client::Offset(0)),
+        ..ConsumerConfig::default()
+    };
     let mut consumer = cluster.consumer(TOPIC, 0, config).expect("consumer");
     fake.sc.take_offline(0);
     fake.spu(1).behave(|behaviour| behaviour.leader = false);

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use sluice_client::{
     Acks, ConsumerConfig, Poll, ProducerConfig, ProducerRecord, StartFrom, TopicSpec,
 };
-use sluice_proto::ids::{CoreId, PartitionId, SpuId};
+use sluice_proto::ids::{CoreId, Offset, PartitionId, SpuId};
 use sluice_proto::object::{PartitionAssignment, ReplicaPlacement, ReplicaSpec};
 use sluice_testkit::process::{wait_for, Output, ServerProcess, SpuProcess, TestCluster};
 use sluice_testkit::volume::{is_root, LoopVolume};
@@ -76,7 +76,7 @@ fn a_leader_elected_on_a_full_disk_leads_once_space_is_freed() {
             let value = format!("before-{index}");
             let delivery = producer.send(&ProducerRecord::new(TOPIC, value.as_bytes()));
             let metadata = delivery.expect("send").wait().expect("acknowledged");
-            (index, metadata.offset)
+            (index, metadata.offset.unwrap().get())
         })
         .collect();
     drop(producer);
@@ -115,7 +115,7 @@ fn a_leader_elected_on_a_full_disk_leads_once_space_is_freed() {
             Poll::Records(records) => {
                 for record in records {
                     read.push((
-                        record.offset,
+                        record.offset.get(),
                         record.value.map(|value| value.to_vec()).unwrap_or_default(),
                     ));
                 }
@@ -131,6 +131,8 @@ fn a_leader_elected_on_a_full_disk_leads_once_space_is_freed() {
             "record {index} acknowledged at {offset} is not there"
         );
     }
-    assert!(read.iter().any(|(at, stored)| *at == after.offset && stored == b"after"));
+    assert!(read
+        .iter()
+        .any(|(at, stored)| Some(Offset(*at)) == after.offset && stored == b"after"));
     assert_eq!(read.len() as u64, RECORDS + 1, "exactly the records sent");
 }

@@ -65,7 +65,7 @@ fn acknowledged_records_survive_an_spu_crash_and_order_is_kept() {
                 Poll::Records(records) => {
                     for record in records {
                         let value: [u8; 4] = record.value.unwrap().try_into().unwrap();
-                        by_offset.insert(record.offset, u32::from_be_bytes(value));
+                        by_offset.insert(record.offset.get(), u32::from_be_bytes(value));
                     }
                 }
                 Poll::Idle => {}
@@ -77,7 +77,7 @@ fn acknowledged_records_survive_an_spu_crash_and_order_is_kept() {
             let metadata = outcome.as_ref().unwrap();
             if metadata.partition == partition {
                 assert_eq!(
-                    by_offset.get(&metadata.offset),
+                    by_offset.get(&metadata.offset.unwrap().get()),
                     Some(index),
                     "record {index} at {metadata:?}"
                 );
@@ -138,12 +138,12 @@ fn data_path_keeps_working_while_the_sc_is_down() {
     cluster.create_topic("no-sc", 2);
     let producer = cluster.cluster.producer(ProducerConfig::default()).unwrap();
     let first = producer.send(&ProducerRecord::new("no-sc", b"before").with_partition(1)).unwrap();
-    assert_eq!(first.wait().unwrap().offset, 0);
+    assert_eq!(first.wait().unwrap().offset.unwrap().get(), 0);
     let TestCluster { spus, cluster: client, mut sc, directory, .. } = cluster;
     sc.kill();
     // Routes come from the cached metadata; SPUs serve without the SC.
     let second = producer.send(&ProducerRecord::new("no-sc", b"after").with_partition(1)).unwrap();
-    assert_eq!(second.wait().unwrap().offset, 1);
+    assert_eq!(second.wait().unwrap().offset.unwrap().get(), 1);
     let config = ConsumerConfig { start: StartFrom::Beginning, ..Default::default() };
     let mut consumer = client.consumer("no-sc", 1, config).unwrap();
     let mut values = Vec::new();

@@ -79,7 +79,7 @@ fn tail(cluster: Cluster, topic: String, partition: u32, stop: Arc<AtomicBool>) 
             Ok(Poll::Records(records)) => {
                 for record in records {
                     let value = record.value.map(|value| value.to_vec()).unwrap_or_default();
-                    read.push((record.offset, value));
+                    read.push((record.offset.get(), value));
                 }
             }
             Ok(Poll::Idle | Poll::End) => {}
@@ -135,9 +135,10 @@ impl Workload {
                             let mut state = lock.lock().unwrap();
                             match result {
                                 Ok(metadata) => {
-                                    state
-                                        .acknowledged
-                                        .insert(index, (metadata.partition, metadata.offset));
+                                    state.acknowledged.insert(
+                                        index,
+                                        (metadata.partition, metadata.offset.unwrap().get()),
+                                    );
                                     state.latencies.push((sent_at, latency));
                                 }
                                 Err(error) => {
@@ -221,7 +222,7 @@ impl Workload {
                 Poll::Records(records) => {
                     for record in records {
                         let value = record.value.map(|value| value.to_vec()).unwrap_or_default();
-                        let offset = record.offset;
+                        let offset = record.offset.get();
                         assert!(stored.insert(offset, value).is_none(), "offset {offset} twice");
                     }
                 }

@@ -218,13 +218,13 @@ impl PartitionConsumer {
     }
 
     /// The next offset `poll` will hand out.
-    pub fn position(&self) -> i64 {
-        self.position
+    pub fn position(&self) -> Offset {
+        Offset(self.position)
     }
 
     /// With `stop_at_end`: the end offset seen at start (the consumer stops before it).
-    pub fn end_offset(&self) -> Option<i64> {
-        self.end_offset
+    pub fn end_offset(&self) -> Option<Offset> {
+        self.end_offset.map(Offset)
     }
 
     /// The topic and partition read.
@@ -234,7 +234,7 @@ impl PartitionConsumer {
 
     fn start_offset(&mut self) -> Result<i64, ClientError> {
         match self.config.start {
-            StartFrom::Offset(offset) if offset >= 0 => Ok(offset),
+            StartFrom::Offset(offset) if offset.0 >= 0 => Ok(offset.0),
             StartFrom::Offset(offset) => Err(ClientError::InvalidInput {
                 what: "start offset",
                 reason: format!("{offset} is negative"),

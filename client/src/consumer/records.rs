@@ -3,6 +3,7 @@
 
 use std::cell::Cell;
 
+use sluice_proto::ids::Offset;
 use sluice_proto::record::{Batches, Headers, Record};
 
 use crate::error::ClientError;
@@ -11,7 +12,7 @@ use crate::error::ClientError;
 #[derive(Clone, Copy, Debug)]
 pub struct RecordView<'a> {
     /// The record's offset in its partition.
-    pub offset: i64,
+    pub offset: Offset,
     /// Its timestamp, ms since the Unix epoch.
     pub timestamp: i64,
     /// Its key (`None`: null key).
@@ -25,7 +26,7 @@ pub struct RecordView<'a> {
 impl<'a> RecordView<'a> {
     fn from_record(record: &Record<'a>) -> RecordView<'a> {
         RecordView {
-            offset: record.offset().get(),
+            offset: record.offset(),
             timestamp: record.timestamp().get(),
             key: record.key(),
             value: record.value(),
@@ -76,7 +77,7 @@ impl ExactSizeIterator for RecordHeaders<'_> {}
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ConsumerRecord {
     /// The record's offset in its partition.
-    pub offset: i64,
+    pub offset: Offset,
     /// Its timestamp, ms since the Unix epoch.
     pub timestamp: i64,
     /// Its key.
@@ -240,7 +241,7 @@ mod tests {
             error: &error,
         };
         let views: Vec<(i64, Vec<u8>)> = Records::uncompressed(&bytes, filter(11, Some(14)))
-            .map(|view| (view.offset, view.value.unwrap().to_vec()))
+            .map(|view| (view.offset.get(), view.value.unwrap().to_vec()))
             .collect();
         assert_eq!(views, [(11, b"b".to_vec()), (12, b"c".to_vec()), (13, b"d".to_vec())]);
         assert!(error.take().is_none());
@@ -249,7 +250,7 @@ mod tests {
         let start_time = Cell::new(Some(101));
         let timed = Filter { timestamp_min: &start_time, ..filter(0, None) };
         let offsets: Vec<i64> =
-            Records::uncompressed(&bytes, timed).map(|view| view.offset).collect();
+            Records::uncompressed(&bytes, timed).map(|view| view.offset.get()).collect();
         assert_eq!(offsets, [11, 12, 13, 14]);
         assert_eq!(start_time.get(), None);
 

@@ -11,6 +11,8 @@ use std::pin::Pin;
 use std::sync::{Arc, Condvar, Mutex};
 use std::task::{Context, Poll, Waker};
 
+use sluice_proto::ids::Offset;
+
 use crate::error::ClientError;
 
 /// Where a record was written.
@@ -18,8 +20,8 @@ use crate::error::ClientError;
 pub struct RecordMetadata {
     /// The partition.
     pub partition: u32,
-    /// The record's offset; `-1` with `acks none` (no answer is awaited).
-    pub offset: i64,
+    /// The record's offset; `None` with `acks none` (no answer is awaited).
+    pub offset: Option<Offset>,
     /// The record's timestamp (ms since the Unix epoch): its create time, or the log append
     /// time when the topic stamps that.
     pub timestamp: i64,
@@ -36,7 +38,7 @@ pub(crate) struct BatchOutcome {
 
 impl BatchOutcome {
     pub(crate) fn record(&self, partition: u32, index: u32, timestamp: i64) -> RecordMetadata {
-        let offset = if self.base_offset < 0 { -1 } else { self.base_offset + i64::from(index) };
+        let offset = (self.base_offset >= 0).then(|| Offset(self.base_offset + i64::from(index)));
         RecordMetadata { partition, offset, timestamp: self.log_append_time.unwrap_or(timestamp) }
     }
 }
@@ -137,7 +139,7 @@ impl BatchShared {
 /// use sluice_client::ProducerRecord;
 /// let delivery = producer.send(&ProducerRecord::new("orders", b"hello"))?;
 /// let metadata = delivery.wait()?; // or `delivery.await?` in an async fn
-/// println!("written at offset {} of partition {}", metadata.offset, metadata.partition);
+/// println!("written at offset {:?} of partition {}", metadata.offset, metadata.partition);
 /// # Ok(()) }
 /// ```
 #[must_use = "a delivery result reports whether the record was written"]
@@ -260,10 +262,13 @@ mod tests {
         });
         let metadata = second.wait().unwrap();
         resolver.join().unwrap();
-        assert_eq!(metadata, RecordMetadata { partition: 3, offset: 41, timestamp: 1_001 });
+        assert_eq!(
+            metadata,
+            RecordMetadata { partition: 3, offset: Some(Offset(41)), timestamp: 1_001 }
+        );
         assert_eq!(counter.0.load(Ordering::SeqCst), 1);
         match Pin::new(&mut first).poll(&mut context) {
-            Poll::Ready(Ok(metadata)) => assert_eq!(metadata.offset, 40),
+            Poll::Ready(Ok(metadata)) => assert_eq!(metadata.offset, Some(Offset(40))),
             other => panic!("expected ready, got {other:?}"),
         }
         // First resolution wins.
@@ -274,11 +279,11 @@ mod tests {
     #[test]
     fn unknown_offsets_and_append_time() {
         let unknown = BatchOutcome { base_offset: -1, log_append_time: None };
-        assert_eq!(unknown.record(0, 5, 7).offset, -1);
+        assert_eq!(unknown.record(0, 5, 7).offset, None);
         let stamped = BatchOutcome { base_offset: 10, log_append_time: Some(99) };
         assert_eq!(
             stamped.record(1, 2, 7),
-            RecordMetadata { partition: 1, offset: 12, timestamp: 99 }
+            RecordMetadata { partition: 1, offset: Some(Offset(12)), timestamp: 99 }
         );
         let batch = Arc::new(BatchShared::new(0));
         batch.resolve(Err(ClientError::server(

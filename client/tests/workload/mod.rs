@@ -115,7 +115,7 @@ pub fn tail(
             Ok(Poll::Records(records)) => {
                 for record in records {
                     let value = record.value.map(|value| value.to_vec()).unwrap_or_default();
-                    read.push((record.offset, value));
+                    read.push((record.offset.get(), value));
                 }
             }
             Ok(Poll::Idle | Poll::End) => {}
@@ -181,9 +181,10 @@ impl Workload {
                             let mut state = lock.lock().unwrap();
                             match result {
                                 Ok(metadata) => {
-                                    state
-                                        .acknowledged
-                                        .insert(index, (metadata.partition, metadata.offset));
+                                    state.acknowledged.insert(
+                                        index,
+                                        (metadata.partition, metadata.offset.unwrap().get()),
+                                    );
                                 }
                                 Err(error) => {
                                     state.failed.insert(index, error.to_string());
@@ -324,9 +325,9 @@ pub fn read_committed(test: &TestCluster, topic: &str, partition: u32) -> BTreeM
                 for record in records {
                     let value = record.value.map(|value| value.to_vec()).unwrap_or_default();
                     assert!(
-                        stored.insert(record.offset, value).is_none(),
+                        stored.insert(record.offset.get(), value).is_none(),
                         "offset {} twice",
-                        record.offset
+                        record.offset.get()
                     );
                 }
             }

@@ -176,7 +176,9 @@ impl DeliveryListener for Recorder {
                             acked_unix_ms: now,
                         });
                     }
-                    Outcome::Acknowledged { offset: metadata.offset }
+                    Outcome::Acknowledged {
+                        offset: metadata.offset.map_or(-1, |offset| offset.get()),
+                    }
                 }
                 Err(error) => classify(&error),
             };
@@ -417,7 +419,7 @@ fn tail(
                 for record in records {
                     seen.push(Seen {
                         partition,
-                        offset: record.offset,
+                        offset: record.offset.get(),
                         value: record.value.unwrap_or_default().to_vec(),
                     });
                 }
@@ -443,10 +445,9 @@ fn read_partition(
     let mut records: BTreeMap<i64, Vec<u8>> = BTreeMap::new();
     let mut last_error = None;
     while Instant::now() < deadline {
-        let start = records
-            .keys()
-            .next_back()
-            .map_or(StartFrom::Beginning, |last| StartFrom::Offset(last + 1));
+        let start = records.keys().next_back().map_or(StartFrom::Beginning, |last| {
+            StartFrom::Offset(sluice_client::Offset(last + 1))
+        });
         let config = ConsumerConfig {
             start,
             isolation: Isolation::ReadCommitted,
@@ -466,7 +467,8 @@ fn read_partition(
             match consumer.poll(Duration::from_millis(500)) {
                 Ok(Poll::Records(batch)) => {
                     for record in batch {
-                        records.insert(record.offset, record.value.unwrap_or_default().to_vec());
+                        records
+                            .insert(record.offset.get(), record.value.unwrap_or_default().to_vec());
                     }
                 }
                 Ok(Poll::Idle) => {
