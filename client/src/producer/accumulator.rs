@@ -162,6 +162,12 @@ pub(crate) struct PartitionQueue {
     /// Produce requests for this partition awaiting their response (at most
     /// [`crate::ProducerConfig::max_in_flight`]).
     pub in_flight: usize,
+    /// Batches in those requests: an idempotent producer keeps at most
+    /// [`IDEMPOTENT_BATCHES_REMEMBERED`] of them, so a leader knows the offset of any it
+    /// retries.
+    ///
+    /// [`IDEMPOTENT_BATCHES_REMEMBERED`]: sluice_proto::api::produce::IDEMPOTENT_BATCHES_REMEMBERED
+    pub batches_in_flight: usize,
     /// No request before this instant (backoff after a retriable error).
     pub retry_at: Option<Instant>,
     /// The last retriable error of this partition, reported if its batches time out.

@@ -28,7 +28,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crossbeam_channel::{select, Receiver, Sender};
-use sluice_proto::api::produce::{Acks, ProducePartitionResponse, ProduceResponse};
+use sluice_proto::api::produce::{
+    Acks, ProducePartitionResponse, ProduceResponse, IDEMPOTENT_BATCHES_REMEMBERED,
+};
 use sluice_proto::api::Decode;
 use sluice_proto::error_code::ErrorCode;
 use sluice_proto::frame::Frame;
@@ -223,7 +225,10 @@ impl SenderLoop<'_> {
                 wake_at(pass, due);
             }
         }
-        if queue.in_flight >= config.max_in_flight || queue.sealed.is_empty() {
+        if queue.in_flight >= config.max_in_flight
+            || queue.sealed.is_empty()
+            || queue.batches_in_flight >= IDEMPOTENT_BATCHES_REMEMBERED
+        {
             return false;
         }
         while queue
@@ -432,6 +437,8 @@ impl SenderLoop<'_> {
         for partition in request.partitions {
             let mut queue = lock_queue(&partition.topic.partitions[partition.partition as usize]);
             queue.in_flight = queue.in_flight.saturating_sub(1);
+            queue.batches_in_flight =
+                queue.batches_in_flight.saturating_sub(partition.batches.len());
             drop(queue);
             match &result {
                 Ok(outcome) => {
@@ -473,6 +480,8 @@ impl SenderLoop<'_> {
         {
             let mut queue = lock_queue(&partition.topic.partitions[partition.partition as usize]);
             queue.in_flight = queue.in_flight.saturating_sub(1);
+            queue.batches_in_flight =
+                queue.batches_in_flight.saturating_sub(partition.batches.len());
             queue.last_error = None;
             for batch in &partition.batches {
                 queue.acknowledged(batch.producer, batch.record_count());
@@ -500,6 +509,8 @@ impl SenderLoop<'_> {
         {
             let mut queue = lock_queue(&partition.topic.partitions[partition.partition as usize]);
             queue.in_flight = queue.in_flight.saturating_sub(1);
+            queue.batches_in_flight =
+                queue.batches_in_flight.saturating_sub(partition.batches.len());
             if error.is_retriable() {
                 tracing::debug!(topic = %partition.topic.name, partition = partition.partition, %error, "retrying");
                 for mut batch in partition.batches {
@@ -594,11 +605,16 @@ fn take_batches(queue: &mut PartitionQueue, request_bytes: usize) -> Option<Vec<
     if request_bytes > 0 && request_bytes + first_len > PRODUCE_REQUEST_BYTES_MAX {
         return None;
     }
+    if queue.batches_in_flight >= IDEMPOTENT_BATCHES_REMEMBERED {
+        return None;
+    }
     let mut bytes = request_bytes;
     let mut taken = Vec::new();
     while let Some(front) = queue.sealed.front() {
         if !taken.is_empty()
-            && (bytes + front.wire_len() > PRODUCE_REQUEST_BYTES_MAX || front.retried)
+            && (bytes + front.wire_len() > PRODUCE_REQUEST_BYTES_MAX
+                || front.retried
+                || queue.batches_in_flight + taken.len() >= IDEMPOTENT_BATCHES_REMEMBERED)
         {
             break;
         }
@@ -610,6 +626,7 @@ fn take_batches(queue: &mut PartitionQueue, request_bytes: usize) -> Option<Vec<
         }
     }
     queue.in_flight += 1;
+    queue.batches_in_flight += taken.len();
     Some(taken)
 }
 
@@ -644,5 +661,23 @@ mod tests {
         assert_eq!(sequences(&take_batches(&mut queue, 0).unwrap()), [4]);
         assert!(take_batches(&mut queue, 0).is_none());
         assert_eq!(queue.in_flight, 4);
+        assert_eq!(queue.batches_in_flight, 5);
+    }
+
+    #[test]
+    fn batches_in_flight_stay_within_what_a_leader_remembers() {
+        let topic = TopicQueues::new(TopicName::new("t").unwrap(), 1, 0);
+        let mut queue = lock_queue(&topic.partitions[0]);
+        let total = IDEMPOTENT_BATCHES_REMEMBERED as u64 + 10;
+        for sequence in 0..total {
+            queue.sealed.push_back(batch(sequence, false));
+        }
+        let first = take_batches(&mut queue, 0).unwrap();
+        assert_eq!(first.len(), IDEMPOTENT_BATCHES_REMEMBERED, "one request up to the limit");
+        assert!(take_batches(&mut queue, 0).is_none(), "nothing more until answers come");
+        // An answer frees its batches.
+        queue.in_flight -= 1;
+        queue.batches_in_flight -= first.len();
+        assert_eq!(take_batches(&mut queue, 0).unwrap().len(), 10);
     }
 }

@@ -527,7 +527,7 @@ impl Replica {
                     placement.add(Some((appended.base_offset, appended.next_offset)));
                 }
                 Err(StorageError::DuplicateSequence { last: covering, base_offset }) => {
-                    tracing::debug!(key = %self.key, "idempotent retry of an appended batch");
+                    tracing::debug!(key = %self.key, ?base_offset, "idempotent retry of an appended batch");
                     duplicates_covered_by = Some(covering);
                     let records = i64::from(last_offset_delta(batch)) + 1;
                     placement.add(base_offset.map(|base| (base, Offset(base.get() + records))));

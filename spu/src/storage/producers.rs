@@ -42,10 +42,10 @@ use super::log::Appended;
 /// 1.6 MiB per log at most, with that many producers writing to one partition).
 pub const PRODUCERS_PER_LOG_MAX: usize = 1024;
 
-/// Batches per producer whose offsets a retry is answered with: as many as a producer may have
-/// in flight to one partition (the SDK allows 16 requests of several batches each; with 16
-/// remembered, 2 of 12,000 retries in a kill test were older and answered without an offset).
-pub const RECENT_BATCHES_PER_PRODUCER: usize = 64;
+/// Batches per producer whose offsets a retry is answered with: as many as an idempotent
+/// producer may keep unacknowledged per partition (the SDK holds back further batches).
+pub const RECENT_BATCHES_PER_PRODUCER: usize =
+    sluice_proto::api::produce::IDEMPOTENT_BATCHES_REMEMBERED;
 
 /// Why a batch of an idempotent producer was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
