@@ -38,8 +38,8 @@ use sluice_proto::record::{sequence_after, sequence_distance_behind, BatchHeader
 
 use super::log::Appended;
 
-/// Producers remembered per log (about 1.6 KiB each, most of it [`RECENT_BATCHES_PER_PRODUCER`]:
-/// 1.6 MiB per log at most, with that many producers writing to one partition).
+/// Producers remembered per log (about 3 KiB each, most of it [`RECENT_BATCHES_PER_PRODUCER`]:
+/// 3 MiB per log at most, with that many producers writing to one partition).
 pub const PRODUCERS_PER_LOG_MAX: usize = 1024;
 
 /// Batches per producer whose offsets a retry is answered with: as many as an idempotent
