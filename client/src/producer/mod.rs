@@ -310,7 +310,11 @@ impl Producer {
         if shared.stopped.load(Ordering::Acquire) {
             return Err(ClientError::Closed);
         }
-        let topic = self.topic_queues(record.topic)?;
+        let mut topic = self.topic_queues(record.topic)?;
+        if record.partition.is_some_and(|partition| partition >= topic.partition_count()) {
+            // The cluster's metadata may know partitions the sender has not added yet.
+            topic = self.grow_to_metadata(record.topic, topic)?;
+        }
         let (partition, sticky) = choose_partition(shared.config.partitioner, &topic, record)?;
         let bytes = record_bytes_max(record.key, record.value, record.headers);
         shared.budget.reserve(bytes, shared.config.delivery_timeout)?;
@@ -389,6 +393,27 @@ impl Producer {
             producer: ProducerState::NONE,
             retried: false,
         }
+    }
+
+    /// `topic`'s queues grown to the partition count the cluster's metadata shows now (the
+    /// sender grows them too, on its next pass: a record for a partition that a topic alter
+    /// just added must not fail in between).
+    fn grow_to_metadata(
+        &self,
+        topic: &str,
+        queues: Arc<TopicQueues>,
+    ) -> Result<Arc<TopicQueues>, ClientError> {
+        let shared = &self.handle.shared;
+        let count = shared.cluster.partition_count(topic)?;
+        if count <= queues.partition_count() {
+            return Ok(queues);
+        }
+        let mut topics = shared.topics.write().unwrap_or_else(|poison| poison.into_inner());
+        let Some(current) = topics.get_mut(topic) else { return Ok(queues) };
+        if count > current.partition_count() {
+            *current = Arc::new(current.grown(count));
+        }
+        Ok(Arc::clone(current))
     }
 
     /// The queues of `topic`, created from the cluster's metadata on first use.
