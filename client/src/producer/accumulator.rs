@@ -162,7 +162,7 @@ pub(crate) struct PartitionQueue {
     /// Produce requests for this partition awaiting their response (at most
     /// [`crate::ProducerConfig::max_in_flight`]).
     pub in_flight: usize,
-    /// Batches in those requests: an idempotent producer keeps at most
+    /// Batches in those requests: a producer keeps at most
     /// [`IDEMPOTENT_BATCHES_REMEMBERED`] of them, so a leader knows the offset of any it
     /// retries.
     ///

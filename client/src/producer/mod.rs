@@ -147,6 +147,17 @@ pub(crate) struct ProducerShared {
 }
 
 impl ProducerShared {
+    /// Gives `topic` queues for `count` partitions if it has fewer (never fewer than now);
+    /// returns its queues, `None` for a topic this producer has not used.
+    pub(crate) fn grow_topic(&self, topic: &str, count: u32) -> Option<Arc<TopicQueues>> {
+        let mut topics = self.topics.write().unwrap_or_else(|poison| poison.into_inner());
+        let queues = topics.get_mut(topic)?;
+        if count > queues.partition_count() {
+            *queues = Arc::new(queues.grown(count));
+        }
+        Some(Arc::clone(queues))
+    }
+
     pub(crate) fn wake_sender(&self) {
         let _ignored = self.wake.try_send(());
     }
@@ -408,12 +419,7 @@ impl Producer {
         if count <= queues.partition_count() {
             return Ok(queues);
         }
-        let mut topics = shared.topics.write().unwrap_or_else(|poison| poison.into_inner());
-        let Some(current) = topics.get_mut(topic) else { return Ok(queues) };
-        if count > current.partition_count() {
-            *current = Arc::new(current.grown(count));
-        }
-        Ok(Arc::clone(current))
+        Ok(shared.grow_topic(topic, count).unwrap_or(queues))
     }
 
     /// The queues of `topic`, created from the cluster's metadata on first use.

@@ -286,11 +286,8 @@ impl SenderLoop<'_> {
         if grown.is_empty() {
             return;
         }
-        let mut topics = self.shared.topics.write().unwrap_or_else(|poison| poison.into_inner());
         for (name, count) in grown {
-            if let Some(queues) = topics.get_mut(&name) {
-                *queues = Arc::new(queues.grown(count));
-            }
+            self.shared.grow_topic(&name, count);
         }
     }
 
@@ -627,6 +624,10 @@ fn take_batches(queue: &mut PartitionQueue, request_bytes: usize) -> Option<Vec<
     }
     queue.in_flight += 1;
     queue.batches_in_flight += taken.len();
+    assert!(
+        queue.batches_in_flight <= IDEMPOTENT_BATCHES_REMEMBERED,
+        "more batches in flight than a leader remembers for retries"
+    );
     Some(taken)
 }
 
